@@ -1,0 +1,109 @@
+//! Machine-code stubs per architecture, behind one interface.
+//!
+//! The stubs are the functions a deep-frozen object defines besides its
+//! data: one accessor per module (`_Py_get_<mod>_toplevel`, returning the
+//! module's code object), and `_Py_Deepfreeze_Init` / `_Py_Deepfreeze_Fini`,
+//! which walk a table of code-object offsets and call the runtime's
+//! per-code-object init or fini function on each.
+//!
+//! Each architecture lowers a [`StubSpec`] to bytes plus neutral
+//! [`CodeReloc`]s; the object writer maps those to the relocation types of
+//! the output format.
+
+pub mod x86_64;
+
+/// What a code relocation refers to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sym {
+    /// An offset in the data section (the frozen objects).
+    Data(u64),
+    /// An offset in the read-only section (the table of code objects).
+    Table(u64),
+    /// An external function or object.
+    Extern(&'static str),
+}
+
+/// Relocation kinds the stubs use, independent of the object format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CodeRelocKind {
+    /// x86_64: 32-bit PC-relative displacement (RIP-relative operand).
+    X86PcRel32,
+    /// x86_64: 32-bit PC-relative call target, through the PLT if needed.
+    X86Call32,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct CodeReloc {
+    /// Offset of the relocated field in the text section.
+    pub offset: u64,
+    pub kind: CodeRelocKind,
+    pub target: Sym,
+    /// Addend as the format's relocation wants it (for x86 PC-relative
+    /// fields, minus the distance from the field to the end of the
+    /// instruction).
+    pub addend: i64,
+}
+
+/// A function defined in the text section.
+#[derive(Clone, Debug)]
+pub struct Func {
+    pub name: String,
+    pub offset: u64,
+    pub size: u64,
+}
+
+/// Assembled stubs.
+#[derive(Default, Debug)]
+pub struct Stubs {
+    pub code: Vec<u8>,
+    pub relocs: Vec<CodeReloc>,
+    pub funcs: Vec<Func>,
+    /// Alignment the text section needs.
+    pub align: u64,
+}
+
+/// Calling convention of the target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Abi {
+    SysV,
+    Win64,
+}
+
+/// A function that calls `callee` on every entry of the code table.
+#[derive(Clone, Debug)]
+pub struct TableWalk {
+    pub name: &'static str,
+    pub callee: &'static str,
+    /// Stop and return -1 when `callee` returns a negative int; else the
+    /// function returns 0 (Init). Without it the function returns nothing.
+    pub check_result: bool,
+}
+
+/// Everything the stubs need to know.
+#[derive(Clone, Debug)]
+pub struct StubSpec {
+    pub abi: Abi,
+    /// (accessor symbol, data offset of the module's code object).
+    pub accessors: Vec<(String, u64)>,
+    /// Accessors add one to the object's 64-bit reference count at this
+    /// offset (`None`: immortal objects, returned as they are).
+    pub incref: Option<u32>,
+    /// Number of 32-bit entries in the code table. Entry i holds the data
+    /// offset of the i-th code object.
+    pub table_len: u64,
+    pub walks: Vec<TableWalk>,
+}
+
+/// The architectures we generate code for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arch {
+    X86_64,
+}
+
+impl Arch {
+    pub fn assemble(self, spec: &StubSpec) -> Stubs {
+        match self {
+            Arch::X86_64 => x86_64::assemble(spec),
+        }
+    }
+}

@@ -1,0 +1,226 @@
+//! `emit`: inputs -> graph -> layout -> object file, written atomically.
+
+use crate::arch::{StubSpec, TableWalk};
+use crate::error::{Error, Result};
+use crate::graph::{Graph, Module};
+use crate::input::{self, compile, Marshalled};
+use crate::layout::Layout;
+use crate::target::Target;
+use crate::{marshal, objfile, place};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub target: Target,
+    pub layout: &'static Layout,
+    /// `FILE:MODNAME` arguments.
+    pub inputs: Vec<String>,
+    pub modules_from: Option<PathBuf>,
+    pub compile_with: Option<PathBuf>,
+    pub verbose: bool,
+}
+
+/// Counts for `-v` and benchmarks.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub modules: usize,
+    pub code_objects: usize,
+    pub data_bytes: usize,
+    pub relocations: usize,
+    pub object_bytes: usize,
+}
+
+fn log(opts: &Options, t0: Instant, what: std::fmt::Arguments) {
+    if opts.verbose {
+        eprintln!("[{:8.3} ms] {what}", t0.elapsed().as_secs_f64() * 1e3);
+    }
+}
+
+/// Gather every module's marshal bytes, in order.
+pub fn collect(opts: &Options) -> Result<Vec<Marshalled>> {
+    // (name, bytes if already known, compile request otherwise)
+    let mut slots: Vec<(String, Option<Marshalled>)> = Vec::new();
+    let mut requests = Vec::new();
+    if let Some(ar) = &opts.modules_from {
+        for m in input::archive::read(ar, opts.layout)? {
+            if m.code.is_none() {
+                requests.push(compile::Request {
+                    name: m.name.clone(),
+                    accessor: m.accessor.clone(),
+                    source: None,
+                });
+            }
+            slots.push((m.name, m.code));
+        }
+    }
+    for arg in &opts.inputs {
+        let (path, name) = input::split_arg(arg)?;
+        if slots.iter().any(|(n, _)| *n == name) {
+            return Err(Error::msg(format!(
+                "module {name} is given twice (input '{arg}')"
+            )));
+        }
+        if path.extension().and_then(|e| e.to_str()) == Some("py") {
+            if !path.is_file() {
+                return Err(Error::file(&path, "cannot read: no such file"));
+            }
+            requests.push(compile::Request {
+                name: name.clone(),
+                accessor: crate::place::accessor_symbol(&name),
+                source: Some(path),
+            });
+            slots.push((name, None));
+        } else {
+            let m = input::load_arg(&path, &name, opts.layout)?;
+            slots.push((name, Some(m)));
+        }
+    }
+    if slots.is_empty() {
+        return Err(Error::msg(
+            "no modules to freeze: give FILE:MODNAME inputs or --modules-from LIBPYTHON.a",
+        ));
+    }
+    let mut compiled = if requests.is_empty() {
+        Vec::new()
+    } else {
+        let py = opts.compile_with.as_deref().ok_or_else(|| {
+            let names: Vec<&str> = requests.iter().map(|r| r.name.as_str()).collect();
+            Error::msg(format!(
+                "no marshal bytes for {} (3.11 frozen.o keeps none; .py inputs need compiling): \
+                 give --compile-with PYTHON{}.{}",
+                names.join(", "),
+                opts.layout.version.0,
+                opts.layout.version.1
+            ))
+        })?;
+        compile::compile(py, opts.layout, &requests)?
+    }
+    .into_iter();
+    Ok(slots
+        .into_iter()
+        .map(|(_, m)| m.unwrap_or_else(|| compiled.next().unwrap()))
+        .collect())
+}
+
+/// Read all modules into one constant graph.
+pub fn read_graph(mods: &[Marshalled]) -> Result<Graph> {
+    let mut graph = Graph::new();
+    for m in mods {
+        let code = marshal::read_code(&m.data, &mut graph).map_err(|mut e| {
+            e.offset = e.offset.and_then(|o| m.offsets.map(o));
+            let mut e = e.in_file(&m.origin);
+            e.message = format!("module {}: {}", m.name, e.message);
+            e
+        })?;
+        graph.modules.push(Module {
+            name: m.name.clone(),
+            accessor: m.accessor.clone(),
+            code,
+        });
+    }
+    Ok(graph)
+}
+
+/// Lay the graph out and write the object file's bytes.
+pub fn build_object(opts: &Options, graph: &Graph) -> Result<(Vec<u8>, Stats)> {
+    let l = opts.layout;
+    let image = place::place(graph, l)?;
+    let spec = StubSpec {
+        abi: opts.target.abi,
+        accessors: image
+            .accessors
+            .iter()
+            .map(|a| (a.symbol.clone(), a.code))
+            .collect(),
+        incref: (!l.head.immortal).then_some(l.head.refcnt.off),
+        table_len: image.codes.len() as u64,
+        walks: vec![
+            TableWalk {
+                name: l.sym.deepfreeze_init,
+                callee: l.sym.code_init,
+                check_result: true,
+            },
+            TableWalk {
+                name: l.sym.deepfreeze_fini,
+                callee: l.sym.code_fini,
+                check_result: false,
+            },
+        ],
+    };
+    let stubs = opts.target.arch.assemble(&spec);
+    let bytes = objfile::write(&opts.target, l, &image, &stubs)?;
+    let stats = Stats {
+        modules: graph.modules.len(),
+        code_objects: image.codes.len(),
+        data_bytes: image.data.len(),
+        relocations: image.relocs.len() + stubs.relocs.len(),
+        object_bytes: bytes.len(),
+    };
+    Ok((bytes, stats))
+}
+
+/// The whole job: read, lay out, write `output` atomically.
+pub fn run(opts: &Options, output: &Path) -> Result<Stats> {
+    let t0 = Instant::now();
+    let mods = collect(opts)?;
+    log(
+        opts,
+        t0,
+        format_args!(
+            "read {} modules ({} marshal bytes)",
+            mods.len(),
+            mods.iter().map(|m| m.data.len()).sum::<usize>()
+        ),
+    );
+    let graph = read_graph(&mods)?;
+    log(
+        opts,
+        t0,
+        format_args!("constant graph: {} distinct objects", graph.nodes.len()),
+    );
+    let (bytes, stats) = build_object(opts, &graph)?;
+    log(
+        opts,
+        t0,
+        format_args!(
+            "laid out {} code objects, {} bytes of data, {} relocations",
+            stats.code_objects, stats.data_bytes, stats.relocations
+        ),
+    );
+    write_atomically(output, &bytes)?;
+    log(
+        opts,
+        t0,
+        format_args!("wrote {} ({} bytes)", output.display(), bytes.len()),
+    );
+    Ok(stats)
+}
+
+/// Write to a temporary file beside `path`, then rename over it: on any
+/// error `path` is left as it was and the temporary file is removed.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let file_name = path
+        .file_name()
+        .ok_or_else(|| Error::file(path, "output is not a file name"))?;
+    let tmp = dir.join(format!(
+        ".{}.{}.tmp",
+        file_name.to_string_lossy(),
+        std::process::id()
+    ));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    result.map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        Error::file(path, format!("cannot write output: {e}"))
+    })
+}

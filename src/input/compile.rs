@@ -1,0 +1,120 @@
+//! `--compile-with PYTHON`: code for modules given as `.py` sources, or
+//! known only by name (3.11's `frozen.o` keeps no marshal bytes), compiled
+//! by that interpreter exactly as CPython's freezer does:
+//! `compile(source, "<frozen NAME>", "exec")`, then `marshal.dumps`.
+
+use super::{Marshalled, OffsetMap};
+use crate::error::{Error, Result};
+use crate::layout::Layout;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// What to compile: a module name and, optionally, its source file (else
+/// the interpreter finds the module's source on its own path).
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub name: String,
+    pub accessor: String,
+    pub source: Option<PathBuf>,
+}
+
+const SCRIPT: &str = r#"
+import sys, marshal, importlib.util
+want = sys.argv[1]
+have = "%d.%d" % sys.version_info[:2]
+if have != want:
+    sys.stderr.write("interpreter is Python %s, not %s\n" % (have, want))
+    sys.exit(3)
+out = sys.stdout.buffer
+out.write(b"pyfreeze-obj\n")
+for arg in sys.argv[2:]:
+    name, _, path = arg.partition("=")
+    if not path:
+        spec = importlib.util.find_spec(name)
+        if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+            sys.stderr.write("module %s: no Python source found\n" % name)
+            sys.exit(4)
+        path = spec.origin
+    with open(path, "rb") as f:
+        source = f.read()
+    try:
+        code = compile(source, "<frozen %s>" % name, "exec")
+    except SyntaxError as e:
+        sys.stderr.write("%s: line %s: %s\n" % (path, e.lineno, e.msg))
+        sys.exit(5)
+    data = marshal.dumps(code)
+    out.write(len(data).to_bytes(4, "little"))
+    out.write(data)
+"#;
+
+/// Compile every request with one run of `python`.
+pub fn compile(python: &Path, layout: &Layout, reqs: &[Request]) -> Result<Vec<Marshalled>> {
+    if reqs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (a, b) = layout.version;
+    let mut cmd = Command::new(python);
+    cmd.args([
+        "-X",
+        "frozen_modules=off",
+        "-S",
+        "-c",
+        SCRIPT,
+        &format!("{a}.{b}"),
+    ]);
+    for r in reqs {
+        match &r.source {
+            Some(p) => cmd.arg(format!("{}={}", r.name, p.display())),
+            None => cmd.arg(&r.name),
+        };
+    }
+    let out = cmd.output().map_err(|e| {
+        Error::file(
+            python,
+            format!("cannot run --compile-with interpreter: {e}"),
+        )
+    })?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let last = err
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("no message");
+        let why = if out.status.code() == Some(3) {
+            "refused"
+        } else {
+            "failed"
+        };
+        return Err(Error::file(python, format!("--compile-with {why}: {last}")));
+    }
+    let mut rest = out
+        .stdout
+        .strip_prefix(b"pyfreeze-obj\n".as_slice())
+        .ok_or_else(|| {
+            Error::file(
+                python,
+                "--compile-with: unexpected output (is this CPython?)",
+            )
+        })?;
+    let mut result = Vec::with_capacity(reqs.len());
+    for r in reqs {
+        let bad = || {
+            Error::file(
+                python,
+                format!("--compile-with: output for {} is truncated", r.name),
+            )
+        };
+        let n = u32::from_le_bytes(rest.get(..4).ok_or_else(bad)?.try_into().unwrap()) as usize;
+        let data = rest.get(4..4 + n).ok_or_else(bad)?.to_vec();
+        rest = &rest[4 + n..];
+        result.push(Marshalled {
+            name: r.name.clone(),
+            accessor: r.accessor.clone(),
+            data,
+            origin: r.source.clone().unwrap_or_else(|| python.to_path_buf()),
+            offsets: OffsetMap::Generated,
+        });
+    }
+    Ok(result)
+}

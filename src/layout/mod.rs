@@ -1,0 +1,261 @@
+//! Per-CPython-version layout facts: field offsets and sizes, flag bits,
+//! opcode numbers, the runtime's shared objects and the symbols the frozen
+//! object must reference or define.
+//!
+//! These are data, one table per version (`py312.rs`, ...), checked against
+//! the DWARF of a real libpython by `tests/layout_dwarf.rs`. Code elsewhere
+//! reads the tables; it never asks "which version is this?".
+
+mod py312;
+
+use crate::error::{Error, Result};
+
+/// A field of a C struct: byte offset and size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Field {
+    pub off: u32,
+    pub size: u8,
+}
+
+pub const fn f(off: u32, size: u8) -> Field {
+    Field { off, size }
+}
+
+/// `PyObject` / `PyVarObject` header.
+#[derive(Debug)]
+pub struct HeadLayout {
+    pub refcnt: Field,
+    pub type_: Field,
+    /// `ob_size` of a `PyVarObject`.
+    pub size: Field,
+    /// The reference count every static object gets.
+    pub static_refcnt: u64,
+    /// Static objects are immortal: accessors hand them out without
+    /// touching the reference count.
+    pub immortal: bool,
+}
+
+/// `PyCodeObject`.
+#[derive(Debug)]
+pub struct CodeLayout {
+    /// Offset of `co_code_adaptive`, where the bytecode starts.
+    pub code_adaptive: u32,
+    pub consts: Field,
+    pub names: Field,
+    pub exceptiontable: Field,
+    pub flags: Field,
+    pub argcount: Field,
+    pub posonlyargcount: Field,
+    pub kwonlyargcount: Field,
+    pub stacksize: Field,
+    pub firstlineno: Field,
+    pub nlocalsplus: Field,
+    pub nlocals: Field,
+    pub ncellvars: Field,
+    pub nfreevars: Field,
+    pub localsplusnames: Field,
+    pub localspluskinds: Field,
+    pub filename: Field,
+    pub name: Field,
+    pub qualname: Field,
+    pub linetable: Field,
+    /// `co_framesize` = stacksize + nlocalsplus + `frame_specials_size`.
+    pub framesize: Option<Field>,
+    pub frame_specials_size: u32,
+    /// `co_version`: numbered from 1 in generation order.
+    pub version: Option<Field>,
+    /// `_co_firsttraceable`: index (in code units) of the first RESUME.
+    pub firsttraceable: Option<Field>,
+    /// Number of plain cell variables (cells that are not arguments).
+    pub nplaincellvars: Option<Field>,
+    pub opcode_resume: u8,
+    pub co_fast_local: u8,
+    pub co_fast_cell: u8,
+    pub co_fast_free: u8,
+}
+
+/// `PyASCIIObject` / `PyCompactUnicodeObject`.
+#[derive(Debug)]
+pub struct StrLayout {
+    pub length: Field,
+    pub hash: Field,
+    pub state: Field,
+    /// Size of `PyASCIIObject` (where an ASCII string's data starts).
+    pub ascii_size: u32,
+    /// Size of `PyCompactUnicodeObject` (where other strings' data starts).
+    pub compact_size: u32,
+    pub utf8_length: Field,
+    pub utf8: Field,
+    /// Bit positions inside `state`.
+    pub kind_shift: u32,
+    pub compact_bit: u32,
+    pub ascii_bit: u32,
+    /// Further state bits every static string gets
+    /// (3.12 `statically_allocated`, 3.11 `ready`).
+    pub static_bits: u32,
+    /// Non-ASCII strings carry their UTF-8 form (`utf8`, `utf8_length`).
+    pub fill_utf8: bool,
+}
+
+/// `PyBytesObject`.
+#[derive(Debug)]
+pub struct BytesLayout {
+    pub shash: Field,
+    pub sval: u32,
+}
+
+/// How an int's sign and digit count are stored.
+#[derive(Debug)]
+pub enum IntSize {
+    /// 3.12: `lv_tag` = ndigits << 3 | (0 positive, 1 zero, 2 negative).
+    LvTag(Field),
+    /// 3.11: `ob_size` = sign * ndigits.
+    SignedObSize,
+}
+
+/// `PyLongObject`.
+#[derive(Debug)]
+pub struct IntLayout {
+    pub size: IntSize,
+    pub digits: u32,
+    pub digit_size: u8,
+    /// Smallest size the struct takes (one digit even for zero).
+    pub min_size: u32,
+}
+
+/// Floats and complex numbers: where the doubles go.
+#[derive(Debug)]
+pub struct FloatLayout {
+    pub fval: u32,
+    pub float_size: u32,
+    pub cval: u32,
+    pub complex_size: u32,
+}
+
+/// `PyTupleObject`, preceded by a GC header.
+#[derive(Debug)]
+pub struct TupleLayout {
+    pub gc_head_size: u32,
+    pub items: u32,
+}
+
+/// Objects the runtime shares, as offsets inside `_PyRuntime`.
+#[derive(Debug)]
+pub struct RuntimeLayout {
+    pub symbol: &'static str,
+    /// `_PyLong_SMALL_INTS[0]`, which is the int `-small_int_neg`.
+    pub small_ints: u32,
+    pub small_int_stride: u32,
+    pub small_int_neg: i64,
+    pub small_int_pos: i64,
+    pub bytes_empty: u32,
+    /// One-byte bytes objects (`bytes_characters[256]`), if the generator
+    /// uses them: (offset of element 0, stride).
+    pub bytes_characters: Option<(u32, u32)>,
+    pub tuple_empty: u32,
+    /// One-character strings U+0000..U+007F (`strings.ascii[128]`).
+    pub ascii_chars: Option<(u32, u32)>,
+    /// One-character strings U+0080..U+00FF (`strings.latin1[128]`).
+    pub latin1_chars: Option<(u32, u32)>,
+    /// The global string table (`_Py_STR`, `_Py_ID`): value -> offset,
+    /// sorted by value.
+    pub global_strings: &'static [(&'static str, u32)],
+}
+
+/// Symbols the frozen object references and defines.
+#[derive(Debug)]
+pub struct Symbols {
+    pub code_type: &'static str,
+    pub bytes_type: &'static str,
+    pub str_type: &'static str,
+    pub tuple_type: &'static str,
+    pub int_type: &'static str,
+    pub float_type: &'static str,
+    pub complex_type: &'static str,
+    pub none: &'static str,
+    pub true_: &'static str,
+    pub false_: &'static str,
+    pub ellipsis: &'static str,
+    /// Called with each code object by `_Py_Deepfreeze_Init`; a negative
+    /// result makes Init return -1.
+    pub code_init: &'static str,
+    /// Called with each code object by `_Py_Deepfreeze_Fini`.
+    pub code_fini: &'static str,
+    /// Defined as a 32-bit counter one past the last `co_version`.
+    pub next_func_version: Option<&'static str>,
+    pub deepfreeze_init: &'static str,
+    pub deepfreeze_fini: &'static str,
+}
+
+/// `struct _frozen`, an entry of the module tables in `frozen.o`.
+#[derive(Debug)]
+pub struct FrozenLayout {
+    pub entry_size: u32,
+    pub name: Field,
+    pub code: Field,
+    pub size: Field,
+    pub is_package: Field,
+    pub get_code: Field,
+    /// Global pointers to the bootstrap, stdlib and test tables, in order.
+    pub tables: &'static [&'static str],
+    /// Global pointer to the alias table: {alias name, original name} pairs.
+    pub aliases: &'static str,
+}
+
+/// Everything about one CPython version (for 64-bit targets).
+#[derive(Debug)]
+pub struct Layout {
+    pub version: (u8, u8),
+    /// The `.pyc` magic number (first two bytes, little endian).
+    pub pyc_magic: u16,
+    pub ptr_size: u8,
+    pub head: HeadLayout,
+    pub code: CodeLayout,
+    pub str_: StrLayout,
+    pub bytes: BytesLayout,
+    pub int: IntLayout,
+    pub float: FloatLayout,
+    pub tuple: TupleLayout,
+    pub runtime: RuntimeLayout,
+    pub sym: Symbols,
+    pub frozen: FrozenLayout,
+}
+
+impl Layout {
+    /// The table for `major.minor`, or an error explaining why there is none.
+    pub fn for_version(major: u8, minor: u8) -> Result<&'static Layout> {
+        match (major, minor) {
+            (3, 12) => Ok(&py312::LAYOUT),
+            (3, 11) => Err(Error::msg("CPython 3.11 is not supported yet (only 3.12)")),
+            (3, m) if m >= 13 => Err(Error::msg(format!(
+                "CPython 3.{m} has no deep-frozen modules (3.13 removed deep-freezing and the \
+                 get_code member of struct _frozen); use 3.11 or 3.12"
+            ))),
+            _ => Err(Error::msg(format!(
+                "CPython {major}.{minor} has no deep-frozen modules (deep-freezing exists in \
+                 3.11 and 3.12 only)"
+            ))),
+        }
+    }
+
+    /// Parse "3.12" and look the version up.
+    pub fn parse(s: &str) -> Result<&'static Layout> {
+        let bad = || {
+            Error::msg(format!(
+                "invalid --python version '{s}': expected MAJOR.MINOR, e.g. 3.12"
+            ))
+        };
+        let (a, b) = s.split_once('.').ok_or_else(bad)?;
+        let major: u8 = a.parse().map_err(|_| bad())?;
+        let minor: u8 = b.parse().map_err(|_| bad())?;
+        Layout::for_version(major, minor)
+    }
+
+    /// Offset inside `_PyRuntime` of the global-table string `s`.
+    pub fn global_string(&self, s: &str) -> Option<u32> {
+        let t = self.runtime.global_strings;
+        t.binary_search_by(|(v, _)| v.as_bytes().cmp(s.as_bytes()))
+            .ok()
+            .map(|i| t[i].1)
+    }
+}

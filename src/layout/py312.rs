@@ -1,0 +1,136 @@
+//! CPython 3.12 on 64-bit targets (LP64 and LLP64 alike: no C `long` in any
+//! field used here). Offsets from pyenv 3.12.1's DWARF; checked by
+//! `tests/layout_dwarf.rs`.
+
+use super::*;
+
+mod strings {
+    include!("py312_strings.rs");
+}
+
+pub static LAYOUT: Layout = Layout {
+    version: (3, 12),
+    pyc_magic: 3531,
+    ptr_size: 8,
+    head: HeadLayout {
+        refcnt: f(0, 8),
+        type_: f(8, 8),
+        size: f(16, 8),
+        // _Py_IMMORTAL_REFCNT on 64-bit: UINT_MAX
+        static_refcnt: 0xffff_ffff,
+        immortal: true,
+    },
+    code: CodeLayout {
+        code_adaptive: 192,
+        consts: f(24, 8),
+        names: f(32, 8),
+        exceptiontable: f(40, 8),
+        flags: f(48, 4),
+        argcount: f(52, 4),
+        posonlyargcount: f(56, 4),
+        kwonlyargcount: f(60, 4),
+        stacksize: f(64, 4),
+        firstlineno: f(68, 4),
+        nlocalsplus: f(72, 4),
+        framesize: Some(f(76, 4)),
+        nlocals: f(80, 4),
+        ncellvars: f(84, 4),
+        nfreevars: f(88, 4),
+        version: Some(f(92, 4)),
+        localsplusnames: f(96, 8),
+        localspluskinds: f(104, 8),
+        filename: f(112, 8),
+        name: f(120, 8),
+        qualname: f(128, 8),
+        linetable: f(136, 8),
+        firsttraceable: Some(f(176, 4)),
+        nplaincellvars: None,
+        // (sizeof(_PyInterpreterFrame) - 1) / sizeof(PyObject *) = 79 / 8
+        frame_specials_size: 9,
+        opcode_resume: 151,
+        co_fast_local: 0x20,
+        co_fast_cell: 0x40,
+        co_fast_free: 0x80,
+    },
+    str_: StrLayout {
+        length: f(16, 8),
+        hash: f(24, 8),
+        state: f(32, 4),
+        ascii_size: 40,
+        compact_size: 56,
+        utf8_length: f(40, 8),
+        utf8: f(48, 8),
+        kind_shift: 2,
+        compact_bit: 5,
+        ascii_bit: 6,
+        // statically_allocated
+        static_bits: 1 << 7,
+        fill_utf8: true,
+    },
+    bytes: BytesLayout {
+        shash: f(24, 8),
+        sval: 32,
+    },
+    int: IntLayout {
+        size: IntSize::LvTag(f(16, 8)),
+        digits: 24,
+        digit_size: 4,
+        min_size: 32,
+    },
+    float: FloatLayout {
+        fval: 16,
+        float_size: 24,
+        cval: 16,
+        complex_size: 32,
+    },
+    tuple: TupleLayout {
+        gc_head_size: 16,
+        items: 24,
+    },
+    runtime: RuntimeLayout {
+        symbol: "_PyRuntime",
+        // _PyRuntime.static_objects.singletons.*
+        small_ints: 3112,
+        small_int_stride: 32,
+        small_int_neg: 5,
+        small_int_pos: 256,
+        bytes_empty: 11496,
+        bytes_characters: Some((11536, 48)),
+        tuple_empty: 76264,
+        ascii_chars: Some((61912, 48)),
+        latin1_chars: Some((68056, 64)),
+        global_strings: strings::GLOBAL_STRINGS,
+    },
+    sym: Symbols {
+        code_type: "PyCode_Type",
+        bytes_type: "PyBytes_Type",
+        str_type: "PyUnicode_Type",
+        tuple_type: "PyTuple_Type",
+        int_type: "PyLong_Type",
+        float_type: "PyFloat_Type",
+        complex_type: "PyComplex_Type",
+        none: "_Py_NoneStruct",
+        true_: "_Py_TrueStruct",
+        false_: "_Py_FalseStruct",
+        ellipsis: "_Py_EllipsisObject",
+        code_init: "_PyStaticCode_Init",
+        code_fini: "_PyStaticCode_Fini",
+        next_func_version: Some("_Py_next_func_version"),
+        deepfreeze_init: "_Py_Deepfreeze_Init",
+        deepfreeze_fini: "_Py_Deepfreeze_Fini",
+    },
+    frozen: FrozenLayout {
+        entry_size: 32,
+        name: f(0, 8),
+        code: f(8, 8),
+        size: f(16, 4),
+        is_package: f(20, 4),
+        get_code: f(24, 8),
+        tables: &[
+            "_PyImport_FrozenBootstrap",
+            "_PyImport_FrozenStdlib",
+            "_PyImport_FrozenTest",
+        ],
+        aliases: "_PyImport_FrozenAliases",
+    },
+};

@@ -1,0 +1,118 @@
+use clap::{Parser, Subcommand};
+use pyfreeze_obj::emit::{self, Options};
+use pyfreeze_obj::layout::Layout;
+use pyfreeze_obj::target::Target;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Write CPython's deep-frozen code objects straight into a relocatable
+/// object file: a drop-in for the `deepfreeze.o` that CPython 3.11/3.12
+/// build from a generated C file, with no C compiler involved.
+#[derive(Parser)]
+#[command(name = "pyfreeze-obj", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Emit a deep-freeze object (drop-in for CPython's deepfreeze.o).
+    ///
+    /// Examples:
+    ///
+    ///   # re-freeze the modules of an installed CPython 3.12
+    ///   pyfreeze-obj emit --python 3.12 --modules-from $LIBPL/libpython3.12.a -o deepfreeze.o
+    ///
+    ///   # the way CPython's build calls its generator
+    ///   pyfreeze-obj emit --python 3.12 -o deepfreeze.o \
+    ///       Python/frozen_modules/importlib._bootstrap.h:importlib._bootstrap ...
+    #[command(verbatim_doc_comment)]
+    Emit {
+        /// Target: a triple (x86_64-unknown-linux-gnu) or a short form
+        /// (x86_64-linux, aarch64-linux, x86_64-macos, aarch64-macos,
+        /// x86_64-windows, aarch64-windows).
+        #[arg(long, default_value = "x86_64-linux")]
+        target: String,
+        /// CPython version whose layout to write (3.12; 3.11 to come).
+        #[arg(long, value_name = "X.Y")]
+        python: String,
+        /// Output object file (written atomically).
+        #[arg(short, long, value_name = "OUT.o")]
+        output: PathBuf,
+        /// Take the module set, in order, and the marshal bytes kept there
+        /// from the frozen.o inside this libpython archive.
+        #[arg(long, value_name = "LIBPYTHON.a")]
+        modules_from: Option<PathBuf>,
+        /// Interpreter (of the same X.Y) that compiles .py inputs and
+        /// modules whose marshal bytes the archive does not keep.
+        #[arg(long, value_name = "PYTHON")]
+        compile_with: Option<PathBuf>,
+        /// Print progress and timing on stderr.
+        #[arg(short, long)]
+        verbose: bool,
+        /// FILE:MODNAME pairs: a frozen header (Python/frozen_modules/NAME.h),
+        /// a .pyc (its magic must match --python), a raw .marshal file, or a
+        /// .py source (needs --compile-with). Appended after --modules-from.
+        #[arg(value_name = "FILE:MODNAME")]
+        inputs: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            use clap::error::ErrorKind::*;
+            if matches!(
+                e.kind(),
+                DisplayHelp | DisplayVersion | DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
+                let _ = e.print();
+                return if e.kind() == DisplayHelpOnMissingArgumentOrSubcommand {
+                    ExitCode::from(1)
+                } else {
+                    ExitCode::SUCCESS
+                };
+            }
+            // One line: clap's first line, without its usage block.
+            let text = e.render().to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments");
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            eprintln!("pyfreeze-obj: error: {first} (see --help)");
+            return ExitCode::from(1);
+        }
+    };
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pyfreeze-obj: error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(cli: Cli) -> pyfreeze_obj::error::Result<()> {
+    match cli.command {
+        Cmd::Emit {
+            target,
+            python,
+            output,
+            modules_from,
+            compile_with,
+            verbose,
+            inputs,
+        } => {
+            let opts = Options {
+                target: Target::parse(&target)?,
+                layout: Layout::parse(&python)?,
+                inputs,
+                modules_from,
+                compile_with,
+                verbose,
+            };
+            emit::run(&opts, &output)?;
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,503 @@
+//! Placement: lay every object of the constant graph out byte for byte as
+//! the version's C structs would be, in one data section, with a pointer
+//! relocation for every field that points somewhere.
+//!
+//! One `emit_*` function per object type, each with one job, in the manner
+//! of CPython's own generator. The result, an [`Image`], is independent of
+//! the object-file format and of the architecture.
+
+use crate::error::{Error, Result};
+use crate::graph::{BigInt, Code, Graph, Obj, ObjId, Str};
+use crate::layout::{Field, IntSize, Layout};
+use std::cmp::Ordering;
+
+/// What a pointer in the data refers to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Target {
+    /// An offset inside our own data section.
+    Data(u64),
+    /// An external symbol plus an offset (e.g. `_PyRuntime`+small int).
+    Extern(&'static str, u64),
+}
+
+/// A pointer-sized absolute relocation at `offset` in the data section.
+#[derive(Clone, Copy, Debug)]
+pub struct Reloc {
+    pub offset: u64,
+    pub target: Target,
+}
+
+/// One frozen module's accessor.
+#[derive(Clone, Debug)]
+pub struct Accessor {
+    /// `_Py_get_<mangled>_toplevel`.
+    pub symbol: String,
+    /// Offset of the module's top-level code object in the data section.
+    pub code: u64,
+}
+
+/// The placed objects, ready for an object writer.
+#[derive(Debug, Default)]
+pub struct Image {
+    pub data: Vec<u8>,
+    pub relocs: Vec<Reloc>,
+    /// Data offsets of every code object, in the order Init visits them.
+    pub codes: Vec<u64>,
+    pub accessors: Vec<Accessor>,
+    /// One past the last `co_version` handed out.
+    pub next_func_version: u32,
+}
+
+/// The accessor symbol for a module name (`a.b` -> `_Py_get_a_b_toplevel`).
+pub fn accessor_symbol(module: &str) -> String {
+    format!("_Py_get_{}_toplevel", module.replace('.', "_"))
+}
+
+/// Data alignment of every object (pointer alignment).
+const ALIGN: u64 = 8;
+
+/// Where an object lives once placed.
+#[derive(Clone, Copy, Debug)]
+enum Place {
+    Unplaced,
+    /// Not needed as an object (e.g. a bytecode string inlined in its code).
+    Skip,
+    At(Target),
+}
+
+struct Placer<'a> {
+    graph: &'a Graph,
+    l: &'static Layout,
+    img: Image,
+    place: Vec<Place>,
+    /// co_version of each code object.
+    version: Vec<u32>,
+}
+
+/// Lay out the whole graph.
+pub fn place(graph: &Graph, l: &'static Layout) -> Result<Image> {
+    let n = graph.nodes.len();
+    let mut p = Placer {
+        graph,
+        l,
+        img: Image::default(),
+        place: vec![Place::Skip; n],
+        version: vec![0; n],
+    };
+    p.mark_reachable();
+    let order = graph.code_postorder();
+    for (i, id) in order.iter().enumerate() {
+        p.version[id.0 as usize] = i as u32 + 1;
+    }
+    p.img.next_func_version = order.len() as u32 + 1;
+    // Children always have smaller ids than their parents (the arena is
+    // built bottom-up), so one pass in id order finds every child placed.
+    for i in 0..n {
+        if let Place::Unplaced = p.place[i] {
+            let t = p.emit(ObjId(i as u32))?;
+            p.place[i] = Place::At(t);
+        }
+    }
+    for id in order {
+        if let Place::At(Target::Data(off)) = p.place[id.0 as usize] {
+            p.img.codes.push(off);
+        }
+    }
+    for m in &graph.modules {
+        let Place::At(Target::Data(code)) = p.place[m.code.0 as usize] else {
+            return Err(Error::msg(format!(
+                "module {}: top-level object is not a code object",
+                m.name
+            )));
+        };
+        p.img.accessors.push(Accessor {
+            symbol: m.accessor.clone(),
+            code,
+        });
+    }
+    Ok(p.img)
+}
+
+impl Placer<'_> {
+    fn mark_reachable(&mut self) {
+        let mut stack: Vec<ObjId> = self.graph.modules.iter().map(|m| m.code).collect();
+        while let Some(id) = stack.pop() {
+            let slot = &mut self.place[id.0 as usize];
+            if !matches!(slot, Place::Skip) {
+                continue;
+            }
+            *slot = Place::Unplaced;
+            match self.graph.get(id) {
+                Obj::Tuple(items) | Obj::FrozenSet(items) => stack.extend(items.iter().copied()),
+                Obj::Code(c) => stack.extend([
+                    c.consts,
+                    c.names,
+                    c.localsplusnames,
+                    c.localspluskinds,
+                    c.filename,
+                    c.name,
+                    c.qualname,
+                    c.linetable,
+                    c.exceptiontable,
+                ]),
+                _ => {}
+            }
+        }
+    }
+
+    fn target(&self, id: ObjId) -> Target {
+        match self.place[id.0 as usize] {
+            Place::At(t) => t,
+            _ => unreachable!("object {} used before it was placed", id.0),
+        }
+    }
+
+    fn emit(&mut self, id: ObjId) -> Result<Target> {
+        let l = self.l;
+        Ok(match self.graph.get(id) {
+            Obj::None => Target::Extern(l.sym.none, 0),
+            Obj::True => Target::Extern(l.sym.true_, 0),
+            Obj::False => Target::Extern(l.sym.false_, 0),
+            Obj::Ellipsis => Target::Extern(l.sym.ellipsis, 0),
+            Obj::Int(v) => self.emit_int(v),
+            Obj::Float(bits) => self.emit_float(*bits),
+            Obj::Complex(re, im) => self.emit_complex(*re, *im),
+            Obj::Bytes(b) => self.emit_bytes(b),
+            Obj::Str(s) => self.emit_str(s),
+            Obj::Tuple(items) => {
+                let items: Vec<Target> = items.iter().map(|&i| self.target(i)).collect();
+                self.emit_tuple(&items)
+            }
+            Obj::FrozenSet(items) => self.emit_frozenset(items),
+            Obj::Code(c) => self.emit_code(id, c),
+        })
+    }
+
+    // --- low-level writing -------------------------------------------------
+
+    fn alloc(&mut self, size: u64) -> u64 {
+        let d = &mut self.img.data;
+        let off = (d.len() as u64).div_ceil(ALIGN) * ALIGN;
+        let end = (off + size).div_ceil(ALIGN) * ALIGN;
+        d.resize(end as usize, 0);
+        off
+    }
+
+    fn put(&mut self, obj: u64, f: Field, v: u64) {
+        let at = (obj + f.off as u64) as usize;
+        let n = f.size as usize;
+        self.img.data[at..at + n].copy_from_slice(&v.to_le_bytes()[..n]);
+    }
+
+    fn put_bytes(&mut self, at: u64, b: &[u8]) {
+        let at = at as usize;
+        self.img.data[at..at + b.len()].copy_from_slice(b);
+    }
+
+    fn ptr(&mut self, obj: u64, f: Field, t: Target) {
+        self.img.relocs.push(Reloc {
+            offset: obj + f.off as u64,
+            target: t,
+        });
+    }
+
+    /// `PyObject` header with the given type.
+    fn head(&mut self, obj: u64, ty: &'static str) {
+        let h = &self.l.head;
+        self.put(obj, h.refcnt, h.static_refcnt);
+        self.ptr(obj, h.type_, Target::Extern(ty, 0));
+    }
+
+    /// `PyVarObject` header.
+    fn var_head(&mut self, obj: u64, ty: &'static str, size: u64) {
+        self.head(obj, ty);
+        self.put(obj, self.l.head.size, size);
+    }
+
+    fn runtime(&self, off: u32) -> Target {
+        Target::Extern(self.l.runtime.symbol, off as u64)
+    }
+
+    // --- one function per type ---------------------------------------------
+
+    fn emit_int(&mut self, v: &BigInt) -> Target {
+        let (l, rt) = (self.l, &self.l.runtime);
+        if let Some(i) = v.to_i64() {
+            if (-rt.small_int_neg..=rt.small_int_pos).contains(&i) {
+                let idx = (i + rt.small_int_neg) as u32;
+                return self.runtime(rt.small_ints + idx * rt.small_int_stride);
+            }
+        }
+        let il = &l.int;
+        let n = v.digits.len() as u64;
+        let size = (il.digits as u64 + il.digit_size as u64 * n.max(1)).max(il.min_size as u64);
+        let obj = self.alloc(size);
+        match il.size {
+            IntSize::LvTag(f) => {
+                self.head(obj, l.sym.int_type);
+                let sign = if n == 0 {
+                    1
+                } else if v.negative {
+                    2
+                } else {
+                    0
+                };
+                self.put(obj, f, (n << 3) | sign);
+            }
+            IntSize::SignedObSize => {
+                let size = if v.negative {
+                    (n as i64).wrapping_neg() as u64
+                } else {
+                    n
+                };
+                self.var_head(obj, l.sym.int_type, size);
+            }
+        }
+        for (i, d) in v.digits.iter().enumerate() {
+            let at = obj + il.digits as u64 + i as u64 * il.digit_size as u64;
+            self.put_bytes(at, &d.to_le_bytes()[..il.digit_size as usize]);
+        }
+        Target::Data(obj)
+    }
+
+    fn emit_float(&mut self, bits: u64) -> Target {
+        let fl = &self.l.float;
+        let obj = self.alloc(fl.float_size as u64);
+        self.head(obj, self.l.sym.float_type);
+        self.put_bytes(obj + fl.fval as u64, &bits.to_le_bytes());
+        Target::Data(obj)
+    }
+
+    fn emit_complex(&mut self, re: u64, im: u64) -> Target {
+        let fl = &self.l.float;
+        let obj = self.alloc(fl.complex_size as u64);
+        self.head(obj, self.l.sym.complex_type);
+        self.put_bytes(obj + fl.cval as u64, &re.to_le_bytes());
+        self.put_bytes(obj + fl.cval as u64 + 8, &im.to_le_bytes());
+        Target::Data(obj)
+    }
+
+    fn emit_bytes(&mut self, b: &[u8]) -> Target {
+        let rt = &self.l.runtime;
+        if b.is_empty() {
+            return self.runtime(rt.bytes_empty);
+        }
+        if let (1, Some((base, stride))) = (b.len(), rt.bytes_characters) {
+            return self.runtime(base + b[0] as u32 * stride);
+        }
+        let bl = &self.l.bytes;
+        let obj = self.alloc(bl.sval as u64 + b.len() as u64 + 1);
+        self.var_head(obj, self.l.sym.bytes_type, b.len() as u64);
+        self.put(obj, bl.shash, u64::MAX);
+        self.put_bytes(obj + bl.sval as u64, b);
+        Target::Data(obj)
+    }
+
+    fn emit_str(&mut self, s: &Str) -> Target {
+        let (l, rt) = (self.l, &self.l.runtime);
+        if let Some(off) = s.as_ascii().and_then(|a| l.global_string(&a)) {
+            return self.runtime(off);
+        }
+        if let [c] = s.0[..] {
+            match (c, rt.ascii_chars, rt.latin1_chars) {
+                (0..=0x7f, Some((base, stride)), _) => return self.runtime(base + c * stride),
+                (0x80..=0xff, _, Some((base, stride))) => {
+                    return self.runtime(base + (c - 0x80) * stride)
+                }
+                _ => {}
+            }
+        }
+        let sl = &l.str_;
+        let max = s.max_char();
+        let ascii = max < 0x80;
+        let kind: u64 = match max {
+            0..=0xff => 1,
+            0x100..=0xffff => 2,
+            _ => 4,
+        };
+        let len = s.0.len() as u64;
+        let data_off = if ascii {
+            sl.ascii_size
+        } else {
+            sl.compact_size
+        } as u64;
+        let obj = self.alloc(data_off + (len + 1) * kind);
+        self.head(obj, l.sym.str_type);
+        self.put(obj, sl.length, len);
+        self.put(obj, sl.hash, u64::MAX);
+        let state = (kind << sl.kind_shift)
+            | (1 << sl.compact_bit)
+            | ((ascii as u64) << sl.ascii_bit)
+            | sl.static_bits as u64;
+        self.put(obj, sl.state, state);
+        let at = obj + data_off;
+        let d = &mut self.img.data;
+        for (i, &c) in s.0.iter().enumerate() {
+            let p = (at + i as u64 * kind) as usize;
+            d[p..p + kind as usize].copy_from_slice(&c.to_le_bytes()[..kind as usize]);
+        }
+        if !ascii && sl.fill_utf8 {
+            let utf8 = s.to_utf8();
+            self.put(obj, sl.utf8_length, utf8.len() as u64);
+            let buf = self.alloc(utf8.len() as u64 + 1);
+            self.put_bytes(buf, &utf8);
+            self.ptr(obj, sl.utf8, Target::Data(buf));
+        }
+        Target::Data(obj)
+    }
+
+    fn emit_tuple(&mut self, items: &[Target]) -> Target {
+        if items.is_empty() {
+            return self.runtime(self.l.runtime.tuple_empty);
+        }
+        let tl = &self.l.tuple;
+        let ptr = self.l.ptr_size as u64;
+        let start = self.alloc(tl.gc_head_size as u64 + tl.items as u64 + ptr * items.len() as u64);
+        let obj = start + tl.gc_head_size as u64;
+        self.var_head(obj, self.l.sym.tuple_type, items.len() as u64);
+        for (i, &t) in items.iter().enumerate() {
+            let f = Field {
+                off: tl.items + i as u32 * ptr as u32,
+                size: ptr as u8,
+            };
+            self.ptr(obj, f, t);
+        }
+        Target::Data(obj)
+    }
+
+    /// CPython's generator emits a frozenset as a tuple of its items in
+    /// sorted order (a known gap there, kept here for equality with it).
+    fn emit_frozenset(&mut self, items: &[ObjId]) -> Target {
+        let mut sorted = items.to_vec();
+        sorted.sort_by(|&a, &b| py_order(self.graph, a, b));
+        let targets: Vec<Target> = sorted.iter().map(|&i| self.target(i)).collect();
+        self.emit_tuple(&targets)
+    }
+
+    fn emit_code(&mut self, id: ObjId, c: &Code) -> Target {
+        let (l, cl) = (self.l, &self.l.code);
+        let obj = self.alloc(cl.code_adaptive as u64 + c.code.len() as u64);
+        self.var_head(obj, l.sym.code_type, c.code.len() as u64 / 2);
+        for (f, field) in [
+            (cl.consts, c.consts),
+            (cl.names, c.names),
+            (cl.exceptiontable, c.exceptiontable),
+            (cl.localsplusnames, c.localsplusnames),
+            (cl.localspluskinds, c.localspluskinds),
+            (cl.filename, c.filename),
+            (cl.name, c.name),
+            (cl.qualname, c.qualname),
+            (cl.linetable, c.linetable),
+        ] {
+            let t = self.target(field);
+            self.ptr(obj, f, t);
+        }
+        let kinds = match self.graph.get(c.localspluskinds) {
+            Obj::Bytes(k) => k.as_slice(),
+            _ => &[],
+        };
+        let (mut nlocals, mut ncells, mut nfree, mut nplaincells) = (0u64, 0u64, 0u64, 0u64);
+        for &k in kinds {
+            if k & cl.co_fast_local != 0 {
+                nlocals += 1;
+                if k & cl.co_fast_cell != 0 {
+                    ncells += 1;
+                }
+            } else if k & cl.co_fast_cell != 0 {
+                ncells += 1;
+                nplaincells += 1;
+            } else if k & cl.co_fast_free != 0 {
+                nfree += 1;
+            }
+        }
+        let nlocalsplus = kinds.len() as u64;
+        let int = |v: i32| v as i64 as u64;
+        self.put(obj, cl.flags, int(c.flags));
+        self.put(obj, cl.argcount, int(c.argcount));
+        self.put(obj, cl.posonlyargcount, int(c.posonlyargcount));
+        self.put(obj, cl.kwonlyargcount, int(c.kwonlyargcount));
+        self.put(obj, cl.stacksize, int(c.stacksize));
+        self.put(obj, cl.firstlineno, int(c.firstlineno));
+        self.put(obj, cl.nlocalsplus, nlocalsplus);
+        self.put(obj, cl.nlocals, nlocals);
+        self.put(obj, cl.ncellvars, ncells);
+        self.put(obj, cl.nfreevars, nfree);
+        if let Some(f) = cl.nplaincellvars {
+            self.put(obj, f, nplaincells);
+        }
+        if let Some(f) = cl.framesize {
+            let size = int(c.stacksize) + nlocalsplus + cl.frame_specials_size as u64;
+            self.put(obj, f, size);
+        }
+        if let Some(f) = cl.version {
+            self.put(obj, f, self.version[id.0 as usize] as u64);
+        }
+        if let Some(f) = cl.firsttraceable {
+            let first = c
+                .code
+                .chunks(2)
+                .position(|u| u[0] == cl.opcode_resume)
+                .unwrap_or(0);
+            self.put(obj, f, first as u64);
+        }
+        self.put_bytes(obj + cl.code_adaptive as u64, &c.code);
+        Target::Data(obj)
+    }
+}
+
+/// The order Python's `sorted()` gives a frozenset's items in CPython's
+/// generator: by value when the items are mutually comparable (all str, all
+/// bytes, all numbers), else by `repr()`.
+fn py_order(g: &Graph, a: ObjId, b: ObjId) -> Ordering {
+    match (g.get(a), g.get(b)) {
+        (Obj::Str(x), Obj::Str(y)) => x.0.cmp(&y.0),
+        (Obj::Bytes(x), Obj::Bytes(y)) => x.cmp(y),
+        (Obj::Int(x), Obj::Int(y)) => int_cmp(x, y),
+        _ => repr(g, a).cmp(&repr(g, b)),
+    }
+}
+
+fn int_cmp(x: &BigInt, y: &BigInt) -> Ordering {
+    let mag = |v: &BigInt| {
+        (
+            v.digits.len(),
+            v.digits.iter().rev().copied().collect::<Vec<_>>(),
+        )
+    };
+    match (x.negative, y.negative) {
+        (false, true) => Ordering::Greater,
+        (true, false) => Ordering::Less,
+        (false, false) => mag(x).cmp(&mag(y)),
+        (true, true) => mag(y).cmp(&mag(x)),
+    }
+}
+
+/// An approximation of Python's `repr()`, used only to order frozensets of
+/// mixed types the way CPython's generator does.
+fn repr(g: &Graph, id: ObjId) -> Vec<u32> {
+    let text = match g.get(id) {
+        Obj::None => "None".to_string(),
+        Obj::True => "True".to_string(),
+        Obj::False => "False".to_string(),
+        Obj::Ellipsis => "Ellipsis".to_string(),
+        Obj::Int(v) => match v.to_i64() {
+            Some(i) => i.to_string(),
+            None => format!("{v:?}"),
+        },
+        Obj::Float(b) => format!("{}", f64::from_bits(*b)),
+        Obj::Str(s) => {
+            let q = if s.0.contains(&('\'' as u32)) && !s.0.contains(&('"' as u32)) {
+                '"'
+            } else {
+                '\''
+            };
+            let mut out: Vec<u32> = vec![q as u32];
+            out.extend(s.0.iter().copied());
+            out.push(q as u32);
+            return out;
+        }
+        Obj::Bytes(b) => format!("b'{}'", b.escape_ascii()),
+        _ => format!("<{}>", id.0),
+    };
+    text.chars().map(|c| c as u32).collect()
+}

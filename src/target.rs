@@ -1,0 +1,98 @@
+//! Output targets: parsing `--target` and the facts about a target that the
+//! rest of the tool needs (object format, architecture, calling convention).
+
+use crate::error::{Error, Result};
+use std::str::FromStr;
+use target_lexicon::{Architecture, BinaryFormat, OperatingSystem, Triple};
+
+#[path = "../arch/mod.rs"]
+pub mod arch;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Elf,
+    MachO,
+    Coff,
+}
+
+#[derive(Clone, Debug)]
+pub struct Target {
+    /// The triple as given or expanded from a short form.
+    pub triple: String,
+    pub format: Format,
+    pub arch: arch::Arch,
+    pub abi: arch::Abi,
+}
+
+/// Short forms accepted besides full triples.
+pub const SHORT_FORMS: &[(&str, &str)] = &[
+    ("x86_64-linux", "x86_64-unknown-linux-gnu"),
+    ("aarch64-linux", "aarch64-unknown-linux-gnu"),
+    ("x86_64-macos", "x86_64-apple-darwin"),
+    ("aarch64-macos", "aarch64-apple-darwin"),
+    ("x86_64-windows", "x86_64-pc-windows-msvc"),
+    ("aarch64-windows", "aarch64-pc-windows-msvc"),
+];
+
+impl Target {
+    pub fn parse(s: &str) -> Result<Target> {
+        let full = SHORT_FORMS
+            .iter()
+            .find(|(k, _)| *k == s)
+            .map(|(_, v)| *v)
+            .unwrap_or(s);
+        let triple = Triple::from_str(full).map_err(|e| {
+            Error::msg(format!(
+                "unknown target '{s}': {e} (use a target triple or one of: {})",
+                SHORT_FORMS
+                    .iter()
+                    .map(|(k, _)| *k)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        })?;
+        let format = match (triple.binary_format, triple.operating_system) {
+            (BinaryFormat::Elf, _) => Format::Elf,
+            (BinaryFormat::Macho, _) => Format::MachO,
+            (BinaryFormat::Coff, _) => Format::Coff,
+            (_, OperatingSystem::Linux) => Format::Elf,
+            (f, os) => {
+                return Err(Error::msg(format!(
+                    "target '{s}': no object format known for {f} on {os}"
+                )))
+            }
+        };
+        let not_yet = |what: &str| {
+            Err(Error::msg(format!(
+                "target '{s}' ({what}) is not yet supported; supported now: x86_64-linux \
+                 (x86_64-unknown-linux-gnu)"
+            )))
+        };
+        let arch = match triple.architecture {
+            Architecture::X86_64 => arch::Arch::X86_64,
+            Architecture::Aarch64(_) => return not_yet("aarch64"),
+            other => {
+                return Err(Error::msg(format!(
+                    "target '{s}': architecture {other} is not one pyfreeze-obj targets \
+                     (x86_64 and aarch64 only: CPython's frozen layouts here are 64-bit)"
+                )))
+            }
+        };
+        match format {
+            Format::Elf => {}
+            Format::MachO => return not_yet("Mach-O"),
+            Format::Coff => return not_yet("COFF"),
+        }
+        let abi = if format == Format::Coff {
+            arch::Abi::Win64
+        } else {
+            arch::Abi::SysV
+        };
+        Ok(Target {
+            triple: full.to_string(),
+            format,
+            arch,
+            abi,
+        })
+    }
+}
