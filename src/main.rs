@@ -77,9 +77,15 @@ fn main() -> ExitCode {
             }
             // One line: clap's first line, without its usage block.
             let text = e.render().to_string();
-            let first = text.lines().next().unwrap_or("invalid arguments");
-            let first = first.strip_prefix("error: ").unwrap_or(first);
-            eprintln!("pyfreeze-obj: error: {first} (see --help)");
+            let msg: Vec<&str> = text
+                .lines()
+                .take_while(|l| !l.starts_with("Usage:"))
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with("tip:"))
+                .collect();
+            let msg = msg.join(" ");
+            let msg = msg.strip_prefix("error: ").unwrap_or(&msg);
+            eprintln!("pyfreeze-obj: error: {msg} (see --help)");
             return ExitCode::from(1);
         }
     };

@@ -33,8 +33,11 @@ enum Ptr {
 }
 
 pub fn read(path: &Path, layout: &Layout) -> Result<Vec<FrozenModule>> {
-    let bytes = super::read_file(path)?;
-    let ar = ArchiveFile::parse(&*bytes)
+    // Read on demand: the archive is tens of MB, frozen.o a small part.
+    let file =
+        std::fs::File::open(path).map_err(|e| Error::file(path, format!("cannot read: {e}")))?;
+    let cache = object::ReadCache::new(file);
+    let ar = ArchiveFile::parse(&cache)
         .map_err(|e| Error::at(path, 0, format!("not an ar archive: {e}")))?;
     let mut member = None;
     for m in ar.members() {
@@ -51,10 +54,10 @@ pub fn read(path: &Path, layout: &Layout) -> Result<Vec<FrozenModule>> {
         )
     })?;
     let (start, size) = m.file_range();
+    let member_bytes = object::ReadRef::read_bytes_at(&cache, start, size)
+        .map_err(|_| Error::at(path, start, "frozen.o: truncated archive member"))?;
     let mpath = format!("{}(frozen.o)", path.display());
-    let data = m
-        .data(&*bytes)
-        .map_err(|e| Error::at(path, start, format!("frozen.o: {e}")))?;
+    let data = member_bytes;
     let obj = object::File::parse(data)
         .map_err(|e| Error::at(&mpath, 0, format!("not an object file: {e}")))?;
     let fr = Frozen::new(&obj);
@@ -139,7 +142,6 @@ pub fn read(path: &Path, layout: &Layout) -> Result<Vec<FrozenModule>> {
             });
         }
     }
-    let _ = size;
     if out.is_empty() {
         return Err(Error::file(
             &mpath,

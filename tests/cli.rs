@@ -1,0 +1,482 @@
+//! The command line: help, version, one-line errors with file and byte
+//! offset, exit codes, atomic output, reproducible output, and equivalence
+//! of the input kinds (frozen headers, .pyc, .marshal, --modules-from).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_pyfreeze-obj"))
+}
+
+fn pyenv_prefix(v: &str) -> PathBuf {
+    let out = Command::new("pyenv")
+        .args(["prefix", v])
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("pyenv is required for this test (CPython {v} is the reference): {e}")
+        });
+    assert!(
+        out.status.success(),
+        "pyenv has no CPython {v}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+fn libpython312() -> PathBuf {
+    let p =
+        pyenv_prefix("3.12.1").join("lib/python3.12/config-3.12-x86_64-linux-gnu/libpython3.12.a");
+    assert!(p.is_file(), "missing {}", p.display());
+    p
+}
+
+fn python312() -> PathBuf {
+    pyenv_prefix("3.12.1").join("bin/python3.12")
+}
+
+fn tmpdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("pyfreeze-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Run and expect failure with exit code 1 and exactly one line on stderr.
+fn fails(cmd: &mut Command) -> String {
+    let out: Output = cmd.output().unwrap();
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "expected exit code 1, stderr: {err}"
+    );
+    assert_eq!(
+        err.lines().count(),
+        1,
+        "expected one line on stderr, got: {err:?}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(err.starts_with("pyfreeze-obj: error: "), "{err}");
+    err
+}
+
+/// Marshal bytes of `source` compiled as `<frozen name>` by CPython 3.12.
+fn compile312(source: &str, name: &str) -> Vec<u8> {
+    let out = Command::new(python312())
+        .args([
+            "-c",
+            "import sys, marshal; sys.stdout.buffer.write(marshal.dumps(compile(sys.argv[1], '<frozen ' + sys.argv[2] + '>', 'exec')))",
+            source,
+            name,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+fn emit(dir: &Path, out: &str, args: &[&str]) -> Output {
+    bin()
+        .current_dir(dir)
+        .args(["emit", "--python", "3.12", "-o", out])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn help_and_version() {
+    let out = bin().arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("emit"), "{text}");
+    let out = bin().args(["emit", "--help"]).output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    for want in [
+        "--target",
+        "--python",
+        "--modules-from",
+        "--compile-with",
+        "FILE:MODNAME",
+        "Examples",
+    ] {
+        assert!(text.contains(want), "emit --help lacks {want}: {text}");
+    }
+    let out = bin().arg("--version").output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap().trim(),
+        format!("pyfreeze-obj {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn usage_errors_are_one_line() {
+    let e = fails(bin().args(["emit", "-o", "x.o"]));
+    assert!(e.contains("--python"), "{e}");
+    let e = fails(bin().args(["frobnicate"]));
+    assert!(e.contains("frobnicate"), "{e}");
+}
+
+#[test]
+fn unsupported_targets_and_versions() {
+    let d = tmpdir("targets");
+    let e = fails(bin().current_dir(&d).args([
+        "emit",
+        "--python",
+        "3.12",
+        "--target",
+        "sparc-sun-solaris",
+        "-o",
+        "x.o",
+        "a.h:a",
+    ]));
+    assert!(
+        e.contains("sparc-sun-solaris") && e.contains("not one pyfreeze-obj targets"),
+        "{e}"
+    );
+    let e = fails(bin().current_dir(&d).args([
+        "emit", "--python", "3.12", "--target", "nonsense", "-o", "x.o", "a.h:a",
+    ]));
+    assert!(e.contains("unknown target 'nonsense'"), "{e}");
+    for t in [
+        "aarch64-linux",
+        "x86_64-macos",
+        "aarch64-macos",
+        "x86_64-windows",
+        "aarch64-windows",
+    ] {
+        let e = fails(bin().current_dir(&d).args([
+            "emit", "--python", "3.12", "--target", t, "-o", "x.o", "a.h:a",
+        ]));
+        assert!(e.contains("not yet supported"), "{t}: {e}");
+    }
+    let e = fails(
+        bin()
+            .current_dir(&d)
+            .args(["emit", "--python", "3.13", "-o", "x.o", "a.h:a"]),
+    );
+    assert!(e.contains("3.13 removed deep-freezing"), "{e}");
+    let e = fails(
+        bin()
+            .current_dir(&d)
+            .args(["emit", "--python", "3.10", "-o", "x.o", "a.h:a"]),
+    );
+    assert!(e.contains("3.11 and 3.12 only"), "{e}");
+    let e = fails(
+        bin()
+            .current_dir(&d)
+            .args(["emit", "--python", "three", "-o", "x.o", "a.h:a"]),
+    );
+    assert!(e.contains("expected MAJOR.MINOR"), "{e}");
+    assert!(!d.join("x.o").exists());
+}
+
+#[test]
+fn input_errors_name_file_and_offset() {
+    let d = tmpdir("inputs");
+    let good = compile312("x = (1, 'two', 3.0)\n", "m");
+    // Missing file.
+    let e = fails(bin().current_dir(&d).args([
+        "emit",
+        "--python",
+        "3.12",
+        "-o",
+        "x.o",
+        "nope.marshal:m",
+    ]));
+    assert!(e.contains("nope.marshal: cannot read"), "{e}");
+    // No colon.
+    let e = fails(bin().current_dir(&d).args([
+        "emit",
+        "--python",
+        "3.12",
+        "-o",
+        "x.o",
+        "nope.marshal",
+    ]));
+    assert!(e.contains("expected FILE:MODNAME"), "{e}");
+    // Bad module name.
+    std::fs::write(d.join("m.marshal"), &good).unwrap();
+    let e = fails(bin().current_dir(&d).args([
+        "emit",
+        "--python",
+        "3.12",
+        "-o",
+        "x.o",
+        "m.marshal:1bad",
+    ]));
+    assert!(e.contains("invalid module name '1bad'"), "{e}");
+    // Truncated marshal: every proper prefix fails cleanly, naming a byte.
+    for cut in [1, 5, good.len() / 2, good.len() - 1] {
+        std::fs::write(d.join("t.marshal"), &good[..cut]).unwrap();
+        let e = fails(bin().current_dir(&d).args([
+            "emit",
+            "--python",
+            "3.12",
+            "-o",
+            "x.o",
+            "t.marshal:m",
+        ]));
+        assert!(e.contains("t.marshal: byte "), "{e}");
+        assert!(e.contains("truncated"), "{e}");
+    }
+    // Unknown type code at byte 0.
+    std::fs::write(d.join("u.marshal"), b"\x01").unwrap();
+    let e =
+        fails(
+            bin()
+                .current_dir(&d)
+                .args(["emit", "--python", "3.12", "-o", "x.o", "u.marshal:m"]),
+        );
+    assert!(
+        e.contains("u.marshal: byte 0: module m: unknown marshal type code 0x01"),
+        "{e}"
+    );
+    // A top-level object that is not code.
+    std::fs::write(d.join("i.marshal"), b"i\x01\x00\x00\x00").unwrap();
+    let e =
+        fails(
+            bin()
+                .current_dir(&d)
+                .args(["emit", "--python", "3.12", "-o", "x.o", "i.marshal:m"]),
+        );
+    assert!(
+        e.contains("expected a code object at the top level, found int"),
+        "{e}"
+    );
+    // .pyc of another version.
+    let mut pyc = vec![0xa7, 0x0d, b'\r', b'\n'];
+    pyc.extend([0; 12]);
+    pyc.extend(&good);
+    std::fs::write(d.join("m.pyc"), &pyc).unwrap();
+    let e = fails(
+        bin()
+            .current_dir(&d)
+            .args(["emit", "--python", "3.12", "-o", "x.o", "m.pyc:m"]),
+    );
+    assert!(
+        e.contains("m.pyc: byte 0: pyc magic 3495 (CPython 3.11) does not match --python 3.12"),
+        "{e}"
+    );
+    // Malformed header: the offset points at the bad number.
+    let h = "/* Auto-generated by Programs/_freeze_module.py */\nconst unsigned char _Py_M__m[] = {\n    227,0,999,\n};\n";
+    std::fs::write(d.join("m.h"), h).unwrap();
+    let e = fails(
+        bin()
+            .current_dir(&d)
+            .args(["emit", "--python", "3.12", "-o", "x.o", "m.h:m"]),
+    );
+    let at = h.find("999").unwrap();
+    assert!(
+        e.contains(&format!(
+            "m.h: byte {at}: malformed frozen header: byte value 999"
+        )),
+        "{e}"
+    );
+    // A header whose data is corrupt marshal: the offset is in the header's text.
+    let h = "/* Auto-generated by Programs/_freeze_module.py */\nconst unsigned char _Py_M__m[] = {\n    1,\n};\n";
+    std::fs::write(d.join("c.h"), h).unwrap();
+    let e = fails(
+        bin()
+            .current_dir(&d)
+            .args(["emit", "--python", "3.12", "-o", "x.o", "c.h:m"]),
+    );
+    assert!(
+        e.contains(&format!(
+            "c.h: byte {}: module m: unknown marshal type code",
+            h.find("1,").unwrap()
+        )),
+        "{e}"
+    );
+    assert!(!d.join("x.o").exists());
+}
+
+#[test]
+fn compile_with_refuses_other_versions() {
+    let d = tmpdir("compile");
+    std::fs::write(d.join("m.py"), "x = 1\n").unwrap();
+    let py311 = pyenv_prefix("3.11.7").join("bin/python3.11");
+    let e = fails(
+        bin()
+            .current_dir(&d)
+            .args(["emit", "--python", "3.12", "-o", "x.o", "--compile-with"])
+            .arg(&py311)
+            .arg("m.py:m"),
+    );
+    assert!(e.contains("interpreter is Python 3.11, not 3.12"), "{e}");
+    let e = fails(
+        bin()
+            .current_dir(&d)
+            .args(["emit", "--python", "3.12", "-o", "x.o", "m.py:m"]),
+    );
+    assert!(e.contains("--compile-with"), "{e}");
+    std::fs::write(d.join("bad.py"), "def (:\n").unwrap();
+    let e = fails(
+        bin()
+            .current_dir(&d)
+            .args(["emit", "--python", "3.12", "-o", "x.o", "--compile-with"])
+            .arg(python312())
+            .arg("bad.py:bad"),
+    );
+    assert!(e.contains("bad.py: line 1"), "{e}");
+    // And the same source compiles when the interpreter matches.
+    let out = bin()
+        .current_dir(&d)
+        .args(["emit", "--python", "3.12", "-o", "x.o", "--compile-with"])
+        .arg(python312())
+        .arg("m.py:m")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn errors_leave_existing_output_untouched() {
+    let d = tmpdir("atomic");
+    std::fs::write(d.join("out.o"), b"previous contents").unwrap();
+    std::fs::write(d.join("t.marshal"), b"c\x00\x00").unwrap();
+    fails(
+        bin()
+            .current_dir(&d)
+            .args(["emit", "--python", "3.12", "-o", "out.o", "t.marshal:m"]),
+    );
+    assert_eq!(
+        std::fs::read(d.join("out.o")).unwrap(),
+        b"previous contents"
+    );
+    // An unwritable output (a directory in the way) is a clean error too.
+    std::fs::write(d.join("m.marshal"), compile312("x = 1\n", "m")).unwrap();
+    std::fs::create_dir_all(d.join("dir.o")).unwrap();
+    let e = fails(bin().current_dir(&d).args([
+        "emit",
+        "--python",
+        "3.12",
+        "-o",
+        "dir.o",
+        "m.marshal:m",
+    ]));
+    assert!(e.contains("dir.o: cannot write output"), "{e}");
+    let e = fails(bin().current_dir(&d).args([
+        "emit",
+        "--python",
+        "3.12",
+        "-o",
+        "no/such/dir/x.o",
+        "m.marshal:m",
+    ]));
+    assert!(e.contains("cannot write output"), "{e}");
+    let names: Vec<String> = std::fs::read_dir(&d)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names.iter().all(|n| !n.ends_with(".tmp")),
+        "temporary file left behind: {names:?}"
+    );
+    // A successful run replaces it.
+    let out = emit(&d, "out.o", &["m.marshal:m"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(&std::fs::read(d.join("out.o")).unwrap()[..4], b"\x7fELF");
+}
+
+/// Frozen headers as CPython's freezer writes them, from marshal bytes.
+fn write_header(path: &Path, symbol: &str, data: &[u8]) {
+    let mut s = format!("/* Auto-generated by Programs/_freeze_module.py */\nconst unsigned char _Py_M__{symbol}[] = {{\n");
+    for chunk in data.chunks(16) {
+        s.push_str("    ");
+        for b in chunk {
+            s.push_str(&format!("{b},"));
+        }
+        s.push('\n');
+    }
+    s.push_str("};\n");
+    std::fs::write(path, s).unwrap();
+}
+
+#[test]
+fn headers_pyc_marshal_and_archive_agree_and_output_is_reproducible() {
+    let ar = libpython312();
+    let layout = pyfreeze_obj::layout::Layout::for_version(3, 12).unwrap();
+    let mods = pyfreeze_obj::input::archive::read(&ar, layout).unwrap();
+    assert_eq!(mods.len(), 23, "pyenv 3.12.1 deep-freezes 23 modules");
+    let d = tmpdir("agree");
+    let (mut headers, mut pycs, mut raws) = (vec![], vec![], vec![]);
+    for (i, m) in mods.iter().enumerate() {
+        let data = &m
+            .code
+            .as_ref()
+            .expect("3.12 frozen.o keeps marshal bytes")
+            .data;
+        let mangled = m.name.replace('.', "_");
+        write_header(&d.join(format!("{}.h", m.name)), &mangled, data);
+        headers.push(format!("{}.h:{}", m.name, m.name));
+        let mut pyc = vec![0xcb, 0x0d, b'\r', b'\n'];
+        pyc.extend([0; 12]);
+        pyc.extend(data);
+        std::fs::write(d.join(format!("{i}.pyc")), pyc).unwrap();
+        pycs.push(format!("{i}.pyc:{}", m.name));
+        std::fs::write(d.join(format!("{i}.marshal")), data).unwrap();
+        raws.push(format!("{i}.marshal:{}", m.name));
+    }
+    // frozen_only's accessor is named after the module name CPython's
+    // build gives it, not its frozen name (__hello_only__).
+    let fix = |v: &mut Vec<String>| {
+        let last = v.last_mut().unwrap();
+        *last = last.replace(":__hello_only__", ":frozen_only");
+    };
+    fix(&mut headers);
+    fix(&mut pycs);
+    fix(&mut raws);
+    let run = |dir: &Path, out: &str, args: &[String]| {
+        let args: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+        let o = emit(dir, out, &args);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        std::fs::read(dir.join(out)).unwrap()
+    };
+    let from_headers = run(&d, "h.o", &headers);
+    let from_pyc = run(&d, "p.o", &pycs);
+    let from_raw = run(&d, "r.o", &raws);
+    let from_archive = run(
+        &d,
+        "a.o",
+        &["--modules-from".to_string(), ar.display().to_string()],
+    );
+    assert!(
+        from_headers == from_pyc,
+        "headers and .pyc inputs give different objects"
+    );
+    assert!(
+        from_headers == from_raw,
+        "headers and .marshal inputs give different objects"
+    );
+    assert!(
+        from_headers == from_archive,
+        "headers and --modules-from give different objects"
+    );
+    // Reproducible: again, from another working directory, with absolute paths.
+    let other = tmpdir("agree-other");
+    let abs: Vec<String> = headers
+        .iter()
+        .map(|h| format!("{}/{h}", d.display()))
+        .collect();
+    let again = run(&other, "h.o", &abs);
+    assert!(
+        again == from_headers,
+        "output depends on the working directory or the run"
+    );
+}
