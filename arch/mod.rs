@@ -72,7 +72,11 @@ pub enum Abi {
 /// A function that calls `callee` on every entry of the code table.
 #[derive(Clone, Debug)]
 pub struct TableWalk {
+    /// The function's symbol; consecutive walks with the same name form
+    /// one function that walks several tables in turn.
     pub name: &'static str,
+    /// Which table of [`StubSpec::tables`] to walk.
+    pub table: usize,
     pub callee: &'static str,
     /// Stop and return -1 when `callee` returns a negative int; else the
     /// function returns 0 (Init). Without it the function returns nothing.
@@ -88,9 +92,10 @@ pub struct StubSpec {
     /// Accessors add one to the object's 64-bit reference count at this
     /// offset (`None`: immortal objects, returned as they are).
     pub incref: Option<u32>,
-    /// Number of 32-bit entries in the code table. Entry i holds the data
-    /// offset of the i-th code object.
-    pub table_len: u64,
+    /// Lengths of the object tables, laid out one after another in the
+    /// read-only section: 32-bit entries, each the data offset of an object
+    /// (table 0: code objects; table 1: strings).
+    pub tables: Vec<u64>,
     pub walks: Vec<TableWalk>,
 }
 

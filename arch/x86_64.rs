@@ -42,6 +42,16 @@ impl Asm {
         self.bytes(&[opcode, 0]);
         self.out.code.len() - 1
     }
+    /// Emit a near jump (opcode bytes + rel32) with a placeholder.
+    fn jump32(&mut self, opcode: &[u8]) -> usize {
+        self.bytes(opcode);
+        self.bytes(&[0; 4]);
+        self.out.code.len() - 4
+    }
+    fn patch32(&mut self, at: usize, target: u64) {
+        let rel = (target as i64 - (at as i64 + 4)) as i32;
+        self.out.code[at..at + 4].copy_from_slice(&rel.to_le_bytes());
+    }
     fn patch8(&mut self, at: usize, target: u64) {
         let rel = target as i64 - (at as i64 + 1);
         self.out.code[at] = i8::try_from(rel).expect("short jump in range") as u8;
@@ -83,52 +93,68 @@ pub fn assemble(spec: &StubSpec) -> Stubs {
         a.bytes(&[0xc3]);
         a.func(name, start);
     }
-    for w in &spec.walks {
+    let mut i = 0;
+    while i < spec.walks.len() {
+        let name = spec.walks[i].name;
+        let n = spec.walks[i..]
+            .iter()
+            .take_while(|w| w.name == name)
+            .count();
         a.align(16);
         let start = a.pos();
-        table_walk(&mut a, spec, w);
-        a.func(w.name, start);
+        table_walks(&mut a, spec, &spec.walks[i..i + n]);
+        a.func(name, start);
+        i += n;
     }
     a.out
 }
 
-/// for (p = table; p < table + n; p++) { r = callee(data + *p); if (r < 0) return -1; }
-fn table_walk(a: &mut Asm, spec: &StubSpec, w: &TableWalk) {
+/// One function that runs, for each walk in turn:
+/// `for (p = table; p < table + n; p++) { r = callee(data + *p); if (check && r < 0) return -1; }`
+/// and returns 0.
+fn table_walks(a: &mut Asm, spec: &StubSpec, walks: &[TableWalk]) {
     // Callee-saved in both conventions: rbx (cursor), rbp (end), r12 (data).
     a.bytes(&[0x53, 0x55, 0x41, 0x54]); // push rbx; push rbp; push r12
     if spec.abi == Abi::Win64 {
         a.bytes(&[0x48, 0x83, 0xec, 0x20]); // sub $32, %rsp (shadow space)
     }
-    a.bytes(&[0x48, 0x8d, 0x1d]); // lea table(%rip), %rbx
-    a.rip32(Sym::Table(0), 0);
-    a.bytes(&[0x48, 0x8d, 0x2d]); // lea table+4n(%rip), %rbp
-    a.rip32(Sym::Table(4 * spec.table_len), 0);
     a.bytes(&[0x4c, 0x8d, 0x25]); // lea data(%rip), %r12
     a.rip32(Sym::Data(0), 0);
-    let top = a.pos();
-    a.bytes(&[0x48, 0x39, 0xeb]); // cmp %rbp, %rbx
-    let to_done = a.jump8(0x73); // jae done
-    match spec.abi {
-        Abi::SysV => a.bytes(&[0x8b, 0x3b, 0x4c, 0x01, 0xe7]), // mov (%rbx),%edi; add %r12,%rdi
-        Abi::Win64 => a.bytes(&[0x8b, 0x0b, 0x4c, 0x01, 0xe1]), // mov (%rbx),%ecx; add %r12,%rcx
-    }
-    a.call(w.callee);
-    a.bytes(&[0x48, 0x83, 0xc3, 0x04]); // add $4, %rbx
-    let to_out;
-    if w.check_result {
-        a.bytes(&[0x85, 0xc0]); // test %eax, %eax
-        let back = a.jump8(0x79); // jns top
-        a.patch8(back, top);
-        a.bytes(&[0xb8, 0xff, 0xff, 0xff, 0xff]); // mov $-1, %eax
-        to_out = Some(a.jump8(0xeb)); // jmp out
-    } else {
+    let mut to_fail = Vec::new();
+    for w in walks {
+        let start: u64 = 4 * spec.tables[..w.table].iter().sum::<u64>();
+        let end = start + 4 * spec.tables[w.table];
+        a.bytes(&[0x48, 0x8d, 0x1d]); // lea table(%rip), %rbx
+        a.rip32(Sym::Table(start), 0);
+        a.bytes(&[0x48, 0x8d, 0x2d]); // lea table_end(%rip), %rbp
+        a.rip32(Sym::Table(end), 0);
+        let top = a.pos();
+        a.bytes(&[0x48, 0x39, 0xeb]); // cmp %rbp, %rbx
+        let to_next = a.jump8(0x73); // jae next
+        match spec.abi {
+            Abi::SysV => a.bytes(&[0x8b, 0x3b, 0x4c, 0x01, 0xe7]), // mov (%rbx),%edi; add %r12,%rdi
+            Abi::Win64 => a.bytes(&[0x8b, 0x0b, 0x4c, 0x01, 0xe1]), // mov (%rbx),%ecx; add %r12,%rcx
+        }
+        a.call(w.callee);
+        a.bytes(&[0x48, 0x83, 0xc3, 0x04]); // add $4, %rbx
+        if w.check_result {
+            a.bytes(&[0x85, 0xc0]); // test %eax, %eax
+            to_fail.push(a.jump32(&[0x0f, 0x88])); // js fail
+        }
         let back = a.jump8(0xeb); // jmp top
         a.patch8(back, top);
-        to_out = None;
+        let next = a.pos();
+        a.patch8(to_next, next);
     }
-    let done = a.pos();
-    a.patch8(to_done, done);
     a.bytes(&[0x31, 0xc0]); // xor %eax, %eax
+    let to_out = (!to_fail.is_empty()).then(|| a.jump8(0xeb)); // jmp out
+    if !to_fail.is_empty() {
+        let fail = a.pos();
+        for j in to_fail {
+            a.patch32(j, fail);
+        }
+        a.bytes(&[0xb8, 0xff, 0xff, 0xff, 0xff]); // mov $-1, %eax
+    }
     if let Some(j) = to_out {
         let out = a.pos();
         a.patch8(j, out);

@@ -38,43 +38,55 @@ fn log(opts: &Options, t0: Instant, what: std::fmt::Arguments) {
     }
 }
 
-/// Gather every module's marshal bytes, in order.
+enum Slot {
+    Ready(Marshalled),
+    Compile(compile::Request),
+}
+
+/// Gather every module's marshal bytes, in order: the archive's modules
+/// first, then the `FILE:MODNAME` inputs. An input whose accessor is one of
+/// the archive's replaces that module in place.
 pub fn collect(opts: &Options) -> Result<Vec<Marshalled>> {
-    // (name, bytes if already known, compile request otherwise)
-    let mut slots: Vec<(String, Option<Marshalled>)> = Vec::new();
-    let mut requests = Vec::new();
+    // (accessor, from an explicit input?, what to do)
+    let mut slots: Vec<(String, bool, Slot)> = Vec::new();
     if let Some(ar) = &opts.modules_from {
         for m in input::archive::read(ar, opts.layout)? {
-            if m.code.is_none() {
-                requests.push(compile::Request {
-                    name: m.name.clone(),
+            let slot = match m.code {
+                Some(code) => Slot::Ready(code),
+                None => Slot::Compile(compile::Request {
+                    name: m.name,
                     accessor: m.accessor.clone(),
                     source: None,
-                });
-            }
-            slots.push((m.name, m.code));
+                    frozen_name: m.frozen_name,
+                }),
+            };
+            slots.push((m.accessor, false, slot));
         }
     }
     for arg in &opts.inputs {
         let (path, name) = input::split_arg(arg)?;
-        if slots.iter().any(|(n, _)| *n == name) {
-            return Err(Error::msg(format!(
-                "module {name} is given twice (input '{arg}')"
-            )));
-        }
-        if path.extension().and_then(|e| e.to_str()) == Some("py") {
+        let accessor = crate::place::accessor_symbol(&name);
+        let slot = if path.extension().and_then(|e| e.to_str()) == Some("py") {
             if !path.is_file() {
                 return Err(Error::file(&path, "cannot read: no such file"));
             }
-            requests.push(compile::Request {
+            Slot::Compile(compile::Request {
                 name: name.clone(),
-                accessor: crate::place::accessor_symbol(&name),
+                accessor: accessor.clone(),
                 source: Some(path),
-            });
-            slots.push((name, None));
+                frozen_name: name.clone(),
+            })
         } else {
-            let m = input::load_arg(&path, &name, opts.layout)?;
-            slots.push((name, Some(m)));
+            Slot::Ready(input::load_arg(&path, &name, opts.layout)?)
+        };
+        match slots.iter_mut().find(|(a, _, _)| *a == accessor) {
+            Some((_, true, _)) => {
+                return Err(Error::msg(format!(
+                    "module {name} is given twice (input '{arg}'; its accessor {accessor} is taken)"
+                )))
+            }
+            Some(existing) => *existing = (accessor, true, slot),
+            None => slots.push((accessor, true, slot)),
         }
     }
     if slots.is_empty() {
@@ -82,13 +94,20 @@ pub fn collect(opts: &Options) -> Result<Vec<Marshalled>> {
             "no modules to freeze: give FILE:MODNAME inputs or --modules-from LIBPYTHON.a",
         ));
     }
+    let requests: Vec<compile::Request> = slots
+        .iter()
+        .filter_map(|(_, _, s)| match s {
+            Slot::Compile(r) => Some(r.clone()),
+            Slot::Ready(_) => None,
+        })
+        .collect();
     let mut compiled = if requests.is_empty() {
         Vec::new()
     } else {
         let py = opts.compile_with.as_deref().ok_or_else(|| {
             let names: Vec<&str> = requests.iter().map(|r| r.name.as_str()).collect();
             Error::msg(format!(
-                "no marshal bytes for {} (3.11 frozen.o keeps none; .py inputs need compiling): \
+                "no marshal bytes for {} (3.11's frozen.o keeps none; .py inputs need compiling): \
                  give --compile-with PYTHON{}.{}",
                 names.join(", "),
                 opts.layout.version.0,
@@ -100,7 +119,10 @@ pub fn collect(opts: &Options) -> Result<Vec<Marshalled>> {
     .into_iter();
     Ok(slots
         .into_iter()
-        .map(|(_, m)| m.unwrap_or_else(|| compiled.next().unwrap()))
+        .map(|(_, _, s)| match s {
+            Slot::Ready(m) => m,
+            Slot::Compile(_) => compiled.next().expect("one result per request"),
+        })
         .collect())
 }
 
@@ -126,7 +148,29 @@ pub fn read_graph(mods: &[Marshalled]) -> Result<Graph> {
 /// Lay the graph out and write the object file's bytes.
 pub fn build_object(opts: &Options, graph: &Graph) -> Result<(Vec<u8>, Stats)> {
     let l = opts.layout;
-    let image = place::place(graph, l)?;
+    let image = place::place(graph, l, opts.target.wchar_size)?;
+    let mut walks = vec![
+        TableWalk {
+            name: l.sym.deepfreeze_init,
+            table: 0,
+            callee: l.sym.code_init,
+            check_result: true,
+        },
+        TableWalk {
+            name: l.sym.deepfreeze_fini,
+            table: 0,
+            callee: l.sym.code_fini,
+            check_result: false,
+        },
+    ];
+    if let Some(str_fini) = l.sym.str_fini {
+        walks.push(TableWalk {
+            name: l.sym.deepfreeze_fini,
+            table: 1,
+            callee: str_fini,
+            check_result: false,
+        });
+    }
     let spec = StubSpec {
         abi: opts.target.abi,
         accessors: image
@@ -135,19 +179,8 @@ pub fn build_object(opts: &Options, graph: &Graph) -> Result<(Vec<u8>, Stats)> {
             .map(|a| (a.symbol.clone(), a.code))
             .collect(),
         incref: (!l.head.immortal).then_some(l.head.refcnt.off),
-        table_len: image.codes.len() as u64,
-        walks: vec![
-            TableWalk {
-                name: l.sym.deepfreeze_init,
-                callee: l.sym.code_init,
-                check_result: true,
-            },
-            TableWalk {
-                name: l.sym.deepfreeze_fini,
-                callee: l.sym.code_fini,
-                check_result: false,
-            },
-        ],
+        tables: image.tables().iter().map(|t| t.len() as u64).collect(),
+        walks,
     };
     let stubs = opts.target.arch.assemble(&spec);
     let bytes = objfile::write(&opts.target, l, &image, &stubs)?;

@@ -43,9 +43,18 @@ pub struct Image {
     pub relocs: Vec<Reloc>,
     /// Data offsets of every code object, in the order Init visits them.
     pub codes: Vec<u64>,
+    /// Data offsets of every string object we emitted (not the runtime's).
+    pub strs: Vec<u64>,
     pub accessors: Vec<Accessor>,
     /// One past the last `co_version` handed out.
     pub next_func_version: u32,
+}
+
+impl Image {
+    /// The object tables the stubs walk: code objects, then strings.
+    pub fn tables(&self) -> [&[u64]; 2] {
+        [&self.codes, &self.strs]
+    }
 }
 
 /// The accessor symbol for a module name (`a.b` -> `_Py_get_a_b_toplevel`).
@@ -68,18 +77,22 @@ enum Place {
 struct Placer<'a> {
     graph: &'a Graph,
     l: &'static Layout,
+    /// `sizeof(wchar_t)` on the target.
+    wchar_size: u64,
     img: Image,
     place: Vec<Place>,
     /// co_version of each code object.
     version: Vec<u32>,
 }
 
-/// Lay out the whole graph.
-pub fn place(graph: &Graph, l: &'static Layout) -> Result<Image> {
+/// Lay out the whole graph for a target whose `wchar_t` has `wchar_size`
+/// bytes.
+pub fn place(graph: &Graph, l: &'static Layout, wchar_size: u8) -> Result<Image> {
     let n = graph.nodes.len();
     let mut p = Placer {
         graph,
         l,
+        wchar_size: wchar_size as u64,
         img: Image::default(),
         place: vec![Place::Skip; n],
         version: vec![0; n],
@@ -336,6 +349,11 @@ impl Placer<'_> {
             let p = (at + i as u64 * kind) as usize;
             d[p..p + kind as usize].copy_from_slice(&c.to_le_bytes()[..kind as usize]);
         }
+        if let (Some((wstr, wstr_len)), false, true) = (sl.wstr, ascii, kind == self.wchar_size) {
+            self.ptr(obj, wstr, Target::Data(at));
+            self.put(obj, wstr_len, len);
+        }
+        self.img.strs.push(obj);
         if !ascii && sl.fill_utf8 {
             let utf8 = s.to_utf8();
             self.put(obj, sl.utf8_length, utf8.len() as u64);
@@ -422,6 +440,9 @@ impl Placer<'_> {
         self.put(obj, cl.nlocals, nlocals);
         self.put(obj, cl.ncellvars, ncells);
         self.put(obj, cl.nfreevars, nfree);
+        for &(f, v) in cl.fixed {
+            self.put(obj, f, v);
+        }
         if let Some(f) = cl.nplaincellvars {
             self.put(obj, f, nplaincells);
         }

@@ -22,6 +22,8 @@ pub struct Target {
     pub format: Format,
     pub arch: arch::Arch,
     pub abi: arch::Abi,
+    /// `sizeof(wchar_t)`: 2 on Windows, 4 elsewhere.
+    pub wchar_size: u8,
 }
 
 /// Short forms accepted besides full triples.
@@ -88,11 +90,13 @@ impl Target {
         } else {
             arch::Abi::SysV
         };
+        let wchar_size = if format == Format::Coff { 2 } else { 4 };
         Ok(Target {
             triple: full.to_string(),
             format,
             arch,
             abi,
+            wchar_size,
         })
     }
 }

@@ -17,6 +17,8 @@ pub struct FrozenModule {
     /// The module's real name (`importlib._bootstrap`, not the table's
     /// `_frozen_importlib`): the one that mangles to its accessor.
     pub name: String,
+    /// The name the frozen tables list it under (`_frozen_importlib`).
+    pub frozen_name: String,
     /// `_Py_get_<mangled>_toplevel`, as the tables reference it.
     pub accessor: String,
     pub is_package: bool,
@@ -115,6 +117,7 @@ pub fn read(path: &Path, layout: &Layout) -> Result<Vec<FrozenModule>> {
             if !seen.insert(get_code.clone()) {
                 continue;
             }
+            let frozen_name = name.clone();
             let name = match aliases.iter().find(|(a, _)| *a == name) {
                 Some((_, orig)) if accessor_symbol(orig) == get_code => orig.clone(),
                 _ => name,
@@ -136,6 +139,7 @@ pub fn read(path: &Path, layout: &Layout) -> Result<Vec<FrozenModule>> {
             };
             out.push(FrozenModule {
                 name,
+                frozen_name,
                 accessor: get_code,
                 is_package,
                 code,

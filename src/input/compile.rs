@@ -16,32 +16,58 @@ pub struct Request {
     pub name: String,
     pub accessor: String,
     pub source: Option<PathBuf>,
+    /// The name in the frozen tables (`_frozen_importlib`), for modules
+    /// without a source file.
+    pub frozen_name: String,
 }
 
+// Arguments: the X.Y wanted, then one per module: `NAME=PATH` (compile
+// that file), or `NAME?FROZEN` (find NAME's source on the interpreter's
+// path; if it has none, take the code the interpreter itself froze under
+// FROZEN, as `_imp.get_frozen_object` gives it).
 const SCRIPT: &str = r#"
-import sys, marshal, importlib.util
+import sys, marshal, importlib, importlib.machinery, _imp
 want = sys.argv[1]
 have = "%d.%d" % sys.version_info[:2]
 if have != want:
     sys.stderr.write("interpreter is Python %s, not %s\n" % (have, want))
     sys.exit(3)
+
+def find_source(name):
+    parent, _, _ = name.rpartition(".")
+    path = None
+    if parent:
+        try:
+            path = importlib.import_module(parent).__path__
+        except Exception:
+            return None
+    spec = importlib.machinery.PathFinder.find_spec(name, path)
+    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+        return None
+    return spec.origin
+
 out = sys.stdout.buffer
 out.write(b"pyfreeze-obj\n")
 for arg in sys.argv[2:]:
-    name, _, path = arg.partition("=")
-    if not path:
-        spec = importlib.util.find_spec(name)
-        if spec is None or not spec.origin or not spec.origin.endswith(".py"):
-            sys.stderr.write("module %s: no Python source found\n" % name)
+    if "=" in arg:
+        name, _, path = arg.partition("=")
+    else:
+        name, _, frozen = arg.partition("?")
+        path = find_source(name)
+    if path is None:
+        try:
+            code = _imp.get_frozen_object(frozen)
+        except Exception:
+            sys.stderr.write("module %s: no Python source found, and the interpreter has no frozen %s; give FILE:%s\n" % (name, frozen, name))
             sys.exit(4)
-        path = spec.origin
-    with open(path, "rb") as f:
-        source = f.read()
-    try:
-        code = compile(source, "<frozen %s>" % name, "exec")
-    except SyntaxError as e:
-        sys.stderr.write("%s: line %s: %s\n" % (path, e.lineno, e.msg))
-        sys.exit(5)
+    else:
+        with open(path, "rb") as f:
+            source = f.read()
+        try:
+            code = compile(source, "<frozen %s>" % name, "exec")
+        except SyntaxError as e:
+            sys.stderr.write("%s: line %s: %s\n" % (path, e.lineno, e.msg))
+            sys.exit(5)
     data = marshal.dumps(code)
     out.write(len(data).to_bytes(4, "little"))
     out.write(data)
@@ -54,18 +80,11 @@ pub fn compile(python: &Path, layout: &Layout, reqs: &[Request]) -> Result<Vec<M
     }
     let (a, b) = layout.version;
     let mut cmd = Command::new(python);
-    cmd.args([
-        "-X",
-        "frozen_modules=off",
-        "-S",
-        "-c",
-        SCRIPT,
-        &format!("{a}.{b}"),
-    ]);
+    cmd.args(["-S", "-c", SCRIPT, &format!("{a}.{b}")]);
     for r in reqs {
         match &r.source {
             Some(p) => cmd.arg(format!("{}={}", r.name, p.display())),
-            None => cmd.arg(&r.name),
+            None => cmd.arg(format!("{}?{}", r.name, r.frozen_name)),
         };
     }
     let out = cmd.output().map_err(|e| {

@@ -6,6 +6,7 @@
 //! the DWARF of a real libpython by `tests/layout_dwarf.rs`. Code elsewhere
 //! reads the tables; it never asks "which version is this?".
 
+mod py311;
 mod py312;
 
 use crate::error::{Error, Result};
@@ -68,6 +69,8 @@ pub struct CodeLayout {
     pub firsttraceable: Option<Field>,
     /// Number of plain cell variables (cells that are not arguments).
     pub nplaincellvars: Option<Field>,
+    /// Fields every code object gets a fixed value in (3.11 `co_warmup`).
+    pub fixed: &'static [(Field, u64)],
     pub opcode_resume: u8,
     pub co_fast_local: u8,
     pub co_fast_cell: u8,
@@ -95,6 +98,11 @@ pub struct StrLayout {
     pub static_bits: u32,
     /// Non-ASCII strings carry their UTF-8 form (`utf8`, `utf8_length`).
     pub fill_utf8: bool,
+    /// 3.11's `wstr` pointer and `wstr_length`: for non-ASCII strings
+    /// whose kind equals the target's `sizeof(wchar_t)`, the wide-char form
+    /// is the string's own data (CPython's generator patches this in at run
+    /// time; we write it with a relocation).
+    pub wstr: Option<(Field, Field)>,
 }
 
 /// `PyBytesObject`.
@@ -181,6 +189,9 @@ pub struct Symbols {
     pub code_init: &'static str,
     /// Called with each code object by `_Py_Deepfreeze_Fini`.
     pub code_fini: &'static str,
+    /// Called with each string object we emit by `_Py_Deepfreeze_Fini`
+    /// (3.11 `_PyStaticUnicode_Dealloc`), after the code objects.
+    pub str_fini: Option<&'static str>,
     /// Defined as a 32-bit counter one past the last `co_version`.
     pub next_func_version: Option<&'static str>,
     pub deepfreeze_init: &'static str,
@@ -226,7 +237,7 @@ impl Layout {
     pub fn for_version(major: u8, minor: u8) -> Result<&'static Layout> {
         match (major, minor) {
             (3, 12) => Ok(&py312::LAYOUT),
-            (3, 11) => Err(Error::msg("CPython 3.11 is not supported yet (only 3.12)")),
+            (3, 11) => Ok(&py311::LAYOUT),
             (3, m) if m >= 13 => Err(Error::msg(format!(
                 "CPython 3.{m} has no deep-frozen modules (3.13 removed deep-freezing and the \
                  get_code member of struct _frozen); use 3.11 or 3.12"

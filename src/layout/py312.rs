@@ -45,6 +45,7 @@ pub static LAYOUT: Layout = Layout {
         linetable: f(136, 8),
         firsttraceable: Some(f(176, 4)),
         nplaincellvars: None,
+        fixed: &[],
         // (sizeof(_PyInterpreterFrame) - 1) / sizeof(PyObject *) = 79 / 8
         frame_specials_size: 9,
         opcode_resume: 151,
@@ -66,6 +67,7 @@ pub static LAYOUT: Layout = Layout {
         // statically_allocated
         static_bits: 1 << 7,
         fill_utf8: true,
+        wstr: None,
     },
     bytes: BytesLayout {
         shash: f(24, 8),
@@ -115,6 +117,7 @@ pub static LAYOUT: Layout = Layout {
         ellipsis: "_Py_EllipsisObject",
         code_init: "_PyStaticCode_Init",
         code_fini: "_PyStaticCode_Fini",
+        str_fini: None,
         next_func_version: Some("_Py_next_func_version"),
         deepfreeze_init: "_Py_Deepfreeze_Init",
         deepfreeze_fini: "_Py_Deepfreeze_Fini",

@@ -75,8 +75,8 @@ pub fn write(target: &Target, layout: &Layout, image: &Image, stubs: &Stubs) -> 
     let text_off = w.obj.append_section_data(text, &stubs.code, stubs.align);
     // The code table: 32-bit offsets of each code object from the start of
     // the data section. No relocations needed: the stubs add the base.
-    let mut table = Vec::with_capacity(image.codes.len() * 4);
-    for &c in &image.codes {
+    let mut table = Vec::new();
+    for &c in image.tables().iter().flat_map(|t| t.iter()) {
         let c = u32::try_from(c + data_off)
             .map_err(|_| Error::msg("frozen data exceeds 4 GiB; split the module set"))?;
         table.extend_from_slice(&c.to_le_bytes());
