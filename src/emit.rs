@@ -249,7 +249,6 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
-        f.sync_all()?;
         std::fs::rename(&tmp, path)
     })();
     result.map_err(|e| {

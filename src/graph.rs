@@ -86,11 +86,9 @@ impl Str {
     pub fn is_ascii(&self) -> bool {
         self.max_char() < 0x80
     }
-    /// The string as Rust text, when it is ASCII (the only strings that the
-    /// runtime's global string table can hold).
-    pub fn as_ascii(&self) -> Option<String> {
-        self.is_ascii()
-            .then(|| self.0.iter().map(|&c| c as u8 as char).collect())
+    /// Compare with a Rust string, code point by byte (for ASCII tables).
+    pub fn cmp_ascii(&self, s: &str) -> std::cmp::Ordering {
+        self.0.iter().copied().cmp(s.bytes().map(|b| b as u32))
     }
     /// UTF-8 as CPython's "surrogatepass" would give it (lone surrogates
     /// encoded as three bytes), which is what marshal stores.
@@ -135,17 +133,73 @@ pub enum Obj {
     Code(Box<Code>),
 }
 
-/// Hash-consing key: everything but code objects, compared by value.
-#[derive(PartialEq, Eq, Hash)]
-enum Key {
-    Singleton(u8),
-    Int(BigInt),
-    Float(u64),
-    Complex(u64, u64),
-    Bytes(Vec<u8>),
-    Str(Str),
-    Tuple(Vec<ObjId>),
-    FrozenSet(Vec<ObjId>),
+/// FxHash-style hasher: the hash-consing index sees every object of every
+/// module, and SipHash's DoS resistance buys nothing for our own tables.
+#[derive(Default, Clone, Copy)]
+pub struct FastHasher(u64);
+
+impl std::hash::Hasher for FastHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            self.write_u64(u64::from_le_bytes(c.try_into().unwrap()));
+        }
+        for &b in chunks.remainder() {
+            self.write_u64(b as u64);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    fn write_u32(&mut self, v: u32) {
+        self.write_u64(v as u64)
+    }
+    fn write_u8(&mut self, v: u8) {
+        self.write_u64(v as u64)
+    }
+    fn write_usize(&mut self, v: usize) {
+        self.write_u64(v as u64)
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type FastMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<FastHasher>>;
+
+/// Content hash of a constant (None for code objects, kept by identity).
+fn content_hash(obj: &Obj) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut h = FastHasher::default();
+    std::mem::discriminant(obj).hash(&mut h);
+    match obj {
+        Obj::None | Obj::True | Obj::False | Obj::Ellipsis => {}
+        Obj::Int(v) => v.hash(&mut h),
+        Obj::Float(b) => b.hash(&mut h),
+        Obj::Complex(r, i) => (r, i).hash(&mut h),
+        Obj::Bytes(b) => b.hash(&mut h),
+        Obj::Str(s) => s.hash(&mut h),
+        Obj::Tuple(t) | Obj::FrozenSet(t) => t.hash(&mut h),
+        Obj::Code(_) => return None,
+    }
+    Some(h.finish())
+}
+
+/// Equality of two constants by value (code objects never compare equal).
+fn same_constant(a: &Obj, b: &Obj) -> bool {
+    match (a, b) {
+        (Obj::None, Obj::None)
+        | (Obj::True, Obj::True)
+        | (Obj::False, Obj::False)
+        | (Obj::Ellipsis, Obj::Ellipsis) => true,
+        (Obj::Int(x), Obj::Int(y)) => x == y,
+        (Obj::Float(x), Obj::Float(y)) => x == y,
+        (Obj::Complex(a, b), Obj::Complex(c, d)) => a == c && b == d,
+        (Obj::Bytes(x), Obj::Bytes(y)) => x == y,
+        (Obj::Str(x), Obj::Str(y)) => x == y,
+        (Obj::Tuple(x), Obj::Tuple(y)) | (Obj::FrozenSet(x), Obj::FrozenSet(y)) => x == y,
+        _ => false,
+    }
 }
 
 /// A frozen module: its name and its top-level code object.
@@ -160,7 +214,8 @@ pub struct Module {
 #[derive(Default)]
 pub struct Graph {
     pub nodes: Vec<Obj>,
-    index: HashMap<Key, ObjId>,
+    /// content hash -> the constants with that hash
+    index: FastMap<u64, Vec<ObjId>>,
     pub modules: Vec<Module>,
 }
 
@@ -175,25 +230,19 @@ impl Graph {
 
     /// Add an object, returning the existing node for an equal constant.
     pub fn add(&mut self, obj: Obj) -> ObjId {
-        let key = match &obj {
-            Obj::None => Key::Singleton(0),
-            Obj::True => Key::Singleton(1),
-            Obj::False => Key::Singleton(2),
-            Obj::Ellipsis => Key::Singleton(3),
-            Obj::Int(v) => Key::Int(v.clone()),
-            Obj::Float(b) => Key::Float(*b),
-            Obj::Complex(r, i) => Key::Complex(*r, *i),
-            Obj::Bytes(b) => Key::Bytes(b.clone()),
-            Obj::Str(s) => Key::Str(s.clone()),
-            Obj::Tuple(t) => Key::Tuple(t.clone()),
-            Obj::FrozenSet(t) => Key::FrozenSet(t.clone()),
-            Obj::Code(_) => return self.push(obj),
+        let Some(hash) = content_hash(&obj) else {
+            return self.push(obj);
         };
-        if let Some(&id) = self.index.get(&key) {
-            return id;
+        if let Some(ids) = self.index.get(&hash) {
+            if let Some(&id) = ids
+                .iter()
+                .find(|&&id| same_constant(&self.nodes[id.0 as usize], &obj))
+            {
+                return id;
+            }
         }
         let id = self.push(obj);
-        self.index.insert(key, id);
+        self.index.entry(hash).or_default().push(id);
         id
     }
 

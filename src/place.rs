@@ -308,7 +308,7 @@ impl Placer<'_> {
 
     fn emit_str(&mut self, s: &Str) -> Target {
         let (l, rt) = (self.l, &self.l.runtime);
-        if let Some(off) = s.as_ascii().and_then(|a| l.global_string(&a)) {
+        if let Some(off) = l.global_string(s) {
             return self.runtime(off);
         }
         if let [c] = s.0[..] {

@@ -35,8 +35,8 @@ pub struct Marshalled {
 pub enum OffsetMap {
     /// `origin` holds the bytes verbatim from this offset on.
     Base(u64),
-    /// A text header: the file offset of each byte's number.
-    Text(Vec<u32>),
+    /// A text header (its text, and where the initializer starts).
+    Text(Vec<u8>, usize),
     /// Produced by a compiler run: offsets are within its output.
     Generated,
 }
@@ -45,7 +45,7 @@ impl OffsetMap {
     pub fn map(&self, off: u64) -> Option<u64> {
         match self {
             OffsetMap::Base(b) => Some(b + off),
-            OffsetMap::Text(pos) => pos.get(off as usize).or(pos.last()).map(|&p| p as u64),
+            OffsetMap::Text(text, start) => Some(header::number_offset(text, *start, off)),
             OffsetMap::Generated => Some(off),
         }
     }
@@ -164,13 +164,13 @@ pub fn load_arg(path: &Path, name: &str, layout: &Layout) -> Result<Marshalled> 
     let origin = path.to_path_buf();
     match classify(path, &bytes) {
         Kind::Header => {
-            let (data, pos) = header::parse(&bytes).map_err(|e| e.in_file(path))?;
+            let (data, start) = header::parse(&bytes).map_err(|e| e.in_file(path))?;
             Ok(Marshalled {
                 name: name.to_string(),
                 accessor: accessor_symbol(name),
                 data,
                 origin,
-                offsets: OffsetMap::Text(pos),
+                offsets: OffsetMap::Text(bytes, start),
             })
         }
         Kind::Pyc => {

@@ -263,9 +263,9 @@ impl Layout {
     }
 
     /// Offset inside `_PyRuntime` of the global-table string `s`.
-    pub fn global_string(&self, s: &str) -> Option<u32> {
+    pub fn global_string(&self, s: &crate::graph::Str) -> Option<u32> {
         let t = self.runtime.global_strings;
-        t.binary_search_by(|(v, _)| v.as_bytes().cmp(s.as_bytes()))
+        t.binary_search_by(|(v, _)| s.cmp_ascii(v).reverse())
             .ok()
             .map(|i| t[i].1)
     }
