@@ -263,7 +263,19 @@ impl Layout {
     }
 
     /// Offset inside `_PyRuntime` of the global-table string `s`.
+    ///
+    /// CPython's generator matches strings against the table as they are
+    /// spelled in the C source, so an entry spelled with an escape (3.11 and
+    /// 3.12: only `"\n"`) never matches; neither does it here, to stay
+    /// byte-equal with gcc's object (both are the same immortal string at
+    /// run time).
     pub fn global_string(&self, s: &crate::graph::Str) -> Option<u32> {
+        if s.0
+            .iter()
+            .any(|&c| c < 0x20 || c == '"' as u32 || c == '\\' as u32)
+        {
+            return None;
+        }
         let t = self.runtime.global_strings;
         t.binary_search_by(|(v, _)| s.cmp_ascii(v).reverse())
             .ok()
