@@ -63,30 +63,48 @@ pub fn collect(opts: &Options) -> Result<Vec<Marshalled>> {
             slots.push((m.accessor, false, slot));
         }
     }
-    for arg in &opts.inputs {
-        let (path, name) = input::split_arg(arg)?;
-        let accessor = crate::place::accessor_symbol(&name);
-        let slot = if path.extension().and_then(|e| e.to_str()) == Some("py") {
+    let args: Vec<(PathBuf, String)> = opts
+        .inputs
+        .iter()
+        .map(|a| input::split_arg(a))
+        .collect::<Result<_>>()?;
+    // Reading and parsing the files is independent per file: spread it over
+    // the cores. Results keep argument order (so does the first error).
+    let mut loaded = parallel_map(&args, |(path, name)| {
+        if path.extension().and_then(|e| e.to_str()) == Some("py") {
             if !path.is_file() {
-                return Err(Error::file(&path, "cannot read: no such file"));
+                return Err(Error::file(path, "cannot read: no such file"));
             }
-            Slot::Compile(compile::Request {
+            Ok(Slot::Compile(compile::Request {
                 name: name.clone(),
-                accessor: accessor.clone(),
-                source: Some(path),
+                accessor: crate::place::accessor_symbol(name),
+                source: Some(path.clone()),
                 frozen_name: name.clone(),
-            })
+            }))
         } else {
-            Slot::Ready(input::load_arg(&path, &name, opts.layout)?)
-        };
-        match slots.iter_mut().find(|(a, _, _)| *a == accessor) {
-            Some((_, true, _)) => {
+            input::load_arg(path, name, opts.layout).map(Slot::Ready)
+        }
+    })
+    .into_iter();
+    let mut index: std::collections::HashMap<String, usize> = slots
+        .iter()
+        .enumerate()
+        .map(|(i, (a, _, _))| (a.clone(), i))
+        .collect();
+    for (arg, (_, name)) in opts.inputs.iter().zip(&args) {
+        let slot = loaded.next().expect("one result per input")?;
+        let accessor = crate::place::accessor_symbol(name);
+        match index.get(&accessor) {
+            Some(&i) if slots[i].1 => {
                 return Err(Error::msg(format!(
                     "module {name} is given twice (input '{arg}'; its accessor {accessor} is taken)"
                 )))
             }
-            Some(existing) => *existing = (accessor, true, slot),
-            None => slots.push((accessor, true, slot)),
+            Some(&i) => slots[i] = (accessor, true, slot),
+            None => {
+                index.insert(accessor.clone(), slots.len());
+                slots.push((accessor, true, slot));
+            }
         }
     }
     if slots.is_empty() {
@@ -124,6 +142,28 @@ pub fn collect(opts: &Options) -> Result<Vec<Marshalled>> {
             Slot::Compile(_) => compiled.next().expect("one result per request"),
         })
         .collect())
+}
+
+/// `f` over `items` on up to as many threads as there are cores, results
+/// in the order of `items`.
+fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(items.len());
+    if threads <= 1 {
+        return items.iter().map(f).collect();
+    }
+    let chunk = items.len().div_ceil(threads);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = items
+            .chunks(chunk)
+            .map(|part| s.spawn(|| part.iter().map(&f).collect::<Vec<R>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("input reader thread panicked"))
+            .collect()
+    })
 }
 
 /// Read all modules into one constant graph.

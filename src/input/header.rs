@@ -75,12 +75,41 @@ pub fn parse(text: &[u8]) -> Result<(Vec<u8>, usize)> {
     let mut data = Vec::with_capacity((text.len() - open) / 3);
     let (mut st, mut v, mut num_start) = (St::Before, 0u32, open);
     let mut closed = None;
-    for (i, &c) in text[open..].iter().enumerate() {
-        let i = i + open;
+    let n = text.len();
+    let mut i = open;
+    while i < n {
+        // Fast path: a whole "D,", "DD," or "DDD," token (nearly all of a
+        // header), taken only where the state machine would take it.
+        if st == St::Before && i + 4 <= n {
+            let digit = |k: usize| text[i + k].wrapping_sub(b'0') as u32;
+            let (d0, d1, d2) = (digit(0), digit(1), digit(2));
+            if d0 < 10 {
+                if d1 >= 10 {
+                    if text[i + 1] == b',' {
+                        data.push(d0 as u8);
+                        i += 2;
+                        continue;
+                    }
+                } else if d2 >= 10 {
+                    if text[i + 2] == b',' {
+                        data.push((d0 * 10 + d1) as u8);
+                        i += 3;
+                        continue;
+                    }
+                } else if text[i + 3] == b',' && d0 * 100 + d1 * 10 + d2 <= 255 {
+                    data.push((d0 * 100 + d1 * 10 + d2) as u8);
+                    i += 4;
+                    continue;
+                }
+            }
+        }
+        // Slow path: one byte through the state machine.
+        let c = text[i];
         let class = CLASS[c as usize];
         if class < 10 {
             match st {
-                St::In => v = v * 10 + class as u32,
+                // Saturate: anything above 255 is an error anyway.
+                St::In => v = (v * 10 + class as u32).min(1000),
                 St::Before => (st, v, num_start) = (St::In, class as u32, i),
                 St::After => return err(i, "expected ',' between byte values".into()),
             }
@@ -118,6 +147,7 @@ pub fn parse(text: &[u8]) -> Result<(Vec<u8>, usize)> {
             };
             return err(i, format!("expected {what}, found {:?}", c as char));
         }
+        i += 1;
     }
     if closed.is_none() {
         return err(
