@@ -10,6 +10,7 @@
 //! [`CodeReloc`]s; the object writer maps those to the relocation types of
 //! the output format.
 
+pub mod aarch64;
 pub mod x86_64;
 
 /// What a code relocation refers to.
@@ -30,6 +31,12 @@ pub enum CodeRelocKind {
     X86PcRel32,
     /// x86_64: 32-bit PC-relative call target, through the PLT if needed.
     X86Call32,
+    /// AArch64 ADRP: the target's 4 KiB page, PC-relative, 21 bits.
+    A64AdrPage21,
+    /// AArch64 ADD: the low 12 bits of the target's address.
+    A64AddLo12,
+    /// AArch64 BL: 26-bit PC-relative call, through the PLT if needed.
+    A64Call26,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -103,12 +110,14 @@ pub struct StubSpec {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Arch {
     X86_64,
+    Aarch64,
 }
 
 impl Arch {
     pub fn assemble(self, spec: &StubSpec) -> Stubs {
         match self {
             Arch::X86_64 => x86_64::assemble(spec),
+            Arch::Aarch64 => aarch64::assemble(spec),
         }
     }
 }

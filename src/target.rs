@@ -67,12 +67,12 @@ impl Target {
         let not_yet = |what: &str| {
             Err(Error::msg(format!(
                 "target '{s}' ({what}) is not yet supported; supported now: x86_64-linux \
-                 (x86_64-unknown-linux-gnu)"
+                 and aarch64-linux (x86_64-unknown-linux-gnu, aarch64-unknown-linux-gnu)"
             )))
         };
         let arch = match triple.architecture {
             Architecture::X86_64 => arch::Arch::X86_64,
-            Architecture::Aarch64(_) => return not_yet("aarch64"),
+            Architecture::Aarch64(_) => arch::Arch::Aarch64,
             other => {
                 return Err(Error::msg(format!(
                     "target '{s}': architecture {other} is not one pyfreeze-obj targets \

@@ -28,7 +28,23 @@ enum Kind {
 
 /// The one place that maps (format, architecture, neutral kind) to the
 /// relocation the `object` crate writes.
-fn reloc_flags(_format: Format, kind: Kind) -> RelocationFlags {
+fn reloc_flags(format: Format, kind: Kind) -> RelocationFlags {
+    use object::elf;
+    match (format, kind) {
+        (Format::Elf, Kind::Code(CodeRelocKind::A64AdrPage21)) => RelocationFlags::Elf {
+            r_type: elf::R_AARCH64_ADR_PREL_PG_HI21,
+        },
+        (Format::Elf, Kind::Code(CodeRelocKind::A64AddLo12)) => RelocationFlags::Elf {
+            r_type: elf::R_AARCH64_ADD_ABS_LO12_NC,
+        },
+        (Format::Elf, Kind::Code(CodeRelocKind::A64Call26)) => RelocationFlags::Elf {
+            r_type: elf::R_AARCH64_CALL26,
+        },
+        (_, kind) => generic_flags(kind),
+    }
+}
+
+fn generic_flags(kind: Kind) -> RelocationFlags {
     match kind {
         Kind::DataAbs64 => RelocationFlags::Generic {
             kind: RelocationKind::Absolute,
@@ -45,6 +61,11 @@ fn reloc_flags(_format: Format, kind: Kind) -> RelocationFlags {
             encoding: RelocationEncoding::X86Branch,
             size: 32,
         },
+        Kind::Code(
+            CodeRelocKind::A64AdrPage21 | CodeRelocKind::A64AddLo12 | CodeRelocKind::A64Call26,
+        ) => {
+            unreachable!("AArch64 relocations are format-specific")
+        }
     }
 }
 
@@ -54,6 +75,9 @@ pub fn write(target: &Target, layout: &Layout, image: &Image, stubs: &Stubs) -> 
         (Format::Elf, crate::arch::Arch::X86_64) => (BinaryFormat::Elf, Architecture::X86_64),
         (Format::MachO, crate::arch::Arch::X86_64) => (BinaryFormat::MachO, Architecture::X86_64),
         (Format::Coff, crate::arch::Arch::X86_64) => (BinaryFormat::Coff, Architecture::X86_64),
+        (Format::Elf, crate::arch::Arch::Aarch64) => (BinaryFormat::Elf, Architecture::Aarch64),
+        (Format::MachO, crate::arch::Arch::Aarch64) => (BinaryFormat::MachO, Architecture::Aarch64),
+        (Format::Coff, crate::arch::Arch::Aarch64) => (BinaryFormat::Coff, Architecture::Aarch64),
     };
     let mut obj = Object::new(format, arch, Endianness::Little);
     let mut w = Writer {
