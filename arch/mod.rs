@@ -14,7 +14,7 @@ pub mod aarch64;
 pub mod x86_64;
 
 /// What a code relocation refers to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Sym {
     /// An offset in the data section (the frozen objects).
     Data(u64),

@@ -354,7 +354,11 @@ impl Placer<'_> {
             self.put(obj, wstr_len, len);
         }
         self.img.strs.push(obj);
-        if !ascii && sl.fill_utf8 {
+        // The UTF-8 cache is only valid for strings UTF-8 can encode: with a
+        // lone surrogate it stays empty and the runtime refuses to encode,
+        // as for any such string.
+        let surrogates = s.0.iter().any(|&c| (0xd800..0xe000).contains(&c));
+        if !ascii && sl.fill_utf8 && !surrogates {
             let utf8 = s.to_utf8();
             self.put(obj, sl.utf8_length, utf8.len() as u64);
             let buf = self.alloc(utf8.len() as u64 + 1);

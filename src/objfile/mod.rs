@@ -71,15 +71,20 @@ fn generic_flags(kind: Kind) -> RelocationFlags {
 
 /// Write the object file for `image` and `stubs`.
 pub fn write(target: &Target, layout: &Layout, image: &Image, stubs: &Stubs) -> Result<Vec<u8>> {
-    let (format, arch) = match (target.format, target.arch) {
-        (Format::Elf, crate::arch::Arch::X86_64) => (BinaryFormat::Elf, Architecture::X86_64),
-        (Format::MachO, crate::arch::Arch::X86_64) => (BinaryFormat::MachO, Architecture::X86_64),
-        (Format::Coff, crate::arch::Arch::X86_64) => (BinaryFormat::Coff, Architecture::X86_64),
-        (Format::Elf, crate::arch::Arch::Aarch64) => (BinaryFormat::Elf, Architecture::Aarch64),
-        (Format::MachO, crate::arch::Arch::Aarch64) => (BinaryFormat::MachO, Architecture::Aarch64),
-        (Format::Coff, crate::arch::Arch::Aarch64) => (BinaryFormat::Coff, Architecture::Aarch64),
+    use crate::arch::Arch;
+    let format = match target.format {
+        Format::Elf => BinaryFormat::Elf,
+        Format::MachO => BinaryFormat::MachO,
+        Format::Coff => BinaryFormat::Coff,
+    };
+    let arch = match target.arch {
+        Arch::X86_64 => Architecture::X86_64,
+        Arch::Aarch64 => Architecture::Aarch64,
     };
     let mut obj = Object::new(format, arch, Endianness::Little);
+    if target.format == Format::MachO {
+        obj.set_subsections_via_symbols();
+    }
     let mut w = Writer {
         obj: &mut obj,
         format: target.format,
@@ -95,46 +100,72 @@ pub fn write(target: &Target, layout: &Layout, image: &Image, stubs: &Stubs) -> 
             .add_section(Vec::new(), b".note.GNU-stack".to_vec(), SectionKind::Other);
     }
 
-    let data_off = w.obj.append_section_data(data, &image.data, 32);
-    let text_off = w.obj.append_section_data(text, &stubs.code, stubs.align);
-    // The code table: 32-bit offsets of each code object from the start of
-    // the data section. No relocations needed: the stubs add the base.
+    w.obj.append_section_data(data, &image.data, 32);
+    w.obj.append_section_data(text, &stubs.code, stubs.align);
+    // The object tables: 32-bit offsets from the start of the data section
+    // (no relocations: the stubs add the base), and a zero sentinel so that
+    // "end of table" is an address inside the section.
     let mut table = Vec::new();
-    for &c in image.tables().iter().flat_map(|t| t.iter()) {
-        let c = u32::try_from(c + data_off)
+    for &c in image.tables().iter().flat_map(|t| t.iter()).chain([&0]) {
+        let c = u32::try_from(c)
             .map_err(|_| Error::msg("frozen data exceeds 4 GiB; split the module set"))?;
         table.extend_from_slice(&c.to_le_bytes());
     }
-    let table_off = w.obj.append_section_data(rodata, &table, 4);
+    w.obj.append_section_data(rodata, &table, 4);
 
-    let data_sym = w.obj.section_symbol(data);
-    let rodata_sym = w.obj.section_symbol(rodata);
-
+    // Code refers to local anchor symbols with addend 0 in every format
+    // (AArch64 COFF and Mach-O cannot carry large addends on ADRP/ADD).
+    let mut anchors: BTreeMap<Sym, SymbolId> = BTreeMap::new();
+    for r in &stubs.relocs {
+        let (section, value, name) = match r.target {
+            Sym::Data(off) => (data, off, format!("pyfreeze_data_{off:x}")),
+            Sym::Table(off) => (rodata, off, format!("pyfreeze_table_{off:x}")),
+            Sym::Extern(_) => continue,
+        };
+        anchors
+            .entry(r.target)
+            .or_insert_with(|| w.local_sym(name, section, value));
+    }
+    // Data pointers: ELF and COFF use the section symbol plus addend. Mach-O
+    // (subsections via symbols) needs the symbol of the atom the target
+    // lies in: the nearest anchor at or before it.
+    let data_anchors: Vec<(u64, SymbolId)> = match target.format {
+        Format::MachO => {
+            let base = *anchors
+                .entry(Sym::Data(0))
+                .or_insert_with(|| w.local_sym("pyfreeze_data_0".into(), data, 0));
+            let _ = base;
+            anchors
+                .iter()
+                .filter_map(|(s, &id)| match s {
+                    Sym::Data(off) => Some((*off, id)),
+                    _ => None,
+                })
+                .collect()
+        }
+        _ => vec![(0, w.obj.section_symbol(data))],
+    };
     for r in &image.relocs {
         let (symbol, addend) = match r.target {
-            DataTarget::Data(off) => (data_sym, (data_off + off) as i64),
+            DataTarget::Data(off) => {
+                let i = data_anchors.partition_point(|(a, _)| *a <= off) - 1;
+                (data_anchors[i].1, (off - data_anchors[i].0) as i64)
+            }
             DataTarget::Extern(name, off) => (w.extern_sym(name), off as i64),
         };
-        w.reloc(data, data_off + r.offset, symbol, addend, Kind::DataAbs64)?;
+        w.reloc(data, r.offset, symbol, addend, Kind::DataAbs64)?;
     }
     for r in &stubs.relocs {
-        let (symbol, base) = match r.target {
-            Sym::Data(off) => (data_sym, (data_off + off) as i64),
-            Sym::Table(off) => (rodata_sym, (table_off + off) as i64),
-            Sym::Extern(name) => (w.extern_sym(name), 0),
+        let symbol = match r.target {
+            Sym::Extern(name) => w.extern_sym(name),
+            local => anchors[&local],
         };
-        w.reloc(
-            text,
-            text_off + r.offset,
-            symbol,
-            base + r.addend,
-            Kind::Code(r.kind),
-        )?;
+        w.reloc(text, r.offset, symbol, r.addend, Kind::Code(r.kind))?;
     }
     for f in &stubs.funcs {
         w.obj.add_symbol(Symbol {
             name: f.name.as_bytes().to_vec(),
-            value: text_off + f.offset,
+            value: f.offset,
             size: f.size,
             kind: SymbolKind::Text,
             scope: SymbolScope::Linkage,
@@ -185,6 +216,25 @@ impl Writer<'_> {
         });
         self.externs.insert(name, id);
         id
+    }
+
+    /// A symbol local to this object, marking `value` in `section`.
+    fn local_sym(
+        &mut self,
+        name: String,
+        section: object::write::SectionId,
+        value: u64,
+    ) -> SymbolId {
+        self.obj.add_symbol(Symbol {
+            name: name.into_bytes(),
+            value,
+            size: 0,
+            kind: SymbolKind::Data,
+            scope: SymbolScope::Compilation,
+            weak: false,
+            section: SymbolSection::Section(section),
+            flags: SymbolFlags::None,
+        })
     }
 
     fn reloc(
