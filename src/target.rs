@@ -64,12 +64,6 @@ impl Target {
                 )))
             }
         };
-        let not_yet = |what: &str| {
-            Err(Error::msg(format!(
-                "target '{s}' ({what}) is not yet supported; supported now: x86_64-linux \
-                 and aarch64-linux (x86_64-unknown-linux-gnu, aarch64-unknown-linux-gnu)"
-            )))
-        };
         let arch = match triple.architecture {
             Architecture::X86_64 => arch::Arch::X86_64,
             Architecture::Aarch64(_) => arch::Arch::Aarch64,
@@ -80,12 +74,9 @@ impl Target {
                 )))
             }
         };
-        match format {
-            Format::Elf => {}
-            Format::MachO => return not_yet("Mach-O"),
-            Format::Coff => return not_yet("COFF"),
-        }
-        let abi = if format == Format::Coff {
+        // Windows x64 has its own calling convention; Windows on ARM64
+        // follows AAPCS64 like everyone else.
+        let abi = if format == Format::Coff && arch == arch::Arch::X86_64 {
             arch::Abi::Win64
         } else {
             arch::Abi::SysV

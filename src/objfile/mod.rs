@@ -6,7 +6,7 @@
 //! from neutral relocation kinds to the format's relocation types — is
 //! decided here, in one place ([`reloc_flags`]).
 
-use crate::arch::{CodeRelocKind, Stubs, Sym};
+use crate::arch::{Arch, CodeRelocKind, Stubs, Sym};
 use crate::error::{Error, Result};
 use crate::layout::Layout;
 use crate::place::{Image, Target as DataTarget};
@@ -28,8 +28,8 @@ enum Kind {
 
 /// The one place that maps (format, architecture, neutral kind) to the
 /// relocation the `object` crate writes.
-fn reloc_flags(format: Format, kind: Kind) -> RelocationFlags {
-    use object::elf;
+fn reloc_flags(format: Format, arch: Arch, kind: Kind) -> RelocationFlags {
+    use object::{elf, macho, pe};
     match (format, kind) {
         (Format::Elf, Kind::Code(CodeRelocKind::A64AdrPage21)) => RelocationFlags::Elf {
             r_type: elf::R_AARCH64_ADR_PREL_PG_HI21,
@@ -39,6 +39,33 @@ fn reloc_flags(format: Format, kind: Kind) -> RelocationFlags {
         },
         (Format::Elf, Kind::Code(CodeRelocKind::A64Call26)) => RelocationFlags::Elf {
             r_type: elf::R_AARCH64_CALL26,
+        },
+        (Format::MachO, Kind::Code(CodeRelocKind::A64AdrPage21)) => RelocationFlags::MachO {
+            r_type: macho::ARM64_RELOC_PAGE21,
+            r_pcrel: true,
+            r_length: 2,
+        },
+        (Format::MachO, Kind::Code(CodeRelocKind::A64AddLo12)) => RelocationFlags::MachO {
+            r_type: macho::ARM64_RELOC_PAGEOFF12,
+            r_pcrel: false,
+            r_length: 2,
+        },
+        (Format::MachO, Kind::Code(CodeRelocKind::A64Call26)) => RelocationFlags::MachO {
+            r_type: macho::ARM64_RELOC_BRANCH26,
+            r_pcrel: true,
+            r_length: 2,
+        },
+        (Format::Coff, Kind::Code(CodeRelocKind::A64AdrPage21)) => RelocationFlags::Coff {
+            typ: pe::IMAGE_REL_ARM64_PAGEBASE_REL21,
+        },
+        (Format::Coff, Kind::Code(CodeRelocKind::A64AddLo12)) => RelocationFlags::Coff {
+            typ: pe::IMAGE_REL_ARM64_PAGEOFFSET_12A,
+        },
+        (Format::Coff, Kind::Code(CodeRelocKind::A64Call26)) => RelocationFlags::Coff {
+            typ: pe::IMAGE_REL_ARM64_BRANCH26,
+        },
+        (Format::Coff, Kind::DataAbs64) if arch == Arch::Aarch64 => RelocationFlags::Coff {
+            typ: pe::IMAGE_REL_ARM64_ADDR64,
         },
         (_, kind) => generic_flags(kind),
     }
@@ -71,7 +98,6 @@ fn generic_flags(kind: Kind) -> RelocationFlags {
 
 /// Write the object file for `image` and `stubs`.
 pub fn write(target: &Target, layout: &Layout, image: &Image, stubs: &Stubs) -> Result<Vec<u8>> {
-    use crate::arch::Arch;
     let format = match target.format {
         Format::Elf => BinaryFormat::Elf,
         Format::MachO => BinaryFormat::MachO,
@@ -88,6 +114,7 @@ pub fn write(target: &Target, layout: &Layout, image: &Image, stubs: &Stubs) -> 
     let mut w = Writer {
         obj: &mut obj,
         format: target.format,
+        arch: target.arch,
         externs: BTreeMap::new(),
     };
 
@@ -151,13 +178,16 @@ pub fn write(target: &Target, layout: &Layout, image: &Image, stubs: &Stubs) -> 
                 let i = data_anchors.partition_point(|(a, _)| *a <= off) - 1;
                 (data_anchors[i].1, (off - data_anchors[i].0) as i64)
             }
-            DataTarget::Extern(name, off) => (w.extern_sym(name), off as i64),
+            DataTarget::Extern(name, off) => (w.extern_sym(name, false), off as i64),
         };
         w.reloc(data, r.offset, symbol, addend, Kind::DataAbs64)?;
     }
     for r in &stubs.relocs {
         let symbol = match r.target {
-            Sym::Extern(name) => w.extern_sym(name),
+            Sym::Extern(name) => w.extern_sym(
+                name,
+                matches!(r.kind, CodeRelocKind::X86Call32 | CodeRelocKind::A64Call26),
+            ),
             local => anchors[&local],
         };
         w.reloc(text, r.offset, symbol, r.addend, Kind::Code(r.kind))?;
@@ -196,11 +226,13 @@ pub fn write(target: &Target, layout: &Layout, image: &Image, stubs: &Stubs) -> 
 struct Writer<'a> {
     obj: &'a mut Object<'static>,
     format: Format,
+    arch: Arch,
     externs: BTreeMap<&'static str, SymbolId>,
 }
 
 impl Writer<'_> {
-    fn extern_sym(&mut self, name: &'static str) -> SymbolId {
+    /// An undefined symbol: a function (`text`) or data.
+    fn extern_sym(&mut self, name: &'static str, text: bool) -> SymbolId {
         if let Some(&id) = self.externs.get(name) {
             return id;
         }
@@ -208,7 +240,11 @@ impl Writer<'_> {
             name: name.as_bytes().to_vec(),
             value: 0,
             size: 0,
-            kind: SymbolKind::Unknown,
+            kind: if text {
+                SymbolKind::Text
+            } else {
+                SymbolKind::Data
+            },
             scope: SymbolScope::Unknown,
             weak: false,
             section: SymbolSection::Undefined,
@@ -245,7 +281,7 @@ impl Writer<'_> {
         addend: i64,
         kind: Kind,
     ) -> Result<()> {
-        let flags = reloc_flags(self.format, kind);
+        let flags = reloc_flags(self.format, self.arch, kind);
         self.obj
             .add_relocation(
                 section,
