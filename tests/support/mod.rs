@@ -45,8 +45,12 @@ pub fn pyenv_prefix(version: &str) -> PathBuf {
 
 /// The interpreter's `LIBPL` (where `libpython3.X.a` lives).
 pub fn libpl(prefix: &Path, xy: &str) -> PathBuf {
-    let python = prefix.join("bin").join(format!("python{xy}"));
-    let out = Command::new(&python)
+    libpl_of(&prefix.join("bin").join(format!("python{xy}")))
+}
+
+/// `LIBPL` of the interpreter at `python`.
+pub fn libpl_of(python: &Path) -> PathBuf {
+    let out = Command::new(python)
         .args([
             "-c",
             "import sysconfig; print(sysconfig.get_config_var('LIBPL'))",
@@ -62,15 +66,50 @@ pub fn libpl(prefix: &Path, xy: &str) -> PathBuf {
     PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
 }
 
+/// "3.12.1" -> "3.12".
+fn major_minor(version: &str) -> &str {
+    version.rsplit_once('.').map_or(version, |(a, _)| a)
+}
+
+/// The `python3.X` interpreter of pyenv's CPython `version`.
+pub fn pyenv_python(version: &str) -> PathBuf {
+    let p = pyenv_prefix(version)
+        .join("bin")
+        .join(format!("python{}", major_minor(version)));
+    assert!(
+        p.is_file(),
+        "pyenv CPython {version} has no interpreter at {}",
+        p.display()
+    );
+    p
+}
+
 /// `libpython3.X.a` of pyenv's CPython `version`.
 pub fn pyenv_archive(version: &str) -> PathBuf {
-    let xy = version.rsplit_once('.').map_or(version, |(a, _)| a);
-    let prefix = pyenv_prefix(version);
-    let a = libpl(&prefix, xy).join(format!("libpython{xy}.a"));
+    interpreter_archive(&pyenv_python(version), major_minor(version))
+}
+
+/// An interpreter outside pyenv (e.g. Debian's `/usr/bin/python3.11`);
+/// panics with instructions when it is missing.
+pub fn system_python(path: &str, package: &str) -> PathBuf {
+    let p = PathBuf::from(path);
+    assert!(
+        p.is_file(),
+        "reference interpreter missing: {path} does not exist. Install it with \
+         `apt-get install {package}`; this test cannot run without it."
+    );
+    p
+}
+
+/// `libpython<xy>.a` in the `LIBPL` of the interpreter `python`; panics
+/// when the interpreter has none.
+pub fn interpreter_archive(python: &Path, xy: &str) -> PathBuf {
+    let a = libpl_of(python).join(format!("libpython{xy}.a"));
     assert!(
         a.is_file(),
-        "pyenv CPython {version} has no static library at {} (it must be built \
-         with its default static libpython)",
+        "{} has no static library at {} (pyenv: build with the default static \
+         libpython; Debian: `apt-get install libpython{xy}-dev`)",
+        python.display(),
         a.display()
     );
     a

@@ -9,12 +9,13 @@
 //!   to a [`Target`] (a place in one of the file's own sections, or an
 //!   external symbol plus addend). Format quirks (implicit addends, Mach-O's
 //!   leading underscore) are handled here.
-//! * [`returned_object`]: the one architecture-specific rule, how to find
-//!   the object an accessor function returns from the relocations inside
-//!   its bytes.
+//! * [`accessor_code`]: the one architecture-specific rule, how to find
+//!   the object an accessor function returns (and what else it touches,
+//!   e.g. the reference count it increments) from its instructions and
+//!   the relocations inside them.
 //! * [`PyModel`]: how big a Python object is and which of its pointer
 //!   fields point to plain C strings rather than objects, per CPython
-//!   version and pointer size ([`Py312x64`]).
+//!   version and pointer size ([`PY312_X64`], [`PY311_X64`]).
 //!
 //! [`Comparer`] walks two graphs in lock step from a pair of roots and
 //! reports the first difference with a path from the root.
@@ -367,16 +368,25 @@ impl<'d> ObjFile<'d> {
         Ok((at, next - at.offset))
     }
 
-    /// The object the accessor function `name` returns.
-    pub fn accessor_object(&self, name: &str) -> Result<Loc, String> {
+    /// What the accessor function `name` does with its relocated
+    /// operands (see [`accessor_code`]).
+    pub fn accessor_code(&self, name: &str) -> Result<AccessorCode, String> {
         let sym = self
             .accessors()
             .get(name)
             .copied()
             .ok_or_else(|| format!("no accessor {name}"))?;
         let (at, len) = self.function_extent(sym)?;
+        let code = self.bytes(at, len)?;
         let relocs = self.relocs_in(at, len);
-        returned_object(self.arch, &relocs).map_err(|e| format!("{name}: {e}"))
+        accessor_code(self.arch, code, &relocs).map_err(|e| format!("{name}: {e}"))
+    }
+
+    /// The object the accessor function `name` returns.
+    pub fn accessor_object(&self, name: &str) -> Result<Loc, String> {
+        self.accessor_code(name)?.returned.ok_or_else(|| {
+            format!("{name}: no instruction loads an object's address into the return register")
+        })
     }
 
     /// Value of a defined 32-bit little-endian data symbol (0 when it
@@ -427,36 +437,141 @@ pub fn archive_member<'d>(archive: &'d [u8], member: &str) -> Result<&'d [u8], S
 // The architecture-specific rule
 // ---------------------------------------------------------------------------
 
-/// Where the object an accessor returns lives, given the relocations inside
-/// the accessor's bytes (offsets relative to the function's start, in
-/// order). One arm per architecture; the rest of this module is generic.
-pub fn returned_object(arch: Architecture, relocs: &[(u64, &Reloc)]) -> Result<Loc, String> {
+/// What an accessor function does with the places its relocations name,
+/// as effective addresses (the PC bias of each instruction applied).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct AccessorCode {
+    /// The address the function leaves in its return register (the last
+    /// instruction that loads an address there).
+    pub returned: Option<Loc>,
+    /// Places incremented by one as 64-bit integers (`addq $1` / `incq`):
+    /// reference counts.
+    pub increments: Vec<Loc>,
+    /// Every other relocated operand (loads, stores, immediates), in order.
+    pub other: Vec<Target>,
+}
+
+/// Decode an accessor's relocated instructions: `code` is the function's
+/// bytes, `relocs` the relocations inside them (offsets relative to the
+/// function's start, in order). One arm per architecture; the rest of this
+/// module is generic.
+pub fn accessor_code(
+    arch: Architecture,
+    code: &[u8],
+    relocs: &[(u64, &Reloc)],
+) -> Result<AccessorCode, String> {
     match arch {
-        Architecture::X86_64 => {
-            // Both compilers end with `lea obj(%rip), %rax; ret` (gcc's
-            // incref before it addresses the same object). The last
-            // RIP-relative field ends its instruction, so the CPU adds the
-            // displacement to the field's address + 4: S + A + 4.
-            let (_, r) = relocs
-                .last()
-                .ok_or("no relocation inside the accessor".to_string())?;
-            if !(r.pcrel && r.size == 4) {
-                return Err(format!("last relocation is not RIP-relative 32-bit: {r:?}"));
-            }
-            match &r.target {
-                Target::Local(l) => Ok(l.add(4)),
-                t => Err(format!("accessor returns an external object: {t:?}")),
-            }
-        }
-        other => Err(format!(
-            "no rule yet for finding an accessor's object on {other:?}"
-        )),
+        Architecture::X86_64 => x86_64_accessor(code, relocs),
+        other => Err(format!("no rule yet for decoding an accessor on {other:?}")),
     }
+}
+
+/// x86-64, the instruction forms gcc and we use in accessors:
+///
+/// * address into `%rax`: `lea disp(%rip), %rax` (PIC), `mov $imm32, %eax`
+///   or `mov $imm32, %rax` (non-PIC, absolute 32-bit), `movabs $imm64, %rax`;
+/// * increment: `addq $1, mem` or `incq mem`, with `mem` RIP-relative or
+///   absolute (`disp32` through a SIB byte with no base and no index);
+/// * anything else relocated is reported as [`AccessorCode::other`].
+///
+/// A RIP-relative field holds target - (end of instruction), and the
+/// instruction ends after the 4-byte field plus any immediate: the
+/// effective address is S + A + 4 + immediate size.
+fn x86_64_accessor(code: &[u8], relocs: &[(u64, &Reloc)]) -> Result<AccessorCode, String> {
+    let byte = |i: u64, back: u64| -> Option<u8> {
+        i.checked_sub(back)
+            .and_then(|j| code.get(j as usize).copied())
+    };
+    let mut out = AccessorCode::default();
+    for &(o, r) in relocs {
+        let local = |bias: i64| match &r.target {
+            Target::Local(l) => Ok(l.add(bias)),
+            t => Err(t.clone()),
+        };
+        // (opcode, ModRM, REX.W present, offset of the byte after the field)
+        let (op, modrm, rex_w) = if r.pcrel {
+            match (byte(o, 1), byte(o, 2)) {
+                (Some(m), Some(op)) if m & 0xc7 == 0x05 => {
+                    (op, m, byte(o, 3).is_some_and(|b| b & 0xf8 == 0x48))
+                }
+                _ => {
+                    out.other.push(r.target.clone());
+                    continue;
+                }
+            }
+        } else {
+            // Absolute through SIB: op, ModRM (mod 00, rm 100), SIB 0x25.
+            match (byte(o, 1), byte(o, 2), byte(o, 3)) {
+                (Some(0x25), Some(m), Some(op)) if m & 0xc7 == 0x04 && r.size == 4 => {
+                    (op, m, byte(o, 4).is_some_and(|b| b & 0xf8 == 0x48))
+                }
+                _ => {
+                    // Immediate address loads into the return register.
+                    let into_rax = match r.size {
+                        4 => {
+                            byte(o, 1) == Some(0xb8)
+                                || (byte(o, 3), byte(o, 2), byte(o, 1))
+                                    == (Some(0x48), Some(0xc7), Some(0xc0))
+                        }
+                        8 => (byte(o, 2), byte(o, 1)) == (Some(0x48), Some(0xb8)),
+                        _ => false,
+                    };
+                    match (into_rax, local(0)) {
+                        (true, Ok(l)) => out.returned = Some(l),
+                        (true, Err(t)) => {
+                            return Err(format!("accessor returns an external object: {t:?}"))
+                        }
+                        (false, _) => out.other.push(r.target.clone()),
+                    }
+                    continue;
+                }
+            }
+        };
+        if r.size != 4 {
+            return Err(format!("{}-byte memory operand field: {r:?}", r.size));
+        }
+        let imm: u64 = match op {
+            0x80 | 0x83 | 0xc6 => 1,
+            0x81 | 0xc7 => 4,
+            _ => 0,
+        };
+        let bias = if r.pcrel { 4 + imm as i64 } else { 0 };
+        let reg = (modrm >> 3) & 7;
+        let imm_byte = code.get((o + 4) as usize).copied();
+        let increment = rex_w && reg == 0 && (op == 0xff || (op == 0x83 && imm_byte == Some(1)));
+        let lea_rax = r.pcrel && rex_w && op == 0x8d && reg == 0;
+        match (increment || lea_rax, local(bias)) {
+            (true, Ok(l)) if increment => out.increments.push(l),
+            (true, Ok(l)) => out.returned = Some(l),
+            (true, Err(t)) => {
+                return Err(format!(
+                    "accessor returns or increments an external object: {t:?}"
+                ))
+            }
+            (false, Ok(l)) => out.other.push(Target::Local(l)),
+            (false, Err(Target::Extern { name, addend })) => out.other.push(Target::Extern {
+                name,
+                addend: addend + bias,
+            }),
+            (false, Err(t)) => out.other.push(t),
+        }
+    }
+    Ok(out)
 }
 
 // ---------------------------------------------------------------------------
 // Python object model
 // ---------------------------------------------------------------------------
+
+/// A pointer field that points to raw data rather than to an object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RawPtr {
+    /// A NUL-terminated byte string (3.12 `utf8`): compared by content.
+    CString,
+    /// A place inside the same object (3.11 `wstr`, the string's own
+    /// data): compared by its distance from the object's start.
+    Interior,
+}
 
 /// How the Python objects of one CPython version and pointer size look.
 pub trait PyModel {
@@ -465,11 +580,12 @@ pub trait PyModel {
     /// Size of the object's struct (no trailing padding), from its type
     /// and the bytes from its start to the end of its section.
     fn object_size(&self, ty: &str, obj: &[u8]) -> Result<u64, String>;
-    /// Offsets of pointer fields that point to NUL-terminated C strings
-    /// rather than to objects.
-    fn c_string_fields(&self, ty: &str, obj: &[u8]) -> Vec<u64>;
-    /// A name for the field holding byte `off` (for messages and paths).
-    fn field_name(&self, ty: &str, off: u64) -> String;
+    /// Offsets of pointer fields that point to raw data rather than to
+    /// objects, and what kind of data.
+    fn raw_pointer_fields(&self, ty: &str, obj: &[u8]) -> Vec<(u64, RawPtr)>;
+    /// A name for the field holding byte `off` of the object `obj` (for
+    /// messages and paths).
+    fn field_name(&self, ty: &str, obj: &[u8], off: u64) -> String;
     /// Whether an external symbol name is one of the type objects.
     fn is_type(&self, name: &str) -> bool;
 }
@@ -483,11 +599,46 @@ fn le(b: &[u8], off: usize, n: usize) -> Result<u64, String> {
     Ok(u64::from_le_bytes(v))
 }
 
-/// CPython 3.12 on a 64-bit little-endian target (pyenv 3.12.1's DWARF).
-pub struct Py312x64;
+/// How an int stores its sign and digit count (at byte 16).
+#[derive(Clone, Copy, Debug)]
+pub enum IntSize {
+    /// 3.12 `lv_tag`: ndigits << 3 | sign bits.
+    LvTag,
+    /// 3.11 `ob_size`: sign * ndigits.
+    SignedObSize,
+}
 
-impl Py312x64 {
-    const CODE_FIELDS: &'static [(u64, u64, &'static str)] = &[
+/// Struct fields as (offset, size, name).
+type Fields = &'static [(u64, u64, &'static str)];
+
+/// The objects of one CPython version on a 64-bit little-endian target,
+/// as data. The parts all versions share (the object and var-object
+/// headers, bytes, tuples, floats, complex numbers) are fixed here.
+pub struct X64Model {
+    /// e.g. "3.12", for messages.
+    pub version: &'static str,
+    /// `PyCodeObject` up to `co_code_adaptive`.
+    pub code_fields: Fields,
+    /// Offset of `co_code_adaptive`.
+    pub code_header: u64,
+    /// `PyASCIIObject`.
+    pub ascii_fields: Fields,
+    pub ascii_header: u64,
+    /// The fields `PyCompactUnicodeObject` adds after `PyASCIIObject`.
+    pub compact_fields: Fields,
+    pub compact_header: u64,
+    /// Pointer fields of a non-ASCII compact str that point to raw data.
+    pub compact_raw: &'static [(u64, RawPtr)],
+    pub int_size: IntSize,
+    pub int_size_name: &'static str,
+}
+
+const HEAD: Fields = &[(0, 8, "ob_refcnt"), (8, 8, "ob_type"), (16, 8, "ob_size")];
+
+/// CPython 3.12 (pyenv 3.12.1's DWARF).
+pub const PY312_X64: X64Model = X64Model {
+    version: "3.12",
+    code_fields: &[
         (0, 8, "ob_refcnt"),
         (8, 8, "ob_type"),
         (16, 8, "ob_size"),
@@ -518,23 +669,94 @@ impl Py312x64 {
         (168, 8, "_co_monitoring"),
         (176, 4, "_co_firsttraceable"),
         (184, 8, "co_extra"),
-    ];
-    const HEAD: &'static [(u64, u64, &'static str)] =
-        &[(0, 8, "ob_refcnt"), (8, 8, "ob_type"), (16, 8, "ob_size")];
-    const STR_FIELDS: &'static [(u64, u64, &'static str)] = &[
+    ],
+    code_header: 192,
+    ascii_fields: &[
         (0, 8, "ob_refcnt"),
         (8, 8, "ob_type"),
         (16, 8, "length"),
         (24, 8, "hash"),
         (32, 4, "state"),
-    ];
-    const COMPACT_FIELDS: &'static [(u64, u64, &'static str)] =
-        &[(40, 8, "utf8_length"), (48, 8, "utf8")];
+    ],
+    ascii_header: 40,
+    compact_fields: &[(40, 8, "utf8_length"), (48, 8, "utf8")],
+    compact_header: 56,
+    compact_raw: &[(48, RawPtr::CString)],
+    int_size: IntSize::LvTag,
+    int_size_name: "lv_tag",
+};
 
+/// CPython 3.11 (pyenv 3.11.7's DWARF; Debian's 3.11.2 has the same
+/// layout, checked by graph equality with its deepfreeze.o).
+pub const PY311_X64: X64Model = X64Model {
+    version: "3.11",
+    code_fields: &[
+        (0, 8, "ob_refcnt"),
+        (8, 8, "ob_type"),
+        (16, 8, "ob_size"),
+        (24, 8, "co_consts"),
+        (32, 8, "co_names"),
+        (40, 8, "co_exceptiontable"),
+        (48, 4, "co_flags"),
+        (52, 2, "co_warmup"),
+        (54, 2, "_co_linearray_entry_size"),
+        (56, 4, "co_argcount"),
+        (60, 4, "co_posonlyargcount"),
+        (64, 4, "co_kwonlyargcount"),
+        (68, 4, "co_stacksize"),
+        (72, 4, "co_firstlineno"),
+        (76, 4, "co_nlocalsplus"),
+        (80, 4, "co_nlocals"),
+        (84, 4, "co_nplaincellvars"),
+        (88, 4, "co_ncellvars"),
+        (92, 4, "co_nfreevars"),
+        (96, 8, "co_localsplusnames"),
+        (104, 8, "co_localspluskinds"),
+        (112, 8, "co_filename"),
+        (120, 8, "co_name"),
+        (128, 8, "co_qualname"),
+        (136, 8, "co_linetable"),
+        (144, 8, "co_weakreflist"),
+        (152, 8, "_co_code"),
+        (160, 8, "_co_linearray"),
+        (168, 4, "_co_firsttraceable"),
+        (176, 8, "co_extra"),
+    ],
+    code_header: 184,
+    ascii_fields: &[
+        (0, 8, "ob_refcnt"),
+        (8, 8, "ob_type"),
+        (16, 8, "length"),
+        (24, 8, "hash"),
+        (32, 4, "state"),
+        (40, 8, "wstr"),
+    ],
+    ascii_header: 48,
+    compact_fields: &[
+        (48, 8, "utf8_length"),
+        (56, 8, "utf8"),
+        (64, 8, "wstr_length"),
+    ],
+    compact_header: 72,
+    compact_raw: &[(40, RawPtr::Interior), (56, RawPtr::CString)],
+    int_size: IntSize::SignedObSize,
+    int_size_name: "ob_size",
+};
+
+impl X64Model {
     /// (kind, ascii) of a str.
     fn str_kind(obj: &[u8]) -> Result<(u64, bool), String> {
         let state = le(obj, 32, 4)?;
         Ok(((state >> 2) & 7, (state >> 6) & 1 == 1))
+    }
+
+    /// Number of 30-bit digits of an int.
+    fn int_digits(&self, obj: &[u8]) -> Result<u64, String> {
+        let v = le(obj, 16, 8)?;
+        Ok(match self.int_size {
+            IntSize::LvTag => v >> 3,
+            IntSize::SignedObSize => (v as i64).unsigned_abs(),
+        })
     }
 }
 
@@ -550,14 +772,14 @@ fn named(fields: &[(u64, u64, &str)], off: u64) -> Option<String> {
     })
 }
 
-impl PyModel for Py312x64 {
+impl PyModel for X64Model {
     fn ptr_size(&self) -> u64 {
         8
     }
 
     fn object_size(&self, ty: &str, obj: &[u8]) -> Result<u64, String> {
         Ok(match ty {
-            "PyCode_Type" => 192 + 2 * le(obj, 16, 8)?,
+            "PyCode_Type" => self.code_header + 2 * le(obj, 16, 8)?,
             "PyTuple_Type" => 24 + 8 * le(obj, 16, 8)?,
             "PyBytes_Type" => 32 + le(obj, 16, 8)? + 1,
             "PyUnicode_Type" => {
@@ -566,27 +788,36 @@ impl PyModel for Py312x64 {
                     return Err(format!("str kind {kind}"));
                 }
                 let len = le(obj, 16, 8)?;
-                (if ascii { 40 } else { 56 }) + (len + 1) * kind
+                let header = if ascii {
+                    self.ascii_header
+                } else {
+                    self.compact_header
+                };
+                header + (len + 1) * kind
             }
-            "PyLong_Type" => 24 + 4 * (le(obj, 16, 8)? >> 3).max(1),
+            "PyLong_Type" => 24 + 4 * self.int_digits(obj)?.max(1),
             "PyFloat_Type" => 24,
             "PyComplex_Type" => 32,
             _ => return Err(format!("unknown type {ty}")),
         })
     }
 
-    fn c_string_fields(&self, ty: &str, obj: &[u8]) -> Vec<u64> {
+    fn raw_pointer_fields(&self, ty: &str, obj: &[u8]) -> Vec<(u64, RawPtr)> {
         match (ty, Self::str_kind(obj)) {
-            ("PyUnicode_Type", Ok((_, false))) => vec![48],
+            ("PyUnicode_Type", Ok((_, false))) => self.compact_raw.to_vec(),
             _ => vec![],
         }
     }
 
-    fn field_name(&self, ty: &str, off: u64) -> String {
+    fn field_name(&self, ty: &str, obj: &[u8], off: u64) -> String {
         let name = match ty {
-            "PyCode_Type" => named(Self::CODE_FIELDS, off)
-                .or_else(|| Some(format!("co_code_adaptive[{}]", off.checked_sub(192)?))),
-            "PyTuple_Type" => named(Self::HEAD, off).or_else(|| {
+            "PyCode_Type" => named(self.code_fields, off).or_else(|| {
+                Some(format!(
+                    "co_code_adaptive[{}]",
+                    off.checked_sub(self.code_header)?
+                ))
+            }),
+            "PyTuple_Type" => named(HEAD, off).or_else(|| {
                 let i = off.checked_sub(24)?;
                 Some(if i % 8 == 0 {
                     format!("[{}]", i / 8)
@@ -594,15 +825,27 @@ impl PyModel for Py312x64 {
                     format!("[{}]+{}", i / 8, i % 8)
                 })
             }),
-            "PyBytes_Type" => named(Self::HEAD, off).or_else(|| match off {
+            "PyBytes_Type" => named(HEAD, off).or_else(|| match off {
                 24..=31 => named(&[(24, 8, "ob_shash")], off),
                 _ => Some(format!("ob_sval[{}]", off - 32)),
             }),
-            "PyUnicode_Type" => named(Self::STR_FIELDS, off)
-                .or_else(|| named(Self::COMPACT_FIELDS, off).filter(|_| off < 56))
-                .or_else(|| Some(format!("data+{}", off.saturating_sub(40)))),
+            "PyUnicode_Type" => {
+                let ascii = Self::str_kind(obj).map_or(true, |k| k.1);
+                let header = if ascii {
+                    self.ascii_header
+                } else {
+                    self.compact_header
+                };
+                named(self.ascii_fields, off)
+                    .or_else(|| named(self.compact_fields, off).filter(|_| !ascii))
+                    .or_else(|| Some(format!("data+{}", off.saturating_sub(header))))
+            }
             "PyLong_Type" => named(
-                &[(0, 8, "ob_refcnt"), (8, 8, "ob_type"), (16, 8, "lv_tag")],
+                &[
+                    (0, 8, "ob_refcnt"),
+                    (8, 8, "ob_type"),
+                    (16, 8, self.int_size_name),
+                ],
                 off,
             )
             .or_else(|| Some(format!("ob_digit[{}]", (off - 24) / 4))),
@@ -637,7 +880,6 @@ impl PyModel for Py312x64 {
         )
     }
 }
-
 // ---------------------------------------------------------------------------
 // Comparing
 // ---------------------------------------------------------------------------
@@ -665,6 +907,39 @@ pub enum Accept {
     /// A pointer field whose targets differ: `f(ours, theirs)`. An accepted
     /// pair of targets is not followed further.
     Pointer(fn(&Target, &Target) -> bool),
+    /// The whole byte range, bytes and relocations together, judged at
+    /// once by `f(ours, theirs)` when anything in it differs (bytes, or
+    /// where the relocations are). An accepted range is skipped.
+    Range(fn(&View, &View) -> bool),
+}
+
+/// One side's object, for [`Accept::Range`] rules.
+pub struct View<'v> {
+    /// Where the object starts.
+    pub at: Loc,
+    /// The object's bytes (its struct size).
+    pub bytes: &'v [u8],
+    /// Relocations inside the object, by offset from its start.
+    pub relocs: &'v [(u64, &'v Reloc)],
+}
+
+impl View<'_> {
+    /// The little-endian integer of `n` bytes at `off` (0 past the end).
+    pub fn int(&self, off: u64, n: usize) -> u64 {
+        le(self.bytes, off as usize, n).unwrap_or(0)
+    }
+    /// The relocation at `off`, if any.
+    pub fn reloc(&self, off: u64) -> Option<&Reloc> {
+        self.relocs.iter().find(|r| r.0 == off).map(|r| r.1)
+    }
+    /// Relocation offsets inside `range`.
+    pub fn reloc_offsets(&self, range: std::ops::Range<u64>) -> Vec<u64> {
+        self.relocs
+            .iter()
+            .map(|r| r.0)
+            .filter(|o| range.contains(o))
+            .collect()
+    }
 }
 
 /// The first difference found, with the path from the root to it.
@@ -701,6 +976,8 @@ pub struct Stats {
     pub pointers: usize,
     pub externs: usize,
     pub c_strings: usize,
+    /// Interior pointers (to a place inside the same object) compared.
+    pub raw_pointers: usize,
     pub raw_bytes: usize,
     /// How often each known difference was needed, by table index.
     pub known_used: BTreeMap<usize, usize>,
@@ -849,15 +1126,26 @@ impl<'a, 'd> Comparer<'a, 'd> {
         let db = self.b.bytes(lb, size_b).map_err(|e| format!("{nb}: {e}"))?;
         let ra = self.a.relocs_in(la, size);
         let rb = self.b.relocs_in(lb, size);
-        let c_strings = self.model.c_string_fields(&ty, head_a);
+        let raw_fields = self.model.raw_pointer_fields(&ty, head_a);
+        let skip = self.known_ranges(&ty, via, size, (la, da, &ra), (lb, db, &rb));
 
         let mut children = Vec::new();
         let (mut i, mut ia, mut ib) = (0u64, 0usize, 0usize);
         while i < size {
+            if let Some(r) = skip.iter().find(|r| r.contains(&i)) {
+                while ra.get(ia).is_some_and(|x| x.0 < r.end) {
+                    ia += 1;
+                }
+                while rb.get(ib).is_some_and(|x| x.0 < r.end) {
+                    ib += 1;
+                }
+                i = r.end;
+                continue;
+            }
             let pa = ra.get(ia).map(|r| r.0);
             let pb = rb.get(ib).map(|r| r.0);
             if pa == Some(i) || pb == Some(i) {
-                let field = self.model.field_name(&ty, i);
+                let field = self.model.field_name(&ty, head_a, i);
                 let fail = |what: String| Fail {
                     field: Some(field.clone()),
                     what: format!("{what} (byte {i} of the {ty})"),
@@ -896,7 +1184,23 @@ impl<'a, 'd> Comparer<'a, 'd> {
                         }
                         self.stats.externs += 1;
                     }
-                    (Target::Local(x), Target::Local(y)) if c_strings.contains(&i) => {
+                    (Target::Local(x), Target::Local(y))
+                        if raw_fields.contains(&(i, RawPtr::Interior)) =>
+                    {
+                        let inside = |t: &Loc, o: &Loc| {
+                            (t.section == o.section).then(|| t.offset.wrapping_sub(o.offset))
+                        };
+                        let (da_, db_) = (inside(x, &la), inside(y, &lb));
+                        if da_.is_none() || da_ != db_ {
+                            return Err(fail(format!(
+                                "interior pointer differs: {na} object+{da_:?}, {nb} object+{db_:?}"
+                            )));
+                        }
+                        self.stats.raw_pointers += 1;
+                    }
+                    (Target::Local(x), Target::Local(y))
+                        if raw_fields.contains(&(i, RawPtr::CString)) =>
+                    {
                         let sa = self
                             .a
                             .c_string(*x)
@@ -925,7 +1229,12 @@ impl<'a, 'd> Comparer<'a, 'd> {
                 ib += 1;
                 continue;
             }
-            let next = pa.unwrap_or(size).min(pb.unwrap_or(size)).min(size);
+            let next_skip = skip.iter().map(|r| r.start).filter(|&s| s > i).min();
+            let next = pa
+                .unwrap_or(size)
+                .min(pb.unwrap_or(size))
+                .min(next_skip.unwrap_or(size))
+                .min(size);
             for j in i..next {
                 let (x, y) = (da[j as usize], db[j as usize]);
                 if x != y {
@@ -935,7 +1244,7 @@ impl<'a, 'd> Comparer<'a, 'd> {
                             return Err(format!(
                                 "byte {j} ({}.{}) differs: {na} {x:02x} {nb} {y:02x}",
                                 ty,
-                                self.model.field_name(&ty, j)
+                                self.model.field_name(&ty, head_a, j)
                             )
                             .into())
                         }
@@ -949,6 +1258,48 @@ impl<'a, 'd> Comparer<'a, 'd> {
             return Err(format!("object size differs: {na} {size_a}, {nb} {size_b}").into());
         }
         Ok(children)
+    }
+
+    /// Byte ranges of this object that a [`Accept::Range`] rule accepts
+    /// (each only when something in it differs).
+    fn known_ranges(
+        &mut self,
+        ty: &str,
+        via: Option<&str>,
+        size: u64,
+        (la, da, ra): (Loc, &[u8], &[(u64, &Reloc)]),
+        (lb, db, rb): (Loc, &[u8], &[(u64, &Reloc)]),
+    ) -> Vec<std::ops::Range<u64>> {
+        let mut out = Vec::new();
+        for (k, known) in self.known.iter().enumerate() {
+            let Accept::Range(f) = known.accept else {
+                continue;
+            };
+            let r = known.bytes.clone();
+            if known.ty != ty || known.via.is_some_and(|v| Some(v) != via) || r.end > size {
+                continue;
+            }
+            let (va, vb) = (
+                View {
+                    at: la,
+                    bytes: da,
+                    relocs: ra,
+                },
+                View {
+                    at: lb,
+                    bytes: db,
+                    relocs: rb,
+                },
+            );
+            let (s, e) = (r.start as usize, r.end as usize);
+            let differs =
+                da[s..e] != db[s..e] || va.reloc_offsets(r.clone()) != vb.reloc_offsets(r.clone());
+            if differs && f(&va, &vb) {
+                *self.stats.known_used.entry(k).or_default() += 1;
+                out.push(r);
+            }
+        }
+        out
     }
 
     fn known_match(&self, ty: &str, via: Option<&str>, off: u64, x: u8, y: u8) -> Option<usize> {
@@ -1017,10 +1368,10 @@ pub fn reachable_objects(
         };
         let head = f.tail(at)?;
         let size = model.object_size(&ty, head)?;
-        let c_strings = model.c_string_fields(&ty, head);
+        let raw = model.raw_pointer_fields(&ty, head);
         for (off, r) in f.relocs_in(at, size) {
             if let Target::Local(l) = r.target {
-                if !c_strings.contains(&off) {
+                if !raw.iter().any(|&(o, _)| o == off) {
                     stack.push(l);
                 }
             }
