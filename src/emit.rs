@@ -168,6 +168,10 @@ fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Ve
 
 /// Read all modules into one constant graph.
 pub fn read_graph(mods: &[Marshalled]) -> Result<Graph> {
+    marshal::with_stack(|| read_graph_here(mods))
+}
+
+fn read_graph_here(mods: &[Marshalled]) -> Result<Graph> {
     let mut graph = Graph::new();
     for m in mods {
         let code = marshal::read_code(&m.data, &mut graph).map_err(|mut e| {

@@ -34,7 +34,7 @@ enum Cmd {
         /// x86_64-windows, aarch64-windows).
         #[arg(long, default_value = "x86_64-linux")]
         target: String,
-        /// CPython version whose layout to write (3.12; 3.11 to come).
+        /// CPython version whose layout to write: 3.11 or 3.12.
         #[arg(long, value_name = "X.Y")]
         python: String,
         /// Output object file (written atomically).

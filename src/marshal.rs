@@ -14,6 +14,25 @@ pub const MAX_DEPTH: usize = 2000;
 
 const FLAG_REF: u8 = 0x80;
 
+/// Stack the reader may need at [`MAX_DEPTH`]: it recurses once per
+/// nesting level, and unoptimized or sanitizer builds have large frames.
+/// Only the pages actually touched are ever committed.
+pub const STACK_SIZE: usize = 256 << 20;
+
+/// Run `f` (which reads marshal data) on a thread with [`STACK_SIZE`] of
+/// stack, so that no input, however deeply nested, can overflow it.
+pub fn with_stack<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    std::thread::scope(|s| {
+        std::thread::Builder::new()
+            .name("marshal".into())
+            .stack_size(STACK_SIZE)
+            .spawn_scoped(s, f)
+            .expect("cannot start the marshal reader thread")
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p))
+    })
+}
+
 /// Read one marshalled object (normally a module's code object) into `graph`.
 pub fn read_object(data: &[u8], graph: &mut Graph) -> Result<ObjId> {
     let mut r = Reader {
