@@ -1,0 +1,35 @@
+//! read -> lay out -> write, for every version and target: any marshal
+//! data that reads as a module must lay out and write without panicking.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+use pyfreeze_obj::emit::{build_object, read_graph, Options};
+use pyfreeze_obj::input::{Marshalled, OffsetMap};
+use pyfreeze_obj::layout::Layout;
+use pyfreeze_obj::target::Target;
+
+const TARGETS: [&str; 6] =
+    ["x86_64-linux", "aarch64-linux", "x86_64-macos", "aarch64-macos", "x86_64-windows", "aarch64-windows"];
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&sel, body)) = data.split_first() else { return };
+    let target = Target::parse(TARGETS[(sel & 7) as usize % TARGETS.len()]).unwrap();
+    let layout = Layout::for_version(3, if sel & 8 == 0 { 12 } else { 11 }).unwrap();
+    let m = Marshalled {
+        name: "m".into(),
+        accessor: "_Py_get_m_toplevel".into(),
+        data: body.to_vec(),
+        origin: "fuzz".into(),
+        offsets: OffsetMap::Base(0),
+    };
+    let Ok(graph) = read_graph(std::slice::from_ref(&m)) else { return };
+    let opts = Options {
+        target,
+        layout,
+        inputs: vec![],
+        modules_from: None,
+        compile_with: None,
+        verbose: false,
+    };
+    let (obj, _) = build_object(&opts, &graph).expect("a graph that reads must lay out and write");
+    assert!(!obj.is_empty());
+});
