@@ -238,8 +238,9 @@ pub fn build_object(opts: &Options, graph: &Graph) -> Result<(Vec<u8>, Stats)> {
     Ok((bytes, stats))
 }
 
-/// The whole job: read, lay out, write `output` atomically.
-pub fn run(opts: &Options, output: &Path) -> Result<Stats> {
+/// The whole job: read, lay out, write `output` atomically, and with
+/// `depfile`, a make rule listing every file the output depends on.
+pub fn run(opts: &Options, output: &Path, depfile: Option<&Path>) -> Result<Stats> {
     let t0 = Instant::now();
     let mods = collect(opts)?;
     log(
@@ -267,12 +268,56 @@ pub fn run(opts: &Options, output: &Path) -> Result<Stats> {
         ),
     );
     write_atomically(output, &bytes)?;
+    if let Some(dep) = depfile {
+        write_atomically(dep, depfile_rule(opts, output, &mods).as_bytes())?;
+    }
     log(
         opts,
         t0,
         format_args!("wrote {} ({} bytes)", output.display(), bytes.len()),
     );
     Ok(stats)
+}
+
+/// A make rule: `output` depends on every input file, the archive, the
+/// compiling interpreter and this tool; each dependency also gets an empty
+/// rule, so that a deleted one does not break the build (like `gcc -MP`).
+fn depfile_rule(opts: &Options, output: &Path, mods: &[Marshalled]) -> String {
+    let mut deps: Vec<PathBuf> = Vec::new();
+    let mut add = |p: PathBuf| {
+        if !deps.contains(&p) {
+            deps.push(p);
+        }
+    };
+    for m in mods {
+        add(m.origin.clone());
+    }
+    if let Some(a) = &opts.modules_from {
+        add(a.clone());
+    }
+    if let Some(p) = &opts.compile_with {
+        add(p.clone());
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        add(exe);
+    }
+    let esc = |p: &Path| {
+        p.display()
+            .to_string()
+            .replace('$', "$$")
+            .replace(' ', "\\ ")
+            .replace('#', "\\#")
+    };
+    let mut s = format!("{}:", esc(output));
+    for d in &deps {
+        s.push_str(" \\\n  ");
+        s.push_str(&esc(d));
+    }
+    s.push('\n');
+    for d in &deps {
+        s.push_str(&format!("\n{}:\n", esc(d)));
+    }
+    s
 }
 
 /// Write to a temporary file beside `path`, then rename over it: on any

@@ -48,6 +48,10 @@ enum Cmd {
         /// modules whose marshal bytes the archive does not keep.
         #[arg(long, value_name = "PYTHON")]
         compile_with: Option<PathBuf>,
+        /// Also write a make rule listing every file the output depends on
+        /// (inputs, archive, interpreter, this tool), as `gcc -MD -MP` does.
+        #[arg(long, value_name = "FILE.d")]
+        depfile: Option<PathBuf>,
         /// Print progress and timing on stderr.
         #[arg(short, long)]
         verbose: bool,
@@ -107,6 +111,7 @@ fn run(cli: Cli) -> pyfreeze_obj::error::Result<()> {
             modules_from,
             compile_with,
             verbose,
+            depfile,
             inputs,
         } => {
             let opts = Options {
@@ -117,7 +122,7 @@ fn run(cli: Cli) -> pyfreeze_obj::error::Result<()> {
                 compile_with,
                 verbose,
             };
-            emit::run(&opts, &output)?;
+            emit::run(&opts, &output, depfile.as_deref())?;
             Ok(())
         }
     }

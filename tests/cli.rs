@@ -507,3 +507,61 @@ fn every_target_gets_its_object_format() {
         );
     }
 }
+
+#[test]
+fn depfile_lists_every_input() {
+    let d = tmpdir("depfile");
+    std::fs::write(d.join("a b.marshal"), compile312("x = 1\n", "a")).unwrap();
+    std::fs::write(d.join("m.py"), "y = 2\n").unwrap();
+    let out = bin()
+        .current_dir(&d)
+        .args([
+            "emit",
+            "--python",
+            "3.12",
+            "-o",
+            "out.o",
+            "--depfile",
+            "out.d",
+            "--compile-with",
+        ])
+        .arg(python312())
+        .args(["a b.marshal:a", "m.py:m"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dep = std::fs::read_to_string(d.join("out.d")).unwrap();
+    let rule: String = dep.split("\n\n").next().unwrap().replace("\\\n", " ");
+    let (target, deps) = rule.split_once(':').unwrap();
+    assert_eq!(target, "out.o");
+    for want in [
+        "a\\ b.marshal",
+        "m.py",
+        &python312().display().to_string(),
+        env!("CARGO_BIN_EXE_pyfreeze-obj"),
+    ] {
+        assert!(
+            deps.split_whitespace().any(|w| w == want),
+            "{want} missing from {dep}"
+        );
+    }
+    // Each dependency also has an empty rule (deleting one keeps make working).
+    assert!(dep.contains("\nm.py:\n"), "{dep}");
+    // Errors leave no depfile behind either.
+    std::fs::remove_file(d.join("out.d")).unwrap();
+    fails(bin().current_dir(&d).args([
+        "emit",
+        "--python",
+        "3.12",
+        "-o",
+        "out.o",
+        "--depfile",
+        "out.d",
+        "nope.marshal:n",
+    ]));
+    assert!(!d.join("out.d").exists());
+}

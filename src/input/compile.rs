@@ -69,6 +69,9 @@ for arg in sys.argv[2:]:
             sys.stderr.write("%s: line %s: %s\n" % (path, e.lineno, e.msg))
             sys.exit(5)
     data = marshal.dumps(code)
+    origin = (path or "").encode("utf-8", "surrogateescape")
+    out.write(len(origin).to_bytes(4, "little"))
+    out.write(origin)
     out.write(len(data).to_bytes(4, "little"))
     out.write(data)
 "#;
@@ -124,14 +127,24 @@ pub fn compile(python: &Path, layout: &Layout, reqs: &[Request]) -> Result<Vec<M
                 format!("--compile-with: output for {} is truncated", r.name),
             )
         };
-        let n = u32::from_le_bytes(rest.get(..4).ok_or_else(bad)?.try_into().unwrap()) as usize;
-        let data = rest.get(4..4 + n).ok_or_else(bad)?.to_vec();
-        rest = &rest[4 + n..];
+        let mut field = || -> Result<Vec<u8>> {
+            let n = u32::from_le_bytes(rest.get(..4).ok_or_else(bad)?.try_into().unwrap()) as usize;
+            let v = rest.get(4..4 + n).ok_or_else(bad)?.to_vec();
+            rest = &rest[4 + n..];
+            Ok(v)
+        };
+        let origin = field()?;
+        let data = field()?;
+        // The source the interpreter compiled (none: its own frozen code).
+        let origin = match String::from_utf8(origin) {
+            Ok(p) if !p.is_empty() => PathBuf::from(p),
+            _ => python.to_path_buf(),
+        };
         result.push(Marshalled {
             name: r.name.clone(),
             accessor: r.accessor.clone(),
             data,
-            origin: r.source.clone().unwrap_or_else(|| python.to_path_buf()),
+            origin,
             offsets: OffsetMap::Generated,
         });
     }
