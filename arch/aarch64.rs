@@ -2,7 +2,9 @@
 //! BL for calls, so the object links into PIE, non-PIE executables and
 //! shared libraries; every instruction is 4 bytes.
 
-use super::{CodeReloc, CodeRelocKind, Func, StubSpec, Stubs, Sym, TableWalk};
+use super::{
+    CodeReloc, CodeRelocKind, Func, Lazy, Scheme, StubSpec, Stubs, Sym, TableWalk, MODULE_TABLE,
+};
 
 const RET: u32 = 0xd65f_03c0;
 
@@ -48,9 +50,9 @@ impl Asm {
         let delta = (target as i64 - at as i64) / 4;
         let mut w = u32::from_le_bytes(self.out.code[at..at + 4].try_into().unwrap());
         w |= match w >> 24 {
-            0x14 => (delta as u32) & 0x03ff_ffff,
-            0x54 => ((delta as u32) & 0x7_ffff) << 5,
-            _ => ((delta as u32) & 0x3fff) << 5, // TBNZ
+            0x14 | 0x94 => (delta as u32) & 0x03ff_ffff, // B, BL
+            0x54 | 0x34 | 0x35 => ((delta as u32) & 0x7_ffff) << 5, // B.cond, CBZ, CBNZ
+            _ => ((delta as u32) & 0x3fff) << 5,         // TBZ, TBNZ
         };
         self.out.code[at..at + 4].copy_from_slice(&w.to_le_bytes());
     }
@@ -63,6 +65,16 @@ impl Asm {
         let size = self.pos() - start;
         self.out.funcs.push(Func {
             name: name.to_string(),
+            global: true,
+            offset: start,
+            size,
+        });
+    }
+    fn local_func(&mut self, name: &str, start: u64) {
+        let size = self.pos() - start;
+        self.out.funcs.push(Func {
+            name: name.to_string(),
+            global: false,
             offset: start,
             size,
         });
@@ -76,77 +88,190 @@ pub fn assemble(spec: &StubSpec) -> Stubs {
             ..Stubs::default()
         },
     };
-    for (name, code) in &spec.accessors {
-        a.align(16);
-        let start = a.pos();
-        a.address(0, Sym::Data(*code));
-        if let Some(refcnt) = spec.incref {
-            let imm = refcnt / 8;
-            a.ins(0xf940_0001 | (imm << 10)); // ldr x1, [x0, #refcnt]
-            a.ins(0x9100_0421); // add x1, x1, #1
-            a.ins(0xf900_0001 | (imm << 10)); // str x1, [x0, #refcnt]
+    match &spec.scheme {
+        Scheme::Eager { walks } => {
+            for (name, code) in &spec.accessors {
+                a.align(16);
+                let start = a.pos();
+                accessor_tail(&mut a, spec, *code);
+                a.func(name, start);
+            }
+            let mut i = 0;
+            while i < walks.len() {
+                let name = walks[i].name;
+                let n = walks[i..].iter().take_while(|w| w.name == name).count();
+                a.align(16);
+                let start = a.pos();
+                a.prologue();
+                a.address(21, Sym::Data(0)); // x21 = data
+                let mut to_fail = Vec::new();
+                table_walks(&mut a, spec, &walks[i..i + n], &mut to_fail);
+                a.return_status(to_fail);
+                a.func(name, start);
+                i += n;
+            }
         }
-        a.ins(RET);
-        a.func(name, start);
-    }
-    let mut i = 0;
-    while i < spec.walks.len() {
-        let name = spec.walks[i].name;
-        let n = spec.walks[i..]
-            .iter()
-            .take_while(|w| w.name == name)
-            .count();
-        a.align(16);
-        let start = a.pos();
-        table_walks(&mut a, spec, &spec.walks[i..i + n]);
-        a.func(name, start);
-        i += n;
+        Scheme::Lazy(lazy) => assemble_lazy(&mut a, spec, lazy),
     }
     a.out
 }
 
-/// See the x86_64 version: for each walk, call `callee(data + entry)` for
-/// every entry of its table; with `check_result`, a negative result makes
-/// the function return -1. Returns 0.
-fn table_walks(a: &mut Asm, spec: &StubSpec, walks: &[TableWalk]) {
-    a.ins(0xa9bd_7bfd); // stp x29, x30, [sp, #-48]!
-    a.ins(0x9100_03fd); // mov x29, sp
-    a.ins(0xa901_53f3); // stp x19, x20, [sp, #16]
-    a.ins(0xf900_13f5); // str x21, [sp, #32]
-    a.address(21, Sym::Data(0)); // x21 = data
-    let mut to_fail = Vec::new();
-    for w in walks {
-        let start: u64 = 4 * spec.tables[..w.table].iter().sum::<u64>();
-        let end = start + 4 * spec.tables[w.table];
-        a.address(19, Sym::Table(start)); // x19 = cursor
-        a.address(20, Sym::Table(end)); // x20 = end
-        let top = a.pos();
-        a.ins(0xeb14_027f); // cmp x19, x20
-        let to_next = a.branch(0x5400_0002); // b.hs next
-        a.ins(0xb840_4660); // ldr w0, [x19], #4
-        a.ins(0x8b00_02a0); // add x0, x21, x0
-        a.call(w.callee);
-        if w.check_result {
-            to_fail.push(a.branch(0x37f8_0000)); // tbnz w0, #31, fail
-        }
-        let back = a.branch(0x1400_0000); // b top
-        a.patch(back, top);
-        let next = a.pos();
-        a.patch(to_next, next);
+/// Return the code object in x0, after incrementing its refcount if asked.
+fn accessor_tail(a: &mut Asm, spec: &StubSpec, code: u64) {
+    a.address(0, Sym::Data(code));
+    if let Some(refcnt) = spec.incref {
+        let imm = refcnt / 8;
+        a.ins(0xf940_0001 | (imm << 10)); // ldr x1, [x0, #refcnt]
+        a.ins(0x9100_0421); // add x1, x1, #1
+        a.ins(0xf900_0001 | (imm << 10)); // str x1, [x0, #refcnt]
     }
-    a.ins(0x5280_0000); // mov w0, #0
-    if !to_fail.is_empty() {
-        let to_out = a.branch(0x1400_0000); // b out
-        let fail = a.pos();
-        for j in to_fail {
-            a.patch(j, fail);
-        }
-        a.ins(0x1280_0000); // mov w0, #-1
-        let out = a.pos();
-        a.patch(to_out, out);
-    }
-    a.ins(0xf940_13f5); // ldr x21, [sp, #32]
-    a.ins(0xa941_53f3); // ldp x19, x20, [sp, #16]
-    a.ins(0xa8c3_7bfd); // ldp x29, x30, [sp], #48
     a.ins(RET);
+}
+
+impl Asm {
+    /// Frame: x29, x30, x19..x22 saved (48 bytes).
+    fn prologue(&mut self) {
+        self.ins(0xa9bd_7bfd); // stp x29, x30, [sp, #-48]!
+        self.ins(0x9100_03fd); // mov x29, sp
+        self.ins(0xa901_53f3); // stp x19, x20, [sp, #16]
+        self.ins(0xa902_5bf5); // stp x21, x22, [sp, #32]
+    }
+    fn epilogue(&mut self) {
+        self.ins(0xa942_5bf5); // ldp x21, x22, [sp, #32]
+        self.ins(0xa941_53f3); // ldp x19, x20, [sp, #16]
+        self.ins(0xa8c3_7bfd); // ldp x29, x30, [sp], #48
+        self.ins(RET);
+    }
+    /// Call `callee` on data + each entry of [x19, x20) (x21 = data).
+    fn walk_loop(&mut self, callee: &'static str, check: bool, to_fail: &mut Vec<usize>) {
+        let top = self.pos();
+        self.ins(0xeb14_027f); // cmp x19, x20
+        let to_next = self.branch(0x5400_0002); // b.hs next
+        self.ins(0xb840_4660); // ldr w0, [x19], #4
+        self.ins(0x8b00_02a0); // add x0, x21, x0
+        self.call(callee);
+        if check {
+            to_fail.push(self.branch(0x37f8_0000)); // tbnz w0, #31, fail
+        }
+        let back = self.branch(0x1400_0000); // b top
+        self.patch(back, top);
+        let next = self.pos();
+        self.patch(to_next, next);
+    }
+    /// x19, x20 <- the range of module w22's code objects in table 0.
+    fn module_range(&mut self, spec: &StubSpec) {
+        self.address(9, Sym::Table(spec.table_start(MODULE_TABLE)));
+        self.ins(0x8b16_0d29); // add x9, x9, x22, lsl #3
+        self.ins(0x2940_2d2a); // ldp w10, w11, [x9]
+        self.address(19, Sym::Table(spec.table_start(0)));
+        self.ins(0x8b0a_0a73); // add x19, x19, x10, lsl #2
+        self.ins(0x8b0b_0a74); // add x20, x19, x11, lsl #2
+    }
+    /// Return 0, or -1 through the failure branches; then the epilogue.
+    fn return_status(&mut self, to_fail: Vec<usize>) {
+        self.ins(0x5280_0000); // mov w0, #0
+        if !to_fail.is_empty() {
+            let to_out = self.branch(0x1400_0000); // b out
+            let fail = self.pos();
+            for j in to_fail {
+                self.patch(j, fail);
+            }
+            self.ins(0x1280_0000); // mov w0, #-1
+            let out = self.pos();
+            self.patch(to_out, out);
+        }
+        self.epilogue();
+    }
+}
+
+/// The body of several walks in turn (x21 = data already).
+fn table_walks(a: &mut Asm, spec: &StubSpec, walks: &[TableWalk], to_fail: &mut Vec<usize>) {
+    for w in walks {
+        let start = spec.table_start(w.table);
+        a.address(19, Sym::Table(start)); // x19 = cursor
+        a.address(20, Sym::Table(start + 4 * spec.tables[w.table])); // x20 = end
+        a.walk_loop(w.callee, w.check_result, to_fail);
+    }
+}
+
+/// `movz w9, #lo; movk w9, #hi, lsl #16`
+fn mov_w9(a: &mut Asm, v: u32) {
+    a.ins(0x5280_0009 | ((v & 0xffff) << 5));
+    a.ins(0x72a0_0009 | ((v >> 16) << 5));
+}
+
+fn assemble_lazy(a: &mut Asm, spec: &StubSpec, lazy: &Lazy) {
+    // int init_module(unsigned i): init module i's code objects, set its flag.
+    a.align(16);
+    let helper = a.pos();
+    a.prologue();
+    a.ins(0x2a00_03f6); // mov w22, w0
+    a.address(21, Sym::Data(0));
+    a.module_range(spec);
+    let mut to_fail = Vec::new();
+    a.walk_loop(lazy.code_init, true, &mut to_fail);
+    a.address(9, Sym::Data(lazy.flags));
+    a.ins(0x5280_002a); // mov w10, #1
+    a.ins(0x3836_692a); // strb w10, [x9, x22]
+    a.return_status(to_fail);
+    a.local_func("pyfreeze_init_module", helper);
+
+    for (i, (name, code)) in spec.accessors.iter().enumerate() {
+        a.align(16);
+        let start = a.pos();
+        a.address(9, Sym::Data(lazy.flags + i as u64));
+        a.ins(0x3940_0129); // ldrb w9, [x9]
+        let to_ready = a.branch(0x3500_0009); // cbnz w9, ready
+        a.ins(0xa9bf_7bfd); // stp x29, x30, [sp, #-16]!
+        a.ins(0x9100_03fd); // mov x29, sp
+        a.ins(0x5280_0000 | ((i as u32 & 0xffff) << 5)); // mov w0, #i (low half)
+        a.ins(0x72a0_0000 | ((i as u32 >> 16) << 5)); // movk w0, #i >> 16, lsl #16
+        let bl = a.branch(0x9400_0000); // bl init_module
+        a.patch(bl, helper);
+        a.ins(0xa8c1_7bfd); // ldp x29, x30, [sp], #16
+        let to_fail = a.branch(0x37f8_0000); // tbnz w0, #31, fail
+        let ready = a.pos();
+        a.patch(to_ready, ready);
+        accessor_tail(a, spec, *code);
+        let fail = a.pos();
+        a.patch(to_fail, fail);
+        a.ins(0xd280_0000); // mov x0, #0 (NULL, exception set)
+        a.ins(RET);
+        a.func(name, start);
+    }
+
+    // Init: nothing to do up front.
+    a.align(16);
+    let start = a.pos();
+    a.ins(0x5280_0000); // mov w0, #0
+    a.ins(RET);
+    a.func(lazy.init_name, start);
+
+    // Fini: finalize initialized modules, clear their flags, then the walks.
+    a.align(16);
+    let start = a.pos();
+    a.prologue();
+    a.address(21, Sym::Data(0));
+    a.ins(0x5280_0016); // mov w22, #0
+    let mloop = a.pos();
+    mov_w9(a, spec.accessors.len() as u32);
+    a.ins(0x6b09_02df); // cmp w22, w9
+    let to_done = a.branch(0x5400_0002); // b.hs done
+    a.address(9, Sym::Data(lazy.flags));
+    a.ins(0x3876_692a); // ldrb w10, [x9, x22]
+    let to_next = a.branch(0x3400_000a); // cbz w10, next
+    a.ins(0x3836_693f); // strb wzr, [x9, x22]
+    a.module_range(spec);
+    a.walk_loop(lazy.code_fini, false, &mut Vec::new());
+    let next = a.pos();
+    a.patch(to_next, next);
+    a.ins(0x1100_06d6); // add w22, w22, #1
+    let back = a.branch(0x1400_0000); // b mloop
+    a.patch(back, mloop);
+    let done = a.pos();
+    a.patch(to_done, done);
+    let mut to_fail = Vec::new();
+    table_walks(a, spec, &lazy.fini_walks, &mut to_fail);
+    a.return_status(to_fail);
+    a.func(lazy.fini_name, start);
 }

@@ -55,6 +55,8 @@ pub struct CodeReloc {
 #[derive(Clone, Debug)]
 pub struct Func {
     pub name: String,
+    /// Visible to the rest of the program (else local to the object).
+    pub global: bool,
     pub offset: u64,
     pub size: u64,
 }
@@ -99,11 +101,47 @@ pub struct StubSpec {
     /// Accessors add one to the object's 64-bit reference count at this
     /// offset (`None`: immortal objects, returned as they are).
     pub incref: Option<u32>,
-    /// Lengths of the object tables, laid out one after another in the
-    /// read-only section: 32-bit entries, each the data offset of an object
-    /// (table 0: code objects; table 1: strings).
+    /// Lengths of the 32-bit tables, laid out one after another in the
+    /// read-only section (table 0: data offsets of the code objects;
+    /// table 1: of the strings; table 2, lazy scheme: per module the first
+    /// index into table 0 and the number of its code objects).
     pub tables: Vec<u64>,
-    pub walks: Vec<TableWalk>,
+    pub scheme: Scheme,
+}
+
+/// When the runtime's per-code-object init runs.
+#[derive(Clone, Debug)]
+pub enum Scheme {
+    /// CPython's: `_Py_Deepfreeze_Init` and `_Py_Deepfreeze_Fini` walk the
+    /// tables (one function per distinct walk name).
+    Eager { walks: Vec<TableWalk> },
+    /// Per module, on first use: accessor i initializes module i's code
+    /// objects (table 0, range from table 2) once and sets its flag; Init
+    /// does nothing; Fini finalizes the modules whose flag is set, clears
+    /// the flags, then runs `fini_walks`.
+    Lazy(Lazy),
+}
+
+#[derive(Clone, Debug)]
+pub struct Lazy {
+    pub init_name: &'static str,
+    pub fini_name: &'static str,
+    pub code_init: &'static str,
+    pub code_fini: &'static str,
+    /// Data offset of one flag byte per module (accessor order).
+    pub flags: u64,
+    /// Walks run by Fini after the modules (3.11: string deallocs).
+    pub fini_walks: Vec<TableWalk>,
+}
+
+/// The table of [`StubSpec::tables`] with the per-module code ranges.
+pub const MODULE_TABLE: usize = 2;
+
+impl StubSpec {
+    /// Byte offset of table `t` in the read-only section.
+    pub fn table_start(&self, t: usize) -> u64 {
+        4 * self.tables[..t].iter().sum::<u64>()
+    }
 }
 
 /// The architectures we generate code for.

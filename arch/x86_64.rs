@@ -1,10 +1,15 @@
 //! x86_64 stubs: RIP-relative addressing only and calls through the PLT, so
 //! the object links into PIE, non-PIE executables and shared libraries.
+//! System V and Windows x64 calling conventions.
 
-use super::{Abi, CodeReloc, CodeRelocKind, Func, StubSpec, Stubs, Sym, TableWalk};
+use super::{
+    Abi, CodeReloc, CodeRelocKind, Func, Lazy, Scheme, StubSpec, Stubs, Sym, TableWalk,
+    MODULE_TABLE,
+};
 
 struct Asm {
     out: Stubs,
+    abi: Abi,
 }
 
 impl Asm {
@@ -26,6 +31,17 @@ impl Asm {
         });
         self.bytes(&[0; 4]);
     }
+    /// `lea target(%rip), reg` for reg = rax, rbx, rbp (REX.W) or r12.
+    fn lea(&mut self, reg: Reg, target: Sym) {
+        let (rex, modrm) = match reg {
+            Reg::Rax => (0x48, 0x05),
+            Reg::Rbx => (0x48, 0x1d),
+            Reg::Rbp => (0x48, 0x2d),
+            Reg::R12 => (0x4c, 0x25),
+        };
+        self.bytes(&[rex, 0x8d, modrm]);
+        self.rip32(target, 0);
+    }
     fn call(&mut self, callee: &'static str) {
         self.bytes(&[0xe8]);
         let offset = self.pos();
@@ -37,12 +53,22 @@ impl Asm {
         });
         self.bytes(&[0; 4]);
     }
-    /// Emit a short jump opcode with a placeholder; returns where to patch.
+    /// A call to a function earlier in this section (no relocation).
+    fn call_local(&mut self, target: u64) {
+        let rel = target as i64 - (self.pos() as i64 + 5);
+        self.bytes(&[0xe8]);
+        self.bytes(&(rel as i32).to_le_bytes());
+    }
+    /// Short jump with a placeholder; returns where to patch.
     fn jump8(&mut self, opcode: u8) -> usize {
         self.bytes(&[opcode, 0]);
         self.out.code.len() - 1
     }
-    /// Emit a near jump (opcode bytes + rel32) with a placeholder.
+    fn patch8(&mut self, at: usize, target: u64) {
+        let rel = target as i64 - (at as i64 + 1);
+        self.out.code[at] = i8::try_from(rel).expect("short jump in range") as u8;
+    }
+    /// Near jump (opcode bytes + rel32) with a placeholder.
     fn jump32(&mut self, opcode: &[u8]) -> usize {
         self.bytes(opcode);
         self.bytes(&[0; 4]);
@@ -52,9 +78,11 @@ impl Asm {
         let rel = (target as i64 - (at as i64 + 4)) as i32;
         self.out.code[at..at + 4].copy_from_slice(&rel.to_le_bytes());
     }
-    fn patch8(&mut self, at: usize, target: u64) {
-        let rel = target as i64 - (at as i64 + 1);
-        self.out.code[at] = i8::try_from(rel).expect("short jump in range") as u8;
+    fn here(&mut self, jumps8: &[usize]) {
+        let p = self.pos();
+        for &j in jumps8 {
+            self.patch8(j, p);
+        }
     }
     fn align(&mut self, a: u64) {
         while self.pos() % a != 0 {
@@ -65,10 +93,106 @@ impl Asm {
         let size = self.pos() - start;
         self.out.funcs.push(Func {
             name: name.to_string(),
+            global: true,
             offset: start,
             size,
         });
     }
+    fn local_func(&mut self, name: &str, start: u64) {
+        let size = self.pos() - start;
+        self.out.funcs.push(Func {
+            name: name.to_string(),
+            global: false,
+            offset: start,
+            size,
+        });
+    }
+
+    // Prologue and epilogue saving rbx, rbp, r12 (+ r13, r14 with `more`),
+    // leaving the stack 16-byte aligned for calls (and shadow space on
+    // Windows).
+    fn frame_size(&self, pushes: usize) -> u8 {
+        // At entry rsp = 8 mod 16; after `pushes` pushes, pad to 16.
+        let pad = if (8 + 8 * pushes) % 16 == 0 { 0 } else { 8 };
+        let shadow = if self.abi == Abi::Win64 { 32 } else { 0 };
+        (pad + shadow) as u8
+    }
+    fn prologue(&mut self, more: bool) {
+        self.bytes(&[0x53, 0x55, 0x41, 0x54]); // push rbx; push rbp; push r12
+        if more {
+            self.bytes(&[0x41, 0x55, 0x41, 0x56]); // push r13; push r14
+        }
+        let f = self.frame_size(if more { 5 } else { 3 });
+        if f != 0 {
+            self.bytes(&[0x48, 0x83, 0xec, f]); // sub $f, %rsp
+        }
+    }
+    fn epilogue(&mut self, more: bool) {
+        let f = self.frame_size(if more { 5 } else { 3 });
+        if f != 0 {
+            self.bytes(&[0x48, 0x83, 0xc4, f]); // add $f, %rsp
+        }
+        if more {
+            self.bytes(&[0x41, 0x5e, 0x41, 0x5d]); // pop r14; pop r13
+        }
+        self.bytes(&[0x41, 0x5c, 0x5d, 0x5b, 0xc3]); // pop r12; pop rbp; pop rbx; ret
+    }
+    /// First argument register <- the object at data + *(u32 *)rbx.
+    fn arg_from_cursor(&mut self) {
+        match self.abi {
+            Abi::SysV => self.bytes(&[0x8b, 0x3b, 0x4c, 0x01, 0xe7]), // mov (%rbx),%edi; add %r12,%rdi
+            Abi::Win64 => self.bytes(&[0x8b, 0x0b, 0x4c, 0x01, 0xe1]), // mov (%rbx),%ecx; add %r12,%rcx
+        }
+    }
+    /// The loop over [rbx, rbp): call `callee` on each object (r12 = data).
+    /// With `check`, a negative result jumps to a failure exit: the rel32
+    /// fields to patch are pushed on `to_fail`.
+    fn walk_loop(&mut self, callee: &'static str, check: bool, to_fail: &mut Vec<usize>) {
+        let top = self.pos();
+        self.bytes(&[0x48, 0x39, 0xeb]); // cmp %rbp, %rbx
+        let to_next = self.jump8(0x73); // jae next
+        self.arg_from_cursor();
+        self.call(callee);
+        self.bytes(&[0x48, 0x83, 0xc3, 0x04]); // add $4, %rbx
+        if check {
+            self.bytes(&[0x85, 0xc0]); // test %eax, %eax
+            to_fail.push(self.jump32(&[0x0f, 0x88])); // js fail
+        }
+        let back = self.jump8(0xeb); // jmp top
+        self.patch8(back, top);
+        self.here(&[to_next]);
+    }
+    /// rbx, rbp <- the range of module r13's code objects in table 0.
+    fn module_range(&mut self, spec: &StubSpec) {
+        self.lea(Reg::Rax, Sym::Table(spec.table_start(MODULE_TABLE)));
+        self.bytes(&[0x42, 0x8b, 0x0c, 0xe8]); // mov (%rax,%r13,8), %ecx
+        self.bytes(&[0x42, 0x8b, 0x54, 0xe8, 0x04]); // mov 4(%rax,%r13,8), %edx
+        self.lea(Reg::Rbx, Sym::Table(spec.table_start(0)));
+        self.bytes(&[0x48, 0x8d, 0x1c, 0x8b]); // lea (%rbx,%rcx,4), %rbx
+        self.bytes(&[0x48, 0x8d, 0x2c, 0x93]); // lea (%rbx,%rdx,4), %rbp
+    }
+    /// Return 0, or -1 through the failure jumps.
+    fn return_status(&mut self, to_fail: Vec<usize>, more: bool) {
+        self.bytes(&[0x31, 0xc0]); // xor %eax, %eax
+        if !to_fail.is_empty() {
+            let to_out = self.jump8(0xeb); // jmp out
+            let fail = self.pos();
+            for j in to_fail {
+                self.patch32(j, fail);
+            }
+            self.bytes(&[0xb8, 0xff, 0xff, 0xff, 0xff]); // mov $-1, %eax
+            self.here(&[to_out]);
+        }
+        self.epilogue(more);
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Reg {
+    Rax,
+    Rbx,
+    Rbp,
+    R12,
 }
 
 pub fn assemble(spec: &StubSpec) -> Stubs {
@@ -77,90 +201,130 @@ pub fn assemble(spec: &StubSpec) -> Stubs {
             align: 16,
             ..Stubs::default()
         },
+        abi: spec.abi,
     };
-    for (name, code) in &spec.accessors {
-        a.align(16);
-        let start = a.pos();
-        if let Some(refcnt) = spec.incref {
-            // addq $1, refcnt(%rip)
-            a.bytes(&[0x48, 0x83, 0x05]);
-            a.rip32(Sym::Data(code + refcnt as u64), 1);
-            a.bytes(&[0x01]);
+    match &spec.scheme {
+        Scheme::Eager { walks } => {
+            for (name, code) in &spec.accessors {
+                a.align(16);
+                let start = a.pos();
+                accessor_tail(&mut a, spec, *code);
+                a.func(name, start);
+            }
+            let mut i = 0;
+            while i < walks.len() {
+                let name = walks[i].name;
+                let n = walks[i..].iter().take_while(|w| w.name == name).count();
+                a.align(16);
+                let start = a.pos();
+                a.prologue(false);
+                a.lea(Reg::R12, Sym::Data(0));
+                let mut to_fail = Vec::new();
+                table_walks(&mut a, spec, &walks[i..i + n], &mut to_fail);
+                a.return_status(to_fail, false);
+                a.func(name, start);
+                i += n;
+            }
         }
-        // lea code(%rip), %rax ; ret
-        a.bytes(&[0x48, 0x8d, 0x05]);
-        a.rip32(Sym::Data(*code), 0);
-        a.bytes(&[0xc3]);
-        a.func(name, start);
-    }
-    let mut i = 0;
-    while i < spec.walks.len() {
-        let name = spec.walks[i].name;
-        let n = spec.walks[i..]
-            .iter()
-            .take_while(|w| w.name == name)
-            .count();
-        a.align(16);
-        let start = a.pos();
-        table_walks(&mut a, spec, &spec.walks[i..i + n]);
-        a.func(name, start);
-        i += n;
+        Scheme::Lazy(lazy) => assemble_lazy(&mut a, spec, lazy),
     }
     a.out
 }
 
-/// One function that runs, for each walk in turn:
-/// `for (p = table; p < table + n; p++) { r = callee(data + *p); if (check && r < 0) return -1; }`
-/// and returns 0.
-fn table_walks(a: &mut Asm, spec: &StubSpec, walks: &[TableWalk]) {
-    // Callee-saved in both conventions: rbx (cursor), rbp (end), r12 (data).
-    a.bytes(&[0x53, 0x55, 0x41, 0x54]); // push rbx; push rbp; push r12
-    if spec.abi == Abi::Win64 {
-        a.bytes(&[0x48, 0x83, 0xec, 0x20]); // sub $32, %rsp (shadow space)
+/// Optionally increment the refcount, then return the code object.
+fn accessor_tail(a: &mut Asm, spec: &StubSpec, code: u64) {
+    if let Some(refcnt) = spec.incref {
+        a.bytes(&[0x48, 0x83, 0x05]); // addq $1, refcnt(%rip)
+        a.rip32(Sym::Data(code + refcnt as u64), 1);
+        a.bytes(&[0x01]);
     }
-    a.bytes(&[0x4c, 0x8d, 0x25]); // lea data(%rip), %r12
-    a.rip32(Sym::Data(0), 0);
-    let mut to_fail = Vec::new();
+    a.lea(Reg::Rax, Sym::Data(code));
+    a.bytes(&[0xc3]);
+}
+
+/// The body of several walks in turn (r12 = data already).
+fn table_walks(a: &mut Asm, spec: &StubSpec, walks: &[TableWalk], to_fail: &mut Vec<usize>) {
     for w in walks {
-        let start: u64 = 4 * spec.tables[..w.table].iter().sum::<u64>();
-        let end = start + 4 * spec.tables[w.table];
-        a.bytes(&[0x48, 0x8d, 0x1d]); // lea table(%rip), %rbx
-        a.rip32(Sym::Table(start), 0);
-        a.bytes(&[0x48, 0x8d, 0x2d]); // lea table_end(%rip), %rbp
-        a.rip32(Sym::Table(end), 0);
-        let top = a.pos();
-        a.bytes(&[0x48, 0x39, 0xeb]); // cmp %rbp, %rbx
-        let to_next = a.jump8(0x73); // jae next
-        match spec.abi {
-            Abi::SysV => a.bytes(&[0x8b, 0x3b, 0x4c, 0x01, 0xe7]), // mov (%rbx),%edi; add %r12,%rdi
-            Abi::Win64 => a.bytes(&[0x8b, 0x0b, 0x4c, 0x01, 0xe1]), // mov (%rbx),%ecx; add %r12,%rcx
+        let start = spec.table_start(w.table);
+        a.lea(Reg::Rbx, Sym::Table(start));
+        a.lea(Reg::Rbp, Sym::Table(start + 4 * spec.tables[w.table]));
+        a.walk_loop(w.callee, w.check_result, to_fail);
+    }
+}
+
+fn assemble_lazy(a: &mut Asm, spec: &StubSpec, lazy: &Lazy) {
+    // int init_module(unsigned i): init module i's code objects, set its flag.
+    a.align(16);
+    let helper = a.pos();
+    a.prologue(true);
+    match a.abi {
+        Abi::SysV => a.bytes(&[0x41, 0x89, 0xfd]), // mov %edi, %r13d
+        Abi::Win64 => a.bytes(&[0x41, 0x89, 0xcd]), // mov %ecx, %r13d
+    }
+    a.lea(Reg::R12, Sym::Data(0));
+    a.module_range(spec);
+    let mut to_fail = Vec::new();
+    a.walk_loop(lazy.code_init, true, &mut to_fail);
+    a.lea(Reg::Rax, Sym::Data(lazy.flags));
+    a.bytes(&[0x42, 0xc6, 0x04, 0x28, 0x01]); // movb $1, (%rax,%r13)
+    a.return_status(to_fail, true);
+    a.local_func("pyfreeze_init_module", helper);
+
+    for (i, (name, code)) in spec.accessors.iter().enumerate() {
+        a.align(16);
+        let start = a.pos();
+        a.bytes(&[0x80, 0x3d]); // cmpb $0, flag(%rip)
+        a.rip32(Sym::Data(lazy.flags + i as u64), 1);
+        a.bytes(&[0x00]);
+        let to_ready = a.jump8(0x75); // jne ready
+        match a.abi {
+            Abi::SysV => a.bytes(&[0xbf]),  // mov $i, %edi
+            Abi::Win64 => a.bytes(&[0xb9]), // mov $i, %ecx
         }
-        a.call(w.callee);
-        a.bytes(&[0x48, 0x83, 0xc3, 0x04]); // add $4, %rbx
-        if w.check_result {
-            a.bytes(&[0x85, 0xc0]); // test %eax, %eax
-            to_fail.push(a.jump32(&[0x0f, 0x88])); // js fail
-        }
-        let back = a.jump8(0xeb); // jmp top
-        a.patch8(back, top);
-        let next = a.pos();
-        a.patch8(to_next, next);
+        a.bytes(&(i as u32).to_le_bytes());
+        let f = if a.abi == Abi::Win64 { 40 } else { 8 };
+        a.bytes(&[0x48, 0x83, 0xec, f]); // sub $f, %rsp
+        a.call_local(helper);
+        a.bytes(&[0x48, 0x83, 0xc4, f]); // add $f, %rsp
+        a.bytes(&[0x85, 0xc0]); // test %eax, %eax
+        let to_fail = a.jump8(0x78); // js fail
+        a.here(&[to_ready]);
+        accessor_tail(a, spec, *code);
+        a.here(&[to_fail]);
+        a.bytes(&[0x31, 0xc0, 0xc3]); // xor %eax, %eax; ret (NULL, exception set)
+        a.func(name, start);
     }
-    a.bytes(&[0x31, 0xc0]); // xor %eax, %eax
-    let to_out = (!to_fail.is_empty()).then(|| a.jump8(0xeb)); // jmp out
-    if !to_fail.is_empty() {
-        let fail = a.pos();
-        for j in to_fail {
-            a.patch32(j, fail);
-        }
-        a.bytes(&[0xb8, 0xff, 0xff, 0xff, 0xff]); // mov $-1, %eax
-    }
-    if let Some(j) = to_out {
-        let out = a.pos();
-        a.patch8(j, out);
-    }
-    if spec.abi == Abi::Win64 {
-        a.bytes(&[0x48, 0x83, 0xc4, 0x20]); // add $32, %rsp
-    }
-    a.bytes(&[0x41, 0x5c, 0x5d, 0x5b, 0xc3]); // pop r12; pop rbp; pop rbx; ret
+
+    // Init: nothing to do up front.
+    a.align(16);
+    let start = a.pos();
+    a.bytes(&[0x31, 0xc0, 0xc3]); // xor %eax, %eax; ret
+    a.func(lazy.init_name, start);
+
+    // Fini: finalize initialized modules, clear their flags, then the walks.
+    a.align(16);
+    let start = a.pos();
+    a.prologue(true);
+    a.lea(Reg::R12, Sym::Data(0));
+    a.bytes(&[0x45, 0x31, 0xed]); // xor %r13d, %r13d
+    let mloop = a.pos();
+    a.bytes(&[0x41, 0x81, 0xfd]); // cmp $n, %r13d
+    a.bytes(&(spec.accessors.len() as u32).to_le_bytes());
+    let to_done = a.jump32(&[0x0f, 0x83]); // jae done
+    a.lea(Reg::Rax, Sym::Data(lazy.flags));
+    a.bytes(&[0x42, 0x80, 0x3c, 0x28, 0x00]); // cmpb $0, (%rax,%r13)
+    let to_next = a.jump8(0x74); // je next
+    a.bytes(&[0x42, 0xc6, 0x04, 0x28, 0x00]); // movb $0, (%rax,%r13)
+    a.module_range(spec);
+    a.walk_loop(lazy.code_fini, false, &mut Vec::new());
+    a.here(&[to_next]);
+    a.bytes(&[0x41, 0xff, 0xc5]); // inc %r13d
+    let back = a.jump32(&[0xe9]); // jmp mloop
+    a.patch32(back, mloop);
+    let done = a.pos();
+    a.patch32(to_done, done);
+    let mut to_fail = Vec::new();
+    table_walks(a, spec, &lazy.fini_walks, &mut to_fail);
+    a.return_status(to_fail, true);
+    a.func(lazy.fini_name, start);
 }

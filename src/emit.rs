@@ -1,6 +1,6 @@
 //! `emit`: inputs -> graph -> layout -> object file, written atomically.
 
-use crate::arch::{StubSpec, TableWalk};
+use crate::arch::{Lazy, Scheme, StubSpec, TableWalk};
 use crate::error::{Error, Result};
 use crate::graph::{Graph, Module};
 use crate::input::{self, compile, Marshalled};
@@ -19,6 +19,9 @@ pub struct Options {
     pub inputs: Vec<String>,
     pub modules_from: Option<PathBuf>,
     pub compile_with: Option<PathBuf>,
+    /// Initialize each module's code objects on its first use instead of
+    /// all of them in `_Py_Deepfreeze_Init`.
+    pub lazy: bool,
     pub verbose: bool,
 }
 
@@ -192,29 +195,43 @@ fn read_graph_here(mods: &[Marshalled]) -> Result<Graph> {
 /// Lay the graph out and write the object file's bytes.
 pub fn build_object(opts: &Options, graph: &Graph) -> Result<(Vec<u8>, Stats)> {
     let l = opts.layout;
-    let image = place::place(graph, l, opts.target.wchar_size)?;
-    let mut walks = vec![
-        TableWalk {
-            name: l.sym.deepfreeze_init,
-            table: 0,
-            callee: l.sym.code_init,
-            check_result: true,
-        },
-        TableWalk {
-            name: l.sym.deepfreeze_fini,
-            table: 0,
-            callee: l.sym.code_fini,
-            check_result: false,
-        },
-    ];
-    if let Some(str_fini) = l.sym.str_fini {
-        walks.push(TableWalk {
-            name: l.sym.deepfreeze_fini,
+    let mut image = place::place(graph, l, opts.target.wchar_size)?;
+    let str_walk = |name| {
+        l.sym.str_fini.map(|callee| TableWalk {
+            name,
             table: 1,
-            callee: str_fini,
+            callee,
             check_result: false,
-        });
-    }
+        })
+    };
+    let scheme = if opts.lazy {
+        Scheme::Lazy(Lazy {
+            init_name: l.sym.deepfreeze_init,
+            fini_name: l.sym.deepfreeze_fini,
+            code_init: l.sym.code_init,
+            code_fini: l.sym.code_fini,
+            flags: image.add_module_flags(),
+            fini_walks: str_walk(l.sym.deepfreeze_fini).into_iter().collect(),
+        })
+    } else {
+        let mut walks = vec![
+            TableWalk {
+                name: l.sym.deepfreeze_init,
+                table: 0,
+                callee: l.sym.code_init,
+                check_result: true,
+            },
+            TableWalk {
+                name: l.sym.deepfreeze_fini,
+                table: 0,
+                callee: l.sym.code_fini,
+                check_result: false,
+            },
+        ];
+        walks.extend(str_walk(l.sym.deepfreeze_fini));
+        Scheme::Eager { walks }
+    };
+    let tables = image.tables()?;
     let spec = StubSpec {
         abi: opts.target.abi,
         accessors: image
@@ -223,11 +240,11 @@ pub fn build_object(opts: &Options, graph: &Graph) -> Result<(Vec<u8>, Stats)> {
             .map(|a| (a.symbol.clone(), a.code))
             .collect(),
         incref: (!l.head.immortal).then_some(l.head.refcnt.off),
-        tables: image.tables().iter().map(|t| t.len() as u64).collect(),
-        walks,
+        tables: tables.iter().map(|t| t.len() as u64).collect(),
+        scheme,
     };
     let stubs = opts.target.arch.assemble(&spec);
-    let bytes = objfile::write(&opts.target, l, &image, &stubs)?;
+    let bytes = objfile::write(&opts.target, l, &image, &tables, &stubs)?;
     let stats = Stats {
         modules: graph.modules.len(),
         code_objects: image.codes.len(),

@@ -255,13 +255,19 @@ impl Graph {
     /// Code objects in the order CPython's generator numbers them
     /// (`co_version`): depth first through `co_consts`, children before
     /// parents, modules in order, each code object once.
-    pub fn code_postorder(&self) -> Vec<ObjId> {
+    /// Also returns how many of them each module contributes: a module's
+    /// code objects are contiguous in this order (code objects are never
+    /// shared between modules).
+    pub fn code_postorder(&self) -> (Vec<ObjId>, Vec<usize>) {
         let mut seen = vec![false; self.nodes.len()];
         let mut out = Vec::new();
+        let mut counts = Vec::with_capacity(self.modules.len());
         for m in &self.modules {
+            let before = out.len();
             self.postorder_from(m.code, &mut seen, &mut out);
+            counts.push(out.len() - before);
         }
-        out
+        (out, counts)
     }
 
     fn postorder_from(&self, root: ObjId, seen: &mut [bool], out: &mut Vec<ObjId>) {

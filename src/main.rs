@@ -52,6 +52,11 @@ enum Cmd {
         /// (inputs, archive, interpreter, this tool), as `gcc -MD -MP` does.
         #[arg(long, value_name = "FILE.d")]
         depfile: Option<PathBuf>,
+        /// Initialize each module's code objects when its code is first
+        /// requested, not all of them at start-up (CPython's scheme, the
+        /// default); Fini finalizes only what was initialized.
+        #[arg(long)]
+        lazy: bool,
         /// Print progress and timing on stderr.
         #[arg(short, long)]
         verbose: bool,
@@ -112,6 +117,7 @@ fn run(cli: Cli) -> pyfreeze_obj::error::Result<()> {
             compile_with,
             verbose,
             depfile,
+            lazy,
             inputs,
         } => {
             let opts = Options {
@@ -120,6 +126,7 @@ fn run(cli: Cli) -> pyfreeze_obj::error::Result<()> {
                 inputs,
                 modules_from,
                 compile_with,
+                lazy,
                 verbose,
             };
             emit::run(&opts, &output, depfile.as_deref())?;

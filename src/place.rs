@@ -45,15 +45,42 @@ pub struct Image {
     pub codes: Vec<u64>,
     /// Data offsets of every string object we emitted (not the runtime's).
     pub strs: Vec<u64>,
+    /// How many of `codes` belong to each module, in module order (they
+    /// are contiguous).
+    pub module_codes: Vec<usize>,
     pub accessors: Vec<Accessor>,
     /// One past the last `co_version` handed out.
     pub next_func_version: u32,
 }
 
 impl Image {
-    /// The object tables the stubs walk: code objects, then strings.
-    pub fn tables(&self) -> [&[u64]; 2] {
-        [&self.codes, &self.strs]
+    /// The 32-bit tables the stubs walk: data offsets of the code objects
+    /// (0), of the strings (1), and per module its first index into table 0
+    /// and its number of code objects (2).
+    pub fn tables(&self) -> Result<Vec<Vec<u32>>> {
+        let offs = |v: &[u64]| -> Result<Vec<u32>> {
+            v.iter()
+                .map(|&o| {
+                    u32::try_from(o)
+                        .map_err(|_| Error::msg("frozen data exceeds 4 GiB; split the module set"))
+                })
+                .collect()
+        };
+        let mut modules = Vec::with_capacity(2 * self.module_codes.len());
+        let mut start = 0u32;
+        for &n in &self.module_codes {
+            modules.extend([start, n as u32]);
+            start += n as u32;
+        }
+        Ok(vec![offs(&self.codes)?, offs(&self.strs)?, modules])
+    }
+
+    /// Append one zeroed flag byte per module; returns their data offset.
+    pub fn add_module_flags(&mut self) -> u64 {
+        let at = (self.data.len() as u64).div_ceil(ALIGN) * ALIGN;
+        self.data
+            .resize((at + self.module_codes.len() as u64) as usize, 0);
+        at
     }
 }
 
@@ -98,7 +125,8 @@ pub fn place(graph: &Graph, l: &'static Layout, wchar_size: u8) -> Result<Image>
         version: vec![0; n],
     };
     p.mark_reachable();
-    let order = graph.code_postorder();
+    let (order, per_module) = graph.code_postorder();
+    p.img.module_codes = per_module;
     for (i, id) in order.iter().enumerate() {
         p.version[id.0 as usize] = i as u32 + 1;
     }

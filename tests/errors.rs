@@ -237,6 +237,7 @@ fn adversarial_corpus_gives_only_clean_errors() {
                             inputs: vec![],
                             modules_from: None,
                             compile_with: None,
+                            lazy: k % 3 == 0,
                             verbose: false,
                         };
                         build_object(&opts, &graph).expect("a graph that reads must lay out");

@@ -97,7 +97,13 @@ fn generic_flags(kind: Kind) -> RelocationFlags {
 }
 
 /// Write the object file for `image` and `stubs`.
-pub fn write(target: &Target, layout: &Layout, image: &Image, stubs: &Stubs) -> Result<Vec<u8>> {
+pub fn write(
+    target: &Target,
+    layout: &Layout,
+    image: &Image,
+    tables: &[Vec<u32>],
+    stubs: &Stubs,
+) -> Result<Vec<u8>> {
     let format = match target.format {
         Format::Elf => BinaryFormat::Elf,
         Format::MachO => BinaryFormat::MachO,
@@ -129,14 +135,12 @@ pub fn write(target: &Target, layout: &Layout, image: &Image, stubs: &Stubs) -> 
 
     w.obj.append_section_data(data, &image.data, 32);
     w.obj.append_section_data(text, &stubs.code, stubs.align);
-    // The object tables: 32-bit offsets from the start of the data section
-    // (no relocations: the stubs add the base), and a zero sentinel so that
-    // "end of table" is an address inside the section.
+    // The 32-bit tables the stubs walk (no relocations: object offsets are
+    // relative to the data section, the stubs add its address), and a zero
+    // sentinel so that "end of table" is an address inside the section.
     let mut table = Vec::new();
-    for &c in image.tables().iter().flat_map(|t| t.iter()).chain([&0]) {
-        let c = u32::try_from(c)
-            .map_err(|_| Error::msg("frozen data exceeds 4 GiB; split the module set"))?;
-        table.extend_from_slice(&c.to_le_bytes());
+    for &v in tables.iter().flatten().chain([&0]) {
+        table.extend_from_slice(&v.to_le_bytes());
     }
     w.obj.append_section_data(rodata, &table, 4);
 
@@ -198,7 +202,11 @@ pub fn write(target: &Target, layout: &Layout, image: &Image, stubs: &Stubs) -> 
             value: f.offset,
             size: f.size,
             kind: SymbolKind::Text,
-            scope: SymbolScope::Linkage,
+            scope: if f.global {
+                SymbolScope::Linkage
+            } else {
+                SymbolScope::Compilation
+            },
             weak: false,
             section: SymbolSection::Section(text),
             flags: SymbolFlags::None,

@@ -28,6 +28,7 @@ fuzz_target!(|data: &[u8]| {
         inputs: vec![],
         modules_from: None,
         compile_with: None,
+        lazy: sel & 16 != 0,
         verbose: false,
     };
     let (obj, _) = build_object(&opts, &graph).expect("a graph that reads must lay out and write");
