@@ -3,7 +3,8 @@
 use crate::arch::{Lazy, Scheme, StubSpec, TableWalk};
 use crate::error::{Error, Result};
 use crate::graph::{Graph, Module};
-use crate::input::{self, compile, Marshalled};
+use crate::input::archive::{Entry, Tables};
+use crate::input::{self, compile, select, Marshalled};
 use crate::layout::Layout;
 use crate::target::Target;
 use crate::{marshal, objfile, place};
@@ -22,6 +23,12 @@ pub struct Options {
     /// Initialize each module's code objects on its first use instead of
     /// all of them in `_Py_Deepfreeze_Init`.
     pub lazy: bool,
+    /// Modules to add: names, `pkg.*`, `stdlib` (see [`select`]).
+    pub freeze: Vec<String>,
+    /// Code snippets whose imported pure-Python modules to add.
+    pub trace: Vec<String>,
+    /// Also write the module tables (replacing `frozen.o`).
+    pub frozen_tables: bool,
     pub verbose: bool,
 }
 
@@ -46,14 +53,30 @@ enum Slot {
     Compile(compile::Request),
 }
 
+/// Every module to freeze, and what the module tables need.
+#[derive(Debug)]
+pub struct Collected {
+    pub mods: Vec<Marshalled>,
+    /// The archive's module tables, with `--modules-from`.
+    pub tables: Option<Tables>,
+    /// Modules beyond the archive's set: (name, is_package, accessor).
+    pub added: Vec<(String, bool, String)>,
+}
+
 /// Gather every module's marshal bytes, in order: the archive's modules
-/// first, then the `FILE:MODNAME` inputs. An input whose accessor is one of
-/// the archive's replaces that module in place.
-pub fn collect(opts: &Options) -> Result<Vec<Marshalled>> {
+/// first, then the `FILE:MODNAME` inputs, then the `--freeze`/`--trace`
+/// selection. An input whose accessor is one of the archive's replaces that
+/// module in place; selected modules already present are not added twice.
+pub fn collect(opts: &Options) -> Result<Collected> {
     // (accessor, from an explicit input?, what to do)
     let mut slots: Vec<(String, bool, Slot)> = Vec::new();
-    if let Some(ar) = &opts.modules_from {
-        for m in input::archive::read(ar, opts.layout)? {
+    let mut added = Vec::new();
+    let tables = match &opts.modules_from {
+        Some(ar) => Some(input::archive::read_tables(ar, opts.layout)?),
+        None => None,
+    };
+    if let (Some(ar), Some(t)) = (&opts.modules_from, &tables) {
+        for m in input::archive::modules(t, ar) {
             let slot = match m.code {
                 Some(code) => Slot::Ready(code),
                 None => Slot::Compile(compile::Request {
@@ -105,9 +128,31 @@ pub fn collect(opts: &Options) -> Result<Vec<Marshalled>> {
             }
             Some(&i) => slots[i] = (accessor, true, slot),
             None => {
+                let pkg = args_pkg(&args, name);
+                added.push((name.clone(), pkg, accessor.clone()));
                 index.insert(accessor.clone(), slots.len());
                 slots.push((accessor, true, slot));
             }
+        }
+    }
+    if !opts.freeze.is_empty() || !opts.trace.is_empty() {
+        let py = opts.compile_with.as_deref().ok_or_else(|| {
+            Error::msg("--freeze and --trace need --compile-with PYTHON (it finds and compiles the modules)")
+        })?;
+        for sel in select::resolve(py, opts.layout, &opts.freeze, &opts.trace)? {
+            let accessor = crate::place::accessor_symbol(&sel.name);
+            if index.contains_key(&accessor) {
+                continue;
+            }
+            added.push((sel.name.clone(), sel.is_package, accessor.clone()));
+            index.insert(accessor.clone(), slots.len());
+            let req = compile::Request {
+                name: sel.name.clone(),
+                accessor: accessor.clone(),
+                source: Some(sel.source),
+                frozen_name: sel.name,
+            };
+            slots.push((accessor, true, Slot::Compile(req)));
         }
     }
     if slots.is_empty() {
@@ -138,13 +183,51 @@ pub fn collect(opts: &Options) -> Result<Vec<Marshalled>> {
         compile::compile(py, opts.layout, &requests)?
     }
     .into_iter();
-    Ok(slots
+    let mods = slots
         .into_iter()
         .map(|(_, _, s)| match s {
             Slot::Ready(m) => m,
             Slot::Compile(_) => compiled.next().expect("one result per request"),
         })
-        .collect())
+        .collect();
+    Ok(Collected {
+        mods,
+        tables,
+        added,
+    })
+}
+
+/// A `FILE:MODNAME` input is a package when its file is an `__init__`.
+fn args_pkg(args: &[(PathBuf, String)], name: &str) -> bool {
+    args.iter()
+        .any(|(p, n)| n == name && p.file_stem().and_then(|s| s.to_str()) == Some("__init__"))
+}
+
+/// The module tables to write: the archive's, with the added modules
+/// appended to the stdlib table (so `-X frozen_modules=off` turns them off
+/// like the stock ones).
+pub fn module_tables(opts: &Options, c: &Collected) -> Result<Tables> {
+    let mut t = c.tables.clone().ok_or_else(|| {
+        Error::msg(
+            "--frozen-tables needs --modules-from LIBPYTHON.a (the tables start from its frozen.o)",
+        )
+    })?;
+    for (name, is_package, accessor) in &c.added {
+        let code = c
+            .mods
+            .iter()
+            .find(|m| m.accessor == *accessor)
+            .map(|m| (m.data.clone(), 0));
+        let entry = Entry {
+            name: name.clone(),
+            code,
+            is_package: *is_package,
+            get_code: Some(accessor.clone()),
+        };
+        t.tables[crate::tables::STDLIB].push(entry);
+    }
+    let _ = opts;
+    Ok(t)
 }
 
 /// `f` over `items` on up to as many threads as there are cores, results
@@ -193,9 +276,16 @@ fn read_graph_here(mods: &[Marshalled]) -> Result<Graph> {
 }
 
 /// Lay the graph out and write the object file's bytes.
-pub fn build_object(opts: &Options, graph: &Graph) -> Result<(Vec<u8>, Stats)> {
+pub fn build_object(
+    opts: &Options,
+    graph: &Graph,
+    tables: Option<&Tables>,
+) -> Result<(Vec<u8>, Stats)> {
     let l = opts.layout;
     let mut image = place::place(graph, l, opts.target.wchar_size)?;
+    if let Some(t) = tables {
+        crate::tables::append(&mut image, l, t);
+    }
     let str_walk = |name| {
         l.sym.str_fini.map(|callee| TableWalk {
             name,
@@ -244,7 +334,7 @@ pub fn build_object(opts: &Options, graph: &Graph) -> Result<(Vec<u8>, Stats)> {
         scheme,
     };
     let stubs = opts.target.arch.assemble(&spec);
-    let bytes = objfile::write(&opts.target, l, &image, &tables, &stubs)?;
+    let bytes = objfile::write(&opts.target, &image, &tables, &stubs)?;
     let stats = Stats {
         modules: graph.modules.len(),
         code_objects: image.codes.len(),
@@ -259,7 +349,13 @@ pub fn build_object(opts: &Options, graph: &Graph) -> Result<(Vec<u8>, Stats)> {
 /// `depfile`, a make rule listing every file the output depends on.
 pub fn run(opts: &Options, output: &Path, depfile: Option<&Path>) -> Result<Stats> {
     let t0 = Instant::now();
-    let mods = collect(opts)?;
+    let collected = collect(opts)?;
+    let tables = if opts.frozen_tables {
+        Some(module_tables(opts, &collected)?)
+    } else {
+        None
+    };
+    let mods = collected.mods;
     log(
         opts,
         t0,
@@ -275,7 +371,7 @@ pub fn run(opts: &Options, output: &Path, depfile: Option<&Path>) -> Result<Stat
         t0,
         format_args!("constant graph: {} distinct objects", graph.nodes.len()),
     );
-    let (bytes, stats) = build_object(opts, &graph)?;
+    let (bytes, stats) = build_object(opts, &graph, tables.as_ref())?;
     log(
         opts,
         t0,

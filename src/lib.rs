@@ -14,6 +14,8 @@ pub mod layout;
 pub mod marshal;
 pub mod objfile;
 pub mod place;
+pub mod relink;
+pub mod tables;
 pub mod target;
 
 pub use target::arch;

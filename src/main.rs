@@ -57,6 +57,21 @@ enum Cmd {
         /// default); Fini finalizes only what was initialized.
         #[arg(long)]
         lazy: bool,
+        /// Add modules, found and compiled by --compile-with: NAME (a module
+        /// or package), NAME.* (a package and all its submodules), or
+        /// `stdlib` (every pure-Python stdlib module, tests excluded).
+        /// Comma-separated; repeatable.
+        #[arg(long, value_name = "MOD[,MOD...]", value_delimiter = ',')]
+        freeze: Vec<String>,
+        /// Add every pure-Python module that running this code (with the
+        /// --compile-with interpreter) imports. Repeatable.
+        #[arg(long, value_name = "CODE")]
+        trace: Vec<String>,
+        /// Also write the module tables (bootstrap, stdlib, test, aliases,
+        /// PyImport_FrozenModules) so the object replaces frozen.o too;
+        /// added modules go into the stdlib table. Needs --modules-from.
+        #[arg(long)]
+        frozen_tables: bool,
         /// Print progress and timing on stderr.
         #[arg(short, long)]
         verbose: bool,
@@ -65,6 +80,42 @@ enum Cmd {
         /// .py source (needs --compile-with). Appended after --modules-from.
         #[arg(value_name = "FILE:MODNAME")]
         inputs: Vec<String>,
+    },
+    /// Build a faster interpreter from an installed CPython 3.11/3.12.
+    ///
+    /// Re-freezes its stock modules plus the requested ones with lazy
+    /// per-module initialization, replaces deepfreeze.o and frozen.o in a
+    /// copy of its static libpython, and links its python.o against that
+    /// with the flags of its own build. The interpreter must ship its static
+    /// archive and python.o (pyenv builds and Debian's python3.X-dev do).
+    ///
+    /// Examples:
+    ///
+    ///   pyfreeze-obj relink --python $(pyenv prefix 3.12.1)/bin/python3.12 \
+    ///       --freeze encodings,encodings.aliases,encodings.utf_8 -o python-fast
+    ///
+    ///   # freeze what a tool imports
+    ///   pyfreeze-obj relink --python python3.12 --trace "import argparse, json" -o python-fast
+    #[command(verbatim_doc_comment)]
+    Relink {
+        /// The interpreter to rebuild (and whose build flags to use).
+        #[arg(long, value_name = "PYTHON")]
+        python: PathBuf,
+        /// Modules to add, as for `emit --freeze`.
+        #[arg(long, value_name = "MOD[,MOD...]", value_delimiter = ',')]
+        freeze: Vec<String>,
+        /// Code whose imported pure-Python modules to add, as for `emit --trace`.
+        #[arg(long, value_name = "CODE")]
+        trace: Vec<String>,
+        /// Initialize every code object at start-up, as CPython does.
+        #[arg(long)]
+        eager: bool,
+        /// The new interpreter.
+        #[arg(short, long, value_name = "OUT")]
+        output: PathBuf,
+        /// Print progress and timing on stderr.
+        #[arg(short, long)]
+        verbose: bool,
     },
 }
 
@@ -118,6 +169,9 @@ fn run(cli: Cli) -> pyfreeze_obj::error::Result<()> {
             verbose,
             depfile,
             lazy,
+            freeze,
+            trace,
+            frozen_tables,
             inputs,
         } => {
             let opts = Options {
@@ -127,10 +181,28 @@ fn run(cli: Cli) -> pyfreeze_obj::error::Result<()> {
                 modules_from,
                 compile_with,
                 lazy,
+                freeze,
+                trace,
+                frozen_tables,
                 verbose,
             };
             emit::run(&opts, &output, depfile.as_deref())?;
             Ok(())
         }
+        Cmd::Relink {
+            python,
+            freeze,
+            trace,
+            eager,
+            output,
+            verbose,
+        } => pyfreeze_obj::relink::relink(&pyfreeze_obj::relink::RelinkOptions {
+            python,
+            freeze,
+            trace,
+            eager,
+            output,
+            verbose,
+        }),
     }
 }

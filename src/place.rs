@@ -18,6 +18,8 @@ pub enum Target {
     Data(u64),
     /// An external symbol plus an offset (e.g. `_PyRuntime`+small int).
     Extern(&'static str, u64),
+    /// The accessor function of module i (for the module tables).
+    Accessor(u32),
 }
 
 /// A pointer-sized absolute relocation at `offset` in the data section.
@@ -51,6 +53,8 @@ pub struct Image {
     pub accessors: Vec<Accessor>,
     /// One past the last `co_version` handed out.
     pub next_func_version: u32,
+    /// Global data symbols: (name, data offset, size).
+    pub symbols: Vec<(&'static str, u64, u64)>,
 }
 
 impl Image {
@@ -73,6 +77,14 @@ impl Image {
             start += n as u32;
         }
         Ok(vec![offs(&self.codes)?, offs(&self.strs)?, modules])
+    }
+
+    /// Append `size` zeroed bytes, aligned to a pointer; returns their offset.
+    pub fn alloc(&mut self, size: u64) -> u64 {
+        let off = (self.data.len() as u64).div_ceil(ALIGN) * ALIGN;
+        let end = (off + size).div_ceil(ALIGN) * ALIGN;
+        self.data.resize(end as usize, 0);
+        off
     }
 
     /// Append one zeroed flag byte per module; returns their data offset.
@@ -143,6 +155,15 @@ pub fn place(graph: &Graph, l: &'static Layout, wchar_size: u8) -> Result<Image>
         if let Place::At(Target::Data(off)) = p.place[id.0 as usize] {
             p.img.codes.push(off);
         }
+    }
+    if let Some(name) = l.sym.next_func_version {
+        let at = p.img.alloc(4);
+        p.put(
+            at,
+            Field { off: 0, size: 4 },
+            p.img.next_func_version as u64,
+        );
+        p.img.symbols.push((name, at, 4));
     }
     for m in &graph.modules {
         let Place::At(Target::Data(code)) = p.place[m.code.0 as usize] else {
@@ -217,11 +238,7 @@ impl Placer<'_> {
     // --- low-level writing -------------------------------------------------
 
     fn alloc(&mut self, size: u64) -> u64 {
-        let d = &mut self.img.data;
-        let off = (d.len() as u64).div_ceil(ALIGN) * ALIGN;
-        let end = (off + size).div_ceil(ALIGN) * ALIGN;
-        d.resize(end as usize, 0);
-        off
+        self.img.alloc(size)
     }
 
     fn put(&mut self, obj: u64, f: Field, v: u64) {

@@ -238,9 +238,12 @@ fn adversarial_corpus_gives_only_clean_errors() {
                             modules_from: None,
                             compile_with: None,
                             lazy: k % 3 == 0,
+                            freeze: vec![],
+                            trace: vec![],
+                            frozen_tables: false,
                             verbose: false,
                         };
-                        build_object(&opts, &graph).expect("a graph that reads must lay out");
+                        build_object(&opts, &graph, None).expect("a graph that reads must lay out");
                     }
                 }
             });

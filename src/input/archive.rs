@@ -34,7 +34,28 @@ enum Ptr {
     Null,
 }
 
-pub fn read(path: &Path, layout: &Layout) -> Result<Vec<FrozenModule>> {
+/// One entry of a module table (`struct _frozen`).
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub name: String,
+    /// Marshal bytes and their offset in the archive (None: no code kept).
+    pub code: Option<(Vec<u8>, u64)>,
+    pub is_package: bool,
+    /// The accessor symbol (`get_code`), for deep-frozen modules.
+    pub get_code: Option<String>,
+}
+
+/// The module tables of a `frozen.o`: bootstrap, stdlib, test (in the
+/// order of [`crate::layout::FrozenLayout::tables`]), and the aliases
+/// (alias, original; the original may be NULL).
+#[derive(Debug, Clone)]
+pub struct Tables {
+    pub tables: Vec<Vec<Entry>>,
+    pub aliases: Vec<(String, Option<String>)>,
+}
+
+/// Read the module tables of the `frozen.o` inside `path`.
+pub fn read_tables(path: &Path, layout: &Layout) -> Result<Tables> {
     // Read on demand: the archive is tens of MB, frozen.o a small part.
     let file =
         std::fs::File::open(path).map_err(|e| Error::file(path, format!("cannot read: {e}")))?;
@@ -56,41 +77,30 @@ pub fn read(path: &Path, layout: &Layout) -> Result<Vec<FrozenModule>> {
         )
     })?;
     let (start, size) = m.file_range();
-    let member_bytes = object::ReadRef::read_bytes_at(&cache, start, size)
+    let data = object::ReadRef::read_bytes_at(&cache, start, size)
         .map_err(|_| Error::at(path, start, "frozen.o: truncated archive member"))?;
     let mpath = format!("{}(frozen.o)", path.display());
-    let data = member_bytes;
     let obj = object::File::parse(data)
         .map_err(|e| Error::at(&mpath, 0, format!("not an object file: {e}")))?;
     let fr = Frozen::new(&obj);
     let fl = &layout.frozen;
-    let aliases = fr.aliases(&obj, fl);
-    let mut out: Vec<FrozenModule> = Vec::new();
-    let mut seen = std::collections::HashSet::new();
+    let mut tables = Vec::new();
     for table in fl.tables {
-        let sym = obj.symbol_by_name(table).ok_or_else(|| {
+        let (tsec, mut at) = fr.table_start(&obj, table).ok_or_else(|| {
             Error::file(
                 &mpath,
                 format!(
-                    "no symbol {table}: not a CPython {}.{} frozen.o",
+                    "no table {table}: not a CPython {}.{} frozen.o",
                     layout.version.0, layout.version.1
                 ),
             )
         })?;
-        let sec = sym
-            .section_index()
-            .ok_or_else(|| Error::file(&mpath, format!("{table} is undefined")))?;
-        let Ptr::Local(tsec, mut at) = fr.pointer(sec, sym.address()) else {
-            return Err(Error::file(
-                &mpath,
-                format!("{table} does not point into frozen.o"),
-            ));
-        };
+        let mut entries = Vec::new();
         loop {
             let name = match fr.pointer(tsec, at + fl.name.off as u64) {
                 Ptr::Null => break,
                 Ptr::Local(s, o) => fr.c_string(s, o).ok_or_else(|| {
-                    Error::at(&mpath, 0, format!("{table}: unreadable module name"))
+                    Error::file(&mpath, format!("{table}: unreadable module name"))
                 })?,
                 Ptr::Extern(n) => {
                     return Err(Error::file(
@@ -108,51 +118,70 @@ pub fn read(path: &Path, layout: &Layout) -> Result<Vec<FrozenModule>> {
                 .read_u32(tsec, at + fl.is_package.off as u64)
                 .unwrap_or(0)
                 != 0;
-            let code_ptr = fr.pointer(tsec, at + fl.code.off as u64);
-            at += fl.entry_size as u64;
-            // Deep-frozen modules have an accessor; several entries (aliases
-            // such as `os.path`) may share one: the first one wins, under
-            // the name (its own or its alias target's) that mangles to it.
-            let Some(get_code) = get_code else { continue };
-            if !seen.insert(get_code.clone()) {
-                continue;
-            }
-            let frozen_name = name.clone();
-            let name = match aliases.iter().find(|(a, _)| *a == name) {
-                Some((_, orig)) if accessor_symbol(orig) == get_code => orig.clone(),
-                _ => name,
-            };
-            let code = match code_ptr {
-                Ptr::Local(s, o) if size > 0 => {
-                    let (bytes, file_off) = fr.slice(s, o, size as u64).ok_or_else(|| {
-                        Error::file(&mpath, format!("module {name}: marshal bytes out of range"))
-                    })?;
-                    Some(Marshalled {
-                        name: name.clone(),
-                        accessor: get_code.clone(),
-                        data: bytes.to_vec(),
-                        origin: path.to_path_buf(),
-                        offsets: OffsetMap::Base(start + file_off),
-                    })
+            let code = match fr.pointer(tsec, at + fl.code.off as u64) {
+                Ptr::Local(s, o) if size != 0 => {
+                    let (bytes, file_off) =
+                        fr.slice(s, o, size.unsigned_abs() as u64).ok_or_else(|| {
+                            Error::file(
+                                &mpath,
+                                format!("module {name}: marshal bytes out of range"),
+                            )
+                        })?;
+                    Some((bytes.to_vec(), start + file_off))
                 }
                 _ => None,
             };
-            out.push(FrozenModule {
+            entries.push(Entry {
                 name,
-                frozen_name,
-                accessor: get_code,
-                is_package,
                 code,
+                is_package,
+                get_code,
             });
+            at += fl.entry_size as u64;
         }
+        tables.push(entries);
     }
-    if out.is_empty() {
-        return Err(Error::file(
-            &mpath,
-            "the frozen module tables list no deep-frozen module",
-        ));
+    let aliases = fr.aliases(&obj, fl);
+    Ok(Tables { tables, aliases })
+}
+
+/// The deep-frozen modules of an archive, in table order: one per accessor
+/// (aliases such as `os.path` share another module's), under the name that
+/// mangles to the accessor (its own or its alias target's).
+pub fn read(path: &Path, layout: &Layout) -> Result<Vec<FrozenModule>> {
+    Ok(modules(&read_tables(path, layout)?, path))
+}
+
+pub fn modules(t: &Tables, path: &Path) -> Vec<FrozenModule> {
+    let mut out: Vec<FrozenModule> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for e in t.tables.iter().flatten() {
+        let Some(get_code) = &e.get_code else {
+            continue;
+        };
+        if !seen.insert(get_code.clone()) {
+            continue;
+        }
+        let name = match t.aliases.iter().find(|(a, _)| *a == e.name) {
+            Some((_, Some(orig))) if accessor_symbol(orig) == *get_code => orig.clone(),
+            _ => e.name.clone(),
+        };
+        let code = e.code.as_ref().map(|(bytes, off)| Marshalled {
+            name: name.clone(),
+            accessor: get_code.clone(),
+            data: bytes.clone(),
+            origin: path.to_path_buf(),
+            offsets: OffsetMap::Base(*off),
+        });
+        out.push(FrozenModule {
+            name,
+            frozen_name: e.name.clone(),
+            accessor: get_code.clone(),
+            is_package: e.is_package,
+            code,
+        });
     }
-    Ok(out)
+    out
 }
 
 /// Relocation-aware reading of the data of one object file.
@@ -200,20 +229,23 @@ impl<'d, 'o> Frozen<'d, 'o> {
         }
     }
 
-    /// `_PyImport_FrozenAliases`: (alias, original) pairs.
+    /// Where the array a global table pointer points to begins.
+    fn table_start(&self, obj: &object::File, symbol: &str) -> Option<(SectionIndex, u64)> {
+        let sym = obj.symbol_by_name(symbol)?;
+        match self.pointer(sym.section_index()?, sym.address()) {
+            Ptr::Local(s, o) => Some((s, o)),
+            _ => None,
+        }
+    }
+
+    /// `_PyImport_FrozenAliases`: (alias, original or NULL) pairs.
     fn aliases(
         &self,
         obj: &object::File,
         fl: &crate::layout::FrozenLayout,
-    ) -> Vec<(String, String)> {
+    ) -> Vec<(String, Option<String>)> {
         let mut out = Vec::new();
-        let Some(sym) = obj.symbol_by_name(fl.aliases) else {
-            return out;
-        };
-        let Some(sec) = sym.section_index() else {
-            return out;
-        };
-        let Ptr::Local(tsec, mut at) = self.pointer(sec, sym.address()) else {
+        let Some((tsec, mut at)) = self.table_start(obj, fl.aliases) else {
             return out;
         };
         let ptr = fl.name.size as u64;
@@ -222,8 +254,8 @@ impl<'d, 'o> Frozen<'d, 'o> {
                 Ptr::Local(s2, o2) => self.c_string(s2, o2),
                 _ => None,
             };
-            if let (Some(a), Some(b)) = (self.c_string(s, o), orig) {
-                out.push((a, b));
+            if let Some(a) = self.c_string(s, o) {
+                out.push((a, orig));
             }
             at += 2 * ptr;
         }

@@ -12,6 +12,7 @@
 pub mod archive;
 pub mod compile;
 pub mod header;
+pub mod select;
 
 use crate::error::{Error, Result};
 use crate::layout::Layout;

@@ -211,6 +211,11 @@ pub struct FrozenLayout {
     pub tables: &'static [&'static str],
     /// Global pointer to the alias table: {alias name, original name} pairs.
     pub aliases: &'static str,
+    /// The embedder's custom table pointer (NULL in CPython's own build).
+    pub custom: &'static str,
+    /// Entries of deep-frozen modules keep their marshal bytes (3.12) or
+    /// not (3.11: code NULL, size 0).
+    pub keeps_marshal: bool,
 }
 
 /// Everything about one CPython version (for 64-bit targets).

@@ -135,5 +135,7 @@ pub static LAYOUT: Layout = Layout {
             "_PyImport_FrozenTest",
         ],
         aliases: "_PyImport_FrozenAliases",
+        custom: "PyImport_FrozenModules",
+        keeps_marshal: true,
     },
 };

@@ -8,7 +8,6 @@
 
 use crate::arch::{Arch, CodeRelocKind, Stubs, Sym};
 use crate::error::{Error, Result};
-use crate::layout::Layout;
 use crate::place::{Image, Target as DataTarget};
 use crate::target::{Format, Target};
 use object::write::{Object, Relocation, StandardSection, Symbol, SymbolId, SymbolSection};
@@ -99,7 +98,6 @@ fn generic_flags(kind: Kind) -> RelocationFlags {
 /// Write the object file for `image` and `stubs`.
 pub fn write(
     target: &Target,
-    layout: &Layout,
     image: &Image,
     tables: &[Vec<u32>],
     stubs: &Stubs,
@@ -157,47 +155,10 @@ pub fn write(
             .entry(r.target)
             .or_insert_with(|| w.local_sym(name, section, value));
     }
-    // Data pointers: ELF and COFF use the section symbol plus addend. Mach-O
-    // (subsections via symbols) needs the symbol of the atom the target
-    // lies in: the nearest anchor at or before it.
-    let data_anchors: Vec<(u64, SymbolId)> = match target.format {
-        Format::MachO => {
-            let base = *anchors
-                .entry(Sym::Data(0))
-                .or_insert_with(|| w.local_sym("pyfreeze_data_0".into(), data, 0));
-            let _ = base;
-            anchors
-                .iter()
-                .filter_map(|(s, &id)| match s {
-                    Sym::Data(off) => Some((*off, id)),
-                    _ => None,
-                })
-                .collect()
-        }
-        _ => vec![(0, w.obj.section_symbol(data))],
-    };
-    for r in &image.relocs {
-        let (symbol, addend) = match r.target {
-            DataTarget::Data(off) => {
-                let i = data_anchors.partition_point(|(a, _)| *a <= off) - 1;
-                (data_anchors[i].1, (off - data_anchors[i].0) as i64)
-            }
-            DataTarget::Extern(name, off) => (w.extern_sym(name, false), off as i64),
-        };
-        w.reloc(data, r.offset, symbol, addend, Kind::DataAbs64)?;
-    }
-    for r in &stubs.relocs {
-        let symbol = match r.target {
-            Sym::Extern(name) => w.extern_sym(
-                name,
-                matches!(r.kind, CodeRelocKind::X86Call32 | CodeRelocKind::A64Call26),
-            ),
-            local => anchors[&local],
-        };
-        w.reloc(text, r.offset, symbol, r.addend, Kind::Code(r.kind))?;
-    }
+    // Functions and global data symbols first: relocations may name them.
+    let mut funcs: BTreeMap<&str, SymbolId> = BTreeMap::new();
     for f in &stubs.funcs {
-        w.obj.add_symbol(Symbol {
+        let id = w.obj.add_symbol(Symbol {
             name: f.name.as_bytes().to_vec(),
             value: f.offset,
             size: f.size,
@@ -211,21 +172,66 @@ pub fn write(
             section: SymbolSection::Section(text),
             flags: SymbolFlags::None,
         });
+        funcs.insert(&f.name, id);
     }
-    if let Some(name) = layout.sym.next_func_version {
-        let off = w
-            .obj
-            .append_section_data(data, &image.next_func_version.to_le_bytes(), 4);
-        w.obj.add_symbol(Symbol {
+    let mut data_syms = Vec::new();
+    for &(name, value, size) in &image.symbols {
+        let id = w.obj.add_symbol(Symbol {
             name: name.as_bytes().to_vec(),
-            value: off,
-            size: 4,
+            value,
+            size,
             kind: SymbolKind::Data,
             scope: SymbolScope::Linkage,
             weak: false,
             section: SymbolSection::Section(data),
             flags: SymbolFlags::None,
         });
+        data_syms.push((value, id));
+    }
+    // Data pointers: ELF and COFF use the section symbol plus addend. Mach-O
+    // (subsections via symbols) needs the symbol of the atom the target
+    // lies in: the nearest symbol at or before it.
+    let data_anchors: Vec<(u64, SymbolId)> = match target.format {
+        Format::MachO => {
+            anchors
+                .entry(Sym::Data(0))
+                .or_insert_with(|| w.local_sym("pyfreeze_data_0".into(), data, 0));
+            let mut v: Vec<(u64, SymbolId)> = anchors
+                .iter()
+                .filter_map(|(s, &id)| match s {
+                    Sym::Data(off) => Some((*off, id)),
+                    _ => None,
+                })
+                .chain(data_syms.iter().copied())
+                .collect();
+            v.sort_by_key(|&(off, _)| off);
+            v
+        }
+        _ => vec![(0, w.obj.section_symbol(data))],
+    };
+    for r in &image.relocs {
+        let (symbol, addend) = match r.target {
+            DataTarget::Data(off) => {
+                let i = data_anchors.partition_point(|(a, _)| *a <= off) - 1;
+                (data_anchors[i].1, (off - data_anchors[i].0) as i64)
+            }
+            DataTarget::Extern(name, off) => (w.extern_sym(name, false), off as i64),
+            DataTarget::Accessor(i) => {
+                let name = image.accessors[i as usize].symbol.as_str();
+                (funcs[name], 0)
+            }
+        };
+        w.reloc(data, r.offset, symbol, addend, Kind::DataAbs64)?;
+    }
+    for r in &stubs.relocs {
+        let symbol = match r.target {
+            Sym::Extern(name) => w.extern_sym(
+                name,
+                matches!(r.kind, CodeRelocKind::X86Call32 | CodeRelocKind::A64Call26),
+            ),
+            local => anchors[&local],
+        };
+        w.reloc(text, r.offset, symbol, r.addend, Kind::Code(r.kind))?;
     }
     obj.write()
         .map_err(|e| Error::msg(format!("cannot write the object file: {e}")))

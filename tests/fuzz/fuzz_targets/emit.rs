@@ -7,11 +7,19 @@ use pyfreeze_obj::input::{Marshalled, OffsetMap};
 use pyfreeze_obj::layout::Layout;
 use pyfreeze_obj::target::Target;
 
-const TARGETS: [&str; 6] =
-    ["x86_64-linux", "aarch64-linux", "x86_64-macos", "aarch64-macos", "x86_64-windows", "aarch64-windows"];
+const TARGETS: [&str; 6] = [
+    "x86_64-linux",
+    "aarch64-linux",
+    "x86_64-macos",
+    "aarch64-macos",
+    "x86_64-windows",
+    "aarch64-windows",
+];
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&sel, body)) = data.split_first() else { return };
+    let Some((&sel, body)) = data.split_first() else {
+        return;
+    };
     let target = Target::parse(TARGETS[(sel & 7) as usize % TARGETS.len()]).unwrap();
     let layout = Layout::for_version(3, if sel & 8 == 0 { 12 } else { 11 }).unwrap();
     let m = Marshalled {
@@ -21,7 +29,9 @@ fuzz_target!(|data: &[u8]| {
         origin: "fuzz".into(),
         offsets: OffsetMap::Base(0),
     };
-    let Ok(graph) = read_graph(std::slice::from_ref(&m)) else { return };
+    let Ok(graph) = read_graph(std::slice::from_ref(&m)) else {
+        return;
+    };
     let opts = Options {
         target,
         layout,
@@ -29,8 +39,12 @@ fuzz_target!(|data: &[u8]| {
         modules_from: None,
         compile_with: None,
         lazy: sel & 16 != 0,
+        freeze: vec![],
+        trace: vec![],
+        frozen_tables: false,
         verbose: false,
     };
-    let (obj, _) = build_object(&opts, &graph).expect("a graph that reads must lay out and write");
+    let (obj, _) =
+        build_object(&opts, &graph, None).expect("a graph that reads must lay out and write");
     assert!(!obj.is_empty());
 });

@@ -1,0 +1,209 @@
+//! `relink`: turn an installed CPython 3.11/3.12 that ships its static
+//! archive into a faster interpreter: re-freeze its stock modules plus the
+//! requested ones with lazy initialization, replace `deepfreeze.o` and
+//! `frozen.o` in a copy of its `libpython3.X.a`, and link `python.o`
+//! against it with the flags of that interpreter's own build.
+
+use crate::emit::{self, Options};
+use crate::error::{Error, Result};
+use crate::layout::Layout;
+use crate::target::Target;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+#[derive(Debug, Clone)]
+pub struct RelinkOptions {
+    pub python: PathBuf,
+    pub freeze: Vec<String>,
+    pub trace: Vec<String>,
+    /// CPython's eager initialization instead of the lazy one.
+    pub eager: bool,
+    pub output: PathBuf,
+    pub verbose: bool,
+}
+
+/// What the interpreter's sysconfig says about its own build.
+#[derive(Debug)]
+struct Build {
+    version: String,
+    libpl: PathBuf,
+    library: String,
+    linkcc: String,
+    host: String,
+    flags: Vec<String>,
+}
+
+const QUERY: &str = r#"
+import sys, sysconfig as s
+v = lambda k: s.get_config_var(k) or ""
+print("%d.%d" % sys.version_info[:2])
+for k in ("LIBPL", "LIBRARY", "LINKCC", "HOST_GNU_TYPE"):
+    print(v(k))
+print(" ".join(v(k) for k in ("LDFLAGS", "LINKFORSHARED", "LIBS", "SYSLIBS", "LOCALMODLIBS")))
+"#;
+
+fn query(python: &Path) -> Result<Build> {
+    let out = Command::new(python)
+        .args(["-S", "-c", QUERY])
+        .output()
+        .map_err(|e| Error::file(python, format!("cannot run: {e}")))?;
+    if !out.status.success() {
+        return Err(Error::file(
+            python,
+            "cannot read the interpreter's build configuration (sysconfig)",
+        ));
+    }
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let l: Vec<&str> = text.lines().collect();
+    if l.len() < 6 {
+        return Err(Error::file(python, "unexpected sysconfig output"));
+    }
+    Ok(Build {
+        version: l[0].into(),
+        libpl: PathBuf::from(l[1]),
+        library: l[2].into(),
+        linkcc: if l[3].is_empty() {
+            "cc".into()
+        } else {
+            l[3].into()
+        },
+        host: l[4].into(),
+        flags: l[5].split_whitespace().map(String::from).collect(),
+    })
+}
+
+fn run(cmd: &mut Command, what: &str) -> Result<()> {
+    let out = cmd
+        .output()
+        .map_err(|e| Error::msg(format!("{what}: cannot run {:?}: {e}", cmd.get_program())))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let err = String::from_utf8_lossy(&out.stderr);
+    let last = err
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("no message");
+    Err(Error::msg(format!("{what} failed: {last}")))
+}
+
+fn log(o: &RelinkOptions, t0: Instant, what: std::fmt::Arguments) {
+    if o.verbose {
+        eprintln!("[{:8.3} ms] {what}", t0.elapsed().as_secs_f64() * 1e3);
+    }
+}
+
+pub fn relink(o: &RelinkOptions) -> Result<()> {
+    let t0 = Instant::now();
+    let b = query(&o.python)?;
+    let layout = Layout::parse(&b.version)?;
+    let archive = b.libpl.join(&b.library);
+    if !b.library.ends_with(".a") || !archive.is_file() {
+        return Err(Error::file(
+            &archive,
+            "this interpreter ships no static libpython archive (LIBRARY); relink needs one",
+        ));
+    }
+    let python_o = b.libpl.join("python.o");
+    if !python_o.is_file() {
+        return Err(Error::file(
+            &python_o,
+            "missing: the interpreter's build left no python.o in LIBPL",
+        ));
+    }
+    log(
+        o,
+        t0,
+        format_args!(
+            "CPython {} ({}), archive {}",
+            b.version,
+            b.host,
+            archive.display()
+        ),
+    );
+
+    let work = tempdir(&o.output)?;
+    let result = (|| {
+        let obj = work.join("pyfreeze.o");
+        let opts = Options {
+            target: Target::parse(&b.host)?,
+            layout,
+            inputs: Vec::new(),
+            modules_from: Some(archive.clone()),
+            compile_with: Some(o.python.clone()),
+            lazy: !o.eager,
+            freeze: o.freeze.clone(),
+            trace: o.trace.clone(),
+            frozen_tables: true,
+            verbose: o.verbose,
+        };
+        let stats = emit::run(&opts, &obj, None)?;
+        log(
+            o,
+            t0,
+            format_args!(
+                "froze {} modules ({} code objects)",
+                stats.modules, stats.code_objects
+            ),
+        );
+
+        let lib = work.join(&b.library);
+        std::fs::copy(&archive, &lib)
+            .map_err(|e| Error::file(&lib, format!("cannot copy the archive: {e}")))?;
+        run(
+            Command::new("ar")
+                .arg("d")
+                .arg(&lib)
+                .args(["deepfreeze.o", "frozen.o"]),
+            "ar d deepfreeze.o frozen.o",
+        )?;
+
+        let tmp_out = work.join("python");
+        let link = |extra: &[&str]| {
+            let mut cmd = Command::new(&b.linkcc);
+            cmd.args(extra)
+                .arg("-o")
+                .arg(&tmp_out)
+                .arg(&python_o)
+                .arg(&obj)
+                .arg(&lib)
+                .args(&b.flags);
+            run(&mut cmd, "link")
+        };
+        // A non-PIC archive (Debian's) cannot go into a PIE: retry without.
+        if let Err(e) = link(&[]) {
+            log(
+                o,
+                t0,
+                format_args!("PIE link failed ({e}); retrying with -no-pie"),
+            );
+            link(&["-no-pie"])?;
+        }
+        log(o, t0, format_args!("linked"));
+        std::fs::rename(&tmp_out, &o.output)
+            .or_else(|_| std::fs::copy(&tmp_out, &o.output).map(|_| ()))
+            .map_err(|e| Error::file(&o.output, format!("cannot write output: {e}")))
+    })();
+    let _ = std::fs::remove_dir_all(&work);
+    result?;
+    log(o, t0, format_args!("wrote {}", o.output.display()));
+    Ok(())
+}
+
+/// A fresh work folder beside the output (same file system for the rename).
+fn tempdir(output: &Path) -> Result<PathBuf> {
+    let dir = match output.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = output
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let work = dir.join(format!(".{name}.pyfreeze-relink.{}", std::process::id()));
+    std::fs::create_dir_all(&work)
+        .map_err(|e| Error::file(&work, format!("cannot create a work folder: {e}")))?;
+    Ok(work)
+}
