@@ -462,6 +462,7 @@ pub fn accessor_code(
 ) -> Result<AccessorCode, String> {
     match arch {
         Architecture::X86_64 => x86_64_accessor(code, relocs),
+        Architecture::Aarch64 => aarch64_accessor(code, relocs),
         other => Err(format!("no rule yet for decoding an accessor on {other:?}")),
     }
 }
@@ -557,6 +558,203 @@ fn x86_64_accessor(code: &[u8], relocs: &[(u64, &Reloc)]) -> Result<AccessorCode
         }
     }
     Ok(out)
+}
+
+/// A register's value while [`aarch64_accessor`] follows an accessor.
+#[derive(Clone, Debug, PartialEq)]
+enum A64Value {
+    /// `adrp xd, S`: the 4 KiB page of `S + A` (completed by an `add` with
+    /// the matching `:lo12:` relocation).
+    Page(Target),
+    /// An address.
+    Addr(Target),
+    Const(i64),
+    /// The 64-bit value loaded from an address, plus a constant.
+    Loaded(Target, i64),
+}
+
+/// `t` moved by `delta` bytes.
+fn shifted(t: &Target, delta: i64) -> Target {
+    match t {
+        Target::Local(l) => Target::Local(l.add(delta)),
+        Target::Extern { name, addend } => Target::Extern {
+            name: name.clone(),
+            addend: addend + delta,
+        },
+    }
+}
+
+/// AArch64 (AAPCS64: the result in `x0`). Unlike x86-64, an address is
+/// built over several instructions, so the function is followed
+/// instruction by instruction, with each register's value kept
+/// symbolically, up to its first `ret`:
+///
+/// * `adrp xd, S` (`R_AARCH64_ADR_PREL_PG_HI21`) and then `add xd, xn,
+///   :lo12:S` (`R_AARCH64_ADD_ABS_LO12_NC`) with the same target: `S + A`;
+///   a `ldr`/`str` with the `:lo12:` relocation addresses `S + A` itself;
+/// * `add`/`sub xd, xn, #imm{, lsl #12}` of an address: gcc addresses
+///   objects from a section anchor (`adrp`/`add` to `.data+K`, then `add
+///   x0, x1, #552` or `sub x0, x1, #112`);
+/// * `mov xd, xm`, `mov xd, #imm` (`movz`);
+/// * `ldr`/`ldur xt, [xn, #imm]` (64-bit) from an address loads a value;
+///   `add xd, xn, #imm` or `add xd, xn, xm` adds a constant to it; a
+///   `str`/`stur` of that value plus one back to the same place is an
+///   increment ([`AccessorCode::increments`]);
+/// * every other store to an address (the place, and the value stored
+///   when it is an address) and every load that is not part of an
+///   increment goes to [`AccessorCode::other`], as does the target of a
+///   relocation on any other instruction;
+/// * `ret`: `x0` is the returned address.
+///
+/// Any other instruction makes the register it writes unknown. Branches
+/// and calls are refused (accessors are straight-line code), and so is an
+/// unrecognized load or store through a known address (it could touch an
+/// object unnoticed).
+fn aarch64_accessor(code: &[u8], relocs: &[(u64, &Reloc)]) -> Result<AccessorCode, String> {
+    use A64Value::*;
+    let reloc_at = |o: u64| relocs.iter().find(|r| r.0 == o).map(|r| &r.1.target);
+    let mut reg: Vec<Option<A64Value>> = vec![None; 32];
+    let mut out = AccessorCode::default();
+    let mut loads: Vec<Target> = Vec::new();
+    let sext = |v: u32, bits: u32| ((v << (32 - bits)) as i32 >> (32 - bits)) as i64;
+    for (i, word) in code.chunks_exact(4).enumerate() {
+        let o = 4 * i as u64;
+        let w = u32::from_le_bytes(word.try_into().unwrap());
+        let (rd, rn, rm) = (
+            (w & 31) as usize,
+            ((w >> 5) & 31) as usize,
+            ((w >> 16) & 31) as usize,
+        );
+        let rel = reloc_at(o);
+        let at = |what: &str| format!("{what} at +{o:#x} ({w:#010x})");
+        // The place a load/store addresses: base register + offset, or
+        // the `:lo12:` relocation completing the base's `adrp`.
+        let place = |reg: &[Option<A64Value>], off: i64| -> Result<Option<Target>, String> {
+            match (&reg[rn], rel) {
+                (Some(Page(p)), Some(t)) if p == t && off == 0 => Ok(Some(t.clone())),
+                (_, Some(t)) => Err(at(&format!("{t:?} :lo12: relocation without its adrp"))),
+                (Some(Addr(a)), None) if rn != 31 => Ok(Some(shifted(a, off))),
+                _ => Ok(None),
+            }
+        };
+        if w & 0x9f00_0000 == 0x9000_0000 {
+            // adrp
+            reg[rd] = rel.map(|t| Page(t.clone()));
+        } else if w & 0x3f80_0000 == 0x1100_0000 && w >> 31 == 1 {
+            // add/sub (immediate), 64-bit, flags untouched
+            let imm = (((w >> 10) & 0xfff) as i64) << (12 * ((w >> 22) & 1));
+            let imm = if w & 0x4000_0000 != 0 { -imm } else { imm };
+            reg[rd] = match (&reg[rn], rel) {
+                (Some(Page(p)), Some(t)) if p == t && imm == 0 => Some(Addr(t.clone())),
+                (_, Some(t)) => {
+                    return Err(at(&format!("{t:?} :lo12: relocation without its adrp")))
+                }
+                (Some(Addr(a)), None) if rn != 31 => Some(Addr(shifted(a, imm))),
+                (Some(Const(c)), None) if rn != 31 => Some(Const(c + imm)),
+                (Some(Loaded(a, k)), None) if rn != 31 => Some(Loaded(a.clone(), k + imm)),
+                _ => None,
+            };
+        } else if w & 0xffe0_fc00 == 0x8b00_0000 && rel.is_none() {
+            // add xd, xn, xm (no shift)
+            let val = |r: usize| {
+                if r == 31 {
+                    Some(Const(0))
+                } else {
+                    reg[r].clone()
+                }
+            };
+            reg[rd] = match (val(rn), val(rm)) {
+                (Some(Loaded(a, k)), Some(Const(c))) | (Some(Const(c)), Some(Loaded(a, k))) => {
+                    Some(Loaded(a, k + c))
+                }
+                (Some(Addr(a)), Some(Const(c))) | (Some(Const(c)), Some(Addr(a))) => {
+                    Some(Addr(shifted(&a, c)))
+                }
+                (Some(Const(a)), Some(Const(b))) => Some(Const(a + b)),
+                _ => None,
+            };
+        } else if w & 0xffe0_ffe0 == 0xaa00_03e0 && rel.is_none() {
+            // mov xd, xm
+            reg[rd] = if rm == 31 {
+                Some(Const(0))
+            } else {
+                reg[rm].clone()
+            };
+        } else if w & 0xff80_0000 == 0xd280_0000 && rel.is_none() {
+            // movz xd, #imm16, lsl #(16 * hw)
+            reg[rd] = Some(Const(
+                (((w >> 5) & 0xffff) as i64) << (16 * ((w >> 21) & 3)),
+            ));
+        } else if w & 0xff80_0000 == 0xf900_0000 || w & 0xffa0_0c00 == 0xf800_0000 {
+            // ldr/str xt, [xn, #uimm12 * 8]; ldur/stur xt, [xn, #simm9]
+            let load = w & 0x0040_0000 != 0;
+            let off = if w & 0x0100_0000 != 0 {
+                8 * ((w >> 10) & 0xfff) as i64
+            } else {
+                sext((w >> 12) & 0x1ff, 9)
+            };
+            let place = place(&reg, off)?;
+            if load {
+                reg[rd] = place.map(|p| {
+                    loads.push(p.clone());
+                    Loaded(p, 0)
+                });
+            } else if let Some(p) = place {
+                let value = if rd == 31 {
+                    Some(Const(0))
+                } else {
+                    reg[rd].clone()
+                };
+                match (&p, value) {
+                    (Target::Local(l), Some(Loaded(a, 1))) if a == p => out.increments.push(*l),
+                    (_, Some(Addr(v))) => {
+                        out.other.push(p.clone());
+                        out.other.push(v);
+                    }
+                    _ => out.other.push(p.clone()),
+                }
+            }
+        } else if (w & 0xffff_fc1f) == 0xd65f_0000 {
+            // ret
+            out.returned = match &reg[0] {
+                Some(Addr(Target::Local(l))) => Some(*l),
+                Some(Addr(t)) => return Err(format!("accessor returns an external object: {t:?}")),
+                _ => None,
+            };
+            let increments = &out.increments;
+            out.other.extend(
+                loads
+                    .into_iter()
+                    .filter(|t| !matches!(t, Target::Local(l) if increments.contains(l))),
+            );
+            return Ok(out);
+        } else if w == 0xd503_201f {
+            // nop
+        } else if w & 0x7c00_0000 == 0x1400_0000
+            || w & 0xff00_0010 == 0x5400_0000
+            || w & 0x7e00_0000 == 0x3400_0000
+            || w & 0x7e00_0000 == 0x3600_0000
+            || w & 0xff9f_fc1f == 0xd61f_0000
+        {
+            return Err(at("branch or call in an accessor"));
+        } else if w & 0x0a00_0000 == 0x0800_0000 {
+            // any other load/store
+            if matches!(reg[rn], Some(Addr(_))) && rn != 31 || rel.is_some() {
+                return Err(at("unrecognized load/store through a known address"));
+            }
+            reg[rd] = None;
+            reg[((w >> 10) & 31) as usize] = None; // a pair's second register
+            if rn != 31 {
+                reg[rn] = None; // writeback
+            }
+        } else {
+            if let Some(t) = rel {
+                out.other.push(t.clone());
+            }
+            reg[rd] = None;
+        }
+    }
+    Err("no ret in the accessor".to_string())
 }
 
 // ---------------------------------------------------------------------------
