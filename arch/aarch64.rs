@@ -3,7 +3,8 @@
 //! shared libraries; every instruction is 4 bytes.
 
 use super::{
-    CodeReloc, CodeRelocKind, Func, Lazy, Scheme, StubSpec, Stubs, Sym, TableWalk, MODULE_TABLE,
+    CodeReloc, CodeRelocKind, Func, Lazy, Scheme, StubSpec, Stubs, Sym, TableWalk, FIX_TABLE,
+    MODULE_TABLE, PRISTINE_TABLE, XFIX_TABLE,
 };
 
 const RET: u32 = 0xd65f_03c0;
@@ -51,8 +52,8 @@ impl Asm {
         let mut w = u32::from_le_bytes(self.out.code[at..at + 4].try_into().unwrap());
         w |= match w >> 24 {
             0x14 | 0x94 => (delta as u32) & 0x03ff_ffff, // B, BL
-            0x54 | 0x34 | 0x35 => ((delta as u32) & 0x7_ffff) << 5, // B.cond, CBZ, CBNZ
-            _ => ((delta as u32) & 0x3fff) << 5,         // TBZ, TBNZ
+            0x54 | 0x34 | 0x35 | 0xb4 | 0xb5 => ((delta as u32) & 0x7_ffff) << 5, // B.cond, CBZ, CBNZ
+            _ => ((delta as u32) & 0x3fff) << 5,                                  // TBZ, TBNZ
         };
         self.out.code[at..at + 4].copy_from_slice(&w.to_le_bytes());
     }
@@ -130,16 +131,19 @@ fn accessor_tail(a: &mut Asm, spec: &StubSpec, code: u64) {
 
 impl Asm {
     /// Frame: x29, x30, x19..x22 saved (48 bytes).
+    /// Frame: x29, x30, x19..x24 saved (64 bytes).
     fn prologue(&mut self) {
-        self.ins(0xa9bd_7bfd); // stp x29, x30, [sp, #-48]!
+        self.ins(0xa9bc_7bfd); // stp x29, x30, [sp, #-64]!
         self.ins(0x9100_03fd); // mov x29, sp
         self.ins(0xa901_53f3); // stp x19, x20, [sp, #16]
         self.ins(0xa902_5bf5); // stp x21, x22, [sp, #32]
+        self.ins(0xa903_63f7); // stp x23, x24, [sp, #48]
     }
     fn epilogue(&mut self) {
+        self.ins(0xa943_63f7); // ldp x23, x24, [sp, #48]
         self.ins(0xa942_5bf5); // ldp x21, x22, [sp, #32]
         self.ins(0xa941_53f3); // ldp x19, x20, [sp, #16]
-        self.ins(0xa8c3_7bfd); // ldp x29, x30, [sp], #48
+        self.ins(0xa8c4_7bfd); // ldp x29, x30, [sp], #64
         self.ins(RET);
     }
     /// Call `callee` on data + each entry of [x19, x20) (x21 = data).
@@ -158,14 +162,69 @@ impl Asm {
         let next = self.pos();
         self.patch(to_next, next);
     }
-    /// x19, x20 <- the range of module w22's code objects in table 0.
-    fn module_range(&mut self, spec: &StubSpec) {
+    /// x9 <- module w22's entry in the module table (24 bytes each).
+    fn module_entry(&mut self, spec: &StubSpec) {
         self.address(9, Sym::Table(spec.table_start(MODULE_TABLE)));
-        self.ins(0x8b16_0d29); // add x9, x9, x22, lsl #3
+        self.ins(0x8b16_06ca); // add x10, x22, x22, lsl #1
+        self.ins(0x8b0a_0d29); // add x9, x9, x10, lsl #3
+    }
+    /// x19, x20 <- the range of module w22's code objects in table 0;
+    /// x10 = index of the first.
+    fn module_range(&mut self, spec: &StubSpec) {
+        self.module_entry(spec);
         self.ins(0x2940_2d2a); // ldp w10, w11, [x9]
         self.address(19, Sym::Table(spec.table_start(0)));
         self.ins(0x8b0a_0a73); // add x19, x19, x10, lsl #2
         self.ins(0x8b0b_0a74); // add x20, x19, x11, lsl #2
+    }
+    /// Apply module w22's fixups (x21 = data) unless done before in this
+    /// process; then set its "fixed up" flag.
+    fn fixups(&mut self, spec: &StubSpec, lazy: &Lazy) {
+        let n = spec.accessors.len() as u32;
+        self.address(9, Sym::Data(lazy.flags));
+        self.ins(0x5280_000c | ((n & 0xffff) << 5)); // movz w12, #n
+        self.ins(0x72a0_000c | ((n >> 16) << 5)); // movk w12, #n >> 16, lsl #16
+        self.ins(0x8b0c_0129); // add x9, x9, x12
+        self.ins(0x3876_692a); // ldrb w10, [x9, x22]
+        let to_done = self.branch(0x3500_000a); // cbnz w10, done
+        self.ins(0x5280_002a); // mov w10, #1
+        self.ins(0x3836_692a); // strb w10, [x9, x22]
+        self.module_entry(spec);
+        // Internal: *(u64 *)(data + off) += data.
+        self.ins(0x2941_2d2a); // ldp w10, w11, [x9, #8]
+        self.address(13, Sym::Table(spec.table_start(FIX_TABLE)));
+        self.ins(0x8b0a_09ad); // add x13, x13, x10, lsl #2
+        self.ins(0x8b0b_09ae); // add x14, x13, x11, lsl #2
+        let top = self.pos();
+        self.ins(0xeb0e_01bf); // cmp x13, x14
+        let to_ext = self.branch(0x5400_0002); // b.hs ext
+        self.ins(0xb840_45af); // ldr w15, [x13], #4
+        self.ins(0xf86f_6ab0); // ldr x16, [x21, x15]
+        self.ins(0x8b15_0210); // add x16, x16, x21
+        self.ins(0xf82f_6ab0); // str x16, [x21, x15]
+        let back = self.branch(0x1400_0000);
+        self.patch(back, top);
+        let ext = self.pos();
+        self.patch(to_ext, ext);
+        // External: *(u64 *)(data + off) += externs[i].
+        self.ins(0x2942_2d2a); // ldp w10, w11, [x9, #16]
+        self.address(13, Sym::Table(spec.table_start(XFIX_TABLE)));
+        self.ins(0x8b0a_0dad); // add x13, x13, x10, lsl #3
+        self.ins(0x8b0b_0dae); // add x14, x13, x11, lsl #3
+        self.address(12, Sym::Data(lazy.extern_table));
+        let top = self.pos();
+        self.ins(0xeb0e_01bf); // cmp x13, x14
+        let to_end = self.branch(0x5400_0002); // b.hs done
+        self.ins(0x28c1_41af); // ldp w15, w16, [x13], #8
+        self.ins(0xf870_7990); // ldr x16, [x12, x16, lsl #3]
+        self.ins(0xf86f_6ab1); // ldr x17, [x21, x15]
+        self.ins(0x8b10_0231); // add x17, x17, x16
+        self.ins(0xf82f_6ab1); // str x17, [x21, x15]
+        let back = self.branch(0x1400_0000);
+        self.patch(back, top);
+        let done = self.pos();
+        self.patch(to_end, done);
+        self.patch(to_done, done);
     }
     /// Return 0, or -1 through the failure branches; then the epilogue.
     fn return_status(&mut self, to_fail: Vec<usize>) {
@@ -207,6 +266,7 @@ fn assemble_lazy(a: &mut Asm, spec: &StubSpec, lazy: &Lazy) {
     a.prologue();
     a.ins(0x2a00_03f6); // mov w22, w0
     a.address(21, Sym::Data(0));
+    a.fixups(spec, lazy);
     a.module_range(spec);
     let mut to_fail = Vec::new();
     a.walk_loop(lazy.code_init, true, &mut to_fail);
@@ -262,7 +322,7 @@ fn assemble_lazy(a: &mut Asm, spec: &StubSpec, lazy: &Lazy) {
     let to_next = a.branch(0x3400_000a); // cbz w10, next
     a.ins(0x3836_693f); // strb wzr, [x9, x22]
     a.module_range(spec);
-    a.walk_loop(lazy.code_fini, false, &mut Vec::new());
+    restore_loop(a, spec, lazy);
     let next = a.pos();
     a.patch(to_next, next);
     a.ins(0x1100_06d6); // add w22, w22, #1
@@ -274,4 +334,62 @@ fn assemble_lazy(a: &mut Asm, spec: &StubSpec, lazy: &Lazy) {
     table_walks(a, spec, &lazy.fini_walks, &mut to_fail);
     a.return_status(to_fail);
     a.func(lazy.fini_name, start);
+}
+
+/// Finalize the code objects [x19, x20) of table 0 (x10 = index of the
+/// first): restore the pristine bytecode and fixed fields, calling the
+/// runtime's fini first only where it left state behind.
+fn restore_loop(a: &mut Asm, spec: &StubSpec, lazy: &Lazy) {
+    a.address(23, Sym::Table(spec.table_start(PRISTINE_TABLE)));
+    a.ins(0x8b0a_0ef7); // add x23, x23, x10, lsl #3
+    let top = a.pos();
+    a.ins(0xeb14_027f); // cmp x19, x20
+    let to_next = a.branch(0x5400_0002); // b.hs next
+    a.ins(0xb940_0269); // ldr w9, [x19]
+    a.ins(0x8b09_02a0); // add x0, x21, x9
+    let mut to_full = Vec::new();
+    for &off in &lazy.runtime_state {
+        a.ins(0xf940_000a | ((off / 8) << 10)); // ldr x10, [x0, #off]
+        to_full.push(a.branch(0xb500_000a)); // cbnz x10, full
+    }
+    let to_copy = a.branch(0x1400_0000); // b copy
+    let full = a.pos();
+    for j in to_full {
+        a.patch(j, full);
+    }
+    a.call(lazy.code_fini);
+    a.ins(0xb940_0269); // ldr w9, [x19]
+    a.ins(0x8b09_02a0); // add x0, x21, x9
+    let copy = a.pos();
+    a.patch(to_copy, copy);
+    for &(off, size, value) in &lazy.fixed {
+        a.ins(0x5280_000a | (((value as u32) & 0xffff) << 5)); // movz w10, #v
+        match size {
+            2 => a.ins(0x7900_000a | ((off / 2) << 10)), // strh w10, [x0, #off]
+            4 => {
+                a.ins(0x72a0_000a | ((((value as u32) >> 16) & 0xffff) << 5)); // movk w10, #v >> 16, lsl #16
+                a.ins(0xb900_000a | ((off / 4) << 10)) // str w10, [x0, #off]
+            }
+            _ => unreachable!("fixed code fields are 2 or 4 bytes"),
+        }
+    }
+    a.ins(0x2940_2eea); // ldp w10, w11, [x23]
+    a.address(12, Sym::Table(0));
+    a.ins(0x8b0a_018c); // add x12, x12, x10
+    a.ins(0x9100_000d | (lazy.code_adaptive << 10)); // add x13, x0, #code_adaptive
+    let to_end = a.branch(0x3400_000b); // cbz w11, end
+    let copy_top = a.pos();
+    a.ins(0x7840_258e); // ldrh w14, [x12], #2
+    a.ins(0x7800_25ae); // strh w14, [x13], #2
+    a.ins(0x7100_096b); // subs w11, w11, #2
+    let again = a.branch(0x5400_0001); // b.ne copy_top
+    a.patch(again, copy_top);
+    let end = a.pos();
+    a.patch(to_end, end);
+    a.ins(0x9100_1273); // add x19, x19, #4
+    a.ins(0x9100_22f7); // add x23, x23, #8
+    let back = a.branch(0x1400_0000); // b top
+    a.patch(back, top);
+    let next = a.pos();
+    a.patch(to_next, next);
 }

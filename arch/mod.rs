@@ -128,14 +128,36 @@ pub struct Lazy {
     pub fini_name: &'static str,
     pub code_init: &'static str,
     pub code_fini: &'static str,
-    /// Data offset of one flag byte per module (accessor order).
+    /// Data offset of the flag bytes: module i is initialized while
+    /// `flags + i` is set, and its pointers are fixed up once
+    /// `flags + n + i` is (n modules, accessor order).
     pub flags: u64,
+    /// Data offset of the table of external symbols' addresses that
+    /// external fixups index.
+    pub extern_table: u64,
     /// Walks run by Fini after the modules (3.11: string deallocs).
     pub fini_walks: Vec<TableWalk>,
+    /// Fini restores each code object's bytecode (at `code_adaptive`) from
+    /// its pristine copy (table [`PRISTINE_TABLE`]: offset from the start of
+    /// the read-only section, length) and rewrites the `fixed` fields
+    /// (offset, size, value); only when one of the `runtime_state` pointer
+    /// fields is set does it call `code_fini` first.
+    pub code_adaptive: u32,
+    pub fixed: Vec<(u32, u8, u64)>,
+    pub runtime_state: Vec<u32>,
 }
 
-/// The table of [`StubSpec::tables`] with the per-module code ranges.
+/// The table of [`StubSpec::tables`] with, per module, six 32-bit fields:
+/// first code-table index and count, first internal-fixup index and count,
+/// first external-fixup pair and count.
 pub const MODULE_TABLE: usize = 2;
+/// Internal fixups: data offsets of fields to which to add the data address.
+pub const FIX_TABLE: usize = 3;
+/// External fixups: (field offset, index into the extern address table).
+pub const XFIX_TABLE: usize = 4;
+/// Per code object (parallel to table 0): its pristine bytecode's offset
+/// in the read-only section, and length.
+pub const PRISTINE_TABLE: usize = 5;
 
 impl StubSpec {
     /// Byte offset of table `t` in the read-only section.

@@ -3,8 +3,8 @@
 //! System V and Windows x64 calling conventions.
 
 use super::{
-    Abi, CodeReloc, CodeRelocKind, Func, Lazy, Scheme, StubSpec, Stubs, Sym, TableWalk,
-    MODULE_TABLE,
+    Abi, CodeReloc, CodeRelocKind, Func, Lazy, Scheme, StubSpec, Stubs, Sym, TableWalk, FIX_TABLE,
+    MODULE_TABLE, PRISTINE_TABLE, XFIX_TABLE,
 };
 
 struct Asm {
@@ -117,20 +117,35 @@ impl Asm {
         let shadow = if self.abi == Abi::Win64 { 32 } else { 0 };
         (pad + shadow) as u8
     }
+    /// Registers pushed: rbx, rbp, r12, and with `more` r13, r14 (and on
+    /// Windows rdi, rsi, which are callee-saved there).
+    fn pushes(&self, more: bool) -> usize {
+        match (more, self.abi) {
+            (false, _) => 3,
+            (true, Abi::SysV) => 5,
+            (true, Abi::Win64) => 7,
+        }
+    }
     fn prologue(&mut self, more: bool) {
         self.bytes(&[0x53, 0x55, 0x41, 0x54]); // push rbx; push rbp; push r12
         if more {
             self.bytes(&[0x41, 0x55, 0x41, 0x56]); // push r13; push r14
+            if self.abi == Abi::Win64 {
+                self.bytes(&[0x57, 0x56]); // push rdi; push rsi
+            }
         }
-        let f = self.frame_size(if more { 5 } else { 3 });
+        let f = self.frame_size(self.pushes(more));
         if f != 0 {
             self.bytes(&[0x48, 0x83, 0xec, f]); // sub $f, %rsp
         }
     }
     fn epilogue(&mut self, more: bool) {
-        let f = self.frame_size(if more { 5 } else { 3 });
+        let f = self.frame_size(self.pushes(more));
         if f != 0 {
             self.bytes(&[0x48, 0x83, 0xc4, f]); // add $f, %rsp
+        }
+        if more && self.abi == Abi::Win64 {
+            self.bytes(&[0x5e, 0x5f]); // pop rsi; pop rdi
         }
         if more {
             self.bytes(&[0x41, 0x5e, 0x41, 0x5d]); // pop r14; pop r13
@@ -162,14 +177,71 @@ impl Asm {
         self.patch8(back, top);
         self.here(&[to_next]);
     }
+    /// rax <- module r13's entry in the module table (24 bytes each).
+    fn module_entry(&mut self, spec: &StubSpec) {
+        self.lea(Reg::Rax, Sym::Table(spec.table_start(MODULE_TABLE)));
+        self.bytes(&[0x4b, 0x8d, 0x4c, 0x6d, 0x00]); // lea 0(%r13,%r13,2), %rcx
+        self.bytes(&[0x48, 0x8d, 0x04, 0xc8]); // lea (%rax,%rcx,8), %rax
+    }
     /// rbx, rbp <- the range of module r13's code objects in table 0.
     fn module_range(&mut self, spec: &StubSpec) {
-        self.lea(Reg::Rax, Sym::Table(spec.table_start(MODULE_TABLE)));
-        self.bytes(&[0x42, 0x8b, 0x0c, 0xe8]); // mov (%rax,%r13,8), %ecx
-        self.bytes(&[0x42, 0x8b, 0x54, 0xe8, 0x04]); // mov 4(%rax,%r13,8), %edx
+        self.module_entry(spec);
+        self.bytes(&[0x8b, 0x08]); // mov (%rax), %ecx
+        self.bytes(&[0x8b, 0x50, 0x04]); // mov 4(%rax), %edx
         self.lea(Reg::Rbx, Sym::Table(spec.table_start(0)));
         self.bytes(&[0x48, 0x8d, 0x1c, 0x8b]); // lea (%rbx,%rcx,4), %rbx
         self.bytes(&[0x48, 0x8d, 0x2c, 0x93]); // lea (%rbx,%rdx,4), %rbp
+    }
+    /// Apply module r13's fixups (r12 = data) unless done before in this
+    /// process; then set its "fixed up" flag.
+    fn fixups(&mut self, spec: &StubSpec, lazy: &Lazy) {
+        let n = spec.accessors.len() as u32;
+        self.lea(Reg::Rax, Sym::Data(lazy.flags));
+        self.bytes(&[0x42, 0x80, 0xbc, 0x28]); // cmpb $0, n(%rax,%r13)
+        self.bytes(&n.to_le_bytes());
+        self.bytes(&[0x00]);
+        let to_done = self.jump32(&[0x0f, 0x85]); // jne done
+        self.bytes(&[0x42, 0xc6, 0x84, 0x28]); // movb $1, n(%rax,%r13)
+        self.bytes(&n.to_le_bytes());
+        self.bytes(&[0x01]);
+        self.module_entry(spec);
+        self.bytes(&[0x49, 0x89, 0xc6]); // mov %rax, %r14
+                                         // Internal: *(u64 *)(data + off) += data.
+        self.bytes(&[0x8b, 0x48, 0x08]); // mov 8(%rax), %ecx
+        self.bytes(&[0x8b, 0x50, 0x0c]); // mov 12(%rax), %edx
+        self.lea(Reg::Rbx, Sym::Table(spec.table_start(FIX_TABLE)));
+        self.bytes(&[0x48, 0x8d, 0x1c, 0x8b]); // lea (%rbx,%rcx,4), %rbx
+        self.bytes(&[0x48, 0x8d, 0x2c, 0x93]); // lea (%rbx,%rdx,4), %rbp
+        let top = self.pos();
+        self.bytes(&[0x48, 0x39, 0xeb]); // cmp %rbp, %rbx
+        let to_ext = self.jump8(0x73); // jae ext
+        self.bytes(&[0x8b, 0x03]); // mov (%rbx), %eax
+        self.bytes(&[0x4d, 0x01, 0x24, 0x04]); // add %r12, (%r12,%rax)
+        self.bytes(&[0x48, 0x83, 0xc3, 0x04]); // add $4, %rbx
+        let back = self.jump8(0xeb);
+        self.patch8(back, top);
+        self.here(&[to_ext]);
+        // External: *(u64 *)(data + off) += externs[i].
+        self.bytes(&[0x41, 0x8b, 0x4e, 0x10]); // mov 16(%r14), %ecx
+        self.bytes(&[0x41, 0x8b, 0x56, 0x14]); // mov 20(%r14), %edx
+        self.lea(Reg::Rbx, Sym::Table(spec.table_start(XFIX_TABLE)));
+        self.bytes(&[0x48, 0x8d, 0x1c, 0xcb]); // lea (%rbx,%rcx,8), %rbx
+        self.bytes(&[0x48, 0x8d, 0x2c, 0xd3]); // lea (%rbx,%rdx,8), %rbp
+        self.bytes(&[0x4c, 0x8d, 0x35]); // lea externs(%rip), %r14
+        self.rip32(Sym::Data(lazy.extern_table), 0);
+        let top = self.pos();
+        self.bytes(&[0x48, 0x39, 0xeb]); // cmp %rbp, %rbx
+        let to_done2 = self.jump8(0x73); // jae done
+        self.bytes(&[0x8b, 0x03]); // mov (%rbx), %eax
+        self.bytes(&[0x8b, 0x4b, 0x04]); // mov 4(%rbx), %ecx
+        self.bytes(&[0x49, 0x8b, 0x14, 0xce]); // mov (%r14,%rcx,8), %rdx
+        self.bytes(&[0x49, 0x01, 0x14, 0x04]); // add %rdx, (%r12,%rax)
+        self.bytes(&[0x48, 0x83, 0xc3, 0x08]); // add $8, %rbx
+        let back = self.jump8(0xeb);
+        self.patch8(back, top);
+        self.here(&[to_done2]);
+        let done = self.pos();
+        self.patch32(to_done, done);
     }
     /// Return 0, or -1 through the failure jumps.
     fn return_status(&mut self, to_fail: Vec<usize>, more: bool) {
@@ -262,6 +334,7 @@ fn assemble_lazy(a: &mut Asm, spec: &StubSpec, lazy: &Lazy) {
         Abi::Win64 => a.bytes(&[0x41, 0x89, 0xcd]), // mov %ecx, %r13d
     }
     a.lea(Reg::R12, Sym::Data(0));
+    a.fixups(spec, lazy);
     a.module_range(spec);
     let mut to_fail = Vec::new();
     a.walk_loop(lazy.code_init, true, &mut to_fail);
@@ -313,11 +386,12 @@ fn assemble_lazy(a: &mut Asm, spec: &StubSpec, lazy: &Lazy) {
     let to_done = a.jump32(&[0x0f, 0x83]); // jae done
     a.lea(Reg::Rax, Sym::Data(lazy.flags));
     a.bytes(&[0x42, 0x80, 0x3c, 0x28, 0x00]); // cmpb $0, (%rax,%r13)
-    let to_next = a.jump8(0x74); // je next
+    let to_next = a.jump32(&[0x0f, 0x84]); // je next
     a.bytes(&[0x42, 0xc6, 0x04, 0x28, 0x00]); // movb $0, (%rax,%r13)
     a.module_range(spec);
-    a.walk_loop(lazy.code_fini, false, &mut Vec::new());
-    a.here(&[to_next]);
+    restore_loop(a, spec, lazy);
+    let next = a.pos();
+    a.patch32(to_next, next);
     a.bytes(&[0x41, 0xff, 0xc5]); // inc %r13d
     let back = a.jump32(&[0xe9]); // jmp mloop
     a.patch32(back, mloop);
@@ -327,4 +401,62 @@ fn assemble_lazy(a: &mut Asm, spec: &StubSpec, lazy: &Lazy) {
     table_walks(a, spec, &lazy.fini_walks, &mut to_fail);
     a.return_status(to_fail, true);
     a.func(lazy.fini_name, start);
+}
+
+/// Finalize the code objects [rbx, rbp) of table 0 (rcx = index of the
+/// first): restore the pristine bytecode and fixed fields, calling the
+/// runtime's fini first only where it left state behind.
+fn restore_loop(a: &mut Asm, spec: &StubSpec, lazy: &Lazy) {
+    a.lea(Reg::Rax, Sym::Table(spec.table_start(PRISTINE_TABLE)));
+    a.bytes(&[0x4c, 0x8d, 0x34, 0xc8]); // lea (%rax,%rcx,8), %r14
+    let top = a.pos();
+    a.bytes(&[0x48, 0x39, 0xeb]); // cmp %rbp, %rbx
+    let to_next = a.jump32(&[0x0f, 0x83]); // jae next
+    a.bytes(&[0x8b, 0x3b, 0x4c, 0x01, 0xe7]); // mov (%rbx),%edi; add %r12,%rdi
+    let mut to_full = Vec::new();
+    for &off in &lazy.runtime_state {
+        a.bytes(&[0x48, 0x83, 0xbf]); // cmpq $0, off(%rdi)
+        a.bytes(&off.to_le_bytes());
+        a.bytes(&[0x00]);
+        to_full.push(a.jump32(&[0x0f, 0x85])); // jne full
+    }
+    let to_copy = a.jump8(0xeb); // jmp copy
+    let full = a.pos();
+    for j in to_full {
+        a.patch32(j, full);
+    }
+    if a.abi == Abi::Win64 {
+        a.bytes(&[0x48, 0x89, 0xf9]); // mov %rdi, %rcx
+    }
+    a.call(lazy.code_fini);
+    a.bytes(&[0x8b, 0x3b, 0x4c, 0x01, 0xe7]); // mov (%rbx),%edi; add %r12,%rdi
+    a.here(&[to_copy]);
+    for &(off, size, value) in &lazy.fixed {
+        match size {
+            2 => {
+                a.bytes(&[0x66, 0xc7, 0x87]); // movw $v, off(%rdi)
+                a.bytes(&off.to_le_bytes());
+                a.bytes(&(value as u16).to_le_bytes());
+            }
+            4 => {
+                a.bytes(&[0xc7, 0x87]); // movl $v, off(%rdi)
+                a.bytes(&off.to_le_bytes());
+                a.bytes(&(value as u32).to_le_bytes());
+            }
+            _ => unreachable!("fixed code fields are 2 or 4 bytes"),
+        }
+    }
+    a.bytes(&[0x41, 0x8b, 0x36]); // mov (%r14), %esi
+    a.bytes(&[0x41, 0x8b, 0x4e, 0x04]); // mov 4(%r14), %ecx
+    a.lea(Reg::Rax, Sym::Table(0));
+    a.bytes(&[0x48, 0x01, 0xc6]); // add %rax, %rsi
+    a.bytes(&[0x48, 0x81, 0xc7]); // add $code_adaptive, %rdi
+    a.bytes(&lazy.code_adaptive.to_le_bytes());
+    a.bytes(&[0xf3, 0xa4]); // rep movsb
+    a.bytes(&[0x48, 0x83, 0xc3, 0x04]); // add $4, %rbx
+    a.bytes(&[0x49, 0x83, 0xc6, 0x08]); // add $8, %r14
+    let back = a.jump32(&[0xe9]); // jmp top
+    a.patch32(back, top);
+    let next = a.pos();
+    a.patch32(to_next, next);
 }

@@ -282,7 +282,12 @@ pub fn build_object(
     tables: Option<&Tables>,
 ) -> Result<(Vec<u8>, Stats)> {
     let l = opts.layout;
-    let mut image = place::place(graph, l, opts.target.wchar_size)?;
+    let mut image = place::place(
+        graph,
+        l,
+        opts.target.wchar_size,
+        l.runtime_shift(opts.target.arch),
+    )?;
     if let Some(t) = tables {
         crate::tables::append(&mut image, l, t);
     }
@@ -294,16 +299,40 @@ pub fn build_object(
             check_result: false,
         })
     };
+    let mut tables;
+    let mut blob = Vec::new();
     let scheme = if opts.lazy {
+        image.defer_relocations();
+        let flags = image.add_module_flags();
+        tables = image.tables()?;
+        // The pristine bytecode follows the tables and their sentinel.
+        let (pristine, mut entries) = image.pristine_bytecode(l.code.code_adaptive);
+        let base =
+            4 * (tables.iter().map(Vec::len).sum::<usize>() as u32 + entries.len() as u32 + 1);
+        for e in entries.iter_mut().step_by(2) {
+            *e += base;
+        }
+        tables.push(entries);
+        blob = pristine;
         Scheme::Lazy(Lazy {
             init_name: l.sym.deepfreeze_init,
             fini_name: l.sym.deepfreeze_fini,
             code_init: l.sym.code_init,
             code_fini: l.sym.code_fini,
-            flags: image.add_module_flags(),
+            flags,
+            extern_table: image.fixups.as_ref().map_or(0, |f| f.extern_table),
             fini_walks: str_walk(l.sym.deepfreeze_fini).into_iter().collect(),
+            code_adaptive: l.code.code_adaptive,
+            fixed: l
+                .code
+                .fixed
+                .iter()
+                .map(|&(f, v)| (f.off, f.size, v))
+                .collect(),
+            runtime_state: l.code.runtime_state.iter().map(|f| f.off).collect(),
         })
     } else {
+        tables = image.tables()?;
         let mut walks = vec![
             TableWalk {
                 name: l.sym.deepfreeze_init,
@@ -321,7 +350,6 @@ pub fn build_object(
         walks.extend(str_walk(l.sym.deepfreeze_fini));
         Scheme::Eager { walks }
     };
-    let tables = image.tables()?;
     let spec = StubSpec {
         abi: opts.target.abi,
         accessors: image
@@ -334,7 +362,7 @@ pub fn build_object(
         scheme,
     };
     let stubs = opts.target.arch.assemble(&spec);
-    let bytes = objfile::write(&opts.target, &image, &tables, &stubs)?;
+    let bytes = objfile::write(&opts.target, &image, &tables, &blob, &stubs)?;
     let stats = Stats {
         modules: graph.modules.len(),
         code_objects: image.codes.len(),

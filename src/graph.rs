@@ -202,6 +202,9 @@ fn same_constant(a: &Obj, b: &Obj) -> bool {
     }
 }
 
+/// Owner of objects that more than one module reaches.
+pub const SHARED: u32 = u32::MAX;
+
 /// A frozen module: its name and its top-level code object.
 #[derive(Clone, Debug)]
 pub struct Module {
@@ -250,6 +253,56 @@ impl Graph {
         let id = ObjId(self.nodes.len() as u32);
         self.nodes.push(obj);
         id
+    }
+
+    /// The objects `id` points to (a code object's bytecode is inline, not
+    /// an object).
+    pub fn children(&self, id: ObjId) -> Vec<ObjId> {
+        match self.get(id) {
+            Obj::Tuple(items) | Obj::FrozenSet(items) => items.clone(),
+            Obj::Code(c) => vec![
+                c.consts,
+                c.names,
+                c.localsplusnames,
+                c.localspluskinds,
+                c.filename,
+                c.name,
+                c.qualname,
+                c.linetable,
+                c.exceptiontable,
+            ],
+            _ => Vec::new(),
+        }
+    }
+
+    /// For each object, the one module whose top level reaches it, or
+    /// [`SHARED`] if several do (or `SHARED` for unreachable objects).
+    pub fn owners(&self) -> Vec<u32> {
+        const UNSET: u32 = u32::MAX - 1;
+        let n = self.nodes.len();
+        let mut owner = vec![UNSET; n];
+        let mut seen_by = vec![u32::MAX; n];
+        for (mi, m) in self.modules.iter().enumerate() {
+            let mi = mi as u32;
+            let mut stack = vec![m.code];
+            while let Some(id) = stack.pop() {
+                let i = id.0 as usize;
+                if seen_by[i] == mi {
+                    continue;
+                }
+                seen_by[i] = mi;
+                owner[i] = if owner[i] == UNSET || owner[i] == mi {
+                    mi
+                } else {
+                    SHARED
+                };
+                stack.extend(self.children(id));
+            }
+        }
+        owner
+            .iter()
+            .map(|&o| if o == UNSET { SHARED } else { o })
+            .collect()
     }
 
     /// Code objects in the order CPython's generator numbers them

@@ -27,6 +27,10 @@ pub enum Target {
 pub struct Reloc {
     pub offset: u64,
     pub target: Target,
+    /// The module whose objects alone hold this pointer, or
+    /// [`crate::graph::SHARED`] (lazy initialization relocates a module's
+    /// own pointers itself, on its first use).
+    pub owner: u32,
 }
 
 /// One frozen module's accessor.
@@ -45,6 +49,8 @@ pub struct Image {
     pub relocs: Vec<Reloc>,
     /// Data offsets of every code object, in the order Init visits them.
     pub codes: Vec<u64>,
+    /// Bytecode length of each of `codes`.
+    pub code_lens: Vec<u32>,
     /// Data offsets of every string object we emitted (not the runtime's).
     pub strs: Vec<u64>,
     /// How many of `codes` belong to each module, in module order (they
@@ -55,12 +61,29 @@ pub struct Image {
     pub next_func_version: u32,
     /// Global data symbols: (name, data offset, size).
     pub symbols: Vec<(&'static str, u64, u64)>,
+    /// With lazy initialization, the pointers it relocates itself.
+    pub fixups: Option<Fixups>,
+}
+
+/// Pointers that lazy initialization relocates itself, per module.
+#[derive(Debug, Default, Clone)]
+pub struct Fixups {
+    /// Data offsets of fields holding a data offset: add the data address.
+    pub internal: Vec<Vec<u32>>,
+    /// (data offset of a field holding an addend, index into `externs`):
+    /// add that symbol's address.
+    pub external: Vec<Vec<(u32, u32)>>,
+    /// The external symbols, and the data offset of the table of their
+    /// addresses (relocated by the loader, like the shared objects).
+    pub externs: Vec<&'static str>,
+    pub extern_table: u64,
 }
 
 impl Image {
     /// The 32-bit tables the stubs walk: data offsets of the code objects
-    /// (0), of the strings (1), and per module its first index into table 0
-    /// and its number of code objects (2).
+    /// (0), of the strings (1); per module (2): first index into table 0,
+    /// count, first index into table 3, count, first pair of table 4,
+    /// count; internal fixups (3); external fixups, as pairs (4).
     pub fn tables(&self) -> Result<Vec<Vec<u32>>> {
         let offs = |v: &[u64]| -> Result<Vec<u32>> {
             v.iter()
@@ -70,13 +93,92 @@ impl Image {
                 })
                 .collect()
         };
-        let mut modules = Vec::with_capacity(2 * self.module_codes.len());
-        let mut start = 0u32;
-        for &n in &self.module_codes {
-            modules.extend([start, n as u32]);
-            start += n as u32;
+        let none = Fixups::default();
+        let f = self.fixups.as_ref().unwrap_or(&none);
+        let mut modules = Vec::with_capacity(6 * self.module_codes.len());
+        let (mut code, mut fix, mut xfix) = (0u32, 0u32, 0u32);
+        for (m, &n) in self.module_codes.iter().enumerate() {
+            let nf = f.internal.get(m).map_or(0, |v| v.len()) as u32;
+            let nx = f.external.get(m).map_or(0, |v| v.len()) as u32;
+            modules.extend([code, n as u32, fix, nf, xfix, nx]);
+            (code, fix, xfix) = (code + n as u32, fix + nf, xfix + nx);
         }
-        Ok(vec![offs(&self.codes)?, offs(&self.strs)?, modules])
+        let internal: Vec<u32> = f.internal.iter().flatten().copied().collect();
+        let external: Vec<u32> = f
+            .external
+            .iter()
+            .flatten()
+            .flat_map(|&(o, i)| [o, i])
+            .collect();
+        Ok(vec![
+            offs(&self.codes)?,
+            offs(&self.strs)?,
+            modules,
+            internal,
+            external,
+        ])
+    }
+
+    /// The pristine bytecode of every code object, concatenated, and per
+    /// code object (offset in that blob, length) as table entries.
+    pub fn pristine_bytecode(&self, code_adaptive: u32) -> (Vec<u8>, Vec<u32>) {
+        let mut blob = Vec::new();
+        let mut table = Vec::with_capacity(2 * self.codes.len());
+        for (&c, &n) in self.codes.iter().zip(&self.code_lens) {
+            let at = (c + code_adaptive as u64) as usize;
+            table.extend([blob.len() as u32, n]);
+            blob.extend_from_slice(&self.data[at..at + n as usize]);
+        }
+        (blob, table)
+    }
+
+    /// Lazy initialization: turn every pointer that only one module's
+    /// objects hold into a fixup that module's first use applies, leaving
+    /// the loader only the shared objects (and the tables) to relocate.
+    pub fn defer_relocations(&mut self) {
+        let n = self.module_codes.len();
+        let mut f = Fixups {
+            internal: vec![Vec::new(); n],
+            external: vec![Vec::new(); n],
+            ..Fixups::default()
+        };
+        let mut kept = Vec::with_capacity(self.relocs.len());
+        for r in std::mem::take(&mut self.relocs) {
+            let (m, value) = match (r.owner, r.target) {
+                (crate::graph::SHARED, _) | (_, Target::Accessor(_)) => {
+                    kept.push(r);
+                    continue;
+                }
+                (m, Target::Data(off)) => {
+                    f.internal[m as usize].push(r.offset as u32);
+                    (m, off)
+                }
+                (m, Target::Extern(name, addend)) => {
+                    let idx = match f.externs.iter().position(|&e| e == name) {
+                        Some(i) => i,
+                        None => {
+                            f.externs.push(name);
+                            f.externs.len() - 1
+                        }
+                    };
+                    f.external[m as usize].push((r.offset as u32, idx as u32));
+                    (m, addend)
+                }
+            };
+            let _ = m;
+            let at = r.offset as usize;
+            self.data[at..at + 8].copy_from_slice(&value.to_le_bytes());
+        }
+        self.relocs = kept;
+        f.extern_table = self.alloc(8 * f.externs.len() as u64);
+        for (i, &name) in f.externs.iter().enumerate() {
+            self.relocs.push(Reloc {
+                offset: f.extern_table + 8 * i as u64,
+                target: Target::Extern(name, 0),
+                owner: crate::graph::SHARED,
+            });
+        }
+        self.fixups = Some(f);
     }
 
     /// Append `size` zeroed bytes, aligned to a pointer; returns their offset.
@@ -87,12 +189,10 @@ impl Image {
         off
     }
 
-    /// Append one zeroed flag byte per module; returns their data offset.
+    /// Append two zeroed flag bytes per module (initialized: `at + i`;
+    /// fixed up: `at + n + i`); returns their data offset.
     pub fn add_module_flags(&mut self) -> u64 {
-        let at = (self.data.len() as u64).div_ceil(ALIGN) * ALIGN;
-        self.data
-            .resize((at + self.module_codes.len() as u64) as usize, 0);
-        at
+        self.alloc(2 * self.module_codes.len() as u64)
     }
 }
 
@@ -118,23 +218,31 @@ struct Placer<'a> {
     l: &'static Layout,
     /// `sizeof(wchar_t)` on the target.
     wchar_size: u64,
+    /// Added to every offset into the runtime's shared objects.
+    rt_shift: u32,
     img: Image,
     place: Vec<Place>,
     /// co_version of each code object.
     version: Vec<u32>,
+    /// Owner module of each object, and of the one being emitted.
+    owners: Vec<u32>,
+    owner: u32,
 }
 
 /// Lay out the whole graph for a target whose `wchar_t` has `wchar_size`
 /// bytes.
-pub fn place(graph: &Graph, l: &'static Layout, wchar_size: u8) -> Result<Image> {
+pub fn place(graph: &Graph, l: &'static Layout, wchar_size: u8, rt_shift: u32) -> Result<Image> {
     let n = graph.nodes.len();
     let mut p = Placer {
         graph,
         l,
         wchar_size: wchar_size as u64,
+        rt_shift,
         img: Image::default(),
         place: vec![Place::Skip; n],
         version: vec![0; n],
+        owners: graph.owners(),
+        owner: crate::graph::SHARED,
     };
     p.mark_reachable();
     let (order, per_module) = graph.code_postorder();
@@ -147,12 +255,17 @@ pub fn place(graph: &Graph, l: &'static Layout, wchar_size: u8) -> Result<Image>
     // built bottom-up), so one pass in id order finds every child placed.
     for i in 0..n {
         if let Place::Unplaced = p.place[i] {
+            p.owner = p.owners[i];
             let t = p.emit(ObjId(i as u32))?;
             p.place[i] = Place::At(t);
         }
     }
+    p.owner = crate::graph::SHARED;
     for id in order {
         if let Place::At(Target::Data(off)) = p.place[id.0 as usize] {
+            if let Obj::Code(c) = graph.get(id) {
+                p.img.code_lens.push(c.code.len() as u32);
+            }
             p.img.codes.push(off);
         }
     }
@@ -189,21 +302,7 @@ impl Placer<'_> {
                 continue;
             }
             *slot = Place::Unplaced;
-            match self.graph.get(id) {
-                Obj::Tuple(items) | Obj::FrozenSet(items) => stack.extend(items.iter().copied()),
-                Obj::Code(c) => stack.extend([
-                    c.consts,
-                    c.names,
-                    c.localsplusnames,
-                    c.localspluskinds,
-                    c.filename,
-                    c.name,
-                    c.qualname,
-                    c.linetable,
-                    c.exceptiontable,
-                ]),
-                _ => {}
-            }
+            stack.extend(self.graph.children(id));
         }
     }
 
@@ -254,6 +353,7 @@ impl Placer<'_> {
 
     fn ptr(&mut self, obj: u64, f: Field, t: Target) {
         self.img.relocs.push(Reloc {
+            owner: self.owner,
             offset: obj + f.off as u64,
             target: t,
         });
@@ -273,7 +373,7 @@ impl Placer<'_> {
     }
 
     fn runtime(&self, off: u32) -> Target {
-        Target::Extern(self.l.runtime.symbol, off as u64)
+        Target::Extern(self.l.runtime.symbol, (off + self.rt_shift) as u64)
     }
 
     // --- one function per type ---------------------------------------------

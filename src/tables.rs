@@ -32,12 +32,14 @@ pub fn append(img: &mut Image, l: &Layout, t: &Tables) {
         let slot = aliases + 2 * ptr * i as u64;
         let s = c_string(img, alias);
         img.relocs.push(crate::place::Reloc {
+            owner: crate::graph::SHARED,
             offset: slot,
             target: Target::Data(s),
         });
         if let Some(orig) = orig {
             let s = c_string(img, orig);
             img.relocs.push(crate::place::Reloc {
+                owner: crate::graph::SHARED,
                 offset: slot + ptr,
                 target: Target::Data(s),
             });
@@ -54,6 +56,7 @@ fn write_entry(img: &mut Image, l: &Layout, at: u64, e: &Entry) {
     let fl = &l.frozen;
     let name = c_string(img, &e.name);
     img.relocs.push(crate::place::Reloc {
+        owner: crate::graph::SHARED,
         offset: at + fl.name.off as u64,
         target: Target::Data(name),
     });
@@ -61,6 +64,7 @@ fn write_entry(img: &mut Image, l: &Layout, at: u64, e: &Entry) {
         let code = img.alloc(bytes.len() as u64);
         img.data[code as usize..code as usize + bytes.len()].copy_from_slice(bytes);
         img.relocs.push(crate::place::Reloc {
+            owner: crate::graph::SHARED,
             offset: at + fl.code.off as u64,
             target: Target::Data(code),
         });
@@ -80,6 +84,7 @@ fn write_entry(img: &mut Image, l: &Layout, at: u64, e: &Entry) {
     if let Some(get_code) = &e.get_code {
         if let Some(i) = img.accessors.iter().position(|a| a.symbol == *get_code) {
             img.relocs.push(crate::place::Reloc {
+                owner: crate::graph::SHARED,
                 offset: at + fl.get_code.off as u64,
                 target: Target::Accessor(i as u32),
             });
@@ -103,6 +108,7 @@ fn pointer_var(img: &mut Image, name: &'static str, to: Option<u64>, ptr: u64) {
     let at = img.alloc(ptr);
     if let Some(to) = to {
         img.relocs.push(crate::place::Reloc {
+            owner: crate::graph::SHARED,
             offset: at,
             target: Target::Data(to),
         });

@@ -44,8 +44,11 @@ def source_of(name):
         # Frozen stdlib modules: their source still sits in the stdlib.
         if spec is not None and spec.origin == "frozen":
             parent, _, last = name.rpartition(".")
-            path = importlib.import_module(parent).__path__ if parent else None
-            spec = importlib.machinery.PathFinder.find_spec(name, path)
+            try:
+                path = importlib.import_module(parent).__path__ if parent else None
+                spec = importlib.machinery.PathFinder.find_spec(name, path)
+            except Exception:
+                return None
             if spec is None or not spec.origin or not spec.origin.endswith(".py"):
                 return None
         else:
@@ -97,7 +100,7 @@ for arg in sys.argv[2:]:
         probe = ("import sys\nexec(compile(sys.argv[1], '<trace>', 'exec'))\n"
                  "for n, m in sorted(sys.modules.items()):\n"
                  "    s = getattr(m, '__spec__', None)\n"
-                 "    if n != '__main__' and s is not None and s.origin and s.origin.endswith('.py'):\n"
+                 "    if n != '__main__' and getattr(m, '__name__', None) == n and s is not None and s.origin and s.origin.endswith('.py'):\n"
                  "        print(n)\n")
         r = subprocess.run([sys.executable, "-X", "frozen_modules=off", "-c", probe, value],
                            capture_output=True, text=True)

@@ -71,6 +71,11 @@ pub struct CodeLayout {
     pub nplaincellvars: Option<Field>,
     /// Fields every code object gets a fixed value in (3.11 `co_warmup`).
     pub fixed: &'static [(Field, u64)],
+    /// Pointers the runtime fills in while the code runs (cached objects,
+    /// extra data, weak references, monitoring data). While all are NULL,
+    /// finalizing a code object amounts to restoring its bytecode and the
+    /// `fixed` fields; otherwise the runtime's per-code fini must run.
+    pub runtime_state: &'static [Field],
     pub opcode_resume: u8,
     pub co_fast_local: u8,
     pub co_fast_cell: u8,
@@ -168,6 +173,10 @@ pub struct RuntimeLayout {
     /// The global string table (`_Py_STR`, `_Py_ID`): value -> offset,
     /// sorted by value.
     pub global_strings: &'static [(&'static str, u32)],
+    /// Architectures on which every offset above is larger by this much
+    /// (3.11: members before the shared objects embed a pthread mutex,
+    /// 40 bytes on x86_64 Linux and 48 on aarch64 Linux, twice).
+    pub arch_shift: &'static [(crate::arch::Arch, u32)],
 }
 
 /// Symbols the frozen object references and defines.
@@ -252,6 +261,15 @@ impl Layout {
                  3.11 and 3.12 only)"
             ))),
         }
+    }
+
+    /// How much the runtime's shared objects move on `arch`.
+    pub fn runtime_shift(&self, arch: crate::arch::Arch) -> u32 {
+        self.runtime
+            .arch_shift
+            .iter()
+            .find(|(a, _)| *a == arch)
+            .map_or(0, |&(_, s)| s)
     }
 
     /// Parse "3.12" and look the version up.

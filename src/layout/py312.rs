@@ -46,6 +46,8 @@ pub static LAYOUT: Layout = Layout {
         firsttraceable: Some(f(176, 4)),
         nplaincellvars: None,
         fixed: &[],
+        // co_weakreflist, _co_cached, _co_monitoring, co_extra
+        runtime_state: &[f(144, 8), f(152, 8), f(168, 8), f(184, 8)],
         // (sizeof(_PyInterpreterFrame) - 1) / sizeof(PyObject *) = 79 / 8
         frame_specials_size: 9,
         opcode_resume: 151,
@@ -102,6 +104,8 @@ pub static LAYOUT: Layout = Layout {
         ascii_chars: Some((61912, 48)),
         latin1_chars: Some((68056, 64)),
         global_strings: strings::GLOBAL_STRINGS,
+        // static_objects comes before any lock in 3.12's _PyRuntimeState.
+        arch_shift: &[],
     },
     sym: Symbols {
         code_type: "PyCode_Type",

@@ -100,6 +100,7 @@ pub fn write(
     target: &Target,
     image: &Image,
     tables: &[Vec<u32>],
+    blob: &[u8],
     stubs: &Stubs,
 ) -> Result<Vec<u8>> {
     let format = match target.format {
@@ -140,6 +141,8 @@ pub fn write(
     for &v in tables.iter().flatten().chain([&0]) {
         table.extend_from_slice(&v.to_le_bytes());
     }
+    // Read-only bytes the tables point into (pristine bytecode).
+    table.extend_from_slice(blob);
     w.obj.append_section_data(rodata, &table, 4);
 
     // Code refers to local anchor symbols with addend 0 in every format
