@@ -359,10 +359,20 @@ impl<'a> Reader<'a, '_> {
     }
 
     fn code(&mut self) -> Result<ObjId> {
-        let argcount = self.i32("co_argcount")?;
-        let posonlyargcount = self.i32("co_posonlyargcount")?;
-        let kwonlyargcount = self.i32("co_kwonlyargcount")?;
-        let stacksize = self.i32("co_stacksize")?;
+        // Counts as CPython's own code-object validation accepts them.
+        let mut count = |what: &str, max: i32| -> Result<i32> {
+            let at = self.pos;
+            let v = self.i32(what)?;
+            if !(0..=max).contains(&v) {
+                return self.err(at, format!("{what} is {v}; expected 0..={max}"));
+            }
+            Ok(v)
+        };
+        let argcount = count("co_argcount", i32::MAX)?;
+        let posonlyargcount = count("co_posonlyargcount", argcount)?;
+        let kwonlyargcount = count("co_kwonlyargcount", i32::MAX)?;
+        // Bounded so that co_framesize (stack + locals + frame) fits an int.
+        let stacksize = count("co_stacksize", 1 << 30)?;
         let flags = self.i32("co_flags")?;
         let at = self.pos;
         let code_id = self.object()?;
