@@ -187,7 +187,10 @@ impl<'d> ObjFile<'d> {
                     RelocationKind::Relative | RelocationKind::PltRelative
                 );
                 let mut addend = r.addend();
-                if r.has_implicit_addend() {
+                if let Some(embedded) = aarch64_insn_addend(file.architecture(), r.flags()) {
+                    // The field is an instruction, not an integer.
+                    addend = addend.wrapping_add(embedded(sec.data, offset)?);
+                } else if r.has_implicit_addend() {
                     addend = addend.wrapping_add(read_signed(sec.data, offset, size)?);
                 }
                 let at = Loc {
@@ -417,6 +420,80 @@ fn read_signed(data: &[u8], offset: u64, size: u8) -> Result<i64, String> {
         8 => i64::from_le_bytes(b.try_into().unwrap()),
         _ => return Err(format!("implicit addend of {size} bytes")),
     })
+}
+
+/// How to read the addend of an AArch64 instruction relocation in a
+/// format with implicit addends, where the relocated field is an
+/// instruction rather than an integer; `None` for every other relocation.
+///
+/// * Mach-O (`ARM64_RELOC_PAGE21`, `PAGEOFF12`, `BRANCH26`, and the GOT
+///   and TLV forms): nothing is embedded in the instruction; an addend
+///   comes only from a preceding `ARM64_RELOC_ADDEND`, which the `object`
+///   crate already reports as the (explicit) addend.
+/// * COFF (`IMAGE_REL_ARM64_PAGEBASE_REL21`, `PAGEOFFSET_12A`,
+///   `PAGEOFFSET_12L`, `BRANCH26`, `BRANCH19`, `BRANCH14`): the
+///   instruction's immediate is the addend, as lld-link applies it:
+///   ADRP's 21-bit immediate in bytes (unsigned), ADD's 12 bits, LDR/STR's
+///   12 bits scaled by the access size, branches' immediates in
+///   instructions.
+type InsnAddend = fn(&[u8], u64) -> Result<i64, String>;
+
+fn aarch64_insn_addend(arch: Architecture, flags: object::RelocationFlags) -> Option<InsnAddend> {
+    use object::{macho, pe, RelocationFlags};
+    if arch != Architecture::Aarch64 {
+        return None;
+    }
+    fn insn(data: &[u8], offset: u64) -> Result<u32, String> {
+        let at = offset as usize;
+        data.get(at..at + 4)
+            .map(|b| u32::from_le_bytes(b.try_into().unwrap()))
+            .ok_or_else(|| format!("instruction at {offset:#x} outside its section"))
+    }
+    fn sext(v: u32, bits: u32) -> i64 {
+        ((v << (32 - bits)) as i32 >> (32 - bits)) as i64
+    }
+    match flags {
+        RelocationFlags::MachO {
+            r_type:
+                macho::ARM64_RELOC_BRANCH26
+                | macho::ARM64_RELOC_PAGE21
+                | macho::ARM64_RELOC_PAGEOFF12
+                | macho::ARM64_RELOC_GOT_LOAD_PAGE21
+                | macho::ARM64_RELOC_GOT_LOAD_PAGEOFF12
+                | macho::ARM64_RELOC_TLVP_LOAD_PAGE21
+                | macho::ARM64_RELOC_TLVP_LOAD_PAGEOFF12,
+            ..
+        } => Some(|_, _| Ok(0)),
+        RelocationFlags::Coff { typ } => match typ {
+            pe::IMAGE_REL_ARM64_PAGEBASE_REL21 => Some(|d, o| {
+                let w = insn(d, o)?;
+                // Unsigned, as lld-link reads it.
+                Ok((((w >> 5) & 0x7_ffff) << 2 | (w >> 29) & 3) as i64)
+            }),
+            pe::IMAGE_REL_ARM64_PAGEOFFSET_12A => {
+                Some(|d, o| Ok(((insn(d, o)? >> 10) & 0xfff) as i64))
+            }
+            pe::IMAGE_REL_ARM64_PAGEOFFSET_12L => Some(|d, o| {
+                let w = insn(d, o)?;
+                // Vector (bit 26) 128-bit accesses scale by 16.
+                let scale = if w & 0x0480_0000 == 0x0480_0000 {
+                    4
+                } else {
+                    w >> 30
+                };
+                Ok((((w >> 10) & 0xfff) << scale) as i64)
+            }),
+            pe::IMAGE_REL_ARM64_BRANCH26 => Some(|d, o| Ok(4 * sext(insn(d, o)? & 0x3ff_ffff, 26))),
+            pe::IMAGE_REL_ARM64_BRANCH19 => {
+                Some(|d, o| Ok(4 * sext((insn(d, o)? >> 5) & 0x7_ffff, 19)))
+            }
+            pe::IMAGE_REL_ARM64_BRANCH14 => {
+                Some(|d, o| Ok(4 * sext((insn(d, o)? >> 5) & 0x3fff, 14)))
+            }
+            _ => None,
+        },
+        _ => None,
+    }
 }
 
 /// Extract one member of a Unix `ar` archive.
