@@ -4,7 +4,7 @@
 
 use super::{
     CodeReloc, CodeRelocKind, Func, Lazy, Scheme, StubSpec, Stubs, Sym, TableWalk, FIX_TABLE,
-    MODULE_TABLE, PRISTINE_TABLE, XFIX_TABLE,
+    FROZENSET_TABLE, MODULE_TABLE, PRISTINE_TABLE, XFIX_TABLE,
 };
 
 const RET: u32 = 0xd65f_03c0;
@@ -162,11 +162,64 @@ impl Asm {
         let next = self.pos();
         self.patch(to_next, next);
     }
-    /// x9 <- module w22's entry in the module table (24 bytes each).
+    /// x9 <- module w22's entry in the module table (32 bytes each).
     fn module_entry(&mut self, spec: &StubSpec) {
         self.address(9, Sym::Table(spec.table_start(MODULE_TABLE)));
-        self.ins(0x8b16_06ca); // add x10, x22, x22, lsl #1
-        self.ins(0x8b0a_0d29); // add x9, x9, x10, lsl #3
+        self.ins(0x8b16_1529); // add x9, x9, x22, lsl #5
+    }
+    /// x19, x20 <- module w22's frozenset entries (x21 = data).
+    fn frozenset_range(&mut self, spec: &StubSpec) {
+        self.module_entry(spec);
+        self.ins(0x2943_2d2a); // ldp w10, w11, [x9, #24]
+        self.address(19, Sym::Table(spec.table_start(FROZENSET_TABLE)));
+        self.ins(0x8b0a_0e73); // add x19, x19, x10, lsl #3
+        self.ins(0x8b0b_0e74); // add x20, x19, x11, lsl #3
+    }
+    /// Put a real frozenset, made from its tuple, into each of module
+    /// w22's frozenset fields that still holds the tuple.
+    fn make_frozensets(&mut self, spec: &StubSpec, lazy: &Lazy, to_fail: &mut Vec<usize>) {
+        self.frozenset_range(spec);
+        let top = self.pos();
+        self.ins(0xeb14_027f); // cmp x19, x20
+        let to_done = self.branch(0x5400_0002); // b.hs done
+        self.ins(0x2940_2a69); // ldp w9, w10, [x19]
+        self.ins(0x8b0a_02a0); // add x0, x21, x10
+        self.ins(0xf869_6aab); // ldr x11, [x21, x9]
+        self.ins(0xeb00_017f); // cmp x11, x0
+        let to_next = self.branch(0x5400_0001); // b.ne next
+        self.call(lazy.frozenset_new);
+        to_fail.push(self.branch(0xb400_0000)); // cbz x0, fail
+        self.ins(0xb940_0269); // ldr w9, [x19]
+        self.ins(0xf829_6aa0); // str x0, [x21, x9]
+        let next = self.pos();
+        self.patch(to_next, next);
+        self.ins(0x9100_2273); // add x19, x19, #8
+        let back = self.branch(0x1400_0000);
+        self.patch(back, top);
+        let done = self.pos();
+        self.patch(to_done, done);
+    }
+    /// Put the tuples back into module w22's frozenset fields and drop the
+    /// frozensets.
+    fn drop_frozensets(&mut self, spec: &StubSpec, lazy: &Lazy) {
+        self.frozenset_range(spec);
+        let top = self.pos();
+        self.ins(0xeb14_027f); // cmp x19, x20
+        let to_done = self.branch(0x5400_0002); // b.hs done
+        self.ins(0x2940_2a69); // ldp w9, w10, [x19]
+        self.ins(0x8b0a_02ab); // add x11, x21, x10
+        self.ins(0xf869_6aa0); // ldr x0, [x21, x9]
+        self.ins(0xeb0b_001f); // cmp x0, x11
+        let to_next = self.branch(0x5400_0000); // b.eq next
+        self.ins(0xf829_6aab); // str x11, [x21, x9]
+        self.call(lazy.decref);
+        let next = self.pos();
+        self.patch(to_next, next);
+        self.ins(0x9100_2273); // add x19, x19, #8
+        let back = self.branch(0x1400_0000);
+        self.patch(back, top);
+        let done = self.pos();
+        self.patch(to_done, done);
     }
     /// x19, x20 <- the range of module w22's code objects in table 0;
     /// x10 = index of the first.
@@ -267,8 +320,9 @@ fn assemble_lazy(a: &mut Asm, spec: &StubSpec, lazy: &Lazy) {
     a.ins(0x2a00_03f6); // mov w22, w0
     a.address(21, Sym::Data(0));
     a.fixups(spec, lazy);
-    a.module_range(spec);
     let mut to_fail = Vec::new();
+    a.make_frozensets(spec, lazy, &mut to_fail);
+    a.module_range(spec);
     a.walk_loop(lazy.code_init, true, &mut to_fail);
     a.address(9, Sym::Data(lazy.flags));
     a.ins(0x5280_002a); // mov w10, #1
@@ -321,6 +375,7 @@ fn assemble_lazy(a: &mut Asm, spec: &StubSpec, lazy: &Lazy) {
     a.ins(0x3876_692a); // ldrb w10, [x9, x22]
     let to_next = a.branch(0x3400_000a); // cbz w10, next
     a.ins(0x3836_693f); // strb wzr, [x9, x22]
+    a.drop_frozensets(spec, lazy);
     a.module_range(spec);
     restore_loop(a, spec, lazy);
     let next = a.pos();

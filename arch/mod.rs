@@ -145,19 +145,25 @@ pub struct Lazy {
     pub code_adaptive: u32,
     pub fixed: Vec<(u32, u8, u64)>,
     pub runtime_state: Vec<u32>,
+    /// Makes a frozenset from a tuple (new reference, NULL on error), and
+    /// drops a reference: for the frozenset constants.
+    pub frozenset_new: &'static str,
+    pub decref: &'static str,
 }
 
-/// The table of [`StubSpec::tables`] with, per module, six 32-bit fields:
+/// The table of [`StubSpec::tables`] with, per module, eight 32-bit fields:
 /// first code-table index and count, first internal-fixup index and count,
-/// first external-fixup pair and count.
+/// first external-fixup pair and count, first frozenset pair and count.
 pub const MODULE_TABLE: usize = 2;
 /// Internal fixups: data offsets of fields to which to add the data address.
 pub const FIX_TABLE: usize = 3;
 /// External fixups: (field offset, index into the extern address table).
 pub const XFIX_TABLE: usize = 4;
+/// Frozenset constants: (field offset, offset of the tuple of its items).
+pub const FROZENSET_TABLE: usize = 5;
 /// Per code object (parallel to table 0): its pristine bytecode's offset
 /// in the read-only section, and length.
-pub const PRISTINE_TABLE: usize = 5;
+pub const PRISTINE_TABLE: usize = 6;
 
 impl StubSpec {
     /// Byte offset of table `t` in the read-only section.

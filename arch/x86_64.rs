@@ -4,7 +4,7 @@
 
 use super::{
     Abi, CodeReloc, CodeRelocKind, Func, Lazy, Scheme, StubSpec, Stubs, Sym, TableWalk, FIX_TABLE,
-    MODULE_TABLE, PRISTINE_TABLE, XFIX_TABLE,
+    FROZENSET_TABLE, MODULE_TABLE, PRISTINE_TABLE, XFIX_TABLE,
 };
 
 struct Asm {
@@ -177,11 +177,73 @@ impl Asm {
         self.patch8(back, top);
         self.here(&[to_next]);
     }
-    /// rax <- module r13's entry in the module table (24 bytes each).
+    /// rax <- module r13's entry in the module table (32 bytes each).
     fn module_entry(&mut self, spec: &StubSpec) {
         self.lea(Reg::Rax, Sym::Table(spec.table_start(MODULE_TABLE)));
-        self.bytes(&[0x4b, 0x8d, 0x4c, 0x6d, 0x00]); // lea 0(%r13,%r13,2), %rcx
-        self.bytes(&[0x48, 0x8d, 0x04, 0xc8]); // lea (%rax,%rcx,8), %rax
+        self.bytes(&[0x4c, 0x89, 0xe9]); // mov %r13, %rcx
+        self.bytes(&[0x48, 0xc1, 0xe1, 0x05]); // shl $5, %rcx
+        self.bytes(&[0x48, 0x01, 0xc8]); // add %rcx, %rax
+    }
+    /// rbx, rbp <- module r13's frozenset entries (r12 = data).
+    fn frozenset_range(&mut self, spec: &StubSpec) {
+        self.module_entry(spec);
+        self.bytes(&[0x8b, 0x48, 0x18]); // mov 24(%rax), %ecx
+        self.bytes(&[0x8b, 0x50, 0x1c]); // mov 28(%rax), %edx
+        self.lea(Reg::Rbx, Sym::Table(spec.table_start(FROZENSET_TABLE)));
+        self.bytes(&[0x48, 0x8d, 0x1c, 0xcb]); // lea (%rbx,%rcx,8), %rbx
+        self.bytes(&[0x48, 0x8d, 0x2c, 0xd3]); // lea (%rbx,%rdx,8), %rbp
+    }
+    /// Put a real frozenset, made from its tuple, into each of module
+    /// r13's frozenset fields that still holds the tuple.
+    fn make_frozensets(&mut self, spec: &StubSpec, lazy: &Lazy, to_fail: &mut Vec<usize>) {
+        self.frozenset_range(spec);
+        let top = self.pos();
+        self.bytes(&[0x48, 0x39, 0xeb]); // cmp %rbp, %rbx
+        let to_done = self.jump32(&[0x0f, 0x83]); // jae done
+        self.bytes(&[0x8b, 0x03]); // mov (%rbx), %eax
+        self.bytes(&[0x8b, 0x4b, 0x04]); // mov 4(%rbx), %ecx
+        self.bytes(&[0x49, 0x8d, 0x3c, 0x0c]); // lea (%r12,%rcx), %rdi
+        self.bytes(&[0x49, 0x39, 0x3c, 0x04]); // cmp %rdi, (%r12,%rax)
+        let to_next = self.jump8(0x75); // jne next
+        if self.abi == Abi::Win64 {
+            self.bytes(&[0x48, 0x89, 0xf9]); // mov %rdi, %rcx
+        }
+        self.call(lazy.frozenset_new);
+        self.bytes(&[0x48, 0x85, 0xc0]); // test %rax, %rax
+        to_fail.push(self.jump32(&[0x0f, 0x84])); // jz fail
+        self.bytes(&[0x8b, 0x0b]); // mov (%rbx), %ecx
+        self.bytes(&[0x49, 0x89, 0x04, 0x0c]); // mov %rax, (%r12,%rcx)
+        self.here(&[to_next]);
+        self.bytes(&[0x48, 0x83, 0xc3, 0x08]); // add $8, %rbx
+        let back = self.jump32(&[0xe9]);
+        self.patch32(back, top);
+        let done = self.pos();
+        self.patch32(to_done, done);
+    }
+    /// Put the tuples back into module r13's frozenset fields and drop the
+    /// frozensets.
+    fn drop_frozensets(&mut self, spec: &StubSpec, lazy: &Lazy) {
+        self.frozenset_range(spec);
+        let top = self.pos();
+        self.bytes(&[0x48, 0x39, 0xeb]); // cmp %rbp, %rbx
+        let to_done = self.jump32(&[0x0f, 0x83]); // jae done
+        self.bytes(&[0x8b, 0x03]); // mov (%rbx), %eax
+        self.bytes(&[0x8b, 0x4b, 0x04]); // mov 4(%rbx), %ecx
+        self.bytes(&[0x49, 0x8d, 0x14, 0x0c]); // lea (%r12,%rcx), %rdx
+        self.bytes(&[0x49, 0x8b, 0x3c, 0x04]); // mov (%r12,%rax), %rdi
+        self.bytes(&[0x48, 0x39, 0xd7]); // cmp %rdx, %rdi
+        let to_next = self.jump8(0x74); // je next
+        self.bytes(&[0x49, 0x89, 0x14, 0x04]); // mov %rdx, (%r12,%rax)
+        if self.abi == Abi::Win64 {
+            self.bytes(&[0x48, 0x89, 0xf9]); // mov %rdi, %rcx
+        }
+        self.call(lazy.decref);
+        self.here(&[to_next]);
+        self.bytes(&[0x48, 0x83, 0xc3, 0x08]); // add $8, %rbx
+        let back = self.jump32(&[0xe9]);
+        self.patch32(back, top);
+        let done = self.pos();
+        self.patch32(to_done, done);
     }
     /// rbx, rbp <- the range of module r13's code objects in table 0.
     fn module_range(&mut self, spec: &StubSpec) {
@@ -335,8 +397,9 @@ fn assemble_lazy(a: &mut Asm, spec: &StubSpec, lazy: &Lazy) {
     }
     a.lea(Reg::R12, Sym::Data(0));
     a.fixups(spec, lazy);
-    a.module_range(spec);
     let mut to_fail = Vec::new();
+    a.make_frozensets(spec, lazy, &mut to_fail);
+    a.module_range(spec);
     a.walk_loop(lazy.code_init, true, &mut to_fail);
     a.lea(Reg::Rax, Sym::Data(lazy.flags));
     a.bytes(&[0x42, 0xc6, 0x04, 0x28, 0x01]); // movb $1, (%rax,%r13)
@@ -388,6 +451,7 @@ fn assemble_lazy(a: &mut Asm, spec: &StubSpec, lazy: &Lazy) {
     a.bytes(&[0x42, 0x80, 0x3c, 0x28, 0x00]); // cmpb $0, (%rax,%r13)
     let to_next = a.jump32(&[0x0f, 0x84]); // je next
     a.bytes(&[0x42, 0xc6, 0x04, 0x28, 0x00]); // movb $0, (%rax,%r13)
+    a.drop_frozensets(spec, lazy);
     a.module_range(spec);
     restore_loop(a, spec, lazy);
     let next = a.pos();

@@ -330,6 +330,8 @@ pub fn build_object(
                 .map(|&(f, v)| (f.off, f.size, v))
                 .collect(),
             runtime_state: l.code.runtime_state.iter().map(|f| f.off).collect(),
+            frozenset_new: l.sym.frozenset_new,
+            decref: l.sym.decref,
         })
     } else {
         tables = image.tables()?;

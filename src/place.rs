@@ -63,6 +63,8 @@ pub struct Image {
     pub symbols: Vec<(&'static str, u64, u64)>,
     /// With lazy initialization, the pointers it relocates itself.
     pub fixups: Option<Fixups>,
+    /// Data offsets of the tuples standing for frozenset constants.
+    pub frozenset_tuples: Vec<u64>,
 }
 
 /// Pointers that lazy initialization relocates itself, per module.
@@ -77,6 +79,11 @@ pub struct Fixups {
     /// addresses (relocated by the loader, like the shared objects).
     pub externs: Vec<&'static str>,
     pub extern_table: u64,
+    /// Per module, (field offset, data offset of a frozenset constant's
+    /// tuple): module init puts a real frozenset made from the tuple into
+    /// the field, Fini puts the tuple back. Fields of shared objects are
+    /// listed for every module (whichever runs first does the work).
+    pub frozensets: Vec<Vec<(u32, u32)>>,
 }
 
 impl Image {
@@ -95,27 +102,26 @@ impl Image {
         };
         let none = Fixups::default();
         let f = self.fixups.as_ref().unwrap_or(&none);
-        let mut modules = Vec::with_capacity(6 * self.module_codes.len());
-        let (mut code, mut fix, mut xfix) = (0u32, 0u32, 0u32);
+        let mut modules = Vec::with_capacity(8 * self.module_codes.len());
+        let (mut code, mut fix, mut xfix, mut fs) = (0u32, 0u32, 0u32, 0u32);
         for (m, &n) in self.module_codes.iter().enumerate() {
             let nf = f.internal.get(m).map_or(0, |v| v.len()) as u32;
             let nx = f.external.get(m).map_or(0, |v| v.len()) as u32;
-            modules.extend([code, n as u32, fix, nf, xfix, nx]);
-            (code, fix, xfix) = (code + n as u32, fix + nf, xfix + nx);
+            let ns = f.frozensets.get(m).map_or(0, |v| v.len()) as u32;
+            modules.extend([code, n as u32, fix, nf, xfix, nx, fs, ns]);
+            (code, fix, xfix, fs) = (code + n as u32, fix + nf, xfix + nx, fs + ns);
         }
         let internal: Vec<u32> = f.internal.iter().flatten().copied().collect();
-        let external: Vec<u32> = f
-            .external
-            .iter()
-            .flatten()
-            .flat_map(|&(o, i)| [o, i])
-            .collect();
+        let pairs = |v: &[Vec<(u32, u32)>]| -> Vec<u32> {
+            v.iter().flatten().flat_map(|&(a, b)| [a, b]).collect()
+        };
         Ok(vec![
             offs(&self.codes)?,
             offs(&self.strs)?,
             modules,
             internal,
-            external,
+            pairs(&f.external),
+            pairs(&f.frozensets),
         ])
     }
 
@@ -142,6 +148,20 @@ impl Image {
             external: vec![Vec::new(); n],
             ..Fixups::default()
         };
+        f.frozensets = vec![Vec::new(); n];
+        let mut tuples = self.frozenset_tuples.clone();
+        tuples.sort_unstable();
+        for r in &self.relocs {
+            if let Target::Data(t) = r.target {
+                if tuples.binary_search(&t).is_ok() {
+                    let e = (r.offset as u32, t as u32);
+                    match r.owner {
+                        crate::graph::SHARED => f.frozensets.iter_mut().for_each(|v| v.push(e)),
+                        m => f.frozensets[m as usize].push(e),
+                    }
+                }
+            }
+        }
         let mut kept = Vec::with_capacity(self.relocs.len());
         for r in std::mem::take(&mut self.relocs) {
             let (m, value) = match (r.owner, r.target) {
@@ -538,7 +558,11 @@ impl Placer<'_> {
         let mut sorted = items.to_vec();
         sorted.sort_by(|&a, &b| py_order(self.graph, a, b));
         let targets: Vec<Target> = sorted.iter().map(|&i| self.target(i)).collect();
-        self.emit_tuple(&targets)
+        let t = self.emit_tuple(&targets);
+        if let Target::Data(off) = t {
+            self.img.frozenset_tuples.push(off);
+        }
+        t
     }
 
     fn emit_code(&mut self, id: ObjId, c: &Code) -> Target {

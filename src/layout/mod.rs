@@ -201,6 +201,9 @@ pub struct Symbols {
     /// Called with each string object we emit by `_Py_Deepfreeze_Fini`
     /// (3.11 `_PyStaticUnicode_Dealloc`), after the code objects.
     pub str_fini: Option<&'static str>,
+    /// Public API the lazy scheme calls for frozenset constants.
+    pub frozenset_new: &'static str,
+    pub decref: &'static str,
     /// Defined as a 32-bit counter one past the last `co_version`.
     pub next_func_version: Option<&'static str>,
     pub deepfreeze_init: &'static str,

@@ -127,6 +127,8 @@ pub static LAYOUT: Layout = Layout {
         code_fini: "_PyStaticCode_Dealloc",
         str_fini: Some("_PyStaticUnicode_Dealloc"),
         next_func_version: None,
+        frozenset_new: "PyFrozenSet_New",
+        decref: "Py_DecRef",
         deepfreeze_init: "_Py_Deepfreeze_Init",
         deepfreeze_fini: "_Py_Deepfreeze_Fini",
     },

@@ -123,6 +123,8 @@ pub static LAYOUT: Layout = Layout {
         code_fini: "_PyStaticCode_Fini",
         str_fini: None,
         next_func_version: Some("_Py_next_func_version"),
+        frozenset_new: "PyFrozenSet_New",
+        decref: "Py_DecRef",
         deepfreeze_init: "_Py_Deepfreeze_Init",
         deepfreeze_fini: "_Py_Deepfreeze_Fini",
     },
