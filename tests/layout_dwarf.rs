@@ -30,13 +30,24 @@
 //! - macros that leave no DWARF (the static refcount, `CO_FAST_*`,
 //!   `_PY_NSMALL*INTS`, `QUICKENING_INITIAL_WARMUP_VALUE`): the installed
 //!   headers, cross-checked with data where the data shows them;
-//! - opcode `RESUME` and the `.pyc` magic: the interpreter itself.
+//! - opcode `RESUME` and the `.pyc` magic: the interpreter itself;
+//! - the code objects' runtime state: the members the per-code fini of
+//!   Objects/codeobject.c clears (listed per version, as C source leaves no
+//!   DWARF), checked against DWARF (pointers, and the only ones besides the
+//!   table's) and the fini's machine code in `codeobject.o`;
+//! - the module tables' contents (deep-frozen entries with or without their
+//!   marshal bytes, the NULL custom table): `frozen.o`'s data and
+//!   relocations;
+//! - the per-architecture runtime shift: which members before the
+//!   singletons embed a `pthread_mutex_t` (DWARF); the aarch64 value itself
+//!   is verified by `tests/aarch64.rs`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
+use pyfreeze_obj::arch::Arch;
 use pyfreeze_obj::layout::{
     BytesLayout, CodeLayout, Field, FloatLayout, FrozenLayout, HeadLayout, IntLayout, IntSize,
     Layout, RuntimeLayout, StrLayout, Symbols, TupleLayout,
@@ -924,6 +935,113 @@ mod dwarf {
             Ok((self.type_name(self.dies[&first].ty)?, defined))
         }
 
+        /// Whether member `m` (as returned by a query) is a pointer, after
+        /// typedefs and qualifiers.
+        pub fn is_pointer(&self, m: &Member) -> Result<bool> {
+            if m.bits.is_some() {
+                return Ok(false);
+            }
+            let t = m.ty.ok_or_else(|| format!("{}: member of void", m.name))?;
+            Ok(self.die(self.strip(t)?)?.tag == gimli::DW_TAG_pointer_type)
+        }
+
+        /// Every object of typedef `name` that member `m` holds in place
+        /// (itself, or nested in struct and union members and array
+        /// elements; never behind a pointer): path below `m` (`.a.b[1]`,
+        /// anonymous members as `.<anon>`), offset from the type `m` was
+        /// found in, size.
+        pub fn embedded(&self, m: &Member, name: &str) -> Result<Vec<Member>> {
+            let mut out = Vec::new();
+            if let Some(t) = m.ty {
+                self.embedded_in(t, name, "", m.offset, &mut out)?;
+            }
+            Ok(out)
+        }
+
+        fn embedded_in(
+            &self,
+            ty: usize,
+            name: &str,
+            path: &str,
+            offset: u64,
+            out: &mut Vec<Member>,
+        ) -> Result<()> {
+            // Through typedefs and qualifiers, stopping at `name`.
+            let mut t = ty;
+            loop {
+                let d = self.die(t)?;
+                if d.tag == gimli::DW_TAG_typedef && d.name.as_deref() == Some(name) {
+                    out.push(Member {
+                        name: path.to_owned(),
+                        offset,
+                        size: self.sizeof_die(t)?,
+                        bits: None,
+                        ty: Some(t),
+                    });
+                    return Ok(());
+                }
+                match d.tag {
+                    gimli::DW_TAG_typedef
+                    | gimli::DW_TAG_const_type
+                    | gimli::DW_TAG_volatile_type
+                    | gimli::DW_TAG_restrict_type
+                    | gimli::DW_TAG_atomic_type => match d.ty {
+                        Some(n) => t = n,
+                        None => return Ok(()),
+                    },
+                    _ => break,
+                }
+            }
+            let s = self.strip(t)?;
+            let d = self.die(s)?;
+            match d.tag {
+                gimli::DW_TAG_structure_type
+                | gimli::DW_TAG_union_type
+                | gimli::DW_TAG_class_type => {
+                    for m in self.members_of(s)? {
+                        let (Some(mt), None) = (m.ty, m.bits) else {
+                            continue;
+                        };
+                        let seg = if m.name.is_empty() { "<anon>" } else { &m.name };
+                        self.embedded_in(
+                            mt,
+                            name,
+                            &format!("{path}.{seg}"),
+                            offset + m.offset,
+                            out,
+                        )?;
+                    }
+                }
+                gimli::DW_TAG_array_type => {
+                    let elem =
+                        d.ty.ok_or_else(|| format!("{}: array of nothing", self.object))?;
+                    // All dimensions flattened (a flexible array holds
+                    // nothing in place); element 0 is walked once, every
+                    // element holds the same.
+                    let mut n = 1u64;
+                    for c in d.children.iter().map(|c| &self.dies[c]) {
+                        if c.tag == gimli::DW_TAG_subrange_type {
+                            n *= c.count.unwrap_or(0);
+                        }
+                    }
+                    let stride = self.sizeof_die(elem)?;
+                    let mut first = Vec::new();
+                    self.embedded_in(elem, name, "", 0, &mut first)?;
+                    for i in 0..n {
+                        for f in &first {
+                            out.push(Member {
+                                name: format!("{path}[{i}]{}", f.name),
+                                offset: offset + i * stride + f.offset,
+                                ..f.clone()
+                            });
+                        }
+                    }
+                }
+                _ => {}
+            }
+            Ok(())
+        }
+
         /// `sizeof` the type of global variable `name`.
         pub fn variable_size(&self, name: &str) -> Result<u64> {
             let o = self
@@ -964,6 +1082,18 @@ struct Version {
     /// order, each with the macro of `internal/pycore_code.h` giving the
     /// value.
     fixed: &'static [(&'static str, &'static str)],
+    /// The `PyCodeObject` members the table's `code.runtime_state` lists,
+    /// in its order: the pointers the version's per-code fini
+    /// (`sym.code_fini`, Objects/codeobject.c) clears besides restoring the
+    /// bytecode. C source leaves no DWARF, so the list is data here; the
+    /// function's machine code in codeobject.o corroborates it (it stores
+    /// NULL at exactly these offsets).
+    runtime_state: &'static [&'static str],
+    /// Every `pthread_mutex_t` inside `_PyRuntimeState` before the member
+    /// holding the singletons (paths from `_PyRuntimeState`): glibc's
+    /// mutex is 40 bytes on x86_64 and 48 on aarch64, so each one moves
+    /// the shared objects by 8 bytes on aarch64 (`runtime.arch_shift`).
+    mutexes: &'static [&'static str],
     oracle: OnceLock<Oracle>,
 }
 
@@ -994,6 +1124,15 @@ static PY312: Version = Version {
         defs: &["UINT_MAX", "(UINT_MAX >> 2)"],
     },
     fixed: &[],
+    // Objects/codeobject.c of 3.12, _PyStaticCode_Fini(PyCodeObject *co):
+    // deopt_code(co, _PyCode_CODE(co)); PyMem_Free(co->co_extra); frees
+    // co->_co_cached's contents and sets co->_co_cached = NULL;
+    // co->co_extra = NULL; clears weak references and sets
+    // co->co_weakreflist = NULL; free_monitoring_data(co->_co_monitoring);
+    // co->_co_monitoring = NULL.
+    runtime_state: &["co_weakreflist", "_co_cached", "_co_monitoring", "co_extra"],
+    // 3.12's locks before static_objects are PyThread_type_lock pointers.
+    mutexes: &[],
     oracle: OnceLock::new(),
 };
 
@@ -1007,6 +1146,16 @@ static PY311: Version = Version {
         name: "_PyObject_IMMORTAL_INIT",
     },
     fixed: &[("co_warmup", "QUICKENING_INITIAL_WARMUP_VALUE")],
+    // Objects/codeobject.c of 3.11, _PyStaticCode_Dealloc(PyCodeObject *co):
+    // deopt_code(_PyCode_CODE(co), Py_SIZE(co)); co->co_warmup =
+    // QUICKENING_INITIAL_WARMUP_VALUE; PyMem_Free(co->co_extra);
+    // Py_CLEAR(co->_co_code); co->co_extra = NULL; clears weak references
+    // and sets co->co_weakreflist = NULL; frees co->_co_linearray and sets
+    // it to NULL.
+    runtime_state: &["co_weakreflist", "_co_code", "_co_linearray", "co_extra"],
+    // struct _gil_runtime_state (internal/pycore_gil.h) embeds two
+    // PyMUTEX_T, which internal/pycore_condvar.h defines as pthread_mutex_t.
+    mutexes: &["ceval.gil.mutex", "ceval.gil.switch_mutex"],
     oracle: OnceLock::new(),
 };
 
@@ -1112,9 +1261,10 @@ fn find_python(v: &Version) -> Python {
     }
 }
 
-/// gcc's `deepfreeze.o` from the archive: what CPython's generator made of
-/// the layouts.
-struct Gcc {
+/// The code and data of one member of the archive: gcc's `deepfreeze.o`
+/// (what CPython's generator made of the layouts), and `frozen.o` and
+/// `codeobject.o` for a few checks.
+struct ObjData {
     /// Contents of the code and data sections (`.text*`, `.data*`,
     /// `.rodata*`), by name.
     sections: HashMap<String, Vec<u8>>,
@@ -1126,9 +1276,9 @@ struct Gcc {
     syms: Vec<Sym>,
 }
 
-fn load_gcc(bytes: &[u8]) -> Gcc {
+fn load_obj(member: &str, bytes: &[u8]) -> ObjData {
     use object::{Object, ObjectSection};
-    let obj = object::File::parse(bytes).unwrap_or_else(|e| panic!("deepfreeze.o: {e}"));
+    let obj = object::File::parse(bytes).unwrap_or_else(|e| panic!("{member}: {e}"));
     let mut sections = HashMap::new();
     let mut relocs = HashMap::new();
     for sec in obj.sections() {
@@ -1141,9 +1291,9 @@ fn load_gcc(bytes: &[u8]) -> Gcc {
         }
         let data = sec
             .data()
-            .unwrap_or_else(|e| panic!("deepfreeze.o {name}: {e}"));
+            .unwrap_or_else(|e| panic!("{member} {name}: {e}"));
         let r = dwarf::relocation_targets(&obj, &name)
-            .unwrap_or_else(|e| panic!("deepfreeze.o {name}: {e}"));
+            .unwrap_or_else(|e| panic!("{member} {name}: {e}"));
         sections.insert(name.clone(), data.to_vec());
         relocs.insert(name, r);
     }
@@ -1155,7 +1305,7 @@ fn load_gcc(bytes: &[u8]) -> Gcc {
             (name.clone(), v)
         })
         .collect();
-    Gcc {
+    ObjData {
         sections,
         relocs,
         reloc_offsets,
@@ -1183,7 +1333,11 @@ struct Oracle {
     /// Symbol tables of a few members.
     syms: HashMap<&'static str, Vec<Sym>>,
     /// gcc's deepfreeze.o.
-    gcc: Gcc,
+    gcc: ObjData,
+    /// frozen.o: the module tables' data.
+    frozen_data: ObjData,
+    /// codeobject.o: the per-code fini's machine code.
+    code_data: ObjData,
     /// The members of the global string table (`global_string_members`).
     global_strings: OnceLock<Vec<(String, u64, u64)>>,
 }
@@ -1210,7 +1364,7 @@ fn load_oracle(v: &Version) -> Oracle {
         let b = s.spawn(parse("complexobject.o"));
         let c = s.spawn(parse("frozen.o"));
         let d = s.spawn(parse("pylifecycle.o"));
-        let gcc = load_gcc(df_bytes.bytes());
+        let gcc = load_obj("deepfreeze.o", df_bytes.bytes());
         (
             a.join().unwrap(),
             b.join().unwrap(),
@@ -1254,6 +1408,8 @@ fn load_oracle(v: &Version) -> Oracle {
         syms.insert(n, dwarf::symbols(&obj));
     }
     let index = ar.symbol_index().unwrap_or_else(|e| panic!("{e}"));
+    let frozen_data = load_obj("frozen.o", member("frozen.o").bytes());
+    let code_data = load_obj("codeobject.o", member("codeobject.o").bytes());
     Oracle {
         py,
         code,
@@ -1265,6 +1421,8 @@ fn load_oracle(v: &Version) -> Oracle {
         index,
         syms,
         gcc,
+        frozen_data,
+        code_data,
         global_strings: OnceLock::new(),
     }
 }
@@ -1489,6 +1647,39 @@ fn int_digits_path(l: &Layout) -> &'static str {
     }
 }
 
+/// Displacements of the 64-bit zero stores to memory (`movq $0,
+/// disp32(%reg)`: REX.W [+B], C7, ModRM mod=10 reg=0 without SIB, disp32,
+/// imm32 0) in function `func` of `obj`, sorted and deduplicated.
+fn null_stores(obj: &ObjData, func: &str) -> Result<Vec<u64>, String> {
+    let f = obj
+        .syms
+        .iter()
+        .find(|s| s.name == func && !s.undefined && s.global && s.size > 0)
+        .ok_or_else(|| format!("{func}: not defined"))?;
+    let sec = f.section.as_deref().unwrap_or("");
+    let text = obj
+        .sections
+        .get(sec)
+        .ok_or_else(|| format!("{func}: in unknown section {sec:?}"))?;
+    let body = text
+        .get(f.address as usize..(f.address + f.size) as usize)
+        .ok_or_else(|| format!("{func}: outside its section"))?;
+    let mut out: Vec<u64> = body
+        .windows(11)
+        .filter(|w| {
+            matches!(w[0], 0x48 | 0x49)
+                && w[1] == 0xc7
+                && w[2] & 0xf8 == 0x80
+                && w[2] & 7 != 4
+                && w[7..] == [0, 0, 0, 0]
+        })
+        .map(|w| u64::from(u32::from_le_bytes([w[3], w[4], w[5], w[6]])))
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    Ok(out)
+}
+
 fn round8(n: u64) -> u64 {
     n.div_ceil(8) * 8
 }
@@ -1575,6 +1766,7 @@ fn check_object_layouts(v: &Version, o: &Oracle, l: &Layout, k: &mut Checker) {
         firsttraceable,
         nplaincellvars,
         fixed,
+        runtime_state,
         opcode_resume: _, // check_interpreter_facts, check_gcc_objects
         co_fast_local: _, // check_interpreter_facts (header), check_gcc_objects
         co_fast_cell: _,
@@ -1658,6 +1850,76 @@ fn check_object_layouts(v: &Version, o: &Oracle, l: &Layout, k: &mut Checker) {
     );
     for ((f, _), (member, _)) in fixed.iter().zip(v.fixed) {
         k.field(&format!("code.fixed {member}"), *f, c, CO, member);
+    }
+    // Runtime state: the pointer members this version's code fini clears
+    // besides restoring the bytecode (v.runtime_state, from
+    // Objects/codeobject.c), in order; gcc leaves them NULL
+    // (check_gcc_objects).
+    k.eq(
+        "code.runtime_state: one entry per member the code fini clears",
+        runtime_state.len(),
+        v.runtime_state.len(),
+    );
+    for (f, member) in runtime_state.iter().zip(v.runtime_state) {
+        let what = format!("code.runtime_state {member}");
+        k.field(&what, *f, c, CO, member);
+        if let Some(m) = k.get(&what, c.member(CO, member)) {
+            k.eq(&format!("{what}: a pointer"), c.is_pointer(&m), Ok(true));
+        }
+    }
+    // No other pointer: every pointer member of PyCodeObject is a field
+    // the table has, filled by the generator or runtime state.
+    let mut want: Vec<u64> = [
+        consts,
+        names,
+        exceptiontable,
+        localsplusnames,
+        localspluskinds,
+        filename,
+        name,
+        qualname,
+        linetable,
+    ]
+    .into_iter()
+    .chain(runtime_state.iter())
+    .map(|f| u64::from(f.off))
+    .collect();
+    want.sort_unstable();
+    if let Some(members) = k.get("code: PyCodeObject members", c.struct_layout(CO)) {
+        let mut pointers = Vec::new();
+        for m in &members {
+            if let Some(true) = k.get(
+                &format!("code: is {CO}.{} a pointer", m.name),
+                c.is_pointer(m),
+            ) {
+                pointers.push((m.offset, m.name.clone()));
+            }
+        }
+        let got: Vec<u64> = pointers.iter().map(|p| p.0).collect();
+        k.is(
+            "code: the pointer members of PyCodeObject are exactly the table's pointer fields \
+             and runtime_state",
+            got == want,
+            || format!("DWARF has pointers {pointers:?}, the table offsets {want:?}"),
+        );
+    }
+    // The machine code of the code fini in codeobject.o corroborates the
+    // member list: it stores a 64-bit NULL (`movq $0, disp32(%reg)`) at
+    // exactly the runtime_state offsets.
+    if let Some(stores) = k.get(
+        "code.runtime_state: code fini's NULL stores",
+        null_stores(&o.code_data, l.sym.code_fini),
+    ) {
+        let mut want: Vec<u64> = runtime_state.iter().map(|f| u64::from(f.off)).collect();
+        want.sort_unstable();
+        k.eq(
+            &format!(
+                "code.runtime_state: offsets {} (codeobject.o) stores NULL at",
+                l.sym.code_fini
+            ),
+            want,
+            stores,
+        );
     }
     // FRAME_SPECIALS_SIZE = (sizeof(_PyInterpreterFrame) - 1) / sizeof(PyObject *),
     // used only for co_framesize.
@@ -1866,6 +2128,7 @@ fn check_runtime_singletons(v: &Version, o: &Oracle, l: &Layout, k: &mut Checker
         ascii_chars,
         latin1_chars,
         global_strings: _, // check_global_strings
+        arch_shift,
     } = &l.runtime;
     const RT: &str = "_PyRuntimeState";
     let s_ = v.singletons;
@@ -1895,6 +2158,90 @@ fn check_runtime_singletons(v: &Version, o: &Oracle, l: &Layout, k: &mut Checker
         "runtime.symbol: struct tag pyruntimestate",
         Ok(o.runtime.len() as u64),
         t.sizeof("struct pyruntimestate"),
+    );
+
+    // ---- arch_shift
+    // The offsets here are x86_64's (this DWARF's). On aarch64 Linux they
+    // move by what the members before the singletons grow there: glibc's
+    // pthread_mutex_t is 40 bytes on x86_64 and 48 on aarch64 (the other
+    // locks are PyThread_type_lock pointers; pthread_cond_t is 48 bytes on
+    // both; 3.12's threads._condattr_monotonic.val, a pthread_condattr_t,
+    // grows from 4 to 8 bytes but into its struct's tail padding, and is
+    // not looked at here). The x86_64 DWARF cannot show aarch64 offsets: the aarch64 value
+    // itself is verified by tests/aarch64.rs (graph equality with gcc's
+    // arm64 deepfreeze.o of Debian's 3.11.2, whose pointers into
+    // _PyRuntime carry the shift). Checked here: which members embed a
+    // mutex (v.mutexes: 3.11's ceval.gil, none before 3.12's
+    // static_objects) and that the table's shift is what they add.
+    /// glibc's `__SIZEOF_PTHREAD_MUTEX_T` on aarch64 (LP64):
+    /// sysdeps/aarch64/nptl/bits/pthreadtypes-arch.h.
+    const AARCH64_MUTEX: u64 = 48;
+    let top = s_.split('.').next().unwrap_or(s_);
+    if let (Some(members), Some(holder)) = (
+        k.get("runtime.arch_shift: _PyRuntimeState", t.struct_layout(RT)),
+        k.get("runtime.arch_shift: singletons' member", t.member(RT, top)),
+    ) {
+        let mut found = Vec::new();
+        let mut all = 0;
+        for m in &members {
+            if let Some(e) = k.get(
+                &format!("runtime.arch_shift: mutexes in {}", m.name),
+                t.embedded(m, "pthread_mutex_t"),
+            ) {
+                all += e.len();
+                if m.offset < holder.offset {
+                    found.extend(
+                        e.into_iter()
+                            .map(|e| (format!("{}{}", m.name, e.name), e.size)),
+                    );
+                }
+            }
+        }
+        // The walk finds mutexes at all (after the singletons, if not
+        // before: the interpreter states embed their GIL's).
+        k.is(
+            "runtime.arch_shift: the DWARF walk finds pthread_mutex_t in _PyRuntimeState",
+            all > 0,
+            || "none found".into(),
+        );
+        k.eq(
+            &format!("runtime.arch_shift: pthread_mutex_t members before {top}"),
+            found.iter().map(|(p, _)| p.as_str()).collect::<Vec<_>>(),
+            v.mutexes.to_vec(),
+        );
+        let x86 = k.get(
+            "runtime.arch_shift: sizeof pthread_mutex_t",
+            t.sizeof("pthread_mutex_t"),
+        );
+        k.eq(
+            "runtime.arch_shift: sizeof pthread_mutex_t on x86_64",
+            x86,
+            Some(40),
+        );
+        k.eq(
+            "runtime.arch_shift: each mutex found is a whole pthread_mutex_t",
+            found.iter().filter(|(_, sz)| Some(*sz) != x86).count(),
+            0,
+        );
+        let grow = found.len() as u64 * (AARCH64_MUTEX - x86.unwrap_or(AARCH64_MUTEX));
+        let want: Vec<(Arch, u32)> = if grow == 0 {
+            Vec::new()
+        } else {
+            vec![(Arch::Aarch64, grow as u32)]
+        };
+        k.eq(
+            &format!(
+                "runtime.arch_shift ({} mutexes before {top}, 8 bytes larger each on aarch64)",
+                found.len()
+            ),
+            arch_shift.to_vec(),
+            want,
+        );
+    }
+    k.eq(
+        "runtime.arch_shift: x86_64 (the DWARF's own offsets) does not move",
+        l.runtime_shift(Arch::X86_64),
+        0,
     );
 
     // ---- small ints
@@ -2364,6 +2711,8 @@ fn check_frozen_tables(_v: &Version, o: &Oracle, l: &Layout, k: &mut Checker) {
         get_code,
         tables,
         aliases,
+        custom,
+        keeps_marshal,
     } = &l.frozen;
     const FR: &str = "struct _frozen";
     k.sizeof("frozen.entry_size", *entry_size, t, FR);
@@ -2426,6 +2775,122 @@ fn check_frozen_tables(_v: &Version, o: &Oracle, l: &Layout, k: &mut Checker) {
             vec![("name", 0, 8), ("orig", 8, 8)],
         );
     }
+
+    // ---- custom: the embedder's table, a pointer variable frozen.o
+    // defines (NULL: in .bss) and import.o reads.
+    let fd = &o.frozen_data;
+    k.eq(
+        "frozen.custom (DWARF variable in frozen.o)",
+        t.variable(custom),
+        Ok(("*struct _frozen".to_string(), true)),
+    );
+    let sym = frozen_syms
+        .iter()
+        .find(|s| s.name == *custom && !s.undefined);
+    k.eq(
+        &format!("frozen.custom {custom}: defined by frozen.o, global, pointer-sized"),
+        sym.map(|s| (s.global, s.size)),
+        Some((true, u64::from(l.ptr_size))),
+    );
+    let null = sym.is_some_and(|s| {
+        let sec = s.section.as_deref().unwrap_or("");
+        sec.starts_with(".bss")
+            || fd.sections.get(sec).is_some_and(|d| {
+                d.get(s.address as usize..(s.address + s.size) as usize)
+                    .is_some_and(|b| b.iter().all(|&x| x == 0))
+                    && !fd.relocs[sec].contains_key(&s.address)
+            })
+    });
+    k.is(
+        &format!("frozen.custom {custom}: NULL in CPython's own build"),
+        null,
+        || format!("{sym:?} is not NULL"),
+    );
+    k.is(
+        &format!("frozen.custom {custom}: used"),
+        references(import_syms, custom),
+        || "not referenced by import.o".into(),
+    );
+    k.is(
+        "frozen.custom: neither a module table nor the aliases",
+        !tables.contains(custom) && custom != aliases,
+        || custom.to_string(),
+    );
+
+    // ---- keeps_marshal: the deep-frozen entries (those with a get_code)
+    // of the module tables, from frozen.o's data and relocations: with
+    // the marshal bytes (code -> a `_Py_M__*` array of frozen.o, size = its
+    // size) or without (code NULL, size 0).
+    let reloc = |sec: &str, off: u64| fd.relocs.get(sec).and_then(|r| r.get(&off));
+    // Where a relocation points: (section, offset).
+    let place = |(target, addend): &(String, i64)| -> Option<(String, u64)> {
+        if fd.sections.contains_key(target) {
+            return Some((target.clone(), *addend as u64));
+        }
+        let s = fd.syms.iter().find(|s| s.name == *target && !s.undefined)?;
+        Some((s.section.clone()?, (s.address as i64 + addend) as u64))
+    };
+    let c_string = |(sec, off): (String, u64)| -> String {
+        let d = fd.sections.get(&sec).map(Vec::as_slice).unwrap_or(&[]);
+        let rest = d.get(off as usize..).unwrap_or(&[]);
+        let end = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
+        String::from_utf8_lossy(&rest[..end]).into_owned()
+    };
+    let (mut deep, mut bad) = (0, Vec::new());
+    for table in tables.iter().copied() {
+        let start = frozen_syms
+            .iter()
+            .find(|s| s.name == table && !s.undefined)
+            .and_then(|s| reloc(s.section.as_deref()?, s.address))
+            .and_then(place);
+        let Some((sec, first)) = start else {
+            bad.push(format!("{table}: does not point into frozen.o"));
+            continue;
+        };
+        let data = &fd.sections[&sec];
+        let mut e = first;
+        // Up to the sentinel (NULL name).
+        while let Some(n) = reloc(&sec, e + u64::from(name.off)) {
+            let module = place(n).map(c_string).unwrap_or_default();
+            if reloc(&sec, e + u64::from(get_code.off)).is_some() {
+                deep += 1;
+                let code_ptr = reloc(&sec, e + u64::from(code.off));
+                let sz = rd_signed(data, e, *size);
+                let ok = if *keeps_marshal {
+                    code_ptr
+                        .filter(|(_, a)| *a == 0)
+                        .and_then(|(target, _)| {
+                            fd.syms.iter().find(|s| s.name == *target && !s.undefined)
+                        })
+                        .is_some_and(|s| s.size > 0 && sz == s.size as i64)
+                } else {
+                    code_ptr.is_none() && rd_field(data, e, *code) == 0 && sz == 0
+                };
+                if !ok {
+                    bad.push(format!(
+                        "{table} {module:?}: code -> {code_ptr:?}, size {sz}"
+                    ));
+                }
+            }
+            e += u64::from(*entry_size);
+            if e + u64::from(*entry_size) > data.len() as u64 {
+                bad.push(format!("{table}: no sentinel"));
+                break;
+            }
+        }
+    }
+    k.is(
+        "frozen.keeps_marshal: the tables have deep-frozen entries",
+        deep > 20,
+        || format!("only {deep}"),
+    );
+    k.none_bad(
+        &format!(
+            "frozen.keeps_marshal ({keeps_marshal}): deep-frozen entries {} their marshal bytes",
+            if *keeps_marshal { "keep" } else { "drop" }
+        ),
+        &bad,
+    );
 }
 
 fn defines(syms: &[Sym], name: &str) -> bool {
@@ -2462,6 +2927,8 @@ fn check_symbols(_v: &Version, o: &Oracle, l: &Layout, k: &mut Checker) {
         code_init,
         code_fini,
         str_fini,
+        frozenset_new,
+        decref,
         next_func_version,
         deepfreeze_init,
         deepfreeze_fini,
@@ -2507,6 +2974,30 @@ fn check_symbols(_v: &Version, o: &Oracle, l: &Layout, k: &mut Checker) {
             &format!("{what} {s}: defining member"),
             o.index.get(*s).map(String::as_str),
             Some(member),
+        );
+    }
+    // Public API our object calls (gcc's does not): declared PyAPI_FUNC in
+    // the installed headers, defined by the member that implements it.
+    for (what, s, h, member) in [
+        (
+            "sym.frozenset_new",
+            frozenset_new,
+            "setobject.h",
+            "setobject.o",
+        ),
+        ("sym.decref", decref, "object.h", "object.o"),
+    ] {
+        k.eq(
+            &format!("{what} {s}: defining member"),
+            o.index.get(*s).map(String::as_str),
+            Some(member),
+        );
+        k.is(
+            &format!("{what} {s}: PyAPI_FUNC in {h}"),
+            header(o, h).lines().any(|line| {
+                line.trim_start().starts_with("PyAPI_FUNC(") && line.contains(&format!(" {s}("))
+            }),
+            || "not declared".into(),
         );
     }
     // gcc's deepfreeze.o references nothing else (so a table with None for
@@ -2966,7 +3457,7 @@ impl<'a> GccView<'a> {
 
     /// The pointer stored at `sec`+`off`, if a relocation is there.
     fn ptr(&self, sec: &str, off: u64) -> Option<Ptr<'a>> {
-        let g: &'a Gcc = &self.o.gcc;
+        let g: &'a ObjData = &self.o.gcc;
         let (t, a) = g.relocs.get(sec)?.get(&off)?;
         Some(
             if let Some((name, _)) = g.sections.get_key_value(t.as_str()) {
@@ -3241,6 +3732,13 @@ fn check_gcc_objects(_v: &Version, o: &Oracle, l: &Layout, k: &mut Checker) {
                 if let Some(f) = c.version {
                     versions.push(int(f));
                 }
+                // Runtime state starts out NULL.
+                for f in c.runtime_state {
+                    let at_ = obj + u64::from(f.off);
+                    if rd_field(data, obj, *f) != 0 || view.ptr(sec, at_).is_some() {
+                        bad_code.push(format!("{}: runtime_state {f:?} is not NULL", at()));
+                    }
+                }
                 // Pointer fields point to objects of the right kind.
                 for (name, f, want) in [
                     ("consts", c.consts, Kind::Tuple),
@@ -3480,7 +3978,7 @@ fn check_gcc_objects(_v: &Version, o: &Oracle, l: &Layout, k: &mut Checker) {
     );
     k.none_bad("code.fixed values in gcc's code objects", &bad_fixed);
     k.none_bad(
-        "code fields: firsttraceable, framesize, pointer kinds",
+        "code fields: firsttraceable, framesize, pointer kinds, runtime_state NULL",
         &bad_code,
     );
     k.none_bad(
@@ -3840,6 +4338,8 @@ fn wrong_values_are_detected(v: &'static Version) {
     let objects: Check = check_gcc_objects;
     let code: Check = check_gcc_code;
     let runtime: Check = check_runtime_singletons;
+    let layouts: Check = check_object_layouts;
+    let frozen: Check = check_frozen_tables;
     let cases: &[(&str, Corrupt, Check, &str)] = &[
         (
             "static_refcnt",
@@ -3976,6 +4476,65 @@ fn wrong_values_are_detected(v: &'static Version) {
             code,
             "calls exactly",
         ),
+        (
+            "runtime_state: one dropped",
+            |b, _| b.code.runtime_state = &b.code.runtime_state[1..],
+            layouts,
+            "one entry per member the code fini clears",
+        ),
+        (
+            "runtime_state: one dropped",
+            |b, _| b.code.runtime_state = &b.code.runtime_state[1..],
+            layouts,
+            "pointer members of PyCodeObject are exactly",
+        ),
+        (
+            "runtime_state: one dropped",
+            |b, _| b.code.runtime_state = &b.code.runtime_state[1..],
+            layouts,
+            "stores NULL at",
+        ),
+        (
+            "runtime_state: a field gcc fills",
+            |b, _| b.code.runtime_state = &[Field { off: 24, size: 8 }],
+            objects,
+            "runtime_state NULL",
+        ),
+        (
+            "arch_shift",
+            |b, _| {
+                b.runtime.arch_shift = match b.runtime.arch_shift {
+                    [] => &[(Arch::Aarch64, 16)],
+                    _ => &[],
+                }
+            },
+            runtime,
+            "runtime.arch_shift (",
+        ),
+        (
+            "arch_shift on x86_64",
+            |b, _| b.runtime.arch_shift = &[(Arch::X86_64, 8)],
+            runtime,
+            "x86_64 (the DWARF's own offsets) does not move",
+        ),
+        (
+            "custom: a table",
+            |b, _| b.frozen.custom = "_PyImport_FrozenTest",
+            frozen,
+            "NULL in CPython's own build",
+        ),
+        (
+            "custom: missing",
+            |b, _| b.frozen.custom = "PyImport_NoSuchTable",
+            frozen,
+            "frozen.custom",
+        ),
+        (
+            "keeps_marshal",
+            |b, _| b.frozen.keeps_marshal ^= true,
+            frozen,
+            "frozen.keeps_marshal (",
+        ),
     ];
     for (what, corrupt, check, expect) in cases {
         let mut bad = clone_layout(l);
@@ -4012,12 +4571,12 @@ macro_rules! per_version {
             /// complex, tuple.
             #[test]
             fn object_layouts_match_dwarf() {
-                run(&$v, 100, check_object_layouts);
+                run(&$v, 115, check_object_layouts);
             }
 
             #[test]
             fn runtime_singletons_match_dwarf_and_data() {
-                run(&$v, 22, check_runtime_singletons);
+                run(&$v, 27, check_runtime_singletons);
             }
 
             #[test]
@@ -4027,12 +4586,12 @@ macro_rules! per_version {
 
             #[test]
             fn frozen_table_layout_matches_dwarf() {
-                run(&$v, 24, check_frozen_tables);
+                run(&$v, 32, check_frozen_tables);
             }
 
             #[test]
             fn symbols_match_archive() {
-                run(&$v, 35, check_symbols);
+                run(&$v, 39, check_symbols);
             }
 
             #[test]
