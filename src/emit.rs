@@ -29,6 +29,10 @@ pub struct Options {
     pub trace: Vec<String>,
     /// Also write the module tables (replacing `frozen.o`).
     pub frozen_tables: bool,
+    /// Emit for macOS/Windows although the offsets of the runtime's shared
+    /// objects are only known for Linux builds (for harnesses that supply
+    /// their own `_PyRuntime`).
+    pub assume_linux_runtime: bool,
     pub verbose: bool,
 }
 
@@ -276,11 +280,28 @@ fn read_graph_here(mods: &[Marshalled]) -> Result<Graph> {
 }
 
 /// Lay the graph out and write the object file's bytes.
+/// The offsets of the runtime's shared objects inside `_PyRuntime` are
+/// known (and tested against real builds) for Linux only: they depend on
+/// NSIG, the pthread types and other platform types that precede them.
+fn check_runtime_known(opts: &Options) -> Result<()> {
+    if opts.target.os == crate::target::Os::Linux || opts.assume_linux_runtime {
+        return Ok(());
+    }
+    Err(Error::msg(format!(
+        "target {}: where CPython {}.{} keeps its shared objects inside _PyRuntime is only known \
+         for Linux builds (it depends on NSIG, pthread and other platform types); \
+         --assume-linux-runtime emits anyway with Linux's offsets (for a harness that \
+         supplies its own _PyRuntime)",
+        opts.target.triple, opts.layout.version.0, opts.layout.version.1
+    )))
+}
+
 pub fn build_object(
     opts: &Options,
     graph: &Graph,
     tables: Option<&Tables>,
 ) -> Result<(Vec<u8>, Stats)> {
+    check_runtime_known(opts)?;
     let l = opts.layout;
     let mut image = place::place(
         graph,

@@ -72,6 +72,11 @@ enum Cmd {
         /// added modules go into the stdlib table. Needs --modules-from.
         #[arg(long)]
         frozen_tables: bool,
+        /// For macOS and Windows targets: emit although where the runtime
+        /// keeps its shared objects is only known for Linux builds (use
+        /// Linux's offsets; for test harnesses supplying their own runtime).
+        #[arg(long)]
+        assume_linux_runtime: bool,
         /// Print progress and timing on stderr.
         #[arg(short, long)]
         verbose: bool,
@@ -172,6 +177,7 @@ fn run(cli: Cli) -> pyfreeze_obj::error::Result<()> {
             freeze,
             trace,
             frozen_tables,
+            assume_linux_runtime,
             inputs,
         } => {
             let opts = Options {
@@ -184,6 +190,7 @@ fn run(cli: Cli) -> pyfreeze_obj::error::Result<()> {
                 freeze,
                 trace,
                 frozen_tables,
+                assume_linux_runtime,
                 verbose,
             };
             emit::run(&opts, &output, depfile.as_deref())?;

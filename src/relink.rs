@@ -137,6 +137,7 @@ pub fn relink(o: &RelinkOptions) -> Result<()> {
             freeze: o.freeze.clone(),
             trace: o.trace.clone(),
             frozen_tables: true,
+            assume_linux_runtime: false,
             verbose: o.verbose,
         };
         let stats = emit::run(&opts, &obj, None)?;

@@ -15,8 +15,17 @@ pub enum Format {
     Coff,
 }
 
+/// The operating systems whose CPython builds we target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Os {
+    Linux,
+    MacOs,
+    Windows,
+}
+
 #[derive(Clone, Debug)]
 pub struct Target {
+    pub os: Os,
     /// The triple as given or expanded from a short form.
     pub triple: String,
     pub format: Format,
@@ -41,8 +50,9 @@ impl Target {
         let full = SHORT_FORMS
             .iter()
             .find(|(k, _)| *k == s)
-            .map(|(_, v)| *v)
-            .unwrap_or(s);
+            .map(|(_, v)| v.to_string());
+        let full = full.unwrap_or_else(|| normalize(s));
+        let full = full.as_str();
         let triple = Triple::from_str(full).map_err(|e| {
             Error::msg(format!(
                 "unknown target '{s}': {e} (use a target triple or one of: {})",
@@ -82,12 +92,31 @@ impl Target {
             arch::Abi::SysV
         };
         let wchar_size = if format == Format::Coff { 2 } else { 4 };
+        let os = match format {
+            Format::Elf => Os::Linux,
+            Format::MachO => Os::MacOs,
+            Format::Coff => Os::Windows,
+        };
         Ok(Target {
+            os,
             triple: full.to_string(),
             format,
             arch,
             abi,
             wchar_size,
         })
+    }
+}
+
+/// Spellings target-lexicon does not take: GCC's `x86_64-w64-mingw32` and
+/// versioned Apple triples (`x86_64-apple-macosx11.0`).
+fn normalize(s: &str) -> String {
+    let parts: Vec<&str> = s.split('-').collect();
+    match parts.as_slice() {
+        [arch, "w64", os] if os.starts_with("mingw") => format!("{arch}-pc-windows-gnu"),
+        [arch, "apple", os] if os.starts_with("macos") || os.starts_with("darwin") => {
+            format!("{arch}-apple-darwin")
+        }
+        _ => s.to_string(),
     }
 }

@@ -474,7 +474,12 @@ fn every_target_gets_its_object_format() {
     let d = tmpdir("formats");
     std::fs::write(d.join("m.marshal"), compile312("x = 1\n", "m")).unwrap();
     // (target, leading bytes of the object)
-    let cases: [(&str, &[u8]); 10] = [
+    let cases: [(&str, &[u8]); 12] = [
+        ("x86_64-w64-mingw32", &[0x64, 0x86]),
+        (
+            "x86_64-apple-macosx11.0",
+            &[0xcf, 0xfa, 0xed, 0xfe, 0x07, 0x00, 0x00, 0x01],
+        ),
         ("x86_64-linux", b"\x7fELF\x02\x01"),
         ("x86_64-unknown-linux-gnu", b"\x7fELF\x02\x01"),
         ("aarch64-linux", b"\x7fELF\x02\x01"),
@@ -493,7 +498,30 @@ fn every_target_gets_its_object_format() {
         ("aarch64-pc-windows-msvc", &[0x64, 0xaa]),
     ];
     for (t, magic) in cases {
-        let out = emit(&d, "t.o", &["--target", t, "m.marshal:m"]);
+        // Outside Linux the runtime's layout is not known: refused unless asked.
+        let linux = t.contains("linux");
+        if !linux {
+            let e = fails(bin().current_dir(&d).args([
+                "emit",
+                "--python",
+                "3.12",
+                "-o",
+                "t.o",
+                "--target",
+                t,
+                "m.marshal:m",
+            ]));
+            assert!(
+                e.contains("only known for Linux builds") && e.contains("--assume-linux-runtime"),
+                "{t}: {e}"
+            );
+        }
+        let args: &[&str] = if linux {
+            &["--target", t, "m.marshal:m"]
+        } else {
+            &["--target", t, "--assume-linux-runtime", "m.marshal:m"]
+        };
+        let out = emit(&d, "t.o", args);
         assert!(
             out.status.success(),
             "{t}: {}",

@@ -241,6 +241,7 @@ fn adversarial_corpus_gives_only_clean_errors() {
                             freeze: vec![],
                             trace: vec![],
                             frozen_tables: false,
+                            assume_linux_runtime: true,
                             verbose: false,
                         };
                         build_object(&opts, &graph, None).expect("a graph that reads must lay out");
@@ -277,6 +278,7 @@ fn output_is_identical_across_runs_for_every_target() {
             let st = Command::new(env!("CARGO_BIN_EXE_pyfreeze-obj"))
                 .current_dir(dir.join(sub))
                 .args(["emit", "--python", "3.12", "--target", t, "-o", "out.o"])
+                .args((!t.contains("linux")).then_some("--assume-linux-runtime"))
                 .arg(format!("{}:m", dir.join("m.marshal").display()))
                 .status()
                 .unwrap();
@@ -333,6 +335,7 @@ fn fuzz_regressions_stay_fixed() {
                     freeze: vec![],
                     trace: vec![],
                     frozen_tables: false,
+                    assume_linux_runtime: true,
                     verbose: false,
                 };
                 build_object(&opts, &graph, None).unwrap();

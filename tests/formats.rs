@@ -202,6 +202,9 @@ fn emitted(py: &'static Py, target: &'static str) -> &'static [u8] {
     }
     let python = py.compile.then(|| support::pyenv_python(py.pyenv));
     let mut extra = vec!["--target", target];
+    if target.contains("macos") || target.contains("darwin") || target.contains("windows") {
+        extra.push("--assume-linux-runtime");
+    }
     if let Some(p) = &python {
         extra.push("--compile-with");
         extra.push(p.to_str().expect("interpreter path is UTF-8"));
@@ -902,9 +905,9 @@ fn macho_symbols_and_sections(py: &'static Py, arch: &str) {
     let mut anchors = 0;
     for (name, (descr, addr)) in syms.iter().filter(|(n, _)| n.starts_with("_pyfreeze_")) {
         let (want, base, hex) = if let Some(h) = name.strip_prefix("_pyfreeze_data_") {
-            ("(__DATA,__data) non-external", sec_addr("__data"), h)
+            ("(__DATA,__data) non-external [no dead strip]", sec_addr("__data"), h)
         } else if let Some(h) = name.strip_prefix("_pyfreeze_table_") {
-            ("(__TEXT,__const) non-external", sec_addr("__const"), h)
+            ("(__TEXT,__const) non-external [no dead strip]", sec_addr("__const"), h)
         } else {
             panic!("unexpected local symbol {name}")
         };
@@ -3351,15 +3354,36 @@ fn runtime_offsets_are_platform_independent(py: &'static Py) {
             ));
         }
     }
+    // Members before the shared objects differ in size on other platforms,
+    // so their offsets are Linux's only: emitting for macOS or Windows must
+    // be refused unless explicitly asked to assume Linux's layout.
     assert!(
-        problems.is_empty(),
-        "the {} _PyRuntime offsets (small ints at +{}, empty tuple at +{}, shared objects \
-         up to +{end}) are Linux's (per architecture at most): members of _PyRuntimeState before \
-         them differ in size on other platforms, so Mach-O and COFF objects point the \
-         runtime's shared objects at the wrong bytes:\n  {}",
+        !problems.is_empty(),
+        "no platform-dependent member precedes the shared objects any more: \
+         the refusal below may be lifted"
+    );
+    let dir = TempDir::new("runtime-refusal");
+    let input = dir.0.join("m.marshal");
+    std::fs::write(&input, emitted_marshal(py)).unwrap();
+    for t in [
+        "x86_64-macos",
+        "aarch64-macos",
+        "x86_64-windows",
+        "aarch64-windows",
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_pyfreeze-obj"))
+            .args(["emit", "--python", py.python, "--target", t, "-o"])
+            .arg(dir.0.join("x.o"))
+            .arg(format!("{}:m", input.display()))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{t}: {err}");
+        assert!(err.contains("only known for Linux builds"), "{t}: {err}");
+    }
+    eprintln!(
+        "{}: shared objects up to _PyRuntime+{end} follow platform-dependent members:\n  {}",
         py.python,
-        r.small_ints,
-        r.tuple_empty,
         problems.join("\n  ")
     );
 }
@@ -3514,7 +3538,7 @@ macro_rules! version_tests {
                 object_fields_do_not_depend_on_long(&$py)
             }
             #[test]
-            fn runtime_offsets_are_the_same_on_every_platform() {
+            fn runtime_offsets_outside_linux_are_refused() {
                 runtime_offsets_are_platform_independent(&$py)
             }
             $(#[test] fn $extra() { super::$extra(&$py) })*
@@ -3525,4 +3549,18 @@ macro_rules! version_tests {
 version_tests! {
     py312: PY312 [];
     py311: PY311 [wstr_follows_wchar_size];
+}
+
+/// Marshal bytes of a one-line module, compiled by `py`'s interpreter.
+fn emitted_marshal(py: &'static Py) -> Vec<u8> {
+    let out = Command::new(support::pyenv_python(py.pyenv))
+        .args(["-c", "import marshal, sys; sys.stdout.buffer.write(marshal.dumps(compile('x = 1', '<frozen m>', 'exec')))"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
 }

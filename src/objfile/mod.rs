@@ -271,13 +271,21 @@ impl Writer<'_> {
         id
     }
 
-    /// A symbol local to this object, marking `value` in `section`.
+    /// A symbol local to this object, marking `value` in `section`. On
+    /// Mach-O it also starts an atom: marked never to be dead-stripped,
+    /// since the object tables reach into atoms without relocations.
     fn local_sym(
         &mut self,
         name: String,
         section: object::write::SectionId,
         value: u64,
     ) -> SymbolId {
+        let flags = match self.format {
+            Format::MachO => SymbolFlags::MachO {
+                n_desc: object::macho::N_NO_DEAD_STRIP,
+            },
+            _ => SymbolFlags::None,
+        };
         self.obj.add_symbol(Symbol {
             name: name.into_bytes(),
             value,
@@ -286,7 +294,7 @@ impl Writer<'_> {
             scope: SymbolScope::Compilation,
             weak: false,
             section: SymbolSection::Section(section),
-            flags: SymbolFlags::None,
+            flags,
         })
     }
 
