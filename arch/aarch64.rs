@@ -3,14 +3,17 @@
 //! shared libraries; every instruction is 4 bytes.
 
 use super::{
-    CodeReloc, CodeRelocKind, Func, Lazy, Scheme, StubSpec, Stubs, Sym, TableWalk, FIX_TABLE,
-    FROZENSET_TABLE, MODULE_TABLE, PRISTINE_TABLE, XFIX_TABLE,
+    CodeReloc, CodeRelocKind, Func, Lazy, Scheme, StubSpec, Stubs, Sym, TableWalk, UnwindOp,
+    FIX_TABLE, FROZENSET_TABLE, MODULE_TABLE, PRISTINE_TABLE, XFIX_TABLE,
 };
 
 const RET: u32 = 0xd65f_03c0;
 
 struct Asm {
     out: Stubs,
+    /// Prologue steps and epilogue start of the function being assembled.
+    unwind: Vec<(u64, UnwindOp)>,
+    epilog: Option<u64>,
 }
 
 impl Asm {
@@ -63,27 +66,39 @@ impl Asm {
         }
     }
     fn func(&mut self, name: &str, start: u64) {
-        let size = self.pos() - start;
-        self.out.funcs.push(Func {
-            name: name.to_string(),
-            global: true,
-            offset: start,
-            size,
-        });
+        self.push_func(name, start, true);
     }
     fn local_func(&mut self, name: &str, start: u64) {
+        self.push_func(name, start, false);
+    }
+    fn push_func(&mut self, name: &str, start: u64, global: bool) {
         let size = self.pos() - start;
+        let rel = |p: u64| (p - start) as u32;
+        let unwind = std::mem::take(&mut self.unwind)
+            .into_iter()
+            .map(|(p, op)| (rel(p), op))
+            .collect();
+        let epilog = self.epilog.take().map(rel);
         self.out.funcs.push(Func {
             name: name.to_string(),
-            global: false,
+            global,
             offset: start,
             size,
+            unwind,
+            epilog,
         });
+    }
+    /// Record a prologue step that ends here.
+    fn unwind_op(&mut self, op: UnwindOp) {
+        let p = self.pos();
+        self.unwind.push((p, op));
     }
 }
 
 pub fn assemble(spec: &StubSpec) -> Stubs {
     let mut a = Asm {
+        unwind: Vec::new(),
+        epilog: None,
         out: Stubs {
             align: 16,
             ..Stubs::default()
@@ -131,15 +146,22 @@ fn accessor_tail(a: &mut Asm, spec: &StubSpec, code: u64) {
 
 impl Asm {
     /// Frame: x29, x30, x19..x22 saved (48 bytes).
-    /// Frame: x29, x30, x19..x24 saved (64 bytes).
+    /// Frame: x29, x30, x19..x24 saved (64 bytes). The epilogue undoes it
+    /// step by step in reverse, as Windows' unwind codes require.
     fn prologue(&mut self) {
         self.ins(0xa9bc_7bfd); // stp x29, x30, [sp, #-64]!
-        self.ins(0x9100_03fd); // mov x29, sp
+        self.unwind_op(UnwindOp::SaveFpLr(64));
+        self.ins(0x9100_03fd); // mov x29, sp (a frame record, as Apple's ABI requires)
+        self.unwind_op(UnwindOp::SetFp);
         self.ins(0xa901_53f3); // stp x19, x20, [sp, #16]
+        self.unwind_op(UnwindOp::SavePair(19, 16));
         self.ins(0xa902_5bf5); // stp x21, x22, [sp, #32]
+        self.unwind_op(UnwindOp::SavePair(21, 32));
         self.ins(0xa903_63f7); // stp x23, x24, [sp, #48]
+        self.unwind_op(UnwindOp::SavePair(23, 48));
     }
     fn epilogue(&mut self) {
+        self.epilog = Some(self.pos());
         self.ins(0xa943_63f7); // ldp x23, x24, [sp, #48]
         self.ins(0xa942_5bf5); // ldp x21, x22, [sp, #32]
         self.ins(0xa941_53f3); // ldp x19, x20, [sp, #16]
@@ -162,10 +184,10 @@ impl Asm {
         let next = self.pos();
         self.patch(to_next, next);
     }
-    /// x9 <- module w22's entry in the module table (32 bytes each).
+    /// x9 <- module w22's entry in the module table (64 bytes each).
     fn module_entry(&mut self, spec: &StubSpec) {
         self.address(9, Sym::Table(spec.table_start(MODULE_TABLE)));
-        self.ins(0x8b16_1529); // add x9, x9, x22, lsl #5
+        self.ins(0x8b16_1929); // add x9, x9, x22, lsl #6
     }
     /// x19, x20 <- module w22's frozenset entries (x21 = data).
     fn frozenset_range(&mut self, spec: &StubSpec) {
@@ -299,9 +321,9 @@ impl Asm {
 /// The body of several walks in turn (x21 = data already).
 fn table_walks(a: &mut Asm, spec: &StubSpec, walks: &[TableWalk], to_fail: &mut Vec<usize>) {
     for w in walks {
-        let start = spec.table_start(w.table);
+        let (start, end) = w.bounds(spec);
         a.address(19, Sym::Table(start)); // x19 = cursor
-        a.address(20, Sym::Table(start + 4 * spec.tables[w.table])); // x20 = end
+        a.address(20, Sym::Table(end)); // x20 = end
         a.walk_loop(w.callee, w.check_result, to_fail);
     }
 }
@@ -371,13 +393,29 @@ fn assemble_lazy(a: &mut Asm, spec: &StubSpec, lazy: &Lazy) {
     mov_w9(a, spec.accessors.len() as u32);
     a.ins(0x6b09_02df); // cmp w22, w9
     let to_done = a.branch(0x5400_0002); // b.hs done
+    let n = spec.accessors.len() as u32;
     a.address(9, Sym::Data(lazy.flags));
-    a.ins(0x3876_692a); // ldrb w10, [x9, x22]
+    a.ins(0x5280_000c | ((n & 0xffff) << 5)); // movz w12, #n
+    a.ins(0x72a0_000c | ((n >> 16) << 5)); // movk w12, #n >> 16, lsl #16
+    a.ins(0x8b0c_012c); // add x12, x9, x12
+    a.ins(0x3876_698a); // ldrb w10, [x12, x22]: never fixed up?
     let to_next = a.branch(0x3400_000a); // cbz w10, next
+    a.ins(0x3876_692a); // ldrb w10, [x9, x22]: not initialized?
+    let to_strings = a.branch(0x3400_000a); // cbz w10, strings
     a.ins(0x3836_693f); // strb wzr, [x9, x22]
     a.drop_frozensets(spec, lazy);
     a.module_range(spec);
     restore_loop(a, spec, lazy);
+    let strings = a.pos();
+    a.patch(to_strings, strings);
+    if let Some(str_fini) = lazy.str_fini {
+        a.module_entry(spec);
+        a.ins(0x2944_2d2a); // ldp w10, w11, [x9, #32]
+        a.address(19, Sym::Table(spec.table_start(1)));
+        a.ins(0x8b0a_0a73); // add x19, x19, x10, lsl #2
+        a.ins(0x8b0b_0a74); // add x20, x19, x11, lsl #2
+        a.walk_loop(str_fini, false, &mut Vec::new());
+    }
     let next = a.pos();
     a.patch(to_next, next);
     a.ins(0x1100_06d6); // add w22, w22, #1

@@ -59,6 +59,27 @@ pub struct Func {
     pub global: bool,
     pub offset: u64,
     pub size: u64,
+    /// What the prologue did, in order, with the offset (from the
+    /// function's start) just past each instruction: for unwind tables.
+    /// Empty for leaf functions that leave the stack alone.
+    pub unwind: Vec<(u32, UnwindOp)>,
+    /// Offset of the (single) epilogue, for formats that describe it.
+    pub epilog: Option<u32>,
+}
+
+/// One step of a prologue, as unwinders need to know it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnwindOp {
+    /// x86_64: push of a register (by its encoding number).
+    Push(u8),
+    /// x86_64: `sub $n, %rsp`.
+    Alloc(u32),
+    /// AArch64: `stp x29, x30, [sp, #-n]!`.
+    SaveFpLr(u32),
+    /// AArch64: `mov x29, sp` (not undone by the epilogue).
+    SetFp,
+    /// AArch64: `stp x<r>, x<r+1>, [sp, #off]`.
+    SavePair(u8, u32),
 }
 
 /// Assembled stubs.
@@ -86,6 +107,8 @@ pub struct TableWalk {
     pub name: &'static str,
     /// Which table of [`StubSpec::tables`] to walk.
     pub table: usize,
+    /// Only entries [start, start + count) (else the whole table).
+    pub range: Option<(u64, u64)>,
     pub callee: &'static str,
     /// Stop and return -1 when `callee` returns a negative int; else the
     /// function returns 0 (Init). Without it the function returns nothing.
@@ -135,8 +158,12 @@ pub struct Lazy {
     /// Data offset of the table of external symbols' addresses that
     /// external fixups index.
     pub extern_table: u64,
-    /// Walks run by Fini after the modules (3.11: string deallocs).
+    /// Walks run by Fini after the modules (3.11: the shared strings'
+    /// deallocs).
     pub fini_walks: Vec<TableWalk>,
+    /// Called by Fini on each string a module owns (table 1, range from
+    /// the module table), for every module whose pointers were fixed up.
+    pub str_fini: Option<&'static str>,
     /// Fini restores each code object's bytecode (at `code_adaptive`) from
     /// its pristine copy (table [`PRISTINE_TABLE`]: offset from the start of
     /// the read-only section, length) and rewrites the `fixed` fields
@@ -151,9 +178,10 @@ pub struct Lazy {
     pub decref: &'static str,
 }
 
-/// The table of [`StubSpec::tables`] with, per module, eight 32-bit fields:
-/// first code-table index and count, first internal-fixup index and count,
-/// first external-fixup pair and count, first frozenset pair and count.
+/// The table of [`StubSpec::tables`] with, per module, sixteen 32-bit
+/// fields (64 bytes): first code-table index and count, first
+/// internal-fixup index and count, first external-fixup pair and count,
+/// first frozenset pair and count, first string index and count, padding.
 pub const MODULE_TABLE: usize = 2;
 /// Internal fixups: data offsets of fields to which to add the data address.
 pub const FIX_TABLE: usize = 3;
@@ -164,6 +192,16 @@ pub const FROZENSET_TABLE: usize = 5;
 /// Per code object (parallel to table 0): its pristine bytecode's offset
 /// in the read-only section, and length.
 pub const PRISTINE_TABLE: usize = 6;
+
+impl TableWalk {
+    /// Byte offsets [start, end) of the entries walked in the read-only
+    /// section.
+    pub fn bounds(&self, spec: &StubSpec) -> (u64, u64) {
+        let base = spec.table_start(self.table);
+        let (first, n) = self.range.unwrap_or((0, spec.tables[self.table]));
+        (base + 4 * first, base + 4 * (first + n))
+    }
+}
 
 impl StubSpec {
     /// Byte offset of table `t` in the read-only section.

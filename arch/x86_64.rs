@@ -3,12 +3,15 @@
 //! System V and Windows x64 calling conventions.
 
 use super::{
-    Abi, CodeReloc, CodeRelocKind, Func, Lazy, Scheme, StubSpec, Stubs, Sym, TableWalk, FIX_TABLE,
-    FROZENSET_TABLE, MODULE_TABLE, PRISTINE_TABLE, XFIX_TABLE,
+    Abi, CodeReloc, CodeRelocKind, Func, Lazy, Scheme, StubSpec, Stubs, Sym, TableWalk, UnwindOp,
+    FIX_TABLE, FROZENSET_TABLE, MODULE_TABLE, PRISTINE_TABLE, XFIX_TABLE,
 };
 
 struct Asm {
     out: Stubs,
+    /// Prologue steps and epilogue start of the function being assembled.
+    unwind: Vec<(u64, UnwindOp)>,
+    epilog: Option<u64>,
     abi: Abi,
 }
 
@@ -90,22 +93,32 @@ impl Asm {
         }
     }
     fn func(&mut self, name: &str, start: u64) {
-        let size = self.pos() - start;
-        self.out.funcs.push(Func {
-            name: name.to_string(),
-            global: true,
-            offset: start,
-            size,
-        });
+        self.push_func(name, start, true);
     }
     fn local_func(&mut self, name: &str, start: u64) {
+        self.push_func(name, start, false);
+    }
+    fn push_func(&mut self, name: &str, start: u64, global: bool) {
         let size = self.pos() - start;
+        let rel = |p: u64| (p - start) as u32;
+        let unwind = std::mem::take(&mut self.unwind)
+            .into_iter()
+            .map(|(p, op)| (rel(p), op))
+            .collect();
+        let epilog = self.epilog.take().map(rel);
         self.out.funcs.push(Func {
             name: name.to_string(),
-            global: false,
+            global,
             offset: start,
             size,
+            unwind,
+            epilog,
         });
+    }
+    /// Record a prologue step that ends here.
+    fn unwind_op(&mut self, op: UnwindOp) {
+        let p = self.pos();
+        self.unwind.push((p, op));
     }
 
     // Prologue and epilogue saving rbx, rbp, r12 (+ r13, r14 with `more`),
@@ -127,19 +140,29 @@ impl Asm {
         }
     }
     fn prologue(&mut self, more: bool) {
-        self.bytes(&[0x53, 0x55, 0x41, 0x54]); // push rbx; push rbp; push r12
+        let push = |a: &mut Asm, code: &[u8], reg: u8| {
+            a.bytes(code);
+            a.unwind_op(UnwindOp::Push(reg));
+        };
+        push(self, &[0x53], 3); // push rbx
+        push(self, &[0x55], 5); // push rbp
+        push(self, &[0x41, 0x54], 12); // push r12
         if more {
-            self.bytes(&[0x41, 0x55, 0x41, 0x56]); // push r13; push r14
+            push(self, &[0x41, 0x55], 13); // push r13
+            push(self, &[0x41, 0x56], 14); // push r14
             if self.abi == Abi::Win64 {
-                self.bytes(&[0x57, 0x56]); // push rdi; push rsi
+                push(self, &[0x57], 7); // push rdi
+                push(self, &[0x56], 6); // push rsi
             }
         }
         let f = self.frame_size(self.pushes(more));
         if f != 0 {
             self.bytes(&[0x48, 0x83, 0xec, f]); // sub $f, %rsp
+            self.unwind_op(UnwindOp::Alloc(f as u32));
         }
     }
     fn epilogue(&mut self, more: bool) {
+        self.epilog = Some(self.pos());
         let f = self.frame_size(self.pushes(more));
         if f != 0 {
             self.bytes(&[0x48, 0x83, 0xc4, f]); // add $f, %rsp
@@ -177,11 +200,11 @@ impl Asm {
         self.patch8(back, top);
         self.here(&[to_next]);
     }
-    /// rax <- module r13's entry in the module table (32 bytes each).
+    /// rax <- module r13's entry in the module table (64 bytes each).
     fn module_entry(&mut self, spec: &StubSpec) {
         self.lea(Reg::Rax, Sym::Table(spec.table_start(MODULE_TABLE)));
         self.bytes(&[0x4c, 0x89, 0xe9]); // mov %r13, %rcx
-        self.bytes(&[0x48, 0xc1, 0xe1, 0x05]); // shl $5, %rcx
+        self.bytes(&[0x48, 0xc1, 0xe1, 0x06]); // shl $6, %rcx
         self.bytes(&[0x48, 0x01, 0xc8]); // add %rcx, %rax
     }
     /// rbx, rbp <- module r13's frozenset entries (r12 = data).
@@ -331,6 +354,8 @@ enum Reg {
 
 pub fn assemble(spec: &StubSpec) -> Stubs {
     let mut a = Asm {
+        unwind: Vec::new(),
+        epilog: None,
         out: Stubs {
             align: 16,
             ..Stubs::default()
@@ -379,9 +404,9 @@ fn accessor_tail(a: &mut Asm, spec: &StubSpec, code: u64) {
 /// The body of several walks in turn (r12 = data already).
 fn table_walks(a: &mut Asm, spec: &StubSpec, walks: &[TableWalk], to_fail: &mut Vec<usize>) {
     for w in walks {
-        let start = spec.table_start(w.table);
+        let (start, end) = w.bounds(spec);
         a.lea(Reg::Rbx, Sym::Table(start));
-        a.lea(Reg::Rbp, Sym::Table(start + 4 * spec.tables[w.table]));
+        a.lea(Reg::Rbp, Sym::Table(end));
         a.walk_loop(w.callee, w.check_result, to_fail);
     }
 }
@@ -447,13 +472,29 @@ fn assemble_lazy(a: &mut Asm, spec: &StubSpec, lazy: &Lazy) {
     a.bytes(&[0x41, 0x81, 0xfd]); // cmp $n, %r13d
     a.bytes(&(spec.accessors.len() as u32).to_le_bytes());
     let to_done = a.jump32(&[0x0f, 0x83]); // jae done
+    let n = spec.accessors.len() as u32;
     a.lea(Reg::Rax, Sym::Data(lazy.flags));
-    a.bytes(&[0x42, 0x80, 0x3c, 0x28, 0x00]); // cmpb $0, (%rax,%r13)
+    a.bytes(&[0x42, 0x80, 0xbc, 0x28]); // cmpb $0, n(%rax,%r13): never fixed up?
+    a.bytes(&n.to_le_bytes());
+    a.bytes(&[0x00]);
     let to_next = a.jump32(&[0x0f, 0x84]); // je next
+    a.bytes(&[0x42, 0x80, 0x3c, 0x28, 0x00]); // cmpb $0, (%rax,%r13): not initialized?
+    let to_strings = a.jump32(&[0x0f, 0x84]); // je strings
     a.bytes(&[0x42, 0xc6, 0x04, 0x28, 0x00]); // movb $0, (%rax,%r13)
     a.drop_frozensets(spec, lazy);
     a.module_range(spec);
     restore_loop(a, spec, lazy);
+    let strings = a.pos();
+    a.patch32(to_strings, strings);
+    if let Some(str_fini) = lazy.str_fini {
+        a.module_entry(spec);
+        a.bytes(&[0x8b, 0x48, 0x20]); // mov 32(%rax), %ecx
+        a.bytes(&[0x8b, 0x50, 0x24]); // mov 36(%rax), %edx
+        a.lea(Reg::Rbx, Sym::Table(spec.table_start(1)));
+        a.bytes(&[0x48, 0x8d, 0x1c, 0x8b]); // lea (%rbx,%rcx,4), %rbx
+        a.bytes(&[0x48, 0x8d, 0x2c, 0x93]); // lea (%rbx,%rdx,4), %rbp
+        a.walk_loop(str_fini, false, &mut Vec::new());
+    }
     let next = a.pos();
     a.patch32(to_next, next);
     a.bytes(&[0x41, 0xff, 0xc5]); // inc %r13d

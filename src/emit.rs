@@ -312,10 +312,11 @@ pub fn build_object(
     if let Some(t) = tables {
         crate::tables::append(&mut image, l, t);
     }
-    let str_walk = |name| {
+    let str_walk = |name, range| {
         l.sym.str_fini.map(|callee| TableWalk {
             name,
             table: 1,
+            range,
             callee,
             check_result: false,
         })
@@ -342,7 +343,17 @@ pub fn build_object(
             code_fini: l.sym.code_fini,
             flags,
             extern_table: image.fixups.as_ref().map_or(0, |f| f.extern_table),
-            fini_walks: str_walk(l.sym.deepfreeze_fini).into_iter().collect(),
+            // Strings owned by no single module always have valid pointers.
+            fini_walks: {
+                let n = image.shared_strs();
+                str_walk(
+                    l.sym.deepfreeze_fini,
+                    Some((image.strs.len() as u64 - n, n)),
+                )
+                .into_iter()
+                .collect()
+            },
+            str_fini: l.sym.str_fini,
             code_adaptive: l.code.code_adaptive,
             fixed: l
                 .code
@@ -360,17 +371,19 @@ pub fn build_object(
             TableWalk {
                 name: l.sym.deepfreeze_init,
                 table: 0,
+                range: None,
                 callee: l.sym.code_init,
                 check_result: true,
             },
             TableWalk {
                 name: l.sym.deepfreeze_fini,
                 table: 0,
+                range: None,
                 callee: l.sym.code_fini,
                 check_result: false,
             },
         ];
-        walks.extend(str_walk(l.sym.deepfreeze_fini));
+        walks.extend(str_walk(l.sym.deepfreeze_fini, None));
         Scheme::Eager { walks }
     };
     let spec = StubSpec {

@@ -53,6 +53,8 @@ pub struct Image {
     pub code_lens: Vec<u32>,
     /// Data offsets of every string object we emitted (not the runtime's).
     pub strs: Vec<u64>,
+    /// Owner module of each of `strs` (or SHARED).
+    pub str_owners: Vec<u32>,
     /// How many of `codes` belong to each module, in module order (they
     /// are contiguous).
     pub module_codes: Vec<usize>,
@@ -102,13 +104,38 @@ impl Image {
         };
         let none = Fixups::default();
         let f = self.fixups.as_ref().unwrap_or(&none);
-        let mut modules = Vec::with_capacity(8 * self.module_codes.len());
+        // Strings: each module's own, in module order, then the shared ones
+        // (a module's strings are only valid once its fixups ran).
+        let mut strs: Vec<u64> = Vec::with_capacity(self.strs.len());
+        let mut str_ranges = Vec::with_capacity(self.module_codes.len());
+        for m in 0..self.module_codes.len() as u32 {
+            let start = strs.len() as u32;
+            strs.extend(
+                self.strs
+                    .iter()
+                    .zip(&self.str_owners)
+                    .filter(|(_, &o)| o == m)
+                    .map(|(&s, _)| s),
+            );
+            str_ranges.push((start, strs.len() as u32 - start));
+        }
+        strs.extend(
+            self.strs
+                .iter()
+                .zip(&self.str_owners)
+                .filter(|(_, &o)| o == crate::graph::SHARED)
+                .map(|(&s, _)| s),
+        );
+        let mut modules = Vec::with_capacity(16 * self.module_codes.len());
         let (mut code, mut fix, mut xfix, mut fs) = (0u32, 0u32, 0u32, 0u32);
         for (m, &n) in self.module_codes.iter().enumerate() {
             let nf = f.internal.get(m).map_or(0, |v| v.len()) as u32;
             let nx = f.external.get(m).map_or(0, |v| v.len()) as u32;
             let ns = f.frozensets.get(m).map_or(0, |v| v.len()) as u32;
-            modules.extend([code, n as u32, fix, nf, xfix, nx, fs, ns]);
+            let (s0, sn) = str_ranges[m];
+            modules.extend([
+                code, n as u32, fix, nf, xfix, nx, fs, ns, s0, sn, 0, 0, 0, 0, 0, 0,
+            ]);
             (code, fix, xfix, fs) = (code + n as u32, fix + nf, xfix + nx, fs + ns);
         }
         let internal: Vec<u32> = f.internal.iter().flatten().copied().collect();
@@ -117,7 +144,7 @@ impl Image {
         };
         Ok(vec![
             offs(&self.codes)?,
-            offs(&self.strs)?,
+            offs(&strs)?,
             modules,
             internal,
             pairs(&f.external),
@@ -199,6 +226,14 @@ impl Image {
             });
         }
         self.fixups = Some(f);
+    }
+
+    /// Strings owned by no single module: how many (they end table 1).
+    pub fn shared_strs(&self) -> u64 {
+        self.str_owners
+            .iter()
+            .filter(|&&o| o == crate::graph::SHARED)
+            .count() as u64
     }
 
     /// Append `size` zeroed bytes, aligned to a pointer; returns their offset.
@@ -519,6 +554,7 @@ impl Placer<'_> {
             self.put(obj, wstr_len, len);
         }
         self.img.strs.push(obj);
+        self.img.str_owners.push(self.owner);
         // The UTF-8 cache is only valid for strings UTF-8 can encode: with a
         // lone surrogate it stays empty and the runtime refuses to encode,
         // as for any such string.

@@ -905,9 +905,17 @@ fn macho_symbols_and_sections(py: &'static Py, arch: &str) {
     let mut anchors = 0;
     for (name, (descr, addr)) in syms.iter().filter(|(n, _)| n.starts_with("_pyfreeze_")) {
         let (want, base, hex) = if let Some(h) = name.strip_prefix("_pyfreeze_data_") {
-            ("(__DATA,__data) non-external [no dead strip]", sec_addr("__data"), h)
+            (
+                "(__DATA,__data) non-external [no dead strip]",
+                sec_addr("__data"),
+                h,
+            )
         } else if let Some(h) = name.strip_prefix("_pyfreeze_table_") {
-            ("(__TEXT,__const) non-external [no dead strip]", sec_addr("__const"), h)
+            (
+                "(__TEXT,__const) non-external [no dead strip]",
+                sec_addr("__const"),
+                h,
+            )
         } else {
             panic!("unexpected local symbol {name}")
         };
@@ -1681,9 +1689,17 @@ fn coff_relocations(py: &'static Py, arch: &str) {
     let relocs = coff_relocs(&path);
     assert_eq!(
         relocs.keys().cloned().collect::<Vec<_>>(),
-        [".data", ".text"],
+        [".data", ".pdata", ".text"],
         "sections with relocations"
     );
+    // .pdata: image-relative addresses of functions and their .xdata.
+    let nb = if arch == "aarch64" {
+        "IMAGE_REL_ARM64_ADDR32NB"
+    } else {
+        "IMAGE_REL_AMD64_ADDR32NB"
+    };
+    let bad: Vec<_> = relocs[".pdata"].iter().filter(|r| r.1 != nb).collect();
+    assert!(bad.is_empty(), ".pdata relocations not {nb}: {bad:?}");
     let callees: BTreeSet<String> = py.callees().iter().map(|c| c.to_string()).collect();
     let text = &relocs[".text"];
     let at: BTreeMap<u64, (&str, &str)> = text

@@ -226,6 +226,9 @@ pub fn write(
         };
         w.reloc(data, r.offset, symbol, addend, Kind::DataAbs64)?;
     }
+    if target.format == Format::Coff {
+        w.unwind_tables(stubs, &funcs)?;
+    }
     for r in &stubs.relocs {
         let symbol = match r.target {
             Sym::Extern(name) => w.extern_sym(
@@ -269,6 +272,63 @@ impl Writer<'_> {
         });
         self.externs.insert(name, id);
         id
+    }
+
+    /// Windows unwind data for every function with a prologue: `.xdata`
+    /// (x64 UNWIND_INFO, or ARM64 unwind codes with one epilogue scope)
+    /// and `.pdata` entries pointing at the function and its `.xdata`.
+    fn unwind_tables(&mut self, stubs: &Stubs, funcs: &BTreeMap<&str, SymbolId>) -> Result<()> {
+        use object::pe;
+        let with: Vec<&crate::arch::Func> = stubs
+            .funcs
+            .iter()
+            .filter(|f| !f.unwind.is_empty())
+            .collect();
+        if with.is_empty() {
+            return Ok(());
+        }
+        let xdata = self
+            .obj
+            .add_section(Vec::new(), b".xdata".to_vec(), SectionKind::ReadOnlyData);
+        let pdata = self
+            .obj
+            .add_section(Vec::new(), b".pdata".to_vec(), SectionKind::ReadOnlyData);
+        let xsym = self.obj.section_symbol(xdata);
+        let addr32nb = match self.arch {
+            Arch::X86_64 => pe::IMAGE_REL_AMD64_ADDR32NB,
+            Arch::Aarch64 => pe::IMAGE_REL_ARM64_ADDR32NB,
+        };
+        for f in with {
+            let info = match self.arch {
+                Arch::X86_64 => x64_unwind_info(f),
+                Arch::Aarch64 => arm64_unwind_info(f),
+            };
+            let xoff = self.obj.append_section_data(xdata, &info, 4);
+            let sym = funcs[f.name.as_str()];
+            let mut entry: Vec<(SymbolId, i64)> = vec![(sym, 0)];
+            if self.arch == Arch::X86_64 {
+                entry.push((sym, f.size as i64));
+            }
+            entry.push((xsym, xoff as i64));
+            let at = self
+                .obj
+                .append_section_data(pdata, &vec![0; 4 * entry.len()], 4);
+            for (i, (symbol, addend)) in entry.into_iter().enumerate() {
+                let flags = RelocationFlags::Coff { typ: addr32nb };
+                self.obj
+                    .add_relocation(
+                        pdata,
+                        Relocation {
+                            offset: at + 4 * i as u64,
+                            symbol,
+                            addend,
+                            flags,
+                        },
+                    )
+                    .map_err(|e| Error::msg(format!("cannot add an unwind relocation: {e}")))?;
+            }
+        }
+        Ok(())
     }
 
     /// A symbol local to this object, marking `value` in `section`. On
@@ -319,4 +379,68 @@ impl Writer<'_> {
             )
             .map_err(|e| Error::msg(format!("cannot add a relocation: {e}")))
     }
+}
+
+/// x64 UNWIND_INFO: version 1, the prologue's size, and its steps undone
+/// in reverse order (UWOP_PUSH_NONVOL, UWOP_ALLOC_SMALL).
+fn x64_unwind_info(f: &crate::arch::Func) -> Vec<u8> {
+    use crate::arch::UnwindOp;
+    let mut codes = Vec::new();
+    for &(end, op) in f.unwind.iter().rev() {
+        let info = match op {
+            UnwindOp::Push(reg) => reg << 4,
+            UnwindOp::Alloc(n) => ((((n - 8) / 8) as u8) << 4) | 2,
+            _ => unreachable!("not an x64 prologue step"),
+        };
+        codes.extend([end as u8, info]);
+    }
+    let count = codes.len() / 2;
+    if count % 2 == 1 {
+        codes.extend([0, 0]);
+    }
+    let prolog = f.unwind.last().map_or(0, |&(end, _)| end) as u8;
+    let mut out = vec![1, prolog, count as u8, 0];
+    out.extend(codes);
+    out
+}
+
+/// ARM64 .xdata: header, one epilogue scope, then the unwind codes: the
+/// prologue's steps in reverse (save_regp, set_fp, save_fplr_x, end), and
+/// the epilogue's (the same without set_fp: it restores sp by its loads).
+fn arm64_unwind_info(f: &crate::arch::Func) -> Vec<u8> {
+    use crate::arch::UnwindOp;
+    let code = |op: UnwindOp, out: &mut Vec<u8>| match op {
+        UnwindOp::SavePair(r, off) => {
+            let v: u16 = (0b110010 << 10) | ((r as u16 - 19) << 6) | (off / 8) as u16;
+            out.extend(v.to_be_bytes());
+        }
+        UnwindOp::SaveFpLr(n) => out.push(0x80 | (n / 8 - 1) as u8),
+        UnwindOp::SetFp => out.push(0xe1),
+        _ => unreachable!("not an ARM64 prologue step"),
+    };
+    let mut codes: Vec<u8> = Vec::new();
+    for &(_, op) in f.unwind.iter().rev() {
+        code(op, &mut codes);
+    }
+    codes.push(0xe4); // end
+    let epilog_index = codes.len() as u32;
+    for &(_, op) in f
+        .unwind
+        .iter()
+        .rev()
+        .filter(|(_, op)| *op != UnwindOp::SetFp)
+    {
+        code(op, &mut codes);
+    }
+    codes.push(0xe4); // end
+    while codes.len() % 4 != 0 {
+        codes.push(0xe3); // nop
+    }
+    let words = (codes.len() / 4) as u32;
+    let header = (f.size / 4) as u32 | (1 << 22) | (words << 27);
+    let scope = f.epilog.map_or(0, |e| e / 4) | (epilog_index << 22);
+    let mut out = header.to_le_bytes().to_vec();
+    out.extend(scope.to_le_bytes());
+    out.extend(codes);
+    out
 }
