@@ -42,6 +42,7 @@ fuzz_target!(|data: &[u8]| {
         freeze: vec![],
         trace: vec![],
         frozen_tables: false,
+        assume_linux_runtime: true,
         verbose: false,
     };
     let (obj, _) =
