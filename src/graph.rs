@@ -202,6 +202,22 @@ fn same_constant(a: &Obj, b: &Obj) -> bool {
     }
 }
 
+/// The children of an object, without allocating.
+pub enum Children<'a> {
+    Items(std::slice::Iter<'a, ObjId>),
+    Code(std::array::IntoIter<ObjId, 9>),
+}
+
+impl Iterator for Children<'_> {
+    type Item = ObjId;
+    fn next(&mut self) -> Option<ObjId> {
+        match self {
+            Children::Items(i) => i.next().copied(),
+            Children::Code(i) => i.next(),
+        }
+    }
+}
+
 /// Owner of objects that more than one module reaches.
 pub const SHARED: u32 = u32::MAX;
 
@@ -257,21 +273,24 @@ impl Graph {
 
     /// The objects `id` points to (a code object's bytecode is inline, not
     /// an object).
-    pub fn children(&self, id: ObjId) -> Vec<ObjId> {
+    pub fn children(&self, id: ObjId) -> Children<'_> {
         match self.get(id) {
-            Obj::Tuple(items) | Obj::FrozenSet(items) => items.clone(),
-            Obj::Code(c) => vec![
-                c.consts,
-                c.names,
-                c.localsplusnames,
-                c.localspluskinds,
-                c.filename,
-                c.name,
-                c.qualname,
-                c.linetable,
-                c.exceptiontable,
-            ],
-            _ => Vec::new(),
+            Obj::Tuple(items) | Obj::FrozenSet(items) => Children::Items(items.iter()),
+            Obj::Code(c) => Children::Code(
+                [
+                    c.consts,
+                    c.names,
+                    c.localsplusnames,
+                    c.localspluskinds,
+                    c.filename,
+                    c.name,
+                    c.qualname,
+                    c.linetable,
+                    c.exceptiontable,
+                ]
+                .into_iter(),
+            ),
+            _ => Children::Items([].iter()),
         }
     }
 

@@ -296,6 +296,8 @@ pub fn place(graph: &Graph, l: &'static Layout, wchar_size: u8, rt_shift: u32) -
         img: Image::default(),
         place: vec![Place::Skip; n],
         version: vec![0; n],
+        // Only the lazy scheme needs owners; computing them is cheap
+        // enough to do always and keeps placement single-pass.
         owners: graph.owners(),
         owner: crate::graph::SHARED,
     };

@@ -120,7 +120,7 @@ pub fn write(
         obj: &mut obj,
         format: target.format,
         arch: target.arch,
-        externs: BTreeMap::new(),
+        externs: Vec::new(),
     };
 
     let text = w.obj.section_id(StandardSection::Text);
@@ -247,13 +247,19 @@ struct Writer<'a> {
     obj: &'a mut Object<'static>,
     format: Format,
     arch: Arch,
-    externs: BTreeMap<&'static str, SymbolId>,
+    externs: Vec<(&'static str, SymbolId)>,
 }
 
 impl Writer<'_> {
     /// An undefined symbol: a function (`text`) or data.
     fn extern_sym(&mut self, name: &'static str, text: bool) -> SymbolId {
-        if let Some(&id) = self.externs.get(name) {
+        // A dozen names, nearly always the same &'static str: compare the
+        // pointers first.
+        if let Some(&(_, id)) = self
+            .externs
+            .iter()
+            .find(|(n, _)| std::ptr::eq(*n, name) || *n == name)
+        {
             return id;
         }
         let id = self.obj.add_symbol(Symbol {
@@ -270,7 +276,7 @@ impl Writer<'_> {
             section: SymbolSection::Undefined,
             flags: SymbolFlags::None,
         });
-        self.externs.insert(name, id);
+        self.externs.push((name, id));
         id
     }
 
