@@ -112,19 +112,15 @@ pub fn assemble(spec: &StubSpec) -> Stubs {
                 accessor_tail(&mut a, spec, *code);
                 a.func(name, start);
             }
-            let mut i = 0;
-            while i < walks.len() {
-                let name = walks[i].name;
-                let n = walks[i..].iter().take_while(|w| w.name == name).count();
+            for group in super::walk_groups(walks) {
                 a.align(16);
                 let start = a.pos();
                 a.prologue();
                 a.address(21, Sym::Data(0)); // x21 = data
                 let mut to_fail = Vec::new();
-                table_walks(&mut a, spec, &walks[i..i + n], &mut to_fail);
+                table_walks(&mut a, spec, group, &mut to_fail);
                 a.return_status(to_fail);
-                a.func(name, start);
-                i += n;
+                a.func(group[0].name, start);
             }
         }
         Scheme::Lazy(lazy) => assemble_lazy(&mut a, spec, lazy),

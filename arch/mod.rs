@@ -193,6 +193,11 @@ pub const FROZENSET_TABLE: usize = 5;
 /// in the read-only section, and length.
 pub const PRISTINE_TABLE: usize = 6;
 
+/// Consecutive walks with the same name: one function each.
+pub fn walk_groups(walks: &[TableWalk]) -> impl Iterator<Item = &[TableWalk]> {
+    walks.chunk_by(|a, b| a.name == b.name)
+}
+
 impl TableWalk {
     /// Byte offsets [start, end) of the entries walked in the read-only
     /// section.

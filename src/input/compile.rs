@@ -81,37 +81,12 @@ pub fn compile(python: &Path, layout: &Layout, reqs: &[Request]) -> Result<Vec<M
     if reqs.is_empty() {
         return Ok(Vec::new());
     }
-    let (a, b) = layout.version;
-    let mut cmd = Command::new(python);
-    cmd.args(["-S", "-c", SCRIPT, &format!("{a}.{b}")]);
-    for r in reqs {
-        match &r.source {
-            Some(p) => cmd.arg(format!("{}={}", r.name, p.display())),
-            None => cmd.arg(format!("{}?{}", r.name, r.frozen_name)),
-        };
-    }
-    let out = cmd.output().map_err(|e| {
-        Error::file(
-            python,
-            format!("cannot run --compile-with interpreter: {e}"),
-        )
-    })?;
-    if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr);
-        let last = err
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("no message");
-        let why = if out.status.code() == Some(3) {
-            "refused"
-        } else {
-            "failed"
-        };
-        return Err(Error::file(python, format!("--compile-with {why}: {last}")));
-    }
-    let mut rest = out
-        .stdout
+    let args = reqs.iter().map(|r| match &r.source {
+        Some(p) => format!("{}={}", r.name, p.display()),
+        None => format!("{}?{}", r.name, r.frozen_name),
+    });
+    let stdout = run_script(python, layout, SCRIPT, args, "--compile-with")?;
+    let mut rest = stdout
         .strip_prefix(b"pyfreeze-obj\n".as_slice())
         .ok_or_else(|| {
             Error::file(
@@ -149,4 +124,42 @@ pub fn compile(python: &Path, layout: &Layout, reqs: &[Request]) -> Result<Vec<M
         });
     }
     Ok(result)
+}
+
+/// Run `script` with `python` (no site), the wanted X.Y and `args`; its
+/// stdout, or an error with the last line it wrote on stderr (exit 3: the
+/// interpreter is of another X.Y).
+pub fn run_script(
+    python: &Path,
+    layout: &Layout,
+    script: &str,
+    args: impl IntoIterator<Item = String>,
+    what: &str,
+) -> Result<Vec<u8>> {
+    let (a, b) = layout.version;
+    let out = Command::new(python)
+        .args(["-S", "-c", script, &format!("{a}.{b}")])
+        .args(args)
+        .output()
+        .map_err(|e| {
+            Error::file(
+                python,
+                format!("cannot run --compile-with interpreter: {e}"),
+            )
+        })?;
+    if out.status.success() {
+        return Ok(out.stdout);
+    }
+    let err = String::from_utf8_lossy(&out.stderr);
+    let last = err
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("no message");
+    let why = if out.status.code() == Some(3) {
+        "refused"
+    } else {
+        "failed"
+    };
+    Err(Error::file(python, format!("{what} {why}: {last}")))
 }

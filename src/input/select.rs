@@ -14,7 +14,6 @@
 use crate::error::{Error, Result};
 use crate::layout::Layout;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 /// A selected module: its name, source file and whether it is a package.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -133,30 +132,12 @@ pub fn resolve(
                 .map_err(|m| Error::msg(format!("--freeze {item}: {m}")))?;
         }
     }
-    let (a, b) = layout.version;
-    let mut cmd = Command::new(python);
-    cmd.args(["-S", "-c", SCRIPT, &format!("{a}.{b}")]);
-    cmd.args(freeze.iter().map(|f| format!("F:{f}")));
-    cmd.args(trace.iter().map(|t| format!("T:{t}")));
-    let out = cmd.output().map_err(|e| {
-        Error::file(
-            python,
-            format!("cannot run --compile-with interpreter: {e}"),
-        )
-    })?;
-    if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr);
-        let last = err
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("no message");
-        return Err(Error::file(
-            python,
-            format!("module selection failed: {last}"),
-        ));
-    }
-    let text = String::from_utf8(out.stdout)
+    let args = freeze
+        .iter()
+        .map(|f| format!("F:{f}"))
+        .chain(trace.iter().map(|t| format!("T:{t}")));
+    let stdout = super::compile::run_script(python, layout, SCRIPT, args, "module selection")?;
+    let text = String::from_utf8(stdout)
         .map_err(|_| Error::file(python, "module selection: output is not UTF-8"))?;
     let mut result = Vec::new();
     for line in text.lines() {
