@@ -1,0 +1,1005 @@
+//! `Makefile.frag` inside CPython's own build: Debian's CPython 3.11.2
+//! source package, configured plainly, built with `make -j2` and the
+//! fragment included, natively and cross for aarch64.
+//!
+//! * `slow_native_build_with_fragment`: no `deepfreeze.c` is written and no
+//!   deep-freeze C is compiled (make's log and the file system), the object
+//!   is ours (no compiler's `.comment`, no DWARF), the module list the
+//!   fragment derives equals the FILE:MODNAME list of CPython's own recipe,
+//!   make warns about no recipe, `__hello__` runs, and the tree is up to date.
+//! * `slow_native_subset_matches_stock`: CPython's test modules `SUBSET`
+//!   give the same per-module verdicts and counts (and the same outcome for
+//!   every test case both runs name) on the tree built with the fragment as
+//!   on the same tree built without it.
+//! * `slow_rebuild_after_source_tool_or_flag_change`: `touch Lib/os.py`, a
+//!   real edit of it (a marker attribute, read back from the deep-frozen
+//!   `os`), a new tool binary and a new `PYFREEZE_FLAGS` each re-run the
+//!   emit and the link; a second `make` has nothing to do.
+//! * `slow_cross_aarch64_build_runs_under_qemu`: `--host=aarch64-linux-gnu`
+//!   with the fragment; the interpreter runs under `qemu-aarch64` and passes
+//!   `test_frozen test_code test_importlib`.
+//!
+//! Builds are cached between runs under
+//! `${PYFREEZE_CACHE:-$HOME/.cache/pyfreeze-obj}/makefrag/<variant>`, each
+//! with a private copy of the source tree: one configure + build per variant,
+//! redone from scratch only when `Makefile.frag`, the configure settings or
+//! this harness change (`STAMP`). A new pyfreeze-obj binary is copied into
+//! the build's `bin/` and make itself re-runs the emit (the tool is a
+//! prerequisite), as a developer's tree would. The stock subset's results are
+//! cached with the stock build.
+//!
+//! Left out of the CI subset, for time (the whole suite takes about
+//! 25 minutes per build here with -j2; run by hand, see the report in the
+//! commit): every other test module. The chosen ones exercise what the
+//! deep-frozen modules feed: frozen imports and `_imp`, code objects, `sys`
+//! and startup (`site`, command line, embedding: `test_embed` starts
+//! interpreters through the C API, init/fini included).
+//!
+//! Everything here is slow (minutes): every test name starts with `slow_`, so
+//! the fast tier `cargo test -- --skip slow_` leaves them out. Missing tools
+//! are installed by `tests/setup/cpython-build.sh` (run from here; `.ci/run`
+//! may run it first); anything still missing is a failure, never a skip.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::Instant;
+
+/// Bumped when the harness changes what a cached build contains.
+const STAMP: &str = "makefrag-harness-1";
+
+/// The CPython test modules run in CI on both native builds.
+const SUBSET: &[&str] = &[
+    "test_frozen",
+    "test_code",
+    "test_importlib",
+    "test_sys",
+    "test_site",
+    "test_cmd_line",
+    "test_embed",
+];
+
+/// The modules the cross build's interpreter runs under qemu.
+const CROSS_SUBSET: &[&str] = &["test_frozen", "test_code", "test_importlib"];
+
+const HELLO: &str = "import __hello__; __hello__.main()";
+const MARKER: &str = "PYFREEZE_TEST_MARKER";
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn cache() -> PathBuf {
+    match std::env::var_os("PYFREEZE_CACHE") {
+        Some(c) if !c.is_empty() => PathBuf::from(c),
+        _ => Path::new(&std::env::var_os("HOME").expect("HOME is not set"))
+            .join(".cache/pyfreeze-obj"),
+    }
+}
+
+// -- running things ------------------------------------------------------------
+
+fn describe(cmd: &Command) -> String {
+    let mut s = cmd.get_program().to_string_lossy().into_owned();
+    for a in cmd.get_args() {
+        s.push(' ');
+        s.push_str(&a.to_string_lossy());
+    }
+    s
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.output()
+        .unwrap_or_else(|e| panic!("cannot run `{}`: {e}", describe(cmd)))
+}
+
+fn run_ok(cmd: &mut Command) -> Output {
+    let out = run(cmd);
+    assert!(
+        out.status.success(),
+        "`{}` failed ({}):\n{}",
+        describe(cmd),
+        out.status,
+        tail(&text(&out), 60)
+    );
+    out
+}
+
+/// The last `n` lines of `s`.
+fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Run with stdout and stderr into `log` (interleaved, as a terminal shows
+/// them); panic with the log's tail unless it exits 0. Returns the log text.
+fn run_logged(cmd: &mut Command, log: &Path) -> String {
+    let f = fs::File::create(log).unwrap();
+    let t0 = Instant::now();
+    let status = cmd
+        .stdout(Stdio::from(f.try_clone().unwrap()))
+        .stderr(Stdio::from(f))
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run `{}`: {e}", describe(cmd)));
+    let logged = fs::read_to_string(log).unwrap_or_default();
+    eprintln!(
+        "makefrag: `{}` in {:?}: {:.1} s",
+        describe(cmd),
+        cmd.get_current_dir().unwrap_or(Path::new(".")),
+        t0.elapsed().as_secs_f64()
+    );
+    assert!(
+        status.success(),
+        "`{}` failed ({status}); log {}:\n{}",
+        describe(cmd),
+        log.display(),
+        tail(&logged, 80)
+    );
+    logged
+}
+
+/// Environment without the caller's Python settings, for builds and runs.
+fn clean_env(cmd: &mut Command) -> &mut Command {
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy().into_owned();
+        if k.starts_with("PYTHON") || k == "CONFIG_SITE" || k.starts_with("MAKE") {
+            cmd.env_remove(&k);
+        }
+    }
+    cmd.env("LC_ALL", "C.UTF-8")
+}
+
+fn make(dir: &Path) -> Command {
+    let mut c = Command::new("make");
+    clean_env(&mut c).current_dir(dir);
+    c
+}
+
+/// `make -q TARGETS`: true when they are up to date.
+fn up_to_date(dir: &Path, targets: &[&str]) -> bool {
+    let out = run(make(dir).arg("-q").args(targets));
+    match out.status.code() {
+        Some(0) => true,
+        Some(1) => false,
+        _ => panic!("make -q failed in {}:\n{}", dir.display(), text(&out)),
+    }
+}
+
+// -- the source tree and the builds ------------------------------------------------
+
+/// Debian's CPython 3.11.2 source tree (pristine; never modified here),
+/// after `tests/setup/cpython-build.sh` has installed what builds need.
+fn source_tree() -> &'static Path {
+    static SRC: OnceLock<PathBuf> = OnceLock::new();
+    SRC.get_or_init(|| {
+        let out = run_ok(&mut Command::new(
+            repo().join("tests/setup/cpython-build.sh"),
+        ));
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        let src = PathBuf::from(stdout.lines().last().expect("no source path").trim());
+        assert!(
+            src.join("Makefile.pre.in").is_file(),
+            "tests/setup/cpython-build.sh printed '{}', no CPython tree there",
+            src.display()
+        );
+        src
+    })
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Variant {
+    /// Native, CPython's own deep-freeze step.
+    Stock,
+    /// Native, with Makefile.frag.
+    Frag,
+    /// aarch64 cross build with Makefile.frag.
+    Cross,
+}
+
+impl Variant {
+    fn name(self) -> &'static str {
+        match self {
+            Variant::Stock => "stock",
+            Variant::Frag => "frag",
+            Variant::Cross => "cross-aarch64",
+        }
+    }
+    fn uses_fragment(self) -> bool {
+        self != Variant::Stock
+    }
+    /// configure's arguments and environment.
+    fn configure(self, root: &Path) -> (Vec<String>, Vec<(String, String)>) {
+        match self {
+            Variant::Stock | Variant::Frag => (vec![], vec![]),
+            Variant::Cross => (
+                vec![
+                    "--host=aarch64-linux-gnu".into(),
+                    "--build=x86_64-linux-gnu".into(),
+                    // Debian's own 3.11.2: the same version and bytecode as
+                    // the tree (a bare `python3.11` may be pyenv's 3.11.7)
+                    "--with-build-python=/usr/bin/python3.11".into(),
+                ],
+                vec![
+                    (
+                        "CONFIG_SITE".into(),
+                        root.join("config.site").display().to_string(),
+                    ),
+                    // the host's pkg-config would report x86_64 libraries
+                    // (zlib, libffi, ...) that the cross linker cannot use:
+                    // without it those modules are reported missing and skipped
+                    ("PKG_CONFIG".into(), "false".into()),
+                ],
+            ),
+        }
+    }
+}
+
+/// Cross configure answers that cannot be probed without running target code.
+const CONFIG_SITE: &str = "ac_cv_file__dev_ptmx=yes\n\
+                           ac_cv_file__dev_ptc=no\n\
+                           ac_cv_buggy_getaddrinfo=no\n";
+
+struct Build {
+    variant: Variant,
+    /// `<cache>/makefrag/<variant>`
+    root: PathBuf,
+    /// a private copy of the source tree
+    src: PathBuf,
+    /// the configured build directory (out of tree)
+    dir: PathBuf,
+    /// `bin/pyfreeze-obj`, the copy the fragment uses (PYFREEZE_OBJ)
+    tool: PathBuf,
+    /// the log of every make run on this build, first the full build
+    logs: Vec<PathBuf>,
+    /// whether this run built it from scratch
+    fresh: bool,
+}
+
+impl Build {
+    fn python(&self) -> PathBuf {
+        self.dir.join("python")
+    }
+    /// The command that runs this build's interpreter (through qemu for the
+    /// cross build).
+    fn python_cmd(&self) -> Command {
+        let exe = match self.variant {
+            Variant::Cross => self.dir.join("python-qemu"),
+            _ => self.python(),
+        };
+        let mut c = Command::new(exe);
+        clean_env(&mut c);
+        c
+    }
+    fn next_log(&mut self, what: &str) -> PathBuf {
+        let p = self
+            .root
+            .join(format!("log-{:02}-{what}.txt", self.logs.len()));
+        self.logs.push(p.clone());
+        p
+    }
+    /// `make -j2 ARGS`, logged; returns the log.
+    fn make(&mut self, what: &str, args: &[&str]) -> String {
+        let log = self.next_log(what);
+        let dir = self.dir.clone();
+        run_logged(make(&dir).arg("-j2").args(args), &log)
+    }
+    fn all_logs(&self) -> String {
+        self.logs
+            .iter()
+            .map(|l| fs::read_to_string(l).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+fn fingerprint(parts: &[&[u8]]) -> String {
+    // FNV-1a, 64 bit: enough to tell configurations apart
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for p in parts {
+        for b in p.iter().chain(b"\0") {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    format!("{h:016x}")
+}
+
+/// The cached build of `v`, made (or brought up to date) once per test run.
+fn build(v: Variant) -> MutexGuard<'static, Build> {
+    static CELLS: [OnceLock<Mutex<Build>>; 3] = [OnceLock::new(), OnceLock::new(), OnceLock::new()];
+    let i = v as usize;
+    CELLS[i]
+        .get_or_init(|| Mutex::new(prepare(v)))
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+}
+
+fn prepare(v: Variant) -> Build {
+    let src0 = source_tree();
+    let top = cache().join("makefrag");
+    fs::create_dir_all(&top).unwrap();
+    // one process at a time per variant (two `cargo test` runs at once)
+    let lock = fs::File::create(top.join(format!("{}.lock", v.name()))).unwrap();
+    lock.lock().unwrap();
+
+    let root = top.join(v.name());
+    let fragment = fs::read(repo().join("Makefile.frag")).unwrap();
+    let (args, env) = v.configure(&root);
+    let key = fingerprint(&[
+        STAMP.as_bytes(),
+        v.name().as_bytes(),
+        src0.display().to_string().as_bytes(),
+        args.join(" ").as_bytes(),
+        format!("{env:?}").as_bytes(),
+        if v.uses_fragment() { &fragment } else { b"" },
+    ]);
+    let mut b = Build {
+        variant: v,
+        src: root.join("src"),
+        dir: root.join("build"),
+        tool: root.join("bin/pyfreeze-obj"),
+        root: root.clone(),
+        logs: vec![],
+        fresh: false,
+    };
+    let stamp = root.join("stamp");
+    if fs::read_to_string(&stamp).ok().as_deref() == Some(key.as_str()) {
+        let mut logs: Vec<PathBuf> = fs::read_dir(&root)
+            .unwrap()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("log-"))
+            })
+            .collect();
+        logs.sort();
+        b.logs = logs;
+        eprintln!(
+            "makefrag: reusing the {} build in {}",
+            v.name(),
+            root.display()
+        );
+        if v.uses_fragment() {
+            refresh(&mut b, src0);
+        }
+        return b;
+    }
+
+    eprintln!(
+        "makefrag: building {} from scratch in {}",
+        v.name(),
+        root.display()
+    );
+    b.fresh = true;
+    if root.exists() {
+        fs::remove_dir_all(&root).unwrap();
+    }
+    fs::create_dir_all(&b.dir).unwrap();
+    fs::create_dir_all(b.tool.parent().unwrap()).unwrap();
+    run_ok(Command::new("cp").arg("-a").arg(src0).arg(&b.src));
+    if v == Variant::Cross {
+        fs::write(root.join("config.site"), CONFIG_SITE).unwrap();
+    }
+    let mut cfg = Command::new(b.src.join("configure"));
+    clean_env(&mut cfg).current_dir(&b.dir).args(&args);
+    for (k, val) in &env {
+        cfg.env(k, val);
+    }
+    let log = b.next_log("configure");
+    run_logged(&mut cfg, &log);
+    if v.uses_fragment() {
+        install_tool(&b);
+        // the documented step: one include line, here with the tool's path
+        // set before it
+        let mut mk = fs::OpenOptions::new()
+            .append(true)
+            .open(b.dir.join("Makefile"))
+            .unwrap();
+        writeln!(
+            mk,
+            "\nPYFREEZE_OBJ = {}\ninclude {}",
+            b.tool.display(),
+            repo().join("Makefile.frag").display()
+        )
+        .unwrap();
+    }
+    b.make("build", &[]);
+    if v == Variant::Cross {
+        cross_fixups(&b);
+    }
+    fs::write(&stamp, &key).unwrap();
+    b
+}
+
+/// Copy the tool under test to `bin/` (a new file, so a new mtime).
+fn install_tool(b: &Build) {
+    let tmp = b.tool.with_extension("tmp");
+    fs::copy(env!("CARGO_BIN_EXE_pyfreeze-obj"), &tmp).unwrap();
+    fs::rename(&tmp, &b.tool).unwrap();
+}
+
+/// A reused fragment build: put back a pristine Lib/os.py (an interrupted
+/// run may have left an edit), install a changed tool, and let make bring
+/// the tree up to date -- with a new tool, make itself must re-run the emit.
+fn refresh(b: &mut Build, src0: &Path) {
+    let os_py = b.src.join("Lib/os.py");
+    let pristine = fs::read(src0.join("Lib/os.py")).unwrap();
+    if fs::read(&os_py).unwrap() != pristine {
+        eprintln!("makefrag: restoring {}", os_py.display());
+        fs::write(&os_py, &pristine).unwrap();
+    }
+    let new_tool = fs::read(env!("CARGO_BIN_EXE_pyfreeze-obj")).unwrap();
+    let tool_changed = fs::read(&b.tool).ok() != Some(new_tool);
+    if tool_changed {
+        install_tool(b);
+    }
+    if !up_to_date(&b.dir, &["Python/deepfreeze/deepfreeze.o", "python"]) {
+        let log = b.make("refresh", &[]);
+        if tool_changed {
+            assert!(
+                log.contains("pyfreeze-obj emit"),
+                "a new pyfreeze-obj binary did not re-run the emit:\n{}",
+                tail(&log, 40)
+            );
+        }
+        if b.variant == Variant::Cross {
+            cross_fixups(b);
+        }
+    }
+    assert!(
+        up_to_date(&b.dir, &["Python/deepfreeze/deepfreeze.o", "python"]),
+        "{} is not up to date after make",
+        b.dir.display()
+    );
+}
+
+/// What running the cross build's interpreter in its build directory needs.
+fn cross_fixups(b: &Build) {
+    // Debian's sysconfig looks for _sysconfigdata__<multiarch>, the build
+    // writes _sysconfigdata__<machdep>_<multiarch> (Debian links the two at
+    // install time)
+    let pybuilddir = fs::read_to_string(b.dir.join("pybuilddir.txt")).unwrap();
+    let lib = b.dir.join(pybuilddir.trim());
+    let link = lib.join("_sysconfigdata__aarch64-linux-gnu.py");
+    let _ = fs::remove_file(&link);
+    std::os::unix::fs::symlink("_sysconfigdata__linux_aarch64-linux-gnu.py", &link).unwrap();
+    // no binfmt_misc here: a wrapper that runs the interpreter under qemu
+    // and is its sys.executable (qemu's -0 sets argv[0]), so that the
+    // subprocesses CPython's tests start run under qemu too
+    let wrapper = b.dir.join("python-qemu");
+    fs::write(
+        &wrapper,
+        "#!/bin/sh\n\
+         d=$(cd \"$(dirname \"$0\")\" && pwd)\n\
+         exec qemu-aarch64 -L /usr/aarch64-linux-gnu -0 \"$d/python-qemu\" \"$d/python\" \"$@\"\n",
+    )
+    .unwrap();
+    run_ok(Command::new("chmod").arg("+x").arg(&wrapper));
+}
+
+// -- checks on a build ---------------------------------------------------------------
+
+/// `python -c CODE` from a scratch directory outside the tree.
+fn python_c(b: &Build, args: &[&str], code: &str) -> String {
+    let cwd = b.root.join("cwd");
+    fs::create_dir_all(&cwd).unwrap();
+    let out = run_ok(
+        b.python_cmd()
+            .current_dir(&cwd)
+            .args(args)
+            .arg("-c")
+            .arg(code),
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The FILE:MODNAME arguments of CPython's own deepfreeze.c recipe, from
+/// the generated Makefile.
+fn recipe_modules(dir: &Path) -> Vec<String> {
+    let mk = fs::read_to_string(dir.join("Makefile")).unwrap();
+    let start = mk
+        .find("# BEGIN: deepfreeze modules")
+        .expect("no BEGIN: deepfreeze modules");
+    let end = mk[start..]
+        .find("# END: deepfreeze modules")
+        .expect("no END: deepfreeze modules");
+    mk[start..start + end]
+        .split_whitespace()
+        .filter(|w| w.starts_with("Python/frozen_modules/") && w.contains(".h:"))
+        .map(String::from)
+        .collect()
+}
+
+/// The effective settings the fragment reports (`make pyfreeze-obj-info`).
+fn fragment_info(dir: &Path) -> BTreeMap<String, String> {
+    let out = run_ok(make(dir).args(["-s", "pyfreeze-obj-info"]));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once(" = "))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect()
+}
+
+/// Checks every fragment build passes: the deep-freeze step was ours alone.
+fn check_no_deepfreeze_c(b: &Build) {
+    let logs = b.all_logs();
+    assert!(
+        logs.contains("pyfreeze-obj emit"),
+        "{}: make never ran pyfreeze-obj emit",
+        b.variant.name()
+    );
+    for bad in ["deepfreeze.py", "deepfreeze.c"] {
+        let hit = logs.lines().find(|l| l.contains(bad));
+        assert!(
+            hit.is_none(),
+            "{}: make's log mentions {bad}: {}",
+            b.variant.name(),
+            hit.unwrap_or("")
+        );
+    }
+    for warn in ["overriding recipe", "ignoring old recipe", "Makefile.frag:"] {
+        let hit = logs.lines().find(|l| l.contains(warn));
+        assert!(hit.is_none(), "make warned: {}", hit.unwrap_or(""));
+    }
+    for d in [&b.dir, &b.src] {
+        let c = d.join("Python/deepfreeze/deepfreeze.c");
+        assert!(!c.exists(), "{} was written", c.display());
+    }
+    // not compiler output: no .comment ("GCC: ..."), no DWARF
+    let o = b.dir.join("Python/deepfreeze/deepfreeze.o");
+    let data = fs::read(&o).unwrap();
+    let file = object::File::parse(&*data).unwrap();
+    use object::{Object, ObjectSection};
+    for s in file.sections() {
+        let name = s.name().unwrap_or("");
+        assert!(
+            name != ".comment" && !name.starts_with(".debug"),
+            "{} has a {name} section: compiled, not emitted",
+            o.display()
+        );
+    }
+    let info = fragment_info(&b.dir);
+    let derived: Vec<String> = info["PYFREEZE_MODULES"]
+        .split_whitespace()
+        .map(String::from)
+        .collect();
+    assert_eq!(
+        derived,
+        recipe_modules(&b.dir),
+        "the module list derived from FROZEN_FILES_OUT differs from CPython's deepfreeze.c recipe"
+    );
+    assert_eq!(derived.len(), 23, "CPython 3.11's stock set has 23 modules");
+}
+
+// -- CPython's test suite ------------------------------------------------------------
+
+/// What regrtest (`-v`) said about each test module.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct ModuleResult {
+    /// "passed", "failed", "skipped", ... (first word after the name)
+    verdict: String,
+    /// unittest's summaries: "Ran N tests" + "OK (skipped=2)" per run
+    summaries: Vec<String>,
+}
+
+#[derive(Debug, Default)]
+struct SuiteRun {
+    modules: BTreeMap<String, ModuleResult>,
+    /// "test_x (test.test_m.Class.test_x)" -> ok / FAIL / ERROR / skipped / ...
+    cases: BTreeMap<String, String>,
+    /// "Tests result: SUCCESS"
+    result: String,
+    log: String,
+}
+
+/// A regrtest progress line: `0:00:04 load avg: 1.2 [ 2/7/1] test_code failed (...)`.
+fn progress(line: &str) -> Option<(&str, &str)> {
+    let open = line.find('[')?;
+    let close = open + line[open..].find("] ")?;
+    let counter = line[open + 1..close].trim();
+    if !counter.contains('/')
+        || !counter
+            .chars()
+            .all(|c| c.is_ascii_digit() || c == '/' || c == ' ')
+    {
+        return None;
+    }
+    let mut words = line[close + 2..].split_whitespace();
+    let name = words.next()?;
+    let verdict = words.next().unwrap_or("");
+    name.starts_with("test").then_some((name, verdict))
+}
+
+fn parse_regrtest(log: &str) -> SuiteRun {
+    let mut run = SuiteRun {
+        log: log.to_string(),
+        ..Default::default()
+    };
+    let mut current: Option<String> = None;
+    let mut ran: Option<String> = None;
+    for line in log.lines() {
+        if let Some((name, verdict)) = progress(line) {
+            let m = run.modules.entry(name.to_string()).or_default();
+            m.verdict = verdict.trim_end_matches(':').to_string();
+            current = Some(name.to_string());
+            continue;
+        }
+        if let Some(r) = line.strip_prefix("Tests result: ") {
+            run.result = r.trim().to_string();
+        }
+        let Some(cur) = &current else { continue };
+        if line.starts_with("Ran ") && line.contains(" test") {
+            // "Ran 12 tests in 0.5s": the count, without the time
+            ran = Some(line.split(" in ").next().unwrap().to_string());
+        } else if line == "OK" || line.starts_with("OK (") || line.starts_with("FAILED (") {
+            let m = run.modules.get_mut(cur).unwrap();
+            m.summaries
+                .push(format!("{} / {line}", ran.take().unwrap_or_default()));
+        } else if let Some((case, outcome)) = line.rsplit_once(" ... ") {
+            if case.starts_with("test") && case.ends_with(')') {
+                let o = outcome.trim();
+                let o = if o.starts_with("skipped") {
+                    "skipped"
+                } else {
+                    o
+                };
+                if [
+                    "ok",
+                    "FAIL",
+                    "ERROR",
+                    "skipped",
+                    "expected failure",
+                    "unexpected success",
+                ]
+                .contains(&o)
+                {
+                    run.cases.insert(case.to_string(), o.to_string());
+                }
+            }
+        }
+    }
+    run
+}
+
+/// `python -m test -v [-jN] TESTS` on a build, from a scratch directory.
+fn run_suite(b: &Build, tag: &str, tests: &[&str], jobs: usize) -> SuiteRun {
+    let cwd = b.root.join(format!("cwd-{tag}"));
+    let _ = fs::remove_dir_all(&cwd);
+    fs::create_dir_all(&cwd).unwrap();
+    let mut cmd = b.python_cmd();
+    cmd.current_dir(&cwd)
+        .args(["-m", "test", "-v", "--timeout=900"]);
+    if jobs > 1 {
+        cmd.arg(format!("-j{jobs}"));
+    }
+    cmd.args(tests);
+    let t0 = Instant::now();
+    let out = run(&mut cmd);
+    let log = text(&out);
+    fs::write(b.root.join(format!("suite-{tag}.log")), &log).unwrap();
+    eprintln!(
+        "makefrag: {} {tag}: {:?} in {:.0} s ({})",
+        b.variant.name(),
+        tests,
+        t0.elapsed().as_secs_f64(),
+        out.status
+    );
+    let run = parse_regrtest(&log);
+    for t in tests {
+        assert!(
+            run.modules.contains_key(*t),
+            "{tag}: regrtest reported nothing for {t}:\n{}",
+            tail(&log, 60)
+        );
+    }
+    run
+}
+
+/// Modules on which two runs disagree, with the differences.
+fn disagreements(ours: &SuiteRun, stock: &SuiteRun) -> BTreeMap<String, Vec<String>> {
+    let mut bad: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let names: BTreeSet<&String> = ours.modules.keys().chain(stock.modules.keys()).collect();
+    for n in names {
+        let (a, b) = (ours.modules.get(n), stock.modules.get(n));
+        if a != b {
+            bad.entry(n.clone())
+                .or_default()
+                .push(format!("ours {a:?}\nstock {b:?}"));
+        }
+    }
+    for (case, o) in &ours.cases {
+        if let Some(s) = stock.cases.get(case) {
+            if o != s {
+                // "test_x (test.test_mod.Class.test_x)" -> test_mod
+                let module = case
+                    .split('(')
+                    .nth(1)
+                    .and_then(|q| q.split('.').nth(1))
+                    .unwrap_or("?")
+                    .to_string();
+                bad.entry(module)
+                    .or_default()
+                    .push(format!("{case}: ours {o}, stock {s}"));
+            }
+        }
+    }
+    bad
+}
+
+/// The stock build's subset results: cached next to the build.
+fn stock_subset(b: &Build) -> SuiteRun {
+    let cached = b.root.join(format!(
+        "suite-stock-subset-{}.log",
+        fingerprint(&[SUBSET.join(" ").as_bytes()])
+    ));
+    if !b.fresh {
+        if let Ok(log) = fs::read_to_string(&cached) {
+            return parse_regrtest(&log);
+        }
+    }
+    let run = run_suite(b, "stock-subset", SUBSET, 2);
+    fs::write(&cached, &run.log).unwrap();
+    run
+}
+
+// -- the tests ---------------------------------------------------------------------------
+
+#[test]
+fn slow_native_build_with_fragment() {
+    let stock = build(Variant::Stock);
+    // the log check below would notice CPython's step: it is in the stock log
+    let stock_logs = stock.all_logs();
+    assert!(
+        stock_logs.contains("Tools/scripts/deepfreeze.py")
+            && stock_logs.contains("-o Python/deepfreeze/deepfreeze.c"),
+        "the stock build's log does not show CPython's deep-freeze step"
+    );
+    drop(stock);
+
+    let b = build(Variant::Frag);
+    check_no_deepfreeze_c(&b);
+    let info = fragment_info(&b.dir);
+    assert_eq!(info["PYFREEZE_TARGET"], "x86_64-pc-linux-gnu");
+    assert_eq!(info["PYFREEZE_PYTHON"], "3.11");
+    assert_eq!(info["PYFREEZE_OBJ"], b.tool.display().to_string());
+    assert_eq!(python_c(&b, &[], HELLO), "Hello world!\n");
+    // the modules really come deep-frozen from our object
+    assert_eq!(
+        python_c(
+            &b,
+            &[],
+            "import _imp, os, importlib._bootstrap as b\n\
+             print(_imp.is_frozen('os'), os.__spec__.origin, b.__spec__.origin)"
+        ),
+        "True frozen frozen\n"
+    );
+    // the depfile names the headers and the tool
+    let d = fs::read_to_string(b.dir.join("Python/deepfreeze/deepfreeze.d")).unwrap();
+    assert!(d.starts_with("Python/deepfreeze/deepfreeze.o:"), "{d}");
+    assert!(d.contains("Python/frozen_modules/os.h"), "{d}");
+    assert!(d.contains("pyfreeze-obj"), "{d}");
+    assert!(
+        up_to_date(&b.dir, &["Python/deepfreeze/deepfreeze.o", "python"]),
+        "a finished build is not up to date"
+    );
+}
+
+#[test]
+fn slow_native_subset_matches_stock() {
+    let stock_run = {
+        let stock = build(Variant::Stock);
+        stock_subset(&stock)
+    };
+    let b = build(Variant::Frag);
+    let ours = run_suite(&b, "frag-subset", SUBSET, 2);
+    let mut bad = disagreements(&ours, &stock_run);
+    if !bad.is_empty() {
+        // one serial re-run of the disagreeing modules on both sides tells a
+        // flaky test from a real difference
+        let again: Vec<String> = bad.keys().cloned().collect();
+        let again: Vec<&str> = again.iter().map(String::as_str).collect();
+        eprintln!("makefrag: re-running {again:?} after a disagreement: {bad:#?}");
+        let ours2 = run_suite(&b, "frag-rerun", &again, 1);
+        drop(b);
+        let stock = build(Variant::Stock);
+        let stock2 = run_suite(&stock, "stock-rerun", &again, 1);
+        bad = disagreements(&ours2, &stock2);
+    }
+    assert!(
+        bad.is_empty(),
+        "the build with Makefile.frag and the stock build disagree: {bad:#?}"
+    );
+    assert!(
+        ours.cases.len() > 1000,
+        "only {} test cases were parsed from the subset's log",
+        ours.cases.len()
+    );
+    for t in SUBSET {
+        let v = &ours.modules[*t].verdict;
+        assert!(
+            !ours.modules[*t].summaries.is_empty() || v == "skipped",
+            "{t}: no unittest summary ({v})"
+        );
+    }
+}
+
+/// Puts the private tree's Lib/os.py back, whatever happens.
+struct RestoreOsPy {
+    path: PathBuf,
+    original: Vec<u8>,
+}
+
+impl Drop for RestoreOsPy {
+    fn drop(&mut self) {
+        if fs::read(&self.path).ok().as_deref() != Some(&self.original[..]) {
+            let _ = fs::write(&self.path, &self.original);
+        }
+    }
+}
+
+#[test]
+fn slow_rebuild_after_source_tool_or_flag_change() {
+    let mut b = build(Variant::Frag);
+    let dir = b.dir.clone();
+    let targets = ["Python/deepfreeze/deepfreeze.o", "python"];
+    assert!(up_to_date(&dir, &targets), "not up to date to begin with");
+
+    // a make that re-froze os, re-ran the emit and relinked the interpreter
+    let assert_rebuilt = |log: &str, what: &str, refreeze: bool| {
+        if refreeze {
+            assert!(
+                log.lines()
+                    .any(|l| l.contains("_freeze_module")
+                        && l.contains("Python/frozen_modules/os.h")),
+                "{what}: os was not re-frozen:\n{}",
+                tail(log, 40)
+            );
+        }
+        assert!(
+            log.contains("pyfreeze-obj emit"),
+            "{what}: no emit:\n{}",
+            tail(log, 40)
+        );
+        assert!(
+            log.lines().any(|l| l.contains(" -o python ")),
+            "{what}: python was not relinked:\n{}",
+            tail(log, 40)
+        );
+        assert!(!log.contains("deepfreeze.py") && !log.contains("deepfreeze.c"));
+    };
+    // ... and a second make has nothing to do
+    let assert_quiet = |what: &str| {
+        assert!(
+            up_to_date(&dir, &targets),
+            "{what}: make -q says a second make would do something"
+        );
+        let out = run_ok(make(&dir).arg("-n"));
+        let plan = text(&out);
+        assert!(
+            !plan.contains("pyfreeze-obj emit") && !plan.lines().any(|l| l.contains(" -o python ")),
+            "{what}: make -n would re-emit or relink:\n{}",
+            tail(&plan, 40)
+        );
+    };
+    let frozen_os = "import os\n\
+                     print(os.__spec__.origin, getattr(os, 'PYFREEZE_TEST_MARKER', None))";
+
+    let os_py = b.src.join("Lib/os.py");
+    let original = fs::read(&os_py).unwrap();
+    let _restore = RestoreOsPy {
+        path: os_py.clone(),
+        original: original.clone(),
+    };
+
+    // 1. touch
+    fs::File::options()
+        .append(true)
+        .open(&os_py)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now())
+        .unwrap();
+    let log = b.make("touch-os", &[]);
+    assert_rebuilt(&log, "touch Lib/os.py", true);
+    assert_quiet("after touch");
+
+    // 2. a real edit: the new attribute comes from the deep-frozen os
+    let mut edited = original.clone();
+    edited.extend_from_slice(format!("\n{MARKER} = 1\n").as_bytes());
+    fs::write(&os_py, &edited).unwrap();
+    let log = b.make("edit-os", &[]);
+    assert_rebuilt(&log, "edit Lib/os.py", true);
+    assert_eq!(
+        python_c(&b, &["-X", "frozen_modules=on"], frozen_os),
+        "frozen 1\n"
+    );
+    assert_quiet("after the edit");
+
+    // 3. a new tool binary (same bytes, new mtime) re-runs the emit
+    install_tool(&b);
+    assert!(
+        !up_to_date(&dir, &targets),
+        "a new tool binary left deepfreeze.o up to date"
+    );
+    let log = b.make("new-tool", &[]);
+    assert_rebuilt(&log, "new tool", false);
+    assert_quiet("after a new tool");
+
+    // 4. other flags re-run it, and so does going back to the old ones
+    let log = b.make(
+        "flags",
+        &["PYFREEZE_FLAGS=-v", "Python/deepfreeze/deepfreeze.o"],
+    );
+    assert!(
+        log.contains("pyfreeze-obj emit") && log.contains(" -v"),
+        "PYFREEZE_FLAGS=-v did not re-run the emit with -v:\n{}",
+        tail(&log, 20)
+    );
+    let log = b.make("flags-back", &[]);
+    assert_rebuilt(&log, "flags back", false);
+    assert_quiet("after the flags");
+
+    // 5. the original source again: the marker is gone
+    fs::write(&os_py, &original).unwrap();
+    let log = b.make("restore-os", &[]);
+    assert_rebuilt(&log, "restore Lib/os.py", true);
+    assert_eq!(
+        python_c(&b, &["-X", "frozen_modules=on"], frozen_os),
+        "frozen None\n"
+    );
+    assert_quiet("after restoring");
+    check_no_deepfreeze_c(&b);
+}
+
+#[test]
+fn slow_cross_aarch64_build_runs_under_qemu() {
+    let b = build(Variant::Cross);
+    check_no_deepfreeze_c(&b);
+    let info = fragment_info(&b.dir);
+    assert_eq!(info["PYFREEZE_TARGET"], "aarch64-unknown-linux-gnu");
+    assert!(
+        b.all_logs()
+            .contains("pyfreeze-obj emit --python 3.11 --target aarch64-unknown-linux-gnu"),
+        "the emit did not get the build's host triple"
+    );
+    use object::Object;
+    for f in ["Python/deepfreeze/deepfreeze.o", "python"] {
+        let data = fs::read(b.dir.join(f)).unwrap();
+        let file = object::File::parse(&*data).unwrap();
+        assert_eq!(
+            file.architecture(),
+            object::Architecture::Aarch64,
+            "{f} is not an aarch64 file"
+        );
+    }
+    assert_eq!(python_c(&b, &[], HELLO), "Hello world!\n");
+    assert_eq!(
+        python_c(
+            &b,
+            &[],
+            "import os, platform, sys\nprint(platform.machine(), os.__spec__.origin, sys.executable.endswith('python-qemu'))"
+        ),
+        "aarch64 frozen True\n"
+    );
+    let run = run_suite(&b, "cross-subset", CROSS_SUBSET, 2);
+    for t in CROSS_SUBSET {
+        assert_eq!(
+            run.modules[*t].verdict,
+            "passed",
+            "{t} under qemu:\n{}",
+            tail(&run.log, 80)
+        );
+    }
+    assert_eq!(run.result, "SUCCESS", "{}", tail(&run.log, 40));
+}
