@@ -16,6 +16,9 @@ Make's own overhead (reading CPython's Makefile) is measured with
 `make -q` and reported beside it.
 
 Usage: python3 tests/bench/makefrag_step.py [--runs N] [--rebuild]
+       python3 tests/bench/makefrag_step.py --stock DIR --frag DIR
+(the second form times existing build directories, e.g. the ones
+tests/makefrag.rs caches: $PYFREEZE_CACHE/makefrag/{stock,frag}/build)
 """
 import argparse
 import os
@@ -73,21 +76,21 @@ def build(variant, src, tool, rebuild):
     return d, secs
 
 
-def step(d, remove, runs):
+def step(d, remove, runs, extra=()):
     """Median seconds of `make deepfreeze.o` after deleting `remove`."""
     walls = []
     for _ in range(runs):
         for f in remove:
             (d / f).unlink(missing_ok=True)
-        walls.append(timed(["make", OBJ], d))
+        walls.append(timed(["make", *extra, OBJ], d))
     return statistics.median(walls), min(walls)
 
 
-def make_overhead(d, runs):
+def make_overhead(d, runs, extra=()):
     walls = []
     for _ in range(runs):
         t0 = time.perf_counter()
-        sh(["make", "-q", OBJ], cwd=d, check=False, stdout=subprocess.DEVNULL)
+        sh(["make", "-q", *extra, OBJ], cwd=d, check=False, stdout=subprocess.DEVNULL)
         walls.append(time.perf_counter() - t0)
     return statistics.median(walls)
 
@@ -96,16 +99,24 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--runs", type=int, default=5, help="runs of CPython's step (ours: 4x as many)")
     ap.add_argument("--rebuild", action="store_true", help="configure and build both trees again")
+    ap.add_argument("--stock", type=Path, help="an existing build directory without the fragment")
+    ap.add_argument("--frag", type=Path, help="an existing build directory with the fragment")
     opts = ap.parse_args()
+    if bool(opts.stock) != bool(opts.frag):
+        ap.error("--stock and --frag go together")
 
     sh(["cargo", "build", "--release", "--quiet"], cwd=ROOT)
     tool = ROOT / "target" / "release" / "pyfreeze-obj"
     out = sh([str(ROOT / "tests/setup/cpython-build.sh"), "--no-cross"], capture_output=True, text=True)
     src = Path(out.stdout.strip().splitlines()[-1])
-    print(f"CPython {src.name}, out-of-tree builds, make -j2 on {os.cpu_count()} cores")
+    print(f"CPython {src.name}, out-of-tree builds, make -j2 on {os.cpu_count()} cores, "
+          f"load average {os.getloadavg()[0]:.1f}")
 
-    stock, stock_full = build("stock", src, tool, opts.rebuild)
-    frag, frag_full = build("frag", src, tool, opts.rebuild)
+    if opts.stock:
+        (stock, stock_full), (frag, frag_full) = (opts.stock, None), (opts.frag, None)
+    else:
+        stock, stock_full = build("stock", src, tool, opts.rebuild)
+        frag, frag_full = build("frag", src, tool, opts.rebuild)
     if stock_full is not None and frag_full is not None:
         print(f"  whole build (make -j2):  stock {stock_full:6.1f} s   with Makefile.frag {frag_full:6.1f} s")
 
@@ -113,8 +124,10 @@ def main():
     s_med, s_min = step(stock, [C, OBJ], opts.runs)
     c_med, _ = step(stock, [OBJ], opts.runs)  # deepfreeze.c is there: gcc alone
     gen = s_med - c_med
-    o_med, o_min = step(frag, [OBJ], opts.runs * 4)
-    over_s, over_f = make_overhead(stock, 5), make_overhead(frag, 5)
+    # the release build of the tool, whatever the build directory's Makefile says
+    ours = [f"PYFREEZE_OBJ={tool}"]
+    o_med, o_min = step(frag, [OBJ], opts.runs * 4, ours)
+    over_s, over_f = make_overhead(stock, 5), make_overhead(frag, 5, ours)
 
     print("deep-freeze step on the critical path (`make Python/deepfreeze/deepfreeze.o`, median):")
     print(f"  CPython:  deepfreeze.py + gcc      {s_med * 1e3:8.0f} ms  (min {s_min * 1e3:.0f}; "
