@@ -1,0 +1,354 @@
+#!/usr/bin/env python3
+"""Start-up benchmark: interpreters relinked by `pyfreeze-obj relink`
+against the stock link of the same CPython, in callgrind instruction counts.
+
+For each pyenv CPython (3.12.1, then 3.11.7):
+
+  stock  gcc -o stock $LIBPL/python.o $LIBPL/libpython3.X.a
+             LDFLAGS LINKFORSHARED LIBS SYSLIBS LOCALMODLIBS   (its sysconfig)
+  a      pyfreeze-obj relink --freeze encodings,encodings.aliases,encodings.utf_8
+         (the stock set plus the encodings modules every start loads)
+  b      pyfreeze-obj relink --trace "import argparse, json, re, typing,
+         dataclasses, pathlib, logging, subprocess, tomllib, email.message,
+         difflib"
+  eager  pyfreeze-obj relink --eager   (control: CPython's scheme, stock set)
+
+Each runs `-c pass`, the CLI imports and `-c "import difflib"` under
+`valgrind --tool=callgrind`; the script prints "Collected" for each, the
+ratio to stock and the goals (a: -c pass <= 0.95; b: CLI <= 0.82, difflib
+<= 0.86, -c pass <= 0.95; eager ~1.00).
+
+Method (REFERENCE.md section 5): PYTHONHASHSEED=0, PYTHONHOME = the pyenv
+prefix for every interpreter, no other PYTHON* variable (in particular
+PYTHONDONTWRITEBYTECODE is removed, so .pyc caches are written and warm),
+every command run once without valgrind before it is measured, all runs in
+the same empty folder. An interpreter that exits non-zero is flagged with
+"!" and its goals are NOT MET whatever its count. When the prefix's
+site-packages holds .pth files (they run at every start, on both sides, and
+dilute the ratios), the same binaries are measured again from an empty venv
+made from that CPython (no PYTHONHOME there), in a second table.
+
+Side by side: PyCDS (`code-data-share` from PyPI, its README's
+trace -> dump -> share workflow on the same workload as (b)), installed into
+a venv made from the same pyenv CPython. To hold the binary equal it runs on
+the stock link (placed in the venv's bin/), against that interpreter
+without PyCDS in the same venv (the venv's pycds.pth imports `cds` at every
+start, so both sides pay it), next to relink (b) in the same venv; and, as
+its README runs it, on the venv's own python (pyenv's shared-libpython
+binary). Anything that cannot be installed or run is printed as one
+"PyCDS ...: NOT MEASURED: <why>" line; no number is made up.
+
+Usage: tests/bench/startup.py [--versions 3.12.1,3.11.7] [--no-pycds] [--work DIR]
+Needs: cargo, gcc, valgrind, pyenv 3.12.1/3.11.7 (with static archives),
+and for PyCDS, PyPI through pip.
+"""
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+TOOL = ROOT / "target" / "release" / "pyfreeze-obj"
+
+CLI = ("import argparse, json, re, typing, dataclasses, pathlib, logging, "
+       "subprocess, tomllib, email.message")
+DIFFLIB = "import difflib"
+TRACE = CLI + ", difflib"
+FREEZE_A = "encodings,encodings.aliases,encodings.utf_8"
+COMMANDS = [("-c pass", "pass"), ("CLI", CLI), ("difflib", DIFFLIB)]
+# (variant, command label, bound)
+GOALS = [("a", "-c pass", 0.95), ("b", "CLI", 0.82), ("b", "difflib", 0.86),
+         ("b", "-c pass", 0.95)]
+FLAG_VARS = ("LDFLAGS", "LINKFORSHARED", "LIBS", "SYSLIBS", "LOCALMODLIBS")
+
+
+def out(line=""):
+    print(line, flush=True)
+
+
+def sh(cmd, **kw):
+    kw.setdefault("check", True)
+    return subprocess.run(cmd, **kw)
+
+
+def clean_env(home=None):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    env["PYTHONHASHSEED"] = "0"
+    if home is not None:
+        env["PYTHONHOME"] = str(home)
+    return env
+
+
+class Version:
+    def __init__(self, full):
+        self.full = full
+        self.xy = ".".join(full.split(".")[:2])
+        r = sh(["pyenv", "prefix", full], capture_output=True, text=True, check=False)
+        if r.returncode != 0:
+            raise SystemExit(f"pyenv has no CPython {full}: {r.stderr.strip()}")
+        self.prefix = Path(r.stdout.strip())
+        self.python = self.prefix / "bin" / f"python{self.xy}"
+        q = ("import sysconfig as s\n"
+             "print(s.get_config_var('LIBPL')); print(s.get_config_var('LIBRARY'))\n"
+             "print(s.get_config_var('LINKCC') or 'gcc')\n"
+             f"print(' '.join(s.get_config_var(k) or '' for k in {FLAG_VARS!r}))")
+        lines = sh([str(self.python), "-S", "-c", q], capture_output=True,
+                   text=True).stdout.splitlines()
+        self.libpl = Path(lines[0])
+        self.archive = self.libpl / lines[1]
+        self.linkcc = lines[2]
+        self.flags = lines[3].split()
+        self.python_o = self.libpl / "python.o"
+        for p in (self.archive, self.python_o):
+            if not p.is_file():
+                raise SystemExit(f"CPython {full} lacks {p}")
+
+
+def collected(stderr):
+    m = re.search(r"Collected : (\d+)", stderr)
+    return int(m.group(1)) if m else None
+
+
+class Runner:
+    """Runs interpreters the same way every time: clean env, empty cwd."""
+
+    def __init__(self, work):
+        self.cwd = work / "empty-cwd"
+        shutil.rmtree(self.cwd, ignore_errors=True)
+        self.cwd.mkdir(parents=True)
+        self.cg = work / "callgrind.out"
+
+    def run(self, exe, code, env):
+        return sh([str(exe), "-c", code], cwd=self.cwd, env=env,
+                  capture_output=True, text=True, check=False)
+
+    def measure(self, exe, code, env):
+        """(count or None, note): warm once, then count under callgrind."""
+        warm = self.run(exe, code, env)
+        note = "" if warm.returncode == 0 else f"exit {warm.returncode}"
+        if warm.returncode != 0:
+            err = (warm.stderr.strip().splitlines() or [""])[-1]
+            note += f" ({err[:80]})" if err else (
+                " (SIGSEGV)" if warm.returncode == -11 else "")
+        r = sh(["valgrind", "--tool=callgrind", f"--callgrind-out-file={self.cg}",
+                str(exe), "-c", code], cwd=self.cwd, env=env,
+               capture_output=True, text=True, check=False)
+        n = collected(r.stderr)
+        if n is None:
+            note = note or f"valgrind gave no count (exit {r.returncode})"
+        return n, note
+
+
+def link_stock(v, out_path):
+    sh([v.linkcc, "-o", str(out_path), str(v.python_o), str(v.archive), *v.flags])
+
+
+def relink(v, out_path, args):
+    t0 = time.perf_counter()
+    r = sh([str(TOOL), "relink", "--python", str(v.python), "-v", "-o", str(out_path), *args],
+           capture_output=True, text=True, check=False)
+    dt = time.perf_counter() - t0
+    if r.returncode != 0:
+        raise SystemExit(f"relink {' '.join(args)} failed:\n{r.stderr}")
+    m = re.search(r"froze (\d+) modules \((\d+) code objects\)", r.stderr)
+    return dt, (f"{m.group(1)} modules, {m.group(2)} code objects" if m else "?")
+
+
+def fmt_count(n):
+    return f"{n:,}" if n is not None else "-"
+
+
+def ratio(n, base):
+    return n / base if n is not None and base else None
+
+
+def table(rows, names, base_name):
+    """rows: {name: {label: (count, note)}}; prints counts and ratios."""
+    head = f"  {'command':<9}" + "".join(f"{n:>26}" for n in names)
+    out(head)
+    notes = []
+    for label, _ in COMMANDS:
+        line = f"  {label:<9}"
+        base = rows[base_name][label][0]
+        for n in names:
+            c, note = rows[n][label]
+            cell = fmt_count(c)
+            if n != base_name and c is not None and base:
+                cell += f" {ratio(c, base):.3f}x"
+            if note:
+                cell += " !"
+                notes.append(f"  ! {n} {label}: {note}")
+            line += f"{cell:>26}"
+        out(line)
+    for n in notes:
+        out(n)
+
+
+def bench_version(v, work, runner, with_pycds):
+    out()
+    out(f"== CPython {v.full} (pyenv, {v.prefix}) ==")
+    out(f"stock link: {v.linkcc} -o stock python.o {v.archive.name} {' '.join(v.flags)}")
+    d = work / v.full
+    d.mkdir(parents=True, exist_ok=True)
+    exes = {"stock": d / "python-stock"}
+    link_stock(v, exes["stock"])
+    variants = [("a", ["--freeze", FREEZE_A]), ("b", ["--trace", TRACE]), ("eager", ["--eager"])]
+    for name, args in variants:
+        exes[name] = d / f"python-{name}"
+        dt, what = relink(v, exes[name], args)
+        shown = " ".join(a if a.startswith("--") else f'"{a}"' for a in args)
+        out(f"  {name:<6} relink {shown}: {what}, relink took {dt:.2f} s")
+    env = clean_env(v.prefix)
+    rows = {}
+    for name, exe in exes.items():
+        rows[name] = {label: runner.measure(exe, code, env) for label, code in COMMANDS}
+    out("callgrind instructions (Collected), ratio to stock:")
+    table(rows, list(exes), "stock")
+    goals(rows)
+    pth = sorted(p.name for p in site_packages(v).glob("*.pth"))
+    if pth:
+        # .pth files run at every start on both sides; they dilute the
+        # ratios. The same binaries in an empty venv do not see them.
+        out(f"site-packages of {v.prefix.name} has .pth files run at every start: "
+            f"{', '.join(pth)}; the same binaries in an empty venv (no PYTHONHOME):")
+        venv = d / "empty-venv"
+        shutil.rmtree(venv, ignore_errors=True)
+        sh([str(v.python), "-m", "venv", "--without-pip", str(venv)], capture_output=True)
+        vrows = {}
+        for name, exe in exes.items():
+            link = venv / "bin" / f"python-{name}"
+            link.symlink_to(exe)
+            vrows[name] = {label: runner.measure(link, code, clean_env())
+                           for label, code in COMMANDS}
+        table(vrows, list(exes), "stock")
+        goals(vrows)
+    if with_pycds:
+        pycds(v, d, runner, exes)
+
+
+def site_packages(v):
+    return v.prefix / "lib" / f"python{v.xy}" / "site-packages"
+
+
+def goals(rows):
+    out("goals:")
+    for name, label, bound in GOALS:
+        c, note = rows[name][label]
+        r = ratio(c, rows["stock"][label][0])
+        if r is None:
+            out(f"  {name} {label:<8} not measured ({note}): NOT MET")
+        elif note:
+            out(f"  {name} {label:<8} {r:.3f}x (goal <= {bound:.2f}): NOT MET, "
+                f"the interpreter failed: {note}")
+        else:
+            out(f"  {name} {label:<8} {r:.3f}x <= {bound:.2f}: {'met' if r <= bound else 'NOT MET'}")
+    for label, _ in COMMANDS:
+        c, note = rows["eager"][label]
+        r = ratio(c, rows["stock"][label][0])
+        shown = f"{r:.3f}x" if r is not None else "not measured"
+        out(f"  eager {label:<8} {shown} (control, expected ~1.00){' ' + note if note else ''}")
+
+
+def pycds(v, d, runner, exes):
+    """PyCDS side by side; prints one NOT MEASURED line on any failure."""
+    tag = f"PyCDS on CPython {v.full}"
+    venv = d / "pycds-venv"
+    shutil.rmtree(venv, ignore_errors=True)
+    r = sh([str(v.python), "-m", "venv", str(venv)], capture_output=True, text=True, check=False)
+    if r.returncode != 0:
+        out(f"{tag}: NOT MEASURED: cannot create a venv: {r.stderr.strip()[-200:]}")
+        return
+    pip = sh([str(venv / "bin" / "python"), "-m", "pip", "install", "-q",
+              "--disable-pip-version-check", "code-data-share"],
+             capture_output=True, text=True, check=False)
+    if pip.returncode != 0:
+        why = (pip.stderr.strip().splitlines() or ["no message"])[-1]
+        out(f"{tag}: NOT MEASURED: pip install code-data-share failed: {why}")
+        return
+    ver = sh([str(venv / "bin" / "python"), "-m", "pip", "show", "code-data-share"],
+             capture_output=True, text=True, check=False).stdout
+    m = re.search(r"^Version: (\S+)", ver, re.M)
+    out()
+    out(f"{tag}: code-data-share {m.group(1) if m else '?'} in a venv made from pyenv's "
+        f"python{v.xy}; trace -> dump -> share on the workload of (b)")
+    # The stock link and relink (b) inside the venv: same site-packages
+    # (the venv's pycds.pth runs at every start of each).
+    for name in ("stock", "b"):
+        link = venv / "bin" / f"python-{name}"
+        link.unlink(missing_ok=True)
+        link.symlink_to(exes[name])
+    binaries = [("stock link", venv / "bin" / "python-stock"),
+                ("venv's python (pyenv's, shared libpython)", venv / "bin" / "python")]
+    results = {}
+    for what, exe in binaries:
+        lst, img = d / f"pycds-{exe.name}.lst", d / f"pycds-{exe.name}.img"
+        for p in (lst, img):
+            p.unlink(missing_ok=True)
+        env = clean_env()
+        env.update(PYCDSMODE="TRACE", PYCDSLIST=str(lst))
+        t = runner.run(exe, TRACE, env)
+        if t.returncode != 0 or not lst.is_file():
+            why = (t.stderr.strip().splitlines() or [f"exit {t.returncode}, no list written"])[-1]
+            out(f"{tag} ({what}): NOT MEASURED: trace failed: {why}")
+            continue
+        dump = runner.run(exe, f"import cds.dump; cds.dump.run_dump({str(lst)!r}, {str(img)!r})",
+                          clean_env())
+        if dump.returncode != 0 or not img.is_file():
+            why = (dump.stderr.strip().splitlines() or [f"exit {dump.returncode}"])[-1]
+            out(f"{tag} ({what}): NOT MEASURED: dump failed: {why}")
+            continue
+        share = clean_env()
+        share.update(PYCDSMODE="SHARE", PYCDSARCHIVE=str(img))
+        probe = runner.run(exe, "import json, sys; print(type(json.__spec__.loader).__name__)", share)
+        if probe.returncode != 0 or probe.stdout.strip() != "CDSFinder" or probe.stderr.strip():
+            why = (probe.stderr.strip().splitlines() or [probe.stdout.strip() or "?"])[-1]
+            out(f"{tag} ({what}): NOT MEASURED: the shared archive is not used: {why}")
+            continue
+        n_mods = len(lst.read_text().split())
+        out(f"  {what}: traced {n_mods} modules, archive {img.stat().st_size:,} bytes")
+        row = {"baseline": {l: runner.measure(exe, c, clean_env()) for l, c in COMMANDS},
+               "PyCDS": {l: runner.measure(exe, c, share) for l, c in COMMANDS}}
+        results[what] = row
+    if "stock link" in results:
+        results["stock link"]["relink (b)"] = {
+            l: runner.measure(venv / "bin" / "python-b", c, clean_env()) for l, c in COMMANDS}
+    for what, row in results.items():
+        out(f"{tag}, {what}, in the venv; ratio to the same binary without PyCDS:")
+        table(row, list(row), "baseline")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--versions", default="3.12.1,3.11.7")
+    ap.add_argument("--no-pycds", action="store_true")
+    ap.add_argument("--work", type=Path, default=ROOT / "target" / "bench-startup")
+    a = ap.parse_args()
+    for tool in ("cargo", "gcc", "valgrind", "pyenv"):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"startup.py needs {tool} on PATH")
+    sh(["cargo", "build", "--release", "--quiet"], cwd=ROOT)
+    a.work.mkdir(parents=True, exist_ok=True)
+    runner = Runner(a.work)
+    vg = sh(["valgrind", "--version"], capture_output=True, text=True).stdout.strip()
+    cc = sh(["gcc", "--version"], capture_output=True, text=True).stdout.splitlines()[0]
+    tv = sh([str(TOOL), "--version"], capture_output=True, text=True).stdout.strip()
+    rev = sh(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+             text=True, check=False).stdout.strip()
+    dirty = sh(["git", "status", "--porcelain", "--", "src", "arch"], cwd=ROOT,
+               capture_output=True, text=True, check=False).stdout.strip()
+    out("pyfreeze-obj start-up benchmark: callgrind instruction counts (\"Collected\")")
+    where = f"git {rev}" if rev else "not a git checkout"
+    out(f"tool: {tv} ({where}{', src/arch modified' if dirty else ''}); {vg}; {cc}")
+    out("method: PYTHONHASHSEED=0, PYTHONHOME=pyenv prefix, no other PYTHON* variable "
+        "(.pyc caches written), each command run once before it is measured, one empty cwd")
+    out(f"commands: -c pass | CLI: -c \"{CLI}\" | difflib: -c \"{DIFFLIB}\"")
+    for full in a.versions.split(","):
+        bench_version(Version(full.strip()), a.work, runner, not a.no_pycds)
+
+
+if __name__ == "__main__":
+    main()
