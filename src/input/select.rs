@@ -54,12 +54,28 @@ def source_of(name):
             return None
     return spec.origin, spec.submodule_search_locations is not None
 
+never = {}
+
+def has_data(pkg_init):
+    # Files other than Python sources beside a package's modules: read
+    # through importlib.resources, which the frozen importer cannot serve.
+    top = os.path.dirname(pkg_init)
+    for dirpath, dirnames, filenames in os.walk(top):
+        dirnames[:] = [d for d in dirnames if d != "__pycache__"]
+        if any(not f.endswith((".py", ".pyc")) for f in filenames):
+            return True
+    return False
+
 def add(name, strict):
+    if name in never and not strict:
+        return
     r = source_of(name)
     if r is None:
         if strict:
             sys.stderr.write("--freeze %s: no pure-Python module of that name\n" % name)
             sys.exit(4)
+        return
+    if r[1] and not strict and has_data(r[0]):
         return
     found[name] = r
 
@@ -88,7 +104,9 @@ def stdlib():
 
 for arg in sys.argv[2:]:
     kind, _, value = arg.partition(":")
-    if kind == "F":
+    if kind == "N":
+        never[value] = True
+    elif kind == "F":
         if value == "stdlib":
             stdlib()
         elif value.endswith(".*"):
@@ -115,7 +133,17 @@ for name in sorted(found):
     print("%s\t%d\t%s" % (name, pkg, path))
 "#;
 
-/// Resolve `--freeze` items and `--trace` snippets with `python`.
+/// Modules never selected by `stdlib`, `NAME.*` or `--trace` (only by
+/// name), and why: frozen, they would behave differently.
+pub const UNFREEZABLE: &[(&str, &str)] = &[(
+    "importlib.resources._common",
+    "finds its caller by comparing frames' file names with __file__; frozen code is named \
+     <frozen NAME>, so files() without an argument would look in the wrong package",
+)];
+
+/// Resolve `--freeze` items and `--trace` snippets with `python`. Packages
+/// that ship data files are only selected by name (the frozen importer has
+/// no resource reader for them).
 pub fn resolve(
     python: &Path,
     layout: &Layout,
@@ -132,11 +160,15 @@ pub fn resolve(
                 .map_err(|m| Error::msg(format!("--freeze {item}: {m}")))?;
         }
     }
-    let args = freeze
-        .iter()
-        .map(|f| format!("F:{f}"))
-        .chain(trace.iter().map(|t| format!("T:{t}")));
-    let stdout = super::compile::run_script(python, layout, SCRIPT, args, "module selection")?;
+    let never = UNFREEZABLE.iter().map(|(n, _)| format!("N:{n}"));
+    let args = never.chain(
+        freeze
+            .iter()
+            .map(|f| format!("F:{f}"))
+            .chain(trace.iter().map(|t| format!("T:{t}"))),
+    );
+    let stdout =
+        super::compile::run_script(python, layout, SCRIPT, args, "module selection", true)?;
     let text = String::from_utf8(stdout)
         .map_err(|_| Error::file(python, "module selection: output is not UTF-8"))?;
     let mut result = Vec::new();
