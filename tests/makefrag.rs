@@ -52,7 +52,7 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
 
 /// Bumped when the harness changes what a cached build contains.
-const STAMP: &str = "makefrag-harness-1";
+const STAMP: &str = "makefrag-harness-2";
 
 /// The CPython test modules run in CI on both native builds.
 const SUBSET: &[&str] = &[
@@ -426,6 +426,11 @@ fn prepare(v: Variant) -> Build {
     run_logged(&mut cfg, &log);
     if v.uses_fragment() {
         install_tool(&b);
+        // the fragment as this key has it: a copy in the build's root, so
+        // that a cached build does not depend on where the checkout that
+        // built it was (CI clones afresh)
+        let frag = root.join("Makefile.frag");
+        fs::write(&frag, &fragment).unwrap();
         // the documented step: one include line, here with the tool's path
         // set before it
         let mut mk = fs::OpenOptions::new()
@@ -436,7 +441,7 @@ fn prepare(v: Variant) -> Build {
             mk,
             "\nPYFREEZE_OBJ = {}\ninclude {}",
             b.tool.display(),
-            repo().join("Makefile.frag").display()
+            frag.display()
         )
         .unwrap();
     }
