@@ -80,8 +80,10 @@ def add(name, strict):
     found[name] = r
 
 TESTS = ("test", "tests", "idle_test")
-def walk(pkg, skip_tests):
-    add(pkg, True)
+def walk(pkg, skip_tests, named=True):
+    # named: the package was asked for by name (NAME.*), so it must exist
+    # and is frozen even if it ships data files.
+    add(pkg, named)
     mod = importlib.import_module(pkg)
     for info in pkgutil.walk_packages(mod.__path__, pkg + ".", onerror=lambda n: None):
         last = info.name.rsplit(".", 1)[-1]
@@ -96,7 +98,7 @@ def stdlib():
             continue
         if info.ispkg:
             try:
-                walk(info.name, True)
+                walk(info.name, True, named=False)
             except Exception:
                 pass
         else:
@@ -143,7 +145,9 @@ pub const UNFREEZABLE: &[(&str, &str)] = &[(
 
 /// Resolve `--freeze` items and `--trace` snippets with `python`. Packages
 /// that ship data files are only selected by name (the frozen importer has
-/// no resource reader for them).
+/// no resource reader for them). Resolution runs without `site`: only the
+/// standard library's modules are found (the frozen importer gives every
+/// module a `__file__` in the standard library, wrong for site-packages).
 pub fn resolve(
     python: &Path,
     layout: &Layout,
@@ -168,7 +172,7 @@ pub fn resolve(
             .chain(trace.iter().map(|t| format!("T:{t}"))),
     );
     let stdout =
-        super::compile::run_script(python, layout, SCRIPT, args, "module selection", true)?;
+        super::compile::run_script(python, layout, SCRIPT, args, "module selection", false)?;
     let text = String::from_utf8(stdout)
         .map_err(|_| Error::file(python, "module selection: output is not UTF-8"))?;
     let mut result = Vec::new();
