@@ -61,7 +61,7 @@ impl Asm {
         self.out.code[at..at + 4].copy_from_slice(&w.to_le_bytes());
     }
     fn align(&mut self, a: u64) {
-        while self.pos() % a != 0 {
+        while !self.pos().is_multiple_of(a) {
             self.ins(0xd503_201f); // nop
         }
     }

@@ -439,7 +439,7 @@ fn arm64_unwind_info(f: &crate::arch::Func) -> Vec<u8> {
         code(op, &mut codes);
     }
     codes.push(0xe4); // end
-    while codes.len() % 4 != 0 {
+    while !codes.len().is_multiple_of(4) {
         codes.push(0xe3); // nop
     }
     let words = (codes.len() / 4) as u32;
