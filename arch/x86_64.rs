@@ -126,7 +126,11 @@ impl Asm {
     // Windows).
     fn frame_size(&self, pushes: usize) -> u8 {
         // At entry rsp = 8 mod 16; after `pushes` pushes, pad to 16.
-        let pad = if (8 + 8 * pushes).is_multiple_of(16) { 0 } else { 8 };
+        let pad = if (8 + 8 * pushes).is_multiple_of(16) {
+            0
+        } else {
+            8
+        };
         let shadow = if self.abi == Abi::Win64 { 32 } else { 0 };
         (pad + shadow) as u8
     }
