@@ -26,7 +26,7 @@ pub struct Request {
 // path; if it has none, take the code the interpreter itself froze under
 // FROZEN, as `_imp.get_frozen_object` gives it).
 const SCRIPT: &str = r#"
-import sys, marshal, importlib, importlib.machinery, _imp
+import sys, os, marshal, importlib, importlib.machinery, importlib.util, _imp
 want = sys.argv[1]
 have = "%d.%d" % sys.version_info[:2]
 if have != want:
@@ -46,6 +46,32 @@ def find_source(name):
         return None
     return spec.origin
 
+def renamed(code, filename):
+    consts = tuple(renamed(c, filename) if isinstance(c, type(code)) else c for c in code.co_consts)
+    return code.replace(co_filename=filename, co_consts=consts)
+
+def cached(path, source, filename):
+    # The interpreter's own bytecode cache, when it is fresh for this very
+    # source (timestamp .pyc: mtime and size; hash .pyc: the source hash),
+    # is what compile() would give but for co_filename: reuse it.
+    try:
+        pyc = importlib.util.cache_from_source(path)
+        with open(pyc, "rb") as f:
+            data = f.read()
+        if data[:4] != importlib.util.MAGIC_NUMBER:
+            return None
+        flags = int.from_bytes(data[4:8], "little")
+        if flags == 0:
+            st = os.stat(path)
+            if (int.from_bytes(data[8:12], "little") != int(st.st_mtime) & 0xFFFFFFFF
+                    or int.from_bytes(data[12:16], "little") != st.st_size & 0xFFFFFFFF):
+                return None
+        elif data[8:16] != _imp.source_hash(importlib.util._RAW_MAGIC_NUMBER, source):
+            return None
+        return renamed(marshal.loads(data[16:]), filename)
+    except Exception:
+        return None
+
 out = sys.stdout.buffer
 out.write(b"pyfreeze-obj\n")
 for arg in sys.argv[2:]:
@@ -63,11 +89,13 @@ for arg in sys.argv[2:]:
     else:
         with open(path, "rb") as f:
             source = f.read()
-        try:
-            code = compile(source, "<frozen %s>" % name, "exec")
-        except SyntaxError as e:
-            sys.stderr.write("%s: line %s: %s\n" % (path, e.lineno, e.msg))
-            sys.exit(5)
+        code = cached(path, source, "<frozen %s>" % name)
+        if code is None:
+            try:
+                code = compile(source, "<frozen %s>" % name, "exec")
+            except SyntaxError as e:
+                sys.stderr.write("%s: line %s: %s\n" % (path, e.lineno, e.msg))
+                sys.exit(5)
     data = marshal.dumps(code)
     origin = (path or "").encode("utf-8", "surrogateescape")
     out.write(len(origin).to_bytes(4, "little"))
@@ -76,7 +104,6 @@ for arg in sys.argv[2:]:
     out.write(data)
 "#;
 
-/// Compile every request with one run of `python`.
 /// Compile every request, spread over one interpreter process per core
 /// (results in request order).
 pub fn compile(python: &Path, layout: &Layout, reqs: &[Request]) -> Result<Vec<Marshalled>> {
