@@ -281,15 +281,16 @@ fn read_graph_here(mods: &[Marshalled]) -> Result<Graph> {
 
 /// Lay the graph out and write the object file's bytes.
 /// The offsets of the runtime's shared objects inside `_PyRuntime` are
-/// known (and tested against real builds) for Linux only: they depend on
-/// NSIG, the pthread types and other platform types that precede them.
+/// known (and tested against real builds) for glibc Linux only: they
+/// depend on NSIG, the pthread types and other platform types that precede
+/// them.
 fn check_runtime_known(opts: &Options) -> Result<()> {
     if opts.target.os == crate::target::Os::Linux || opts.assume_linux_runtime {
         return Ok(());
     }
     Err(Error::msg(format!(
         "target {}: where CPython {}.{} keeps its shared objects inside _PyRuntime is only known \
-         for Linux builds (it depends on NSIG, pthread and other platform types); \
+         for Linux builds with glibc (it depends on NSIG, pthread and other platform types); \
          --assume-linux-runtime emits anyway with Linux's offsets (for a harness that \
          supplies its own _PyRuntime)",
         opts.target.triple, opts.layout.version.0, opts.layout.version.1

@@ -3,7 +3,7 @@
 
 use crate::error::{Error, Result};
 use std::str::FromStr;
-use target_lexicon::{Architecture, BinaryFormat, OperatingSystem, Triple};
+use target_lexicon::{Architecture, BinaryFormat, Environment, OperatingSystem, Triple};
 
 #[path = "../arch/mod.rs"]
 pub mod arch;
@@ -18,7 +18,13 @@ pub enum Format {
 /// The operating systems whose CPython builds we target.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Os {
+    /// Linux with glibc (the C library whose types the layout tables
+    /// were measured with).
     Linux,
+    /// Linux with another C library (musl, Android's bionic): other sizes
+    /// for the pthread and signal types that precede the runtime's shared
+    /// objects.
+    OtherLinux,
     MacOs,
     Windows,
 }
@@ -93,7 +99,10 @@ impl Target {
         };
         let wchar_size = if format == Format::Coff { 2 } else { 4 };
         let os = match format {
-            Format::Elf => Os::Linux,
+            Format::Elf => match triple.environment {
+                Environment::Gnu | Environment::Unknown | Environment::Gnuabi64 => Os::Linux,
+                _ => Os::OtherLinux,
+            },
             Format::MachO => Os::MacOs,
             Format::Coff => Os::Windows,
         };

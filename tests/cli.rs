@@ -593,3 +593,40 @@ fn depfile_lists_every_input() {
     ]));
     assert!(!d.join("out.d").exists());
 }
+
+#[test]
+fn linux_without_glibc_is_refused_unless_asked() {
+    let d = tmpdir("musl");
+    std::fs::write(d.join("m.marshal"), compile312("x = 1\n", "m")).unwrap();
+    for t in ["x86_64-unknown-linux-musl", "aarch64-linux-android"] {
+        let e = fails(bin().current_dir(&d).args([
+            "emit",
+            "--python",
+            "3.12",
+            "-o",
+            "t.o",
+            "--target",
+            t,
+            "m.marshal:m",
+        ]));
+        assert!(
+            e.contains("only known for Linux builds with glibc"),
+            "{t}: {e}"
+        );
+    }
+    let out = emit(
+        &d,
+        "t.o",
+        &[
+            "--target",
+            "x86_64-unknown-linux-musl",
+            "--assume-linux-runtime",
+            "m.marshal:m",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -230,6 +230,48 @@ pub struct FrozenLayout {
     pub keeps_marshal: bool,
 }
 
+/// The symbols 3.11 and 3.12 share; each table overrides the rest.
+pub(crate) const SYMBOLS_3X: Symbols = Symbols {
+    code_type: "PyCode_Type",
+    bytes_type: "PyBytes_Type",
+    str_type: "PyUnicode_Type",
+    tuple_type: "PyTuple_Type",
+    int_type: "PyLong_Type",
+    float_type: "PyFloat_Type",
+    complex_type: "PyComplex_Type",
+    none: "_Py_NoneStruct",
+    true_: "_Py_TrueStruct",
+    false_: "_Py_FalseStruct",
+    ellipsis: "_Py_EllipsisObject",
+    code_init: "_PyStaticCode_Init",
+    code_fini: "_PyStaticCode_Fini",
+    str_fini: None,
+    next_func_version: None,
+    frozenset_new: "PyFrozenSet_New",
+    decref: "Py_DecRef",
+    deepfreeze_init: "_Py_Deepfreeze_Init",
+    deepfreeze_fini: "_Py_Deepfreeze_Fini",
+};
+
+/// `struct _frozen` and the module tables, the same in 3.11 and 3.12
+/// (each table sets `keeps_marshal`).
+pub(crate) const FROZEN_3X: FrozenLayout = FrozenLayout {
+    entry_size: 32,
+    name: f(0, 8),
+    code: f(8, 8),
+    size: f(16, 4),
+    is_package: f(20, 4),
+    get_code: f(24, 8),
+    tables: &[
+        "_PyImport_FrozenBootstrap",
+        "_PyImport_FrozenStdlib",
+        "_PyImport_FrozenTest",
+    ],
+    aliases: "_PyImport_FrozenAliases",
+    custom: "PyImport_FrozenModules",
+    keeps_marshal: false,
+};
+
 /// Everything about one CPython version (for 64-bit targets).
 #[derive(Debug)]
 pub struct Layout {

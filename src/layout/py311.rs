@@ -112,40 +112,14 @@ pub static LAYOUT: Layout = Layout {
         arch_shift: &[(crate::arch::Arch::Aarch64, 16)],
     },
     sym: Symbols {
-        code_type: "PyCode_Type",
-        bytes_type: "PyBytes_Type",
-        str_type: "PyUnicode_Type",
-        tuple_type: "PyTuple_Type",
-        int_type: "PyLong_Type",
-        float_type: "PyFloat_Type",
-        complex_type: "PyComplex_Type",
-        none: "_Py_NoneStruct",
-        true_: "_Py_TrueStruct",
-        false_: "_Py_FalseStruct",
-        ellipsis: "_Py_EllipsisObject",
         code_init: "_PyStaticCode_InternStrings",
         code_fini: "_PyStaticCode_Dealloc",
         str_fini: Some("_PyStaticUnicode_Dealloc"),
-        next_func_version: None,
-        frozenset_new: "PyFrozenSet_New",
-        decref: "Py_DecRef",
-        deepfreeze_init: "_Py_Deepfreeze_Init",
-        deepfreeze_fini: "_Py_Deepfreeze_Fini",
+        ..SYMBOLS_3X
     },
+
     frozen: FrozenLayout {
-        entry_size: 32,
-        name: f(0, 8),
-        code: f(8, 8),
-        size: f(16, 4),
-        is_package: f(20, 4),
-        get_code: f(24, 8),
-        tables: &[
-            "_PyImport_FrozenBootstrap",
-            "_PyImport_FrozenStdlib",
-            "_PyImport_FrozenTest",
-        ],
-        aliases: "_PyImport_FrozenAliases",
-        custom: "PyImport_FrozenModules",
         keeps_marshal: false,
+        ..FROZEN_3X
     },
 };

@@ -108,40 +108,14 @@ pub static LAYOUT: Layout = Layout {
         arch_shift: &[],
     },
     sym: Symbols {
-        code_type: "PyCode_Type",
-        bytes_type: "PyBytes_Type",
-        str_type: "PyUnicode_Type",
-        tuple_type: "PyTuple_Type",
-        int_type: "PyLong_Type",
-        float_type: "PyFloat_Type",
-        complex_type: "PyComplex_Type",
-        none: "_Py_NoneStruct",
-        true_: "_Py_TrueStruct",
-        false_: "_Py_FalseStruct",
-        ellipsis: "_Py_EllipsisObject",
         code_init: "_PyStaticCode_Init",
         code_fini: "_PyStaticCode_Fini",
-        str_fini: None,
         next_func_version: Some("_Py_next_func_version"),
-        frozenset_new: "PyFrozenSet_New",
-        decref: "Py_DecRef",
-        deepfreeze_init: "_Py_Deepfreeze_Init",
-        deepfreeze_fini: "_Py_Deepfreeze_Fini",
+        ..SYMBOLS_3X
     },
+
     frozen: FrozenLayout {
-        entry_size: 32,
-        name: f(0, 8),
-        code: f(8, 8),
-        size: f(16, 4),
-        is_package: f(20, 4),
-        get_code: f(24, 8),
-        tables: &[
-            "_PyImport_FrozenBootstrap",
-            "_PyImport_FrozenStdlib",
-            "_PyImport_FrozenTest",
-        ],
-        aliases: "_PyImport_FrozenAliases",
-        custom: "PyImport_FrozenModules",
         keeps_marshal: true,
+        ..FROZEN_3X
     },
 };
