@@ -3,23 +3,30 @@
 //! shared libraries; every instruction is 4 bytes.
 
 use super::{
-    CodeReloc, CodeRelocKind, Func, Lazy, Scheme, StubSpec, Stubs, Sym, TableWalk, UnwindOp,
+    CodeReloc, CodeRelocKind, Emitter, Lazy, Scheme, StubSpec, Stubs, Sym, TableWalk, UnwindOp,
     FIX_TABLE, FROZENSET_TABLE, MODULE_TABLE, PRISTINE_TABLE, XFIX_TABLE,
 };
 
 const RET: u32 = 0xd65f_03c0;
 
 struct Asm {
-    out: Stubs,
-    /// Prologue steps and epilogue start of the function being assembled.
-    unwind: Vec<(u64, UnwindOp)>,
-    epilog: Option<u64>,
+    e: Emitter,
+}
+
+impl std::ops::Deref for Asm {
+    type Target = Emitter;
+    fn deref(&self) -> &Emitter {
+        &self.e
+    }
+}
+
+impl std::ops::DerefMut for Asm {
+    fn deref_mut(&mut self) -> &mut Emitter {
+        &mut self.e
+    }
 }
 
 impl Asm {
-    fn pos(&self) -> u64 {
-        self.out.code.len() as u64
-    }
     fn ins(&mut self, word: u32) {
         self.out.code.extend_from_slice(&word.to_le_bytes());
     }
@@ -65,44 +72,11 @@ impl Asm {
             self.ins(0xd503_201f); // nop
         }
     }
-    fn func(&mut self, name: &str, start: u64) {
-        self.push_func(name, start, true);
-    }
-    fn local_func(&mut self, name: &str, start: u64) {
-        self.push_func(name, start, false);
-    }
-    fn push_func(&mut self, name: &str, start: u64, global: bool) {
-        let size = self.pos() - start;
-        let rel = |p: u64| (p - start) as u32;
-        let unwind = std::mem::take(&mut self.unwind)
-            .into_iter()
-            .map(|(p, op)| (rel(p), op))
-            .collect();
-        let epilog = self.epilog.take().map(rel);
-        self.out.funcs.push(Func {
-            name: name.to_string(),
-            global,
-            offset: start,
-            size,
-            unwind,
-            epilog,
-        });
-    }
-    /// Record a prologue step that ends here.
-    fn unwind_op(&mut self, op: UnwindOp) {
-        let p = self.pos();
-        self.unwind.push((p, op));
-    }
 }
 
 pub fn assemble(spec: &StubSpec) -> Stubs {
     let mut a = Asm {
-        unwind: Vec::new(),
-        epilog: None,
-        out: Stubs {
-            align: 16,
-            ..Stubs::default()
-        },
+        e: Emitter::new(16),
     };
     match &spec.scheme {
         Scheme::Eager { walks } => {
@@ -125,7 +99,7 @@ pub fn assemble(spec: &StubSpec) -> Stubs {
         }
         Scheme::Lazy(lazy) => assemble_lazy(&mut a, spec, lazy),
     }
-    a.out
+    a.e.out
 }
 
 /// Return the code object in x0, after incrementing its refcount if asked.

@@ -92,6 +92,60 @@ pub struct Stubs {
     pub align: u64,
 }
 
+/// Bookkeeping both assemblers share: the output, and the current
+/// function's prologue steps and epilogue start (for unwind tables).
+struct Emitter {
+    out: Stubs,
+    unwind: Vec<(u64, UnwindOp)>,
+    epilog: Option<u64>,
+}
+
+impl Emitter {
+    fn new(align: u64) -> Emitter {
+        Emitter {
+            out: Stubs {
+                align,
+                ..Stubs::default()
+            },
+            unwind: Vec::new(),
+            epilog: None,
+        }
+    }
+    fn pos(&self) -> u64 {
+        self.out.code.len() as u64
+    }
+    /// A global function from `start` to here.
+    fn func(&mut self, name: &str, start: u64) {
+        self.push_func(name, start, true);
+    }
+    /// A function local to the object, from `start` to here.
+    fn local_func(&mut self, name: &str, start: u64) {
+        self.push_func(name, start, false);
+    }
+    fn push_func(&mut self, name: &str, start: u64, global: bool) {
+        let size = self.pos() - start;
+        let rel = |p: u64| (p - start) as u32;
+        let unwind = std::mem::take(&mut self.unwind)
+            .into_iter()
+            .map(|(p, op)| (rel(p), op))
+            .collect();
+        let epilog = self.epilog.take().map(rel);
+        self.out.funcs.push(Func {
+            name: name.to_string(),
+            global,
+            offset: start,
+            size,
+            unwind,
+            epilog,
+        });
+    }
+    /// Record a prologue step that ends here.
+    fn unwind_op(&mut self, op: UnwindOp) {
+        let p = self.pos();
+        self.unwind.push((p, op));
+    }
+}
+
 /// Calling convention of the target.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Abi {

@@ -3,24 +3,31 @@
 //! System V and Windows x64 calling conventions.
 
 use super::{
-    Abi, CodeReloc, CodeRelocKind, Func, Lazy, Scheme, StubSpec, Stubs, Sym, TableWalk, UnwindOp,
-    FIX_TABLE, FROZENSET_TABLE, MODULE_TABLE, PRISTINE_TABLE, XFIX_TABLE,
+    Abi, CodeReloc, CodeRelocKind, Emitter, Lazy, Scheme, StubSpec, Stubs, Sym, TableWalk,
+    UnwindOp, FIX_TABLE, FROZENSET_TABLE, MODULE_TABLE, PRISTINE_TABLE, XFIX_TABLE,
 };
 
 struct Asm {
-    out: Stubs,
-    /// Prologue steps and epilogue start of the function being assembled.
-    unwind: Vec<(u64, UnwindOp)>,
-    epilog: Option<u64>,
+    e: Emitter,
     abi: Abi,
+}
+
+impl std::ops::Deref for Asm {
+    type Target = Emitter;
+    fn deref(&self) -> &Emitter {
+        &self.e
+    }
+}
+
+impl std::ops::DerefMut for Asm {
+    fn deref_mut(&mut self) -> &mut Emitter {
+        &mut self.e
+    }
 }
 
 impl Asm {
     fn bytes(&mut self, b: &[u8]) {
         self.out.code.extend_from_slice(b);
-    }
-    fn pos(&self) -> u64 {
-        self.out.code.len() as u64
     }
     /// A RIP-relative 32-bit field; `tail` = bytes of the instruction that
     /// follow the field.
@@ -91,34 +98,6 @@ impl Asm {
         while !self.pos().is_multiple_of(a) {
             self.bytes(&[0xcc]);
         }
-    }
-    fn func(&mut self, name: &str, start: u64) {
-        self.push_func(name, start, true);
-    }
-    fn local_func(&mut self, name: &str, start: u64) {
-        self.push_func(name, start, false);
-    }
-    fn push_func(&mut self, name: &str, start: u64, global: bool) {
-        let size = self.pos() - start;
-        let rel = |p: u64| (p - start) as u32;
-        let unwind = std::mem::take(&mut self.unwind)
-            .into_iter()
-            .map(|(p, op)| (rel(p), op))
-            .collect();
-        let epilog = self.epilog.take().map(rel);
-        self.out.funcs.push(Func {
-            name: name.to_string(),
-            global,
-            offset: start,
-            size,
-            unwind,
-            epilog,
-        });
-    }
-    /// Record a prologue step that ends here.
-    fn unwind_op(&mut self, op: UnwindOp) {
-        let p = self.pos();
-        self.unwind.push((p, op));
     }
 
     // Prologue and epilogue saving rbx, rbp, r12 (+ r13, r14 with `more`),
@@ -358,12 +337,7 @@ enum Reg {
 
 pub fn assemble(spec: &StubSpec) -> Stubs {
     let mut a = Asm {
-        unwind: Vec::new(),
-        epilog: None,
-        out: Stubs {
-            align: 16,
-            ..Stubs::default()
-        },
+        e: Emitter::new(16),
         abi: spec.abi,
     };
     match &spec.scheme {
@@ -387,7 +361,7 @@ pub fn assemble(spec: &StubSpec) -> Stubs {
         }
         Scheme::Lazy(lazy) => assemble_lazy(&mut a, spec, lazy),
     }
-    a.out
+    a.e.out
 }
 
 /// Optionally increment the refcount, then return the code object.
