@@ -210,7 +210,7 @@ fn args_pkg(args: &[(PathBuf, String)], name: &str) -> bool {
 /// The module tables to write: the archive's, with the added modules
 /// appended to the stdlib table (so `-X frozen_modules=off` turns them off
 /// like the stock ones).
-pub fn module_tables(opts: &Options, c: &Collected) -> Result<Tables> {
+pub fn module_tables(c: &Collected) -> Result<Tables> {
     let mut t = c.tables.clone().ok_or_else(|| {
         Error::msg(
             "--frozen-tables needs --modules-from LIBPYTHON.a (the tables start from its frozen.o)",
@@ -230,7 +230,6 @@ pub fn module_tables(opts: &Options, c: &Collected) -> Result<Tables> {
         };
         t.tables[crate::tables::STDLIB].push(entry);
     }
-    let _ = opts;
     Ok(t)
 }
 
@@ -309,6 +308,7 @@ pub fn build_object(
         l,
         opts.target.wchar_size,
         l.runtime_shift(opts.target.arch),
+        opts.lazy,
     )?;
     if let Some(t) = tables {
         crate::tables::append(&mut image, l, t);
@@ -330,8 +330,9 @@ pub fn build_object(
         tables = image.tables()?;
         // The pristine bytecode follows the tables and their sentinel.
         let (pristine, mut entries) = image.pristine_bytecode(l.code.code_adaptive);
-        let base =
-            4 * (tables.iter().map(Vec::len).sum::<usize>() as u32 + entries.len() as u32 + 1);
+        let mut with_entries = tables.iter().map(Vec::len).collect::<Vec<_>>();
+        with_entries.push(entries.len());
+        let base = objfile::blob_offset(&with_entries);
         for e in entries.iter_mut().step_by(2) {
             *e += base;
         }
@@ -416,7 +417,7 @@ pub fn run(opts: &Options, output: &Path, depfile: Option<&Path>) -> Result<Stat
     let t0 = Instant::now();
     let collected = collect(opts)?;
     let tables = if opts.frozen_tables {
-        Some(module_tables(opts, &collected)?)
+        Some(module_tables(&collected)?)
     } else {
         None
     };

@@ -286,7 +286,15 @@ struct Placer<'a> {
 
 /// Lay out the whole graph for a target whose `wchar_t` has `wchar_size`
 /// bytes.
-pub fn place(graph: &Graph, l: &'static Layout, wchar_size: u8, rt_shift: u32) -> Result<Image> {
+/// With `by_module`, each relocation also records which module alone holds
+/// it (for the lazy scheme's own fixups); otherwise all count as shared.
+pub fn place(
+    graph: &Graph,
+    l: &'static Layout,
+    wchar_size: u8,
+    rt_shift: u32,
+    by_module: bool,
+) -> Result<Image> {
     let n = graph.nodes.len();
     let mut p = Placer {
         graph,
@@ -296,9 +304,11 @@ pub fn place(graph: &Graph, l: &'static Layout, wchar_size: u8, rt_shift: u32) -
         img: Image::default(),
         place: vec![Place::Skip; n],
         version: vec![0; n],
-        // Only the lazy scheme needs owners; computing them is cheap
-        // enough to do always and keeps placement single-pass.
-        owners: graph.owners(),
+        owners: if by_module {
+            graph.owners()
+        } else {
+            vec![crate::graph::SHARED; n]
+        },
         owner: crate::graph::SHARED,
     };
     p.mark_reachable();

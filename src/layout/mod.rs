@@ -230,6 +230,24 @@ pub struct FrozenLayout {
     pub keeps_marshal: bool,
 }
 
+/// `PyBytesObject`, `PyFloatObject`/`PyComplexObject` and `PyTupleObject`
+/// (with its GC header) are laid out alike in 3.11 and 3.12 on 64-bit
+/// targets; each version's DWARF check covers them.
+pub(crate) const BYTES_3X: BytesLayout = BytesLayout {
+    shash: f(24, 8),
+    sval: 32,
+};
+pub(crate) const FLOAT_3X: FloatLayout = FloatLayout {
+    fval: 16,
+    float_size: 24,
+    cval: 16,
+    complex_size: 32,
+};
+pub(crate) const TUPLE_3X: TupleLayout = TupleLayout {
+    gc_head_size: 16,
+    items: 24,
+};
+
 /// The symbols 3.11 and 3.12 share; each table overrides the rest.
 pub(crate) const SYMBOLS_3X: Symbols = Symbols {
     code_type: "PyCode_Type",

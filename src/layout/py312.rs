@@ -71,26 +71,15 @@ pub static LAYOUT: Layout = Layout {
         fill_utf8: true,
         wstr: None,
     },
-    bytes: BytesLayout {
-        shash: f(24, 8),
-        sval: 32,
-    },
+    bytes: BYTES_3X,
     int: IntLayout {
         size: IntSize::LvTag(f(16, 8)),
         digits: 24,
         digit_size: 4,
         min_size: 32,
     },
-    float: FloatLayout {
-        fval: 16,
-        float_size: 24,
-        cval: 16,
-        complex_size: 32,
-    },
-    tuple: TupleLayout {
-        gc_head_size: 16,
-        items: 24,
-    },
+    float: FLOAT_3X,
+    tuple: TUPLE_3X,
     runtime: RuntimeLayout {
         symbol: "_PyRuntime",
         // _PyRuntime.static_objects.singletons.*

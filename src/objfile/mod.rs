@@ -95,6 +95,12 @@ fn generic_flags(kind: Kind) -> RelocationFlags {
     }
 }
 
+/// Where the read-only blob starts in the read-only section: after the
+/// 32-bit tables (of these lengths) and their zero sentinel.
+pub fn blob_offset(table_lens: &[usize]) -> u32 {
+    4 * (table_lens.iter().sum::<usize>() as u32 + 1)
+}
+
 /// Write the object file for `image` and `stubs`.
 pub fn write(
     target: &Target,
@@ -142,6 +148,10 @@ pub fn write(
         table.extend_from_slice(&v.to_le_bytes());
     }
     // Read-only bytes the tables point into (pristine bytecode).
+    debug_assert_eq!(
+        table.len(),
+        blob_offset(&tables.iter().map(Vec::len).collect::<Vec<_>>()) as usize
+    );
     table.extend_from_slice(blob);
     w.obj.append_section_data(rodata, &table, 4);
 
