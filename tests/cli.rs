@@ -9,30 +9,15 @@ fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_pyfreeze-obj"))
 }
 
-fn pyenv_prefix(v: &str) -> PathBuf {
-    let out = Command::new("pyenv")
-        .args(["prefix", v])
-        .output()
-        .unwrap_or_else(|e| {
-            panic!("pyenv is required for this test (CPython {v} is the reference): {e}")
-        });
-    assert!(
-        out.status.success(),
-        "pyenv has no CPython {v}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-}
+mod support;
+use support::pyenv_prefix;
 
 fn libpython312() -> PathBuf {
-    let p =
-        pyenv_prefix("3.12.1").join("lib/python3.12/config-3.12-x86_64-linux-gnu/libpython3.12.a");
-    assert!(p.is_file(), "missing {}", p.display());
-    p
+    support::pyenv_archive("3.12.1")
 }
 
 fn python312() -> PathBuf {
-    pyenv_prefix("3.12.1").join("bin/python3.12")
+    support::pyenv_python("3.12.1")
 }
 
 fn tmpdir(name: &str) -> PathBuf {

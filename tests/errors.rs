@@ -9,20 +9,10 @@ use pyfreeze_obj::input::{Marshalled, OffsetMap};
 use pyfreeze_obj::layout::Layout;
 use pyfreeze_obj::marshal;
 use pyfreeze_obj::target::Target;
-use std::path::PathBuf;
 use std::process::Command;
 
-fn pyenv_python(v: &str) -> PathBuf {
-    let out = Command::new("pyenv")
-        .args(["prefix", v])
-        .output()
-        .unwrap_or_else(|e| panic!("pyenv is required (CPython {v} is the reference): {e}"));
-    assert!(out.status.success(), "pyenv has no CPython {v}");
-    let prefix = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
-    prefix
-        .join("bin")
-        .join(format!("python{}", &v[..v.rfind('.').unwrap()]))
-}
+mod support;
+use support::pyenv_python;
 
 /// Marshal bytes of `source` compiled by CPython `v` as `<frozen m>`.
 fn compiled(v: &str, source: &str) -> Vec<u8> {
