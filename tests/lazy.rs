@@ -41,6 +41,8 @@
 //! interpreters are failures, never skips. Each test collects every problem
 //! it finds and fails once with the whole list.
 
+mod support;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -97,35 +99,10 @@ fn require_tool(tool: &str, package: &str) {
     );
 }
 
-fn find_prefix(full: &str) -> PathBuf {
-    if let Ok(out) = Command::new("pyenv").args(["prefix", full]).output() {
-        if out.status.success() {
-            let p = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-            if p.is_dir() {
-                return p;
-            }
-        }
-    }
-    let mut roots: Vec<PathBuf> = Vec::new();
-    if let Some(r) = std::env::var_os("PYENV_ROOT") {
-        roots.push(r.into());
-    }
-    if let Some(h) = std::env::var_os("HOME") {
-        roots.push(Path::new(&h).join(".pyenv"));
-    }
-    for r in &roots {
-        let p = r.join("versions").join(full);
-        if p.join("bin").is_dir() {
-            return p;
-        }
-    }
-    panic!("pyenv CPython {full} is required: `pyenv install {full}` (searched {roots:?})");
-}
-
 fn load_py(full: &'static str) -> Py {
     require_tool("cc", "gcc");
     require_tool("ar", "binutils");
-    let prefix = find_prefix(full);
+    let prefix = support::pyenv_prefix(full);
     let xy = full.rsplitn(2, '.').nth(1).unwrap().to_string();
     let python = prefix.join("bin").join(format!("python{xy}"));
     let out = run_ok(Command::new(&python).args([
