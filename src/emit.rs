@@ -280,11 +280,9 @@ fn read_graph_here(mods: &[Marshalled]) -> Result<Graph> {
 
 /// Lay the graph out and write the object file's bytes.
 /// The offsets of the runtime's shared objects inside `_PyRuntime` are
-/// known (and tested against real builds) for glibc Linux only: they
-/// depend on NSIG, the pthread types and other platform types that precede
-/// them.
+/// only known for the platforms the layout table lists (glibc Linux).
 fn check_runtime_known(opts: &Options) -> Result<()> {
-    if opts.target.os == crate::target::Os::Linux || opts.assume_linux_runtime {
+    if opts.layout.runtime.known_on.contains(&opts.target.os) || opts.assume_linux_runtime {
         return Ok(());
     }
     Err(Error::msg(format!(

@@ -2129,6 +2129,7 @@ fn check_runtime_singletons(v: &Version, o: &Oracle, l: &Layout, k: &mut Checker
         latin1_chars,
         global_strings: _, // check_global_strings
         arch_shift,
+        known_on: _, // the refusal elsewhere is tested by tests/formats.rs and tests/cli.rs
     } = &l.runtime;
     const RT: &str = "_PyRuntimeState";
     let s_ = v.singletons;

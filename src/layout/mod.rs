@@ -177,6 +177,10 @@ pub struct RuntimeLayout {
     /// (3.11: members before the shared objects embed a pthread mutex,
     /// 40 bytes on x86_64 Linux and 48 on aarch64 Linux, twice).
     pub arch_shift: &'static [(crate::arch::Arch, u32)],
+    /// The platforms whose builds these offsets are known (and tested) for:
+    /// members before the shared objects (NSIG, pthread types, ...) differ
+    /// in size elsewhere.
+    pub known_on: &'static [crate::target::Os],
 }
 
 /// Symbols the frozen object references and defines.

@@ -99,6 +99,7 @@ pub static LAYOUT: Layout = Layout {
         // Measured: gcc's arm64 deepfreeze.o of Debian's 3.11.2 refers to
         // every shared object 16 bytes further than the x86_64 one does.
         arch_shift: &[(crate::arch::Arch::Aarch64, 16)],
+        known_on: &[crate::target::Os::Linux],
     },
     sym: Symbols {
         code_init: "_PyStaticCode_InternStrings",

@@ -95,6 +95,7 @@ pub static LAYOUT: Layout = Layout {
         global_strings: strings::GLOBAL_STRINGS,
         // static_objects comes before any lock in 3.12's _PyRuntimeState.
         arch_shift: &[],
+        known_on: &[crate::target::Os::Linux],
     },
     sym: Symbols {
         code_init: "_PyStaticCode_Init",
