@@ -8,7 +8,7 @@ use crate::input::{self, compile, select, Marshalled};
 use crate::layout::Layout;
 use crate::target::Target;
 use crate::{marshal, objfile, place};
-use std::io::Write;
+use std::io::{Seek, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -299,6 +299,44 @@ pub fn build_object(
     graph: &Graph,
     tables: Option<&Tables>,
 ) -> Result<(Vec<u8>, Stats)> {
+    let laid = lay_out(opts, graph, tables)?;
+    let bytes = laid
+        .object(opts)?
+        .write()
+        .map_err(|e| Error::msg(format!("cannot write the object file: {e}")))?;
+    let stats = Stats {
+        object_bytes: bytes.len(),
+        ..laid.stats
+    };
+    Ok((bytes, stats))
+}
+
+/// Everything an object file is made of: the placed data, the stubs, and
+/// the tables they walk.
+pub struct LaidOut {
+    image: place::Image,
+    tables: Vec<Vec<u32>>,
+    blob: Vec<u8>,
+    stubs: crate::arch::Stubs,
+    /// All but `object_bytes`.
+    pub stats: Stats,
+}
+
+impl LaidOut {
+    /// The object file, borrowing the data and code.
+    pub fn object(&self, opts: &Options) -> Result<object::write::Object<'_>> {
+        objfile::build(
+            &opts.target,
+            &self.image,
+            &self.tables,
+            &self.blob,
+            &self.stubs,
+        )
+    }
+}
+
+/// Lay the graph out and assemble the stubs.
+pub fn lay_out(opts: &Options, graph: &Graph, tables: Option<&Tables>) -> Result<LaidOut> {
     check_runtime_known(opts)?;
     let l = opts.layout;
     let mut image = place::place(
@@ -398,20 +436,46 @@ pub fn build_object(
         scheme,
     };
     let stubs = opts.target.arch.assemble(&spec);
-    let bytes = objfile::write(&opts.target, &image, &tables, &blob, &stubs)?;
     let stats = Stats {
         modules: graph.modules.len(),
         code_objects: image.codes.len(),
         data_bytes: image.data.len(),
         relocations: image.relocs.len() + stubs.relocs.len(),
-        object_bytes: bytes.len(),
+        object_bytes: 0,
     };
-    Ok((bytes, stats))
+    Ok(LaidOut {
+        image,
+        tables,
+        blob,
+        stubs,
+        stats,
+    })
 }
 
 /// The whole job: read, lay out, write `output` atomically, and with
 /// `depfile`, a make rule listing every file the output depends on.
 pub fn run(opts: &Options, output: &Path, depfile: Option<&Path>) -> Result<Stats> {
+    run_keeping(opts, output, depfile).map(|(stats, _)| stats)
+}
+
+/// [`run`] for a process that exits right after: the inputs, graph and
+/// laid-out data are leaked instead of freed one allocation at a time
+/// (tens of thousands of them; freeing took longer than writing the file).
+pub fn run_and_leak(opts: &Options, output: &Path, depfile: Option<&Path>) -> Result<Stats> {
+    run_keeping(opts, output, depfile).map(|(stats, kept)| {
+        std::mem::forget(kept);
+        stats
+    })
+}
+
+/// What [`run_keeping`] built, for its caller to free or leak.
+pub struct Kept {
+    _mods: Vec<Marshalled>,
+    _graph: Graph,
+    _laid: LaidOut,
+}
+
+fn run_keeping(opts: &Options, output: &Path, depfile: Option<&Path>) -> Result<(Stats, Kept)> {
     let t0 = Instant::now();
     let collected = collect(opts)?;
     let tables = if opts.frozen_tables {
@@ -435,7 +499,8 @@ pub fn run(opts: &Options, output: &Path, depfile: Option<&Path>) -> Result<Stat
         t0,
         format_args!("constant graph: {} distinct objects", graph.nodes.len()),
     );
-    let (bytes, stats) = build_object(opts, &graph, tables.as_ref())?;
+    let laid = lay_out(opts, &graph, tables.as_ref())?;
+    let mut stats = Stats { ..laid.stats };
     log(
         opts,
         t0,
@@ -444,16 +509,32 @@ pub fn run(opts: &Options, output: &Path, depfile: Option<&Path>) -> Result<Stat
             stats.code_objects, stats.data_bytes, stats.relocations
         ),
     );
-    write_atomically(output, &bytes)?;
+    let obj = laid.object(opts)?;
+    write_atomically_with(output, |f| {
+        let mut out = std::io::BufWriter::with_capacity(1 << 18, &mut *f);
+        obj.write_stream(&mut out)
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        drop(out);
+        stats.object_bytes = f.stream_position()? as usize;
+        Ok(())
+    })?;
+    drop(obj);
     if let Some(dep) = depfile {
         write_atomically(dep, depfile_rule(opts, output, &mods).as_bytes())?;
     }
     log(
         opts,
         t0,
-        format_args!("wrote {} ({} bytes)", output.display(), bytes.len()),
+        format_args!("wrote {} ({} bytes)", output.display(), stats.object_bytes),
     );
-    Ok(stats)
+    Ok((
+        stats,
+        Kept {
+            _mods: mods,
+            _graph: graph,
+            _laid: laid,
+        },
+    ))
 }
 
 /// A make rule: `output` depends on every input file, the archive, the
@@ -500,6 +581,14 @@ fn depfile_rule(opts: &Options, output: &Path, mods: &[Marshalled]) -> String {
 /// Write to a temporary file beside `path`, then rename over it: on any
 /// error `path` is left as it was and the temporary file is removed.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomically_with(path, |f| f.write_all(bytes))
+}
+
+/// [`write_atomically`] with `write` filling the temporary file.
+pub fn write_atomically_with(
+    path: &Path,
+    write: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
+) -> Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
@@ -514,7 +603,8 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     ));
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
+        write(&mut f)?;
+        drop(f);
         std::fs::rename(&tmp, path)
     })();
     result.map_err(|e| {

@@ -193,7 +193,7 @@ fn run(cli: Cli) -> pyfreeze_obj::error::Result<()> {
                 assume_linux_runtime,
                 verbose,
             };
-            emit::run(&opts, &output, depfile.as_deref())?;
+            emit::run_and_leak(&opts, &output, depfile.as_deref())?;
             Ok(())
         }
         Cmd::Relink {

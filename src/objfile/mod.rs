@@ -101,7 +101,7 @@ pub fn blob_offset(table_lens: &[usize]) -> u32 {
     4 * (table_lens.iter().sum::<usize>() as u32 + 1)
 }
 
-/// Write the object file for `image` and `stubs`.
+/// The object file for `image` and `stubs`, as bytes.
 pub fn write(
     target: &Target,
     image: &Image,
@@ -109,6 +109,21 @@ pub fn write(
     blob: &[u8],
     stubs: &Stubs,
 ) -> Result<Vec<u8>> {
+    build(target, image, tables, blob, stubs)?
+        .write()
+        .map_err(|e| Error::msg(format!("cannot write the object file: {e}")))
+}
+
+/// The object file for `image` and `stubs`, ready to be written (to bytes
+/// or streamed to a file); it borrows the data and code instead of copying
+/// them.
+pub fn build<'a>(
+    target: &Target,
+    image: &'a Image,
+    tables: &[Vec<u32>],
+    blob: &[u8],
+    stubs: &'a Stubs,
+) -> Result<Object<'a>> {
     let format = match target.format {
         Format::Elf => BinaryFormat::Elf,
         Format::MachO => BinaryFormat::MachO,
@@ -138,12 +153,13 @@ pub fn write(
             .add_section(Vec::new(), b".note.GNU-stack".to_vec(), SectionKind::Other);
     }
 
-    w.obj.append_section_data(data, &image.data, 32);
-    w.obj.append_section_data(text, &stubs.code, stubs.align);
+    w.obj.set_section_data(data, &image.data[..], 32);
+    w.obj.set_section_data(text, &stubs.code[..], stubs.align);
     // The 32-bit tables the stubs walk (no relocations: object offsets are
     // relative to the data section, the stubs add its address), and a zero
     // sentinel so that "end of table" is an address inside the section.
-    let mut table = Vec::new();
+    let words = tables.iter().map(Vec::len).sum::<usize>() + 1;
+    let mut table = Vec::with_capacity(4 * words + blob.len());
     for &v in tables.iter().flatten().chain([&0]) {
         table.extend_from_slice(&v.to_le_bytes());
     }
@@ -153,7 +169,7 @@ pub fn write(
         blob_offset(&tables.iter().map(Vec::len).collect::<Vec<_>>()) as usize
     );
     table.extend_from_slice(blob);
-    w.obj.append_section_data(rodata, &table, 4);
+    w.obj.set_section_data(rodata, table, 4);
 
     // Code refers to local anchor symbols with addend 0 in every format
     // (AArch64 COFF and Mach-O cannot carry large addends on ADRP/ADD).
@@ -249,18 +265,17 @@ pub fn write(
         };
         w.reloc(text, r.offset, symbol, r.addend, Kind::Code(r.kind))?;
     }
-    obj.write()
-        .map_err(|e| Error::msg(format!("cannot write the object file: {e}")))
+    Ok(obj)
 }
 
-struct Writer<'a> {
-    obj: &'a mut Object<'static>,
+struct Writer<'o, 'a> {
+    obj: &'o mut Object<'a>,
     format: Format,
     arch: Arch,
     externs: Vec<(&'static str, SymbolId)>,
 }
 
-impl Writer<'_> {
+impl Writer<'_, '_> {
     /// An undefined symbol: a function (`text`) or data.
     fn extern_sym(&mut self, name: &'static str, text: bool) -> SymbolId {
         // A dozen names, nearly always the same &'static str: compare the
