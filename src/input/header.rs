@@ -22,6 +22,18 @@ pub fn is_frozen_header(bytes: &[u8]) -> bool {
 /// The bytes of the array initializer, and the file offset where the
 /// initializer starts (see [`number_offset`] to locate a byte's number).
 pub fn parse(text: &[u8]) -> Result<(Vec<u8>, usize)> {
+    parse_with(text, true)
+}
+
+/// [`parse`] without the block scanner: the state machine reads all of the
+/// text (for the fuzzer, which compares the two).
+#[doc(hidden)]
+pub fn parse_byte_by_byte(text: &[u8]) -> Result<(Vec<u8>, usize)> {
+    parse_with(text, false)
+}
+
+/// [`parse`], with or without the block scanner (tests compare the two).
+fn parse_with(text: &[u8], blocks: bool) -> Result<(Vec<u8>, usize)> {
     let err = |at: usize, m: String| {
         Err(Error {
             file: None,
@@ -72,35 +84,38 @@ pub fn parse(text: &[u8]) -> Result<(Vec<u8>, usize)> {
         t[b'\r' as usize] = SPACE;
         t
     };
-    let mut data = Vec::with_capacity((text.len() - open) / 3);
+    // Every value takes at least two bytes of text ("0,"), so this length
+    // is never outgrown; the block scanner stores 8 bytes at a time past
+    // its values (untouched pages cost no memory).
+    let mut data = vec![0u8; (text.len() - open) / 2 + simd::SLACK];
+    // Most of the text, 16 bytes at a time where the machine can; the rest
+    // (and all of it if the scanner finds anything unusual, so that errors
+    // are always the state machine's) goes through the state machine.
+    let scanned = if blocks {
+        simd::scan(text, open, &mut data)
+    } else {
+        None
+    };
+    let (taken, resume) = scanned.unwrap_or((0, open));
+    data.truncate(taken);
     let (mut st, mut v, mut num_start) = (St::Before, 0u32, open);
     let mut closed = None;
     let n = text.len();
-    let mut i = open;
+    let mut i = resume;
     while i < n {
-        // Fast path: a whole "D,", "DD," or "DDD," token (nearly all of a
-        // header), taken only where the state machine would take it.
-        if st == St::Before && i + 4 <= n {
-            let digit = |k: usize| text[i + k].wrapping_sub(b'0') as u32;
-            let (d0, d1, d2) = (digit(0), digit(1), digit(2));
-            if d0 < 10 {
-                if d1 >= 10 {
-                    if text[i + 1] == b',' {
-                        data.push(d0 as u8);
-                        i += 2;
-                        continue;
-                    }
-                } else if d2 >= 10 {
-                    if text[i + 2] == b',' {
-                        data.push((d0 * 10 + d1) as u8);
-                        i += 3;
-                        continue;
-                    }
-                } else if text[i + 3] == b',' && d0 * 100 + d1 * 10 + d2 <= 255 {
-                    data.push((d0 * 100 + d1 * 10 + d2) as u8);
-                    i += 4;
-                    continue;
+        if st == St::Before {
+            if let Some((value, len)) = fast_token(text, i) {
+                data.push(value);
+                i += len;
+                continue;
+            }
+            // White space between tokens (line ends and indentation).
+            if CLASS[text[i] as usize] == SPACE {
+                i += 1;
+                while i < n && CLASS[text[i] as usize] == SPACE {
+                    i += 1;
                 }
+                continue;
             }
         }
         // Slow path: one byte through the state machine.
@@ -182,6 +197,291 @@ pub fn number_offset(text: &[u8], start: usize, index: u64) -> u64 {
     text.len() as u64
 }
 
+/// The fast path for nearly all of a header: a whole "D,", "DD," or "DDD,"
+/// token at `i` with a value up to 255, as `(value, token length)`;
+/// `None` for anything else (the state machine then takes it byte by byte).
+/// Four bytes at a time, without a branch on the number of digits.
+#[inline(always)]
+fn fast_token(text: &[u8], i: usize) -> Option<(u8, usize)> {
+    let w = u32::from_le_bytes(text.get(i..i + 4)?.try_into().ok()?);
+    // Digits become 0..=9, every other byte 10 or more.
+    let x = w ^ 0x3030_3030;
+    // Top bit of each byte set where it is not a digit. A carry out of a
+    // byte only comes from a non-digit, so it can only disturb bytes after
+    // the first non-digit, which are not looked at.
+    let non_digit = (x | x.wrapping_add(0x7676_7676)) & 0x8080_8080;
+    let digits = (non_digit.trailing_zeros() / 8) as usize; // 0..=4
+    if digits == 0 || digits == 4 || (w >> (8 * digits)) & 0xff != u32::from(b',') {
+        return None;
+    }
+    // Right-align the digits in bytes 1..=3 (most significant first).
+    let y = x << (8 * (4 - digits));
+    let value = ((y >> 8) & 0xff) * 100 + ((y >> 16) & 0xff) * 10 + (y >> 24);
+    (value <= 255).then_some((value as u8, digits + 1))
+}
+
+/// The block scanner for x86_64 (SSSE3 and POPCNT), 16 bytes per step: it classifies
+/// every byte, computes for every position the value of the (up to three
+/// digit) number that ends just before it, and gathers those at commas.
+///
+/// It only ever returns what the state machine would: it stops at the
+/// first block holding anything but digits, commas and white space (the
+/// closing brace, or an error), and gives up entirely (`None`) unless every
+/// comma it took ends a number of one to three digits up to 255 and every
+/// number it saw ends at a comma. Its result is then the values up to its
+/// last comma and the offset just after it, where the state machine goes
+/// on in its "before a number" state.
+#[cfg(target_arch = "x86_64")]
+mod simd {
+    use std::arch::x86_64::*;
+
+    /// Room the scanner needs past the last value it stores.
+    pub const SLACK: usize = 24;
+
+    /// For each 8-bit mask of comma positions in 8 bytes: the positions
+    /// of its set bits, in order (a `pshufb` gather).
+    const GATHER: [[u8; 8]; 256] = {
+        let mut t = [[0u8; 8]; 256];
+        let mut m = 0;
+        while m < 256 {
+            let (mut bit, mut k) = (0, 0);
+            while bit < 8 {
+                if m & (1 << bit) != 0 {
+                    t[m][k] = bit as u8;
+                    k += 1;
+                }
+                bit += 1;
+            }
+            m += 1;
+        }
+        t
+    };
+
+    pub fn scan(text: &[u8], open: usize, out: &mut [u8]) -> Option<(usize, usize)> {
+        if open < 4 || !is_x86_feature_detected!("ssse3") || !is_x86_feature_detected!("popcnt") {
+            return None;
+        }
+        // SAFETY: SSSE3 and POPCNT are available (checked just above).
+        unsafe { scan_ssse3(text, open, out) }
+    }
+
+    #[target_feature(enable = "ssse3,popcnt")]
+    unsafe fn scan_ssse3(text: &[u8], open: usize, out: &mut [u8]) -> Option<(usize, usize)> {
+        let n = text.len();
+        let byte = |b: u8| _mm_set1_epi8(b as i8);
+        // (digit value, all-ones where a digit) of 16 bytes.
+        let digits = |v: __m128i| {
+            let d = _mm_sub_epi8(v, byte(b'0'));
+            (d, _mm_cmpeq_epi8(_mm_min_epu8(d, byte(9)), d))
+        };
+        let (mut base, mut taken, mut resume) = (open, 0usize, open);
+        // Numbers started in [open, base), and commas taken.
+        let (mut starts, mut commas) = (0u32, 0u32);
+        while base + 16 <= n && taken + 16 <= out.len() {
+            // SAFETY: open >= 4 <= base and base + 16 <= n: every load
+            // reads inside `text`.
+            let load = |back: usize| unsafe {
+                _mm_loadu_si128(text.as_ptr().add(base - back) as *const __m128i)
+            };
+            let v0 = load(0);
+            let (_, i0) = digits(v0);
+            let comma = _mm_cmpeq_epi8(v0, byte(b','));
+            let space = _mm_or_si128(
+                _mm_or_si128(
+                    _mm_cmpeq_epi8(v0, byte(b' ')),
+                    _mm_cmpeq_epi8(v0, byte(b'\n')),
+                ),
+                _mm_or_si128(
+                    _mm_cmpeq_epi8(v0, byte(b'\r')),
+                    _mm_cmpeq_epi8(v0, byte(b'\t')),
+                ),
+            );
+            let known = _mm_or_si128(i0, _mm_or_si128(comma, space));
+            if _mm_movemask_epi8(known) != 0xffff {
+                break;
+            }
+            // The four bytes before each position: digit values and masks.
+            let (d1, i1) = digits(load(1));
+            let (d2, i2) = digits(load(2));
+            let (d3, i3) = digits(load(3));
+            let (_, i4) = digits(load(4));
+            let r2 = _mm_and_si128(i1, i2);
+            let r3 = _mm_and_si128(r2, i3);
+            let r4 = _mm_and_si128(r3, i4);
+            let ones = _mm_and_si128(d1, i1);
+            let tens = _mm_and_si128(d2, r2);
+            let hundreds = _mm_and_si128(d3, r3);
+            // tens * 10 + ones (bytes stay below 100: no carry between them)
+            let t = _mm_add_epi8(
+                _mm_add_epi8(_mm_slli_epi16(tens, 3), _mm_slli_epi16(tens, 1)),
+                ones,
+            );
+            let h1 = _mm_cmpeq_epi8(hundreds, byte(1));
+            let h2 = _mm_cmpeq_epi8(hundreds, byte(2));
+            let value = _mm_add_epi8(
+                t,
+                _mm_or_si128(_mm_and_si128(h1, byte(100)), _mm_and_si128(h2, byte(200))),
+            );
+            // No digit before, four digits or more, or above 255.
+            let above = _mm_or_si128(
+                _mm_andnot_si128(
+                    _mm_cmpeq_epi8(_mm_min_epu8(hundreds, byte(2)), hundreds),
+                    byte(0xff),
+                ),
+                _mm_and_si128(h2, _mm_cmpgt_epi8(t, byte(55))),
+            );
+            let bad = _mm_or_si128(_mm_andnot_si128(i1, byte(0xff)), _mm_or_si128(r4, above));
+            let cmask = _mm_movemask_epi8(comma) as u32;
+            if _mm_movemask_epi8(bad) as u32 & cmask != 0 {
+                return None;
+            }
+            starts += (_mm_movemask_epi8(_mm_andnot_si128(i1, i0)) as u32).count_ones();
+            commas += cmask.count_ones();
+            // Gather the values at commas, 8 positions at a time.
+            for (half, shift) in [(cmask & 0xff, 0u8), (cmask >> 8, 8)] {
+                // SAFETY: GATHER rows are 8 bytes; the store writes 8 bytes
+                // at `taken`, and taken + 16 <= out.len().
+                unsafe {
+                    let idx = _mm_add_epi8(
+                        _mm_loadl_epi64(GATHER[half as usize].as_ptr() as *const __m128i),
+                        byte(shift),
+                    );
+                    let packed = _mm_shuffle_epi8(value, idx);
+                    _mm_storel_epi64(out.as_mut_ptr().add(taken) as *mut __m128i, packed);
+                }
+                taken += half.count_ones() as usize;
+            }
+            if cmask != 0 {
+                resume = base + (32 - cmask.leading_zeros()) as usize;
+            }
+            base += 16;
+        }
+        // Numbers begun after the last comma taken belong to the rest.
+        let is_digit = |j: usize| text[j].is_ascii_digit();
+        let after = (resume..base)
+            .filter(|&j| is_digit(j) && !is_digit(j - 1))
+            .count() as u32;
+        (starts - after == commas).then_some((taken, resume))
+    }
+}
+
+/// Elsewhere: no block scanner, the state machine reads everything.
+#[cfg(not(target_arch = "x86_64"))]
+mod simd {
+    pub const SLACK: usize = 1;
+
+    pub fn scan(_: &[u8], _: usize, _: &mut [u8]) -> Option<(usize, usize)> {
+        None
+    }
+}
+
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A small deterministic generator (xorshift).
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+    }
+
+    const HEAD: &str =
+        "/* Auto-generated by Programs/_freeze_module.py */\nconst unsigned char _Py_M__x[] = {\n";
+
+    /// What the freezer writes, 16 values a line.
+    fn freezer_text(values: &[u8]) -> Vec<u8> {
+        let mut s = String::from(HEAD);
+        for line in values.chunks(16) {
+            s.push_str("    ");
+            for v in line {
+                s.push_str(&format!("{v},"));
+            }
+            s.push('\n');
+        }
+        s.push_str("};\n");
+        s.into_bytes()
+    }
+
+    fn outcome(
+        r: Result<(Vec<u8>, usize)>,
+    ) -> std::result::Result<(Vec<u8>, usize), (Option<u64>, String)> {
+        r.map_err(|e| (e.offset, e.message))
+    }
+
+    #[test]
+    fn freezer_output_reads_back() {
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        for len in [1usize, 2, 3, 15, 16, 17, 31, 64, 1000, 4099] {
+            let values: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+            let text = freezer_text(&values);
+            let (data, _) = parse(&text).unwrap();
+            assert_eq!(data, values, "{len} values");
+        }
+        // Every value, with one, two and three digits, at every alignment.
+        let all: Vec<u8> = (0..=255).collect();
+        for skew in 0..16 {
+            let mut text = freezer_text(&all);
+            let at = HEAD.len();
+            text.splice(at..at, std::iter::repeat_n(b' ', skew));
+            assert_eq!(parse(&text).unwrap().0, all, "skew {skew}");
+        }
+    }
+
+    /// The block scanner changes nothing: same values, same errors (offset
+    /// and message), on well-formed text and on text damaged at random.
+    #[test]
+    fn block_scanner_agrees_with_the_state_machine() {
+        let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+        let pieces: [&[u8]; 14] = [
+            b"0", b"7", b"255", b"256", b"999", b"0255", b"1000", b",", b" ", b"\n", b"\r\n",
+            b"\t", b"}", b"x",
+        ];
+        let mut checked = 0;
+        for round in 0..4000 {
+            let values: Vec<u8> = (0..rng.below(200) + 1).map(|_| rng.next() as u8).collect();
+            let mut text = freezer_text(&values);
+            // Damage: insert, overwrite or delete a few bytes.
+            for _ in 0..(round % 4) {
+                let at = HEAD.len() + rng.below((text.len() - HEAD.len()) as u64) as usize;
+                let piece = pieces[rng.below(pieces.len() as u64) as usize];
+                match rng.below(3) {
+                    0 => {
+                        text.splice(at..at, piece.iter().copied());
+                    }
+                    1 => {
+                        let end = (at + piece.len()).min(text.len());
+                        text.splice(at..end, piece.iter().copied());
+                    }
+                    _ => {
+                        text.remove(at);
+                    }
+                }
+            }
+            let with = outcome(parse_with(&text, true));
+            let without = outcome(parse_with(&text, false));
+            assert_eq!(with, without, "{}", String::from_utf8_lossy(&text));
+            checked += 1;
+        }
+        assert_eq!(checked, 4000);
+    }
+
+    #[test]
+    fn unusual_but_valid_spellings() {
+        let text = format!("{HEAD}  0255 ,\t007,\r\n 12 ,3}}");
+        assert_eq!(parse(text.as_bytes()).unwrap().0, vec![255, 7, 12, 3]);
+        let long = format!("{HEAD}{}1}}", "1 , ".repeat(40));
+        assert_eq!(parse(long.as_bytes()).unwrap().0, vec![1; 41]);
+    }
 }
