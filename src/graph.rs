@@ -233,8 +233,11 @@ pub struct Module {
 #[derive(Default)]
 pub struct Graph {
     pub nodes: Vec<Obj>,
-    /// content hash -> the constants with that hash
-    index: FastMap<u64, Vec<ObjId>>,
+    /// content hash -> the newest constant with that hash; older ones with
+    /// the same hash follow through `same_hash` (no allocation per entry).
+    index: FastMap<u64, ObjId>,
+    /// Per node: the next older constant with the same content hash.
+    same_hash: Vec<Option<ObjId>>,
     pub modules: Vec<Module>,
 }
 
@@ -252,22 +255,24 @@ impl Graph {
         let Some(hash) = content_hash(&obj) else {
             return self.push(obj);
         };
-        if let Some(ids) = self.index.get(&hash) {
-            if let Some(&id) = ids
-                .iter()
-                .find(|&&id| same_constant(&self.nodes[id.0 as usize], &obj))
-            {
+        let newest = self.index.get(&hash).copied();
+        let mut next = newest;
+        while let Some(id) = next {
+            if same_constant(&self.nodes[id.0 as usize], &obj) {
                 return id;
             }
+            next = self.same_hash[id.0 as usize];
         }
         let id = self.push(obj);
-        self.index.entry(hash).or_default().push(id);
+        self.same_hash[id.0 as usize] = newest;
+        self.index.insert(hash, id);
         id
     }
 
     fn push(&mut self, obj: Obj) -> ObjId {
         let id = ObjId(self.nodes.len() as u32);
         self.nodes.push(obj);
+        self.same_hash.push(None);
         id
     }
 

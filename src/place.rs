@@ -556,10 +556,17 @@ impl Placer<'_> {
             | sl.static_bits as u64;
         self.put(obj, sl.state, state);
         let at = obj + data_off;
-        let d = &mut self.img.data;
-        for (i, &c) in s.0.iter().enumerate() {
-            let p = (at + i as u64 * kind) as usize;
-            d[p..p + kind as usize].copy_from_slice(&c.to_le_bytes()[..kind as usize]);
+        let chars = &mut self.img.data[at as usize..(at + len * kind) as usize];
+        match kind {
+            1 => chars.iter_mut().zip(&s.0).for_each(|(b, &c)| *b = c as u8),
+            2 => chars
+                .chunks_exact_mut(2)
+                .zip(&s.0)
+                .for_each(|(b, &c)| b.copy_from_slice(&(c as u16).to_le_bytes())),
+            _ => chars
+                .chunks_exact_mut(4)
+                .zip(&s.0)
+                .for_each(|(b, &c)| b.copy_from_slice(&c.to_le_bytes())),
         }
         if let (Some((wstr, wstr_len)), false, true) = (sl.wstr, ascii, kind == self.wchar_size) {
             self.ptr(obj, wstr, Target::Data(at));

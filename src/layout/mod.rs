@@ -360,15 +360,50 @@ impl Layout {
     /// byte-equal with gcc's object (both are the same immortal string at
     /// run time).
     pub fn global_string(&self, s: &crate::graph::Str) -> Option<u32> {
-        if s.0
-            .iter()
-            .any(|&c| c < 0x20 || c == '"' as u32 || c == '\\' as u32)
-        {
-            return None;
+        // Every entry is printable ASCII of at most GLOBAL_STRING_MAX bytes
+        // (tested): compare bytes, not code points.
+        let mut buf = [0u8; GLOBAL_STRING_MAX];
+        let key = buf.get_mut(..s.0.len())?;
+        for (b, &c) in key.iter_mut().zip(&s.0) {
+            if !(0x20..0x80).contains(&c) || c == '"' as u32 || c == '\\' as u32 {
+                return None;
+            }
+            *b = c as u8;
         }
         let t = self.runtime.global_strings;
-        t.binary_search_by(|(v, _)| s.cmp_ascii(v).reverse())
+        t.binary_search_by(|(v, _)| v.as_bytes().cmp(key))
             .ok()
             .map(|i| t[i].1)
+    }
+}
+
+/// Longest string in a global string table (see [`Layout::global_string`]).
+const GLOBAL_STRING_MAX: usize = 64;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What [`Layout::global_string`] assumes of the tables: sorted by
+    /// bytes, ASCII, and no entry longer than its key buffer.
+    #[test]
+    fn global_string_tables_are_sorted_short_ascii() {
+        for (major, minor) in [(3, 11), (3, 12)] {
+            let l = Layout::for_version(major, minor).unwrap();
+            let t = l.runtime.global_strings;
+            assert!(t.len() > 100);
+            assert!(t.windows(2).all(|w| w[0].0.as_bytes() < w[1].0.as_bytes()));
+            for (v, _) in t {
+                assert!(v.is_ascii() && v.len() <= GLOBAL_STRING_MAX, "{v:?}");
+            }
+            // Lookups find every entry spelled without escapes, and only those.
+            for &(v, off) in t {
+                let s = crate::graph::Str(v.chars().map(|c| c as u32).collect());
+                let plain = !v.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\');
+                assert_eq!(l.global_string(&s), plain.then_some(off), "{v:?}");
+            }
+            let long = crate::graph::Str(vec!['a' as u32; GLOBAL_STRING_MAX + 1]);
+            assert_eq!(l.global_string(&long), None);
+        }
     }
 }

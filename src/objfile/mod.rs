@@ -279,11 +279,10 @@ impl Writer<'_, '_> {
     /// An undefined symbol: a function (`text`) or data.
     fn extern_sym(&mut self, name: &'static str, text: bool) -> SymbolId {
         // A dozen names, nearly always the same &'static str: compare the
-        // pointers first.
-        if let Some(&(_, id)) = self
-            .externs
-            .iter()
-            .find(|(n, _)| std::ptr::eq(*n, name) || *n == name)
+        // pointers first, the text only if none matches.
+        if let Some(&(_, id)) = (self.externs.iter())
+            .find(|(n, _)| std::ptr::eq(*n, name))
+            .or_else(|| self.externs.iter().find(|(n, _)| *n == name))
         {
             return id;
         }
