@@ -106,26 +106,19 @@ impl Image {
         let f = self.fixups.as_ref().unwrap_or(&none);
         // Strings: each module's own, in module order, then the shared ones
         // (a module's strings are only valid once its fixups ran).
-        let mut strs: Vec<u64> = Vec::with_capacity(self.strs.len());
-        let mut str_ranges = Vec::with_capacity(self.module_codes.len());
-        for m in 0..self.module_codes.len() as u32 {
-            let start = strs.len() as u32;
-            strs.extend(
-                self.strs
-                    .iter()
-                    .zip(&self.str_owners)
-                    .filter(|(_, &o)| o == m)
-                    .map(|(&s, _)| s),
-            );
-            str_ranges.push((start, strs.len() as u32 - start));
-        }
-        strs.extend(
-            self.strs
-                .iter()
-                .zip(&self.str_owners)
-                .filter(|(_, &o)| o == crate::graph::SHARED)
-                .map(|(&s, _)| s),
-        );
+        // (A stable sort by owner: SHARED is u32::MAX, so it comes last.)
+        let mut by_owner: Vec<(u32, u64)> = (self.str_owners.iter().copied())
+            .zip(self.strs.iter().copied())
+            .collect();
+        by_owner.sort_by_key(|&(owner, _)| owner);
+        let strs: Vec<u64> = by_owner.iter().map(|&(_, s)| s).collect();
+        let str_ranges: Vec<(u32, u32)> = (0..self.module_codes.len() as u32)
+            .map(|m| {
+                let start = by_owner.partition_point(|&(o, _)| o < m);
+                let end = by_owner.partition_point(|&(o, _)| o <= m);
+                (start as u32, (end - start) as u32)
+            })
+            .collect();
         let mut modules = Vec::with_capacity(16 * self.module_codes.len());
         let (mut code, mut fix, mut xfix, mut fs) = (0u32, 0u32, 0u32, 0u32);
         for (m, &n) in self.module_codes.iter().enumerate() {
