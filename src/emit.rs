@@ -272,7 +272,7 @@ fn read_graph_here(mods: &[Marshalled]) -> Result<Graph> {
     let mut graph = Graph::new();
     for m in mods {
         let code = marshal::read_code(&m.data, &mut graph).map_err(|mut e| {
-            e.offset = e.offset.and_then(|o| m.offsets.map(o));
+            e.offset = e.offset.and_then(|o| m.offsets.map(&m.origin, o));
             let mut e = e.in_file(&m.origin);
             e.message = format!("module {}: {}", m.name, e.message);
             e

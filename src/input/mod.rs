@@ -36,17 +36,20 @@ pub struct Marshalled {
 pub enum OffsetMap {
     /// `origin` holds the bytes verbatim from this offset on.
     Base(u64),
-    /// A text header (its text, and where the initializer starts).
-    Text(Vec<u8>, usize),
+    /// A text header whose initializer starts at this offset (an error
+    /// reads the text again to find the number that gave a byte).
+    Header(usize),
     /// Produced by a compiler run: offsets are within its output.
     Generated,
 }
 
 impl OffsetMap {
-    pub fn map(&self, off: u64) -> Option<u64> {
+    pub fn map(&self, origin: &Path, off: u64) -> Option<u64> {
         match self {
             OffsetMap::Base(b) => Some(b + off),
-            OffsetMap::Text(text, start) => Some(header::number_offset(text, *start, off)),
+            OffsetMap::Header(start) => std::fs::read(origin)
+                .ok()
+                .map(|text| header::number_offset(&text, *start, off)),
             OffsetMap::Generated => Some(off),
         }
     }
@@ -161,21 +164,35 @@ pub fn pyc_payload(path: &Path, bytes: &[u8], layout: &Layout) -> Result<u64> {
 
 /// Load one `FILE:MODNAME` argument (not `.py`: see [`compile`]).
 pub fn load_arg(path: &Path, name: &str, layout: &Layout) -> Result<Marshalled> {
-    let bytes = read_file(path)?;
+    // The text of a header is only needed while parsing it: one buffer per
+    // thread serves every file (no fresh pages, no copy kept per file).
+    thread_local! {
+        static TEXT: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    TEXT.with_borrow_mut(|bytes| {
+        bytes.clear();
+        std::fs::File::open(path)
+            .and_then(|mut f| std::io::Read::read_to_end(&mut f, bytes))
+            .map_err(|e| Error::file(path, format!("cannot read: {e}")))?;
+        load_bytes(path, name, layout, bytes)
+    })
+}
+
+fn load_bytes(path: &Path, name: &str, layout: &Layout, bytes: &[u8]) -> Result<Marshalled> {
     let origin = path.to_path_buf();
-    match classify(path, &bytes) {
+    match classify(path, bytes) {
         Kind::Header => {
-            let (data, start) = header::parse(&bytes).map_err(|e| e.in_file(path))?;
+            let (data, start) = header::parse(bytes).map_err(|e| e.in_file(path))?;
             Ok(Marshalled {
                 name: name.to_string(),
                 accessor: accessor_symbol(name),
                 data,
                 origin,
-                offsets: OffsetMap::Text(bytes, start),
+                offsets: OffsetMap::Header(start),
             })
         }
         Kind::Pyc => {
-            let base = pyc_payload(path, &bytes, layout)?;
+            let base = pyc_payload(path, bytes, layout)?;
             let data = bytes[base as usize..].to_vec();
             Ok(Marshalled {
                 name: name.to_string(),
@@ -188,7 +205,7 @@ pub fn load_arg(path: &Path, name: &str, layout: &Layout) -> Result<Marshalled> 
         Kind::Marshal => Ok(Marshalled {
             name: name.to_string(),
             accessor: accessor_symbol(name),
-            data: bytes,
+            data: bytes.to_vec(),
             origin,
             offsets: OffsetMap::Base(0),
         }),
