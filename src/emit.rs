@@ -592,6 +592,31 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     write_atomically_with(path, |f| f.write_all(bytes))
 }
 
+/// Put `tmp` in the place of `path`, atomically.
+///
+/// Renaming over an existing file makes ext4 start writing the new file
+/// back at once (its auto_da_alloc heuristic for programs that neither
+/// sync nor rename), and when the file being replaced is itself still
+/// being written back (an output rewritten within seconds, as in a build
+/// loop), the rename waits for that I/O: about a millisecond for a 1.4 MB
+/// object here, more than reading the inputs. On Linux, an existing regular
+/// file is swapped with `tmp` in one step (renameat2 RENAME_EXCHANGE; a
+/// reader sees the old file or the new one, as with rename) and the old
+/// one, now at `tmp`, is unlinked; like a compiler writing its output, this
+/// leaves write-back to the kernel's schedule.
+fn replace(tmp: &Path, path: &Path) -> std::io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        use rustix::fs::{renameat_with, RenameFlags, CWD};
+        let is_file = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_file());
+        if is_file && renameat_with(CWD, tmp, CWD, path, RenameFlags::EXCHANGE).is_ok() {
+            let _ = std::fs::remove_file(tmp);
+            return Ok(());
+        }
+    }
+    std::fs::rename(tmp, path)
+}
+
 /// [`write_atomically`] with `write` filling the temporary file.
 pub fn write_atomically_with(
     path: &Path,
@@ -613,7 +638,7 @@ pub fn write_atomically_with(
         let mut f = std::fs::File::create(&tmp)?;
         write(&mut f)?;
         drop(f);
-        std::fs::rename(&tmp, path)
+        replace(&tmp, path)
     })();
     result.map_err(|e| {
         let _ = std::fs::remove_file(&tmp);

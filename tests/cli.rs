@@ -340,6 +340,10 @@ fn errors_leave_existing_output_untouched() {
         "m.marshal:m",
     ]));
     assert!(e.contains("dir.o: cannot write output"), "{e}");
+    assert!(
+        d.join("dir.o").is_dir(),
+        "the directory in the way must stay"
+    );
     let e = fails(bin().current_dir(&d).args([
         "emit",
         "--python",
@@ -357,14 +361,38 @@ fn errors_leave_existing_output_untouched() {
         names.iter().all(|n| !n.ends_with(".tmp")),
         "temporary file left behind: {names:?}"
     );
-    // A successful run replaces it.
-    let out = emit(&d, "out.o", &["m.marshal:m"]);
+    // A successful run replaces it (a reader of the old file keeps the
+    // old contents), twice in a row, leaving no temporary file.
+    let mut reader = std::fs::File::open(d.join("out.o")).unwrap();
+    for _ in 0..2 {
+        let out = emit(&d, "out.o", &["m.marshal:m"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(&std::fs::read(d.join("out.o")).unwrap()[..4], b"\x7fELF");
+    }
+    let mut old = Vec::new();
+    std::io::Read::read_to_end(&mut reader, &mut old).unwrap();
+    assert_eq!(old, b"previous contents");
+    let names: Vec<String> = std::fs::read_dir(&d)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
     assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        names.iter().all(|n| !n.ends_with(".tmp")),
+        "temporary file left behind: {names:?}"
     );
-    assert_eq!(&std::fs::read(d.join("out.o")).unwrap()[..4], b"\x7fELF");
+    // A symbolic link as the output is replaced by the file, as rename does.
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::symlink("out.o", d.join("link.o")).unwrap();
+        let out = emit(&d, "link.o", &["m.marshal:m"]);
+        assert!(out.status.success());
+        let meta = std::fs::symlink_metadata(d.join("link.o")).unwrap();
+        assert!(meta.file_type().is_file());
+    }
 }
 
 /// Frozen headers as CPython's freezer writes them, from marshal bytes.
