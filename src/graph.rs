@@ -165,7 +165,7 @@ impl std::hash::Hasher for FastHasher {
     }
 }
 
-type FastMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<FastHasher>>;
+pub(crate) type FastMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<FastHasher>>;
 
 /// Content hash of a constant (None for code objects, kept by identity).
 fn content_hash(obj: &Obj) -> Option<u64> {

@@ -275,6 +275,9 @@ struct Placer<'a> {
     /// Owner module of each object, and of the one being emitted.
     owners: Vec<u32>,
     owner: u32,
+    /// The runtime's global strings, by value.
+    globals: crate::layout::GlobalStrings,
+    scratch: Vec<Target>,
 }
 
 /// Lay out the whole graph for a target whose `wchar_t` has `wchar_size`
@@ -303,6 +306,8 @@ pub fn place(
             vec![crate::graph::SHARED; n]
         },
         owner: crate::graph::SHARED,
+        globals: l.global_strings(),
+        scratch: Vec::new(),
     };
     p.mark_reachable();
     let (order, per_module) = graph.code_postorder();
@@ -386,8 +391,13 @@ impl Placer<'_> {
             Obj::Bytes(b) => self.emit_bytes(b),
             Obj::Str(s) => self.emit_str(s),
             Obj::Tuple(items) => {
-                let items: Vec<Target> = items.iter().map(|&i| self.target(i)).collect();
-                self.emit_tuple(&items)
+                // One buffer for every tuple's item targets.
+                let mut targets = std::mem::take(&mut self.scratch);
+                targets.clear();
+                targets.extend(items.iter().map(|&i| self.target(i)));
+                let t = self.emit_tuple(&targets);
+                self.scratch = targets;
+                t
             }
             Obj::FrozenSet(items) => self.emit_frozenset(items),
             Obj::Code(c) => self.emit_code(id, c),
@@ -513,7 +523,7 @@ impl Placer<'_> {
 
     fn emit_str(&mut self, s: &Str) -> Target {
         let (l, rt) = (self.l, &self.l.runtime);
-        if let Some(off) = l.global_string(s) {
+        if let Some(off) = self.globals.get(s) {
             return self.runtime(off);
         }
         if let [c] = s.0[..] {

@@ -360,25 +360,52 @@ impl Layout {
     /// byte-equal with gcc's object (both are the same immortal string at
     /// run time).
     pub fn global_string(&self, s: &crate::graph::Str) -> Option<u32> {
-        // Every entry is printable ASCII of at most GLOBAL_STRING_MAX bytes
-        // (tested): compare bytes, not code points.
         let mut buf = [0u8; GLOBAL_STRING_MAX];
-        let key = buf.get_mut(..s.0.len())?;
-        for (b, &c) in key.iter_mut().zip(&s.0) {
-            if !(0x20..0x80).contains(&c) || c == '"' as u32 || c == '\\' as u32 {
-                return None;
-            }
-            *b = c as u8;
-        }
+        let key = global_key(s, &mut buf)?;
         let t = self.runtime.global_strings;
         t.binary_search_by(|(v, _)| v.as_bytes().cmp(key))
             .ok()
             .map(|i| t[i].1)
     }
+
+    /// [`Layout::global_string`] as a hash index, for many lookups.
+    pub fn global_strings(&self) -> GlobalStrings {
+        GlobalStrings(
+            (self.runtime.global_strings.iter())
+                .map(|&(v, off)| (v.as_bytes(), off))
+                .collect(),
+        )
+    }
 }
 
 /// Longest string in a global string table (see [`Layout::global_string`]).
 const GLOBAL_STRING_MAX: usize = 64;
+
+/// The bytes to look `s` up by in a global string table, or `None` if it
+/// cannot be there. Every entry is printable ASCII of at most
+/// [`GLOBAL_STRING_MAX`] bytes (tested), so bytes are compared, not code
+/// points.
+fn global_key<'b>(s: &crate::graph::Str, buf: &'b mut [u8; GLOBAL_STRING_MAX]) -> Option<&'b [u8]> {
+    let key = buf.get_mut(..s.0.len())?;
+    for (b, &c) in key.iter_mut().zip(&s.0) {
+        if !(0x20..0x80).contains(&c) || c == '"' as u32 || c == '\\' as u32 {
+            return None;
+        }
+        *b = c as u8;
+    }
+    Some(key)
+}
+
+/// A version's global string table, hashed (see [`Layout::global_strings`]).
+pub struct GlobalStrings(crate::graph::FastMap<&'static [u8], u32>);
+
+impl GlobalStrings {
+    /// Offset inside `_PyRuntime` of the global-table string `s`.
+    pub fn get(&self, s: &crate::graph::Str) -> Option<u32> {
+        let mut buf = [0u8; GLOBAL_STRING_MAX];
+        self.0.get(global_key(s, &mut buf)?).copied()
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -391,6 +418,7 @@ mod tests {
         for (major, minor) in [(3, 11), (3, 12)] {
             let l = Layout::for_version(major, minor).unwrap();
             let t = l.runtime.global_strings;
+            let index = l.global_strings();
             assert!(t.len() > 100);
             assert!(t.windows(2).all(|w| w[0].0.as_bytes() < w[1].0.as_bytes()));
             for (v, _) in t {
@@ -401,9 +429,18 @@ mod tests {
                 let s = crate::graph::Str(v.chars().map(|c| c as u32).collect());
                 let plain = !v.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\');
                 assert_eq!(l.global_string(&s), plain.then_some(off), "{v:?}");
+                assert_eq!(index.get(&s), plain.then_some(off), "{v:?}");
             }
             let long = crate::graph::Str(vec!['a' as u32; GLOBAL_STRING_MAX + 1]);
             assert_eq!(l.global_string(&long), None);
+            assert_eq!(index.get(&long), None);
+            let other = crate::graph::Str(
+                "surely not a global string"
+                    .chars()
+                    .map(|c| c as u32)
+                    .collect(),
+            );
+            assert_eq!((l.global_string(&other), index.get(&other)), (None, None));
         }
     }
 }
