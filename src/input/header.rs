@@ -87,7 +87,7 @@ fn parse_with(text: &[u8], blocks: bool) -> Result<(Vec<u8>, usize)> {
     // Every value takes at least two bytes of text ("0,"), so this length
     // is never outgrown; the block scanner stores 8 bytes at a time past
     // its values (untouched pages cost no memory).
-    let mut data = vec![0u8; (text.len() - open) / 2 + simd::SLACK];
+    let mut data = Vec::with_capacity((text.len() - open) / 2 + simd::SLACK);
     // Most of the text, 16 bytes at a time where the machine can; the rest
     // (and all of it if the scanner finds anything unusual, so that errors
     // are always the state machine's) goes through the state machine.
@@ -96,8 +96,7 @@ fn parse_with(text: &[u8], blocks: bool) -> Result<(Vec<u8>, usize)> {
     } else {
         None
     };
-    let (taken, resume) = scanned.unwrap_or((0, open));
-    data.truncate(taken);
+    let resume = scanned.unwrap_or(open);
     let (mut st, mut v, mut num_start) = (St::Before, 0u32, open);
     let mut closed = None;
     let n = text.len();
@@ -228,9 +227,9 @@ fn fast_token(text: &[u8], i: usize) -> Option<(u8, usize)> {
 /// first block holding anything but digits, commas and white space (the
 /// closing brace, or an error), and gives up entirely (`None`) unless every
 /// comma it took ends a number of one to three digits up to 255 and every
-/// number it saw ends at a comma. Its result is then the values up to its
-/// last comma and the offset just after it, where the state machine goes
-/// on in its "before a number" state.
+/// number it saw ends at a comma. It then leaves the values up to its last
+/// comma in `out` (empty before) and returns the offset just after that
+/// comma, where the state machine goes on in its "before a number" state.
 #[cfg(target_arch = "x86_64")]
 mod simd {
     use std::arch::x86_64::*;
@@ -257,7 +256,7 @@ mod simd {
         t
     };
 
-    pub fn scan(text: &[u8], open: usize, out: &mut [u8]) -> Option<(usize, usize)> {
+    pub fn scan(text: &[u8], open: usize, out: &mut Vec<u8>) -> Option<usize> {
         if open < 4 || !is_x86_feature_detected!("ssse3") || !is_x86_feature_detected!("popcnt") {
             return None;
         }
@@ -266,7 +265,8 @@ mod simd {
     }
 
     #[target_feature(enable = "ssse3,popcnt")]
-    unsafe fn scan_ssse3(text: &[u8], open: usize, out: &mut [u8]) -> Option<(usize, usize)> {
+    unsafe fn scan_ssse3(text: &[u8], open: usize, out: &mut Vec<u8>) -> Option<usize> {
+        debug_assert!(out.is_empty());
         let n = text.len();
         let byte = |b: u8| _mm_set1_epi8(b as i8);
         // (digit value, all-ones where a digit) of 16 bytes.
@@ -277,7 +277,7 @@ mod simd {
         let (mut base, mut taken, mut resume) = (open, 0usize, open);
         // Numbers started in [open, base), and commas taken.
         let (mut starts, mut commas) = (0u32, 0u32);
-        while base + 16 <= n && taken + 16 <= out.len() {
+        while base + 16 <= n && taken + 16 <= out.capacity() {
             // SAFETY: open >= 4 <= base and base + 16 <= n: every load
             // reads inside `text`.
             let load = |back: usize| unsafe {
@@ -340,7 +340,9 @@ mod simd {
             // Gather the values at commas, 8 positions at a time.
             for (half, shift) in [(cmask & 0xff, 0u8), (cmask >> 8, 8)] {
                 // SAFETY: GATHER rows are 8 bytes; the store writes 8 bytes
-                // at `taken`, and taken + 16 <= out.len().
+                // at `taken`, and taken + 16 <= out.capacity() (spare
+                // capacity: the bytes become part of `out` by set_len below,
+                // only up to `taken`, all of which were written).
                 unsafe {
                     let idx = _mm_add_epi8(
                         _mm_loadl_epi64(GATHER[half as usize].as_ptr() as *const __m128i),
@@ -361,7 +363,12 @@ mod simd {
         let after = (resume..base)
             .filter(|&j| is_digit(j) && !is_digit(j - 1))
             .count() as u32;
-        (starts - after == commas).then_some((taken, resume))
+        if starts - after != commas {
+            return None;
+        }
+        // SAFETY: the first `taken` bytes were written by the stores above.
+        unsafe { out.set_len(taken) };
+        Some(resume)
     }
 }
 
@@ -370,7 +377,7 @@ mod simd {
 mod simd {
     pub const SLACK: usize = 1;
 
-    pub fn scan(_: &[u8], _: usize, _: &mut [u8]) -> Option<(usize, usize)> {
+    pub fn scan(_: &[u8], _: usize, _: &mut Vec<u8>) -> Option<usize> {
         None
     }
 }
