@@ -14,6 +14,11 @@ pub const MAX_DEPTH: usize = 2000;
 
 const FLAG_REF: u8 = 0x80;
 
+/// Nesting any thread's stack has room for (real code nests a few dozen
+/// levels): [`read_code_shallow`] reads up to this depth on the caller's
+/// thread.
+pub const SHALLOW_DEPTH: usize = 100;
+
 /// Stack the reader may need at [`MAX_DEPTH`]: it recurses once per
 /// nesting level, and unoptimized or sanitizer builds have large frames.
 /// Only the pages actually touched are ever committed.
@@ -35,14 +40,27 @@ pub fn with_stack<R: Send>(f: impl FnOnce() -> R + Send) -> R {
 
 /// Read one marshalled object (normally a module's code object) into `graph`.
 pub fn read_object(data: &[u8], graph: &mut Graph) -> Result<ObjId> {
+    read_object_to(data, graph, MAX_DEPTH).map(|id| id.expect("no shallow limit"))
+}
+
+/// [`read_object`] nesting at most `limit` levels: `Ok(None)` if the data
+/// nests deeper (below [`MAX_DEPTH`], that is not an error: the caller
+/// reads again with more stack).
+fn read_object_to(data: &[u8], graph: &mut Graph, limit: usize) -> Result<Option<ObjId>> {
     let mut r = Reader {
         data,
         pos: 0,
         refs: Vec::new(),
         graph,
         depth: 0,
+        limit,
+        too_deep: false,
     };
-    let id = r.object()?;
+    let id = match r.object() {
+        Ok(id) => id,
+        Err(_) if r.too_deep => return Ok(None),
+        Err(e) => return Err(e),
+    };
     if r.pos != data.len() {
         return Err(Error {
             file: None,
@@ -53,12 +71,27 @@ pub fn read_object(data: &[u8], graph: &mut Graph) -> Result<ObjId> {
             ),
         });
     }
-    Ok(id)
+    Ok(Some(id))
 }
 
 /// Read one module's code: the top-level object must be a code object.
 pub fn read_code(data: &[u8], graph: &mut Graph) -> Result<ObjId> {
     let id = read_object(data, graph)?;
+    check_code(graph, id)
+}
+
+/// [`read_code`] on the caller's thread, nesting at most [`SHALLOW_DEPTH`]
+/// levels: `Ok(None)` if the data nests deeper, to be read again with
+/// [`read_code`] under [`with_stack`] (into a fresh graph: this one may
+/// hold part of the module).
+pub fn read_code_shallow(data: &[u8], graph: &mut Graph) -> Result<Option<ObjId>> {
+    match read_object_to(data, graph, SHALLOW_DEPTH)? {
+        Some(id) => check_code(graph, id).map(Some),
+        None => Ok(None),
+    }
+}
+
+fn check_code(graph: &Graph, id: ObjId) -> Result<ObjId> {
     match graph.get(id) {
         Obj::Code(_) => Ok(id),
         other => Err(Error {
@@ -96,6 +129,10 @@ struct Reader<'a, 'g> {
     refs: Vec<Option<ObjId>>,
     graph: &'g mut Graph,
     depth: usize,
+    /// Deepest nesting to read: [`MAX_DEPTH`], or less for a first try on
+    /// a small stack (then `too_deep` tells that it was reached).
+    limit: usize,
+    too_deep: bool,
 }
 
 impl<'a> Reader<'a, '_> {
@@ -153,7 +190,8 @@ impl<'a> Reader<'a, '_> {
 
     fn object(&mut self) -> Result<ObjId> {
         let at = self.pos;
-        if self.depth >= MAX_DEPTH {
+        if self.depth >= self.limit {
+            self.too_deep = self.limit < MAX_DEPTH;
             return self.err(at, format!("nesting deeper than {MAX_DEPTH} levels"));
         }
         self.depth += 1;

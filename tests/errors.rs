@@ -348,3 +348,70 @@ fn negative_counts_in_code_objects_are_rejected() {
         "{e}"
     );
 }
+
+/// A module nested deeper than a first read on the caller's thread takes
+/// (marshal::SHALLOW_DEPTH) is read again on a thread with room for
+/// marshal::MAX_DEPTH: the same graph as a read there from the start; and
+/// nesting beyond MAX_DEPTH is the same error, at the same offset, either
+/// way.
+#[test]
+fn deep_nesting_is_read_again_with_more_stack() {
+    let deep_code = |levels: usize| -> Vec<u8> {
+        let script = format!(
+            "import sys, marshal\n\
+             t = 1\n\
+             for _ in range({levels}): t = (t,)\n\
+             c = compile('x = 1', '<frozen m>', 'exec')\n\
+             c = c.replace(co_consts=c.co_consts + (t,))\n\
+             sys.stdout.buffer.write(marshal.dumps(c))\n"
+        );
+        let out = Command::new(pyenv_python("3.12"))
+            .args(["-c", &script])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    let module = |data: Vec<u8>| Marshalled {
+        name: "m".into(),
+        accessor: "_Py_get_m_toplevel".into(),
+        data,
+        origin: "deep".into(),
+        offsets: OffsetMap::Base(0),
+    };
+    for levels in [
+        marshal::SHALLOW_DEPTH / 2,
+        marshal::SHALLOW_DEPTH + 50,
+        1500,
+    ] {
+        let data = deep_code(levels);
+        let graph = read_graph(&[module(data.clone())]).unwrap();
+        let direct = marshal::with_stack(|| {
+            let mut g = Graph::new();
+            marshal::read_code(&data, &mut g).unwrap();
+            g
+        });
+        assert_eq!(graph.nodes.len(), direct.nodes.len(), "{levels} levels");
+        // The tuples are all there: one node per level.
+        assert!(graph.nodes.len() > levels, "{levels} levels");
+    }
+    // Beyond the limit: the error of a direct read, offset included.
+    let mut deep = b")\x01".repeat(marshal::MAX_DEPTH + 10);
+    deep.push(b'N');
+    let Err(e) = read_graph(&[module(deep.clone())]) else {
+        panic!("nesting beyond the limit must fail");
+    };
+    assert_eq!(e.offset, Some(2 * marshal::MAX_DEPTH as u64));
+    assert!(
+        e.to_string().contains("nesting deeper than 2000 levels"),
+        "{e}"
+    );
+    assert_eq!(
+        read_error(&deep).unwrap(),
+        "byte 4000: nesting deeper than 2000 levels"
+    );
+}
