@@ -97,19 +97,10 @@ fn wineserver() -> PathBuf {
     tool(&["/usr/lib/wine/wineserver", "wineserver"], "wine64")
 }
 
-/// Run `cmd`; its stdout, or a panic with its stderr.
+/// Run `cmd`; its stdout, or a panic with its output.
 fn run(cmd: &mut Command) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({}):\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap_or_else(|e| panic!("{cmd:?}: output is not UTF-8: {e}"))
+    String::from_utf8(support::stdout_of(cmd))
+        .unwrap_or_else(|e| panic!("{cmd:?}: output is not UTF-8: {e}"))
 }
 
 fn write(dir: &TempDir, name: &str, bytes: &[u8]) -> PathBuf {
