@@ -11,16 +11,25 @@ use crate::graph::{BigInt, Code, Graph, Obj, ObjId, Str};
 use crate::layout::{Field, IntSize, Layout};
 use std::cmp::Ordering;
 
-/// What a pointer in the data refers to.
+/// What a pointer in the data refers to (16 bytes: there is one for each
+/// of tens of thousands of relocations).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Target {
     /// An offset inside our own data section.
     Data(u64),
-    /// An external symbol plus an offset (e.g. `_PyRuntime`+small int).
-    Extern(&'static str, u64),
+    /// An external symbol ([`Image::externs`]) plus an offset (e.g.
+    /// `_PyRuntime`+small int).
+    Extern(ExternId, u32),
     /// The accessor function of module i (for the module tables).
     Accessor(u32),
 }
+
+// Kept small: there are tens of thousands of these.
+const _: () = assert!(std::mem::size_of::<Target>() == 16 && std::mem::size_of::<Reloc>() == 32);
+
+/// Index of an external symbol in [`Image::externs`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ExternId(pub u32);
 
 /// A pointer-sized absolute relocation at `offset` in the data section.
 #[derive(Clone, Copy, Debug)]
@@ -67,6 +76,8 @@ pub struct Image {
     pub fixups: Option<Fixups>,
     /// Data offsets of the tuples standing for frozenset constants.
     pub frozenset_tuples: Vec<u64>,
+    /// The external symbols [`Target::Extern`] names, each once.
+    pub externs: Vec<&'static str>,
 }
 
 /// Pointers that lazy initialization relocates itself, per module.
@@ -193,7 +204,8 @@ impl Image {
                     f.internal[m as usize].push(r.offset as u32);
                     (m, off)
                 }
-                (m, Target::Extern(name, addend)) => {
+                (m, Target::Extern(id, addend)) => {
+                    let name = self.externs[id.0 as usize];
                     let idx = match f.externs.iter().position(|&e| e == name) {
                         Some(i) => i,
                         None => {
@@ -202,7 +214,7 @@ impl Image {
                         }
                     };
                     f.external[m as usize].push((r.offset as u32, idx as u32));
-                    (m, addend)
+                    (m, addend as u64)
                 }
             };
             let _ = m;
@@ -212,9 +224,10 @@ impl Image {
         self.relocs = kept;
         f.extern_table = self.alloc(8 * f.externs.len() as u64);
         for (i, &name) in f.externs.iter().enumerate() {
+            let target = self.extern_target(name, 0);
             self.relocs.push(Reloc {
                 offset: f.extern_table + 8 * i as u64,
-                target: Target::Extern(name, 0),
+                target,
                 owner: crate::graph::SHARED,
             });
         }
@@ -227,6 +240,20 @@ impl Image {
             .iter()
             .filter(|&&o| o == crate::graph::SHARED)
             .count() as u64
+    }
+
+    /// A pointer to external symbol `name` plus `addend`.
+    pub fn extern_target(&mut self, name: &'static str, addend: u32) -> Target {
+        // A dozen names, nearly always the same &'static str: compare the
+        // pointers first, the text only if none matches.
+        let known = (self.externs.iter())
+            .position(|&e| std::ptr::eq(e, name))
+            .or_else(|| self.externs.iter().position(|&e| e == name));
+        let i = known.unwrap_or_else(|| {
+            self.externs.push(name);
+            self.externs.len() - 1
+        });
+        Target::Extern(ExternId(i as u32), addend)
     }
 
     /// Append `size` zeroed bytes, aligned to a pointer; returns their offset.
@@ -381,10 +408,10 @@ impl Placer<'_> {
     fn emit(&mut self, id: ObjId) -> Result<Target> {
         let l = self.l;
         Ok(match self.graph.get(id) {
-            Obj::None => Target::Extern(l.sym.none, 0),
-            Obj::True => Target::Extern(l.sym.true_, 0),
-            Obj::False => Target::Extern(l.sym.false_, 0),
-            Obj::Ellipsis => Target::Extern(l.sym.ellipsis, 0),
+            Obj::None => self.img.extern_target(l.sym.none, 0),
+            Obj::True => self.img.extern_target(l.sym.true_, 0),
+            Obj::False => self.img.extern_target(l.sym.false_, 0),
+            Obj::Ellipsis => self.img.extern_target(l.sym.ellipsis, 0),
             Obj::Int(v) => self.emit_int(v),
             Obj::Float(bits) => self.emit_float(*bits),
             Obj::Complex(re, im) => self.emit_complex(*re, *im),
@@ -433,7 +460,8 @@ impl Placer<'_> {
     fn head(&mut self, obj: u64, ty: &'static str) {
         let h = &self.l.head;
         self.put(obj, h.refcnt, h.static_refcnt);
-        self.ptr(obj, h.type_, Target::Extern(ty, 0));
+        let t = self.img.extern_target(ty, 0);
+        self.ptr(obj, h.type_, t);
     }
 
     /// `PyVarObject` header.
@@ -442,8 +470,9 @@ impl Placer<'_> {
         self.put(obj, self.l.head.size, size);
     }
 
-    fn runtime(&self, off: u32) -> Target {
-        Target::Extern(self.l.runtime.symbol, (off + self.rt_shift) as u64)
+    fn runtime(&mut self, off: u32) -> Target {
+        self.img
+            .extern_target(self.l.runtime.symbol, off + self.rt_shift)
     }
 
     // --- one function per type ---------------------------------------------

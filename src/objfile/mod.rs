@@ -259,7 +259,10 @@ pub fn build<'a>(
                 let i = data_anchors.partition_point(|(a, _)| *a <= off) - 1;
                 (data_anchors[i].1, (off - data_anchors[i].0) as i64)
             }
-            DataTarget::Extern(name, off) => (w.extern_sym(name, false), off as i64),
+            DataTarget::Extern(id, off) => (
+                w.extern_sym(image.externs[id.0 as usize], false),
+                off as i64,
+            ),
             DataTarget::Accessor(i) => {
                 let name = image.accessors[i as usize].symbol.as_str();
                 (funcs[name], 0)
