@@ -37,7 +37,7 @@ pub struct Options {
 }
 
 /// Counts for `-v` and benchmarks.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, Copy)]
 pub struct Stats {
     pub modules: usize,
     pub code_objects: usize,
@@ -528,7 +528,7 @@ fn run_keeping(opts: &Options, output: &Path, depfile: Option<&Path>) -> Result<
         format_args!("constant graph: {} distinct objects", graph.nodes.len()),
     );
     let laid = lay_out(opts, &graph, tables.as_ref())?;
-    let mut stats = Stats { ..laid.stats };
+    let mut stats = laid.stats;
     log(
         opts,
         t0,
@@ -606,8 +606,9 @@ fn depfile_rule(opts: &Options, output: &Path, mods: &[Marshalled]) -> String {
     s
 }
 
-/// Write to a temporary file beside `path`, then rename over it: on any
-/// error `path` is left as it was and the temporary file is removed.
+/// Write to a temporary file beside `path`, then put it in the place of
+/// `path` ([`replace`]): on any error `path` is left as it was and the
+/// temporary file is removed.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     write_atomically_with(path, |f| f.write_all(bytes))
 }

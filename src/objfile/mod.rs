@@ -116,19 +116,6 @@ pub fn blob_offset(table_lens: &[usize]) -> u32 {
     4 * (table_lens.iter().sum::<usize>() as u32 + 1)
 }
 
-/// The object file for `image` and `stubs`, as bytes.
-pub fn write(
-    target: &Target,
-    image: &Image,
-    tables: &[Vec<u32>],
-    blob: &[u8],
-    stubs: &Stubs,
-) -> Result<Vec<u8>> {
-    build(target, image, tables, blob, stubs)?
-        .write()
-        .map_err(|e| Error::msg(format!("cannot write the object file: {e}")))
-}
-
 /// The object file for `image` and `stubs`, ready to be written (to bytes
 /// or streamed to a file); it borrows the data and code instead of copying
 /// them.
