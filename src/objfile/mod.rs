@@ -240,16 +240,21 @@ pub fn build<'a>(
         }
         _ => vec![(0, w.obj.section_symbol(data))],
     };
+    // Each of the image's external symbols, added on its first use (in
+    // relocation order, so that symbol order does not depend on the image).
+    let mut extern_syms: Vec<Option<SymbolId>> = vec![None; image.externs.len()];
     for r in &image.relocs {
         let (symbol, addend) = match r.target {
             DataTarget::Data(off) => {
                 let i = data_anchors.partition_point(|(a, _)| *a <= off) - 1;
                 (data_anchors[i].1, (off - data_anchors[i].0) as i64)
             }
-            DataTarget::Extern(id, off) => (
-                w.extern_sym(image.externs[id.0 as usize], false),
-                off as i64,
-            ),
+            DataTarget::Extern(id, off) => {
+                let slot = &mut extern_syms[id.0 as usize];
+                let symbol =
+                    *slot.get_or_insert_with(|| w.extern_sym(image.externs[id.0 as usize], false));
+                (symbol, off as i64)
+            }
             DataTarget::Accessor(i) => {
                 let name = image.accessors[i as usize].symbol.as_str();
                 (funcs[name], 0)
