@@ -5,8 +5,9 @@ use crate::error::{Error, Result};
 use crate::graph::{Graph, Module};
 use crate::input::archive::{Entry, Tables};
 use crate::input::{self, compile, select, Marshalled};
-use crate::layout::Layout;
 use crate::target::Target;
+use crate::version::Step;
+use crate::version::Version;
 use crate::{marshal, objfile, place};
 use std::io::{Seek, Write};
 use std::path::{Path, PathBuf};
@@ -15,7 +16,7 @@ use std::time::Instant;
 #[derive(Debug, Clone)]
 pub struct Options {
     pub target: Target,
-    pub layout: &'static Layout,
+    pub version: &'static Version,
     /// `FILE:MODNAME` arguments.
     pub inputs: Vec<String>,
     pub modules_from: Option<PathBuf>,
@@ -76,7 +77,7 @@ pub fn collect(opts: &Options) -> Result<Collected> {
     let mut slots: Vec<(String, bool, Slot)> = Vec::new();
     let mut added = Vec::new();
     let tables = match &opts.modules_from {
-        Some(ar) => Some(input::archive::read_tables(ar, opts.layout)?),
+        Some(ar) => Some(input::archive::read_tables(ar, opts.version.layout)?),
         None => None,
     };
     if let (Some(ar), Some(t)) = (&opts.modules_from, &tables) {
@@ -112,7 +113,7 @@ pub fn collect(opts: &Options) -> Result<Collected> {
                 frozen_name: name.clone(),
             }))
         } else {
-            input::load_arg(path, name, opts.layout).map(Slot::Ready)
+            input::load_arg(path, name, opts.version.layout).map(Slot::Ready)
         }
     })
     .into_iter();
@@ -143,7 +144,7 @@ pub fn collect(opts: &Options) -> Result<Collected> {
         let py = opts.compile_with.as_deref().ok_or_else(|| {
             Error::msg("--freeze and --trace need --compile-with PYTHON (it finds and compiles the modules)")
         })?;
-        for sel in select::resolve(py, opts.layout, &opts.freeze, &opts.trace)? {
+        for sel in select::resolve(py, opts.version.layout, &opts.freeze, &opts.trace)? {
             let accessor = crate::place::accessor_symbol(&sel.name);
             if index.contains_key(&accessor) {
                 continue;
@@ -180,11 +181,11 @@ pub fn collect(opts: &Options) -> Result<Collected> {
                 "no marshal bytes for {} (3.11's frozen.o keeps none; .py inputs need compiling): \
                  give --compile-with PYTHON{}.{}",
                 names.join(", "),
-                opts.layout.version.0,
-                opts.layout.version.1
+                opts.version.layout.version.0,
+                opts.version.layout.version.1
             ))
         })?;
-        compile::compile(py, opts.layout, &requests)?
+        compile::compile(py, opts.version.layout, &requests)?
     }
     .into_iter();
     let mods = slots
@@ -310,7 +311,14 @@ fn read_graph_here(mods: &[Marshalled], shallow: bool) -> Result<Option<Graph>> 
 /// The offsets of the runtime's shared objects inside `_PyRuntime` are
 /// only known for the platforms the layout table lists (glibc Linux).
 fn check_runtime_known(opts: &Options) -> Result<()> {
-    if opts.layout.runtime.known_on.contains(&opts.target.os) || opts.assume_linux_runtime {
+    if opts
+        .version
+        .layout
+        .runtime
+        .known_on
+        .contains(&opts.target.os)
+        || opts.assume_linux_runtime
+    {
         return Ok(());
     }
     Err(Error::msg(format!(
@@ -318,7 +326,7 @@ fn check_runtime_known(opts: &Options) -> Result<()> {
          for Linux builds with glibc (it depends on NSIG, pthread and other platform types); \
          --assume-linux-runtime emits anyway with Linux's offsets (for a harness that \
          supplies its own _PyRuntime)",
-        opts.target.triple, opts.layout.version.0, opts.layout.version.1
+        opts.target.triple, opts.version.layout.version.0, opts.version.layout.version.1
     )))
 }
 
@@ -366,10 +374,10 @@ impl LaidOut {
 /// Lay the graph out and assemble the stubs.
 pub fn lay_out(opts: &Options, graph: &Graph, tables: Option<&Tables>) -> Result<LaidOut> {
     check_runtime_known(opts)?;
-    let l = opts.layout;
+    let (l, c) = (opts.version.layout, opts.version.contract);
     let mut image = place::place(
         graph,
-        l,
+        opts.version,
         opts.target.wchar_size,
         l.runtime_shift(opts.target.arch),
         opts.lazy,
@@ -378,14 +386,19 @@ pub fn lay_out(opts: &Options, graph: &Graph, tables: Option<&Tables>) -> Result
         crate::tables::append(&mut image, l, t);
     }
     let str_walk = |name, range| {
-        l.sym.str_fini.map(|callee| TableWalk {
-            name,
-            table: 1,
-            range,
-            callee,
-            check_result: false,
-        })
+        (c.fini.contains(&Step::StrFini).then_some(c.hooks.str_fini))
+            .flatten()
+            .map(|callee| TableWalk {
+                name,
+                table: 1,
+                range,
+                callee,
+                check_result: false,
+            })
     };
+    // The stub program of 3.11 and 3.12 (the only contracts so far) calls
+    // both code hooks.
+    let hook = |h: Option<&'static str>| h.expect("3.11/3.12 contracts name both code hooks");
     let mut tables;
     let mut blob = Vec::new();
     let scheme = if opts.lazy {
@@ -403,23 +416,20 @@ pub fn lay_out(opts: &Options, graph: &Graph, tables: Option<&Tables>) -> Result
         tables.push(entries);
         blob = pristine;
         Scheme::Lazy(Lazy {
-            init_name: l.sym.deepfreeze_init,
-            fini_name: l.sym.deepfreeze_fini,
-            code_init: l.sym.code_init,
-            code_fini: l.sym.code_fini,
+            init_name: c.entry.init,
+            fini_name: c.entry.fini,
+            code_init: hook(c.hooks.code_init),
+            code_fini: hook(c.hooks.code_fini),
             flags,
             extern_table: image.fixups.as_ref().map_or(0, |f| f.extern_table),
             // Strings owned by no single module always have valid pointers.
             fini_walks: {
                 let n = image.shared_strs();
-                str_walk(
-                    l.sym.deepfreeze_fini,
-                    Some((image.strs.len() as u64 - n, n)),
-                )
-                .into_iter()
-                .collect()
+                str_walk(c.entry.fini, Some((image.strs.len() as u64 - n, n)))
+                    .into_iter()
+                    .collect()
             },
-            str_fini: l.sym.str_fini,
+            str_fini: c.hooks.str_fini,
             code_adaptive: l.code.code_adaptive,
             fixed: l
                 .code
@@ -428,28 +438,28 @@ pub fn lay_out(opts: &Options, graph: &Graph, tables: Option<&Tables>) -> Result
                 .map(|&(f, v)| (f.off, f.size, v))
                 .collect(),
             runtime_state: l.code.runtime_state.iter().map(|f| f.off).collect(),
-            frozenset_new: l.sym.frozenset_new,
-            decref: l.sym.decref,
+            frozenset_new: c.hooks.frozenset_new,
+            decref: c.hooks.decref,
         })
     } else {
         tables = image.tables()?;
         let mut walks = vec![
             TableWalk {
-                name: l.sym.deepfreeze_init,
+                name: c.entry.init,
                 table: 0,
                 range: None,
-                callee: l.sym.code_init,
+                callee: hook(c.hooks.code_init),
                 check_result: true,
             },
             TableWalk {
-                name: l.sym.deepfreeze_fini,
+                name: c.entry.fini,
                 table: 0,
                 range: None,
-                callee: l.sym.code_fini,
+                callee: hook(c.hooks.code_fini),
                 check_result: false,
             },
         ];
-        walks.extend(str_walk(l.sym.deepfreeze_fini, None));
+        walks.extend(str_walk(c.entry.fini, None));
         Scheme::Eager { walks }
     };
     let spec = StubSpec {

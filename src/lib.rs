@@ -17,5 +17,6 @@ pub mod place;
 pub mod relink;
 pub mod tables;
 pub mod target;
+pub mod version;
 
 pub use target::arch;

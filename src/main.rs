@@ -1,7 +1,7 @@
 use clap::{Parser, Subcommand};
 use pyfreeze_obj::emit::{self, Options};
-use pyfreeze_obj::layout::Layout;
 use pyfreeze_obj::target::Target;
+use pyfreeze_obj::version::Version;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -182,7 +182,7 @@ fn run(cli: Cli) -> pyfreeze_obj::error::Result<()> {
         } => {
             let opts = Options {
                 target: Target::parse(&target)?,
-                layout: Layout::parse(&python)?,
+                version: Version::parse(&python)?,
                 inputs,
                 modules_from,
                 compile_with,

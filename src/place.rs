@@ -9,6 +9,7 @@
 use crate::error::{Error, Result};
 use crate::graph::{BigInt, Code, Graph, Obj, ObjId, Str};
 use crate::layout::{Field, IntSize, Layout};
+use crate::version::{Precompute, Version};
 use std::cmp::Ordering;
 
 /// What a pointer in the data refers to (16 bytes: there is one for each
@@ -291,6 +292,8 @@ enum Place {
 struct Placer<'a> {
     graph: &'a Graph,
     l: &'static Layout,
+    /// What the version computes at emit time.
+    pre: &'static Precompute,
     /// `sizeof(wchar_t)` on the target.
     wchar_size: u64,
     /// Added to every offset into the runtime's shared objects.
@@ -313,15 +316,17 @@ struct Placer<'a> {
 /// it (for the lazy scheme's own fixups); otherwise all count as shared.
 pub fn place(
     graph: &Graph,
-    l: &'static Layout,
+    v: &'static Version,
     wchar_size: u8,
     rt_shift: u32,
     by_module: bool,
 ) -> Result<Image> {
+    let (l, pre) = (v.layout, &v.contract.precompute);
     let n = graph.nodes.len();
     let mut p = Placer {
         graph,
         l,
+        pre,
         wchar_size: wchar_size as u64,
         rt_shift,
         img: Image::default(),
@@ -340,9 +345,9 @@ pub fn place(
     let (order, per_module) = graph.code_postorder();
     p.img.module_codes = per_module;
     for (i, id) in order.iter().enumerate() {
-        p.version[id.0 as usize] = i as u32 + 1;
+        p.version[id.0 as usize] = pre.versions_from + i as u32;
     }
-    p.img.next_func_version = order.len() as u32 + 1;
+    p.img.next_func_version = pre.versions_from + order.len() as u32;
     // Children always have smaller ids than their parents (the arena is
     // built bottom-up), so one pass in id order finds every child placed.
     for i in 0..n {
@@ -361,7 +366,7 @@ pub fn place(
             p.img.codes.push(off);
         }
     }
-    if let Some(name) = l.sym.next_func_version {
+    if let Some(name) = pre.version_counter {
         let at = p.img.alloc(4);
         p.put(
             at,
@@ -600,7 +605,8 @@ impl Placer<'_> {
                 .zip(&s.0)
                 .for_each(|(b, &c)| b.copy_from_slice(&c.to_le_bytes())),
         }
-        if let (Some((wstr, wstr_len)), false, true) = (sl.wstr, ascii, kind == self.wchar_size) {
+        let wide = self.pre.wstr && !ascii && kind == self.wchar_size;
+        if let (Some((wstr, wstr_len)), true) = (sl.wstr, wide) {
             self.ptr(obj, wstr, Target::Data(at));
             self.put(obj, wstr_len, len);
         }
@@ -610,7 +616,7 @@ impl Placer<'_> {
         // lone surrogate it stays empty and the runtime refuses to encode,
         // as for any such string.
         let surrogates = s.0.iter().any(|&c| (0xd800..0xe000).contains(&c));
-        if !ascii && sl.fill_utf8 && !surrogates {
+        if !ascii && self.pre.utf8 && !surrogates {
             let utf8 = s.to_utf8();
             self.put(obj, sl.utf8_length, utf8.len() as u64);
             let buf = self.alloc(utf8.len() as u64 + 1);

@@ -6,8 +6,8 @@
 
 use crate::emit::{self, Options};
 use crate::error::{Error, Result};
-use crate::layout::Layout;
 use crate::target::Target;
+use crate::version::Version;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
@@ -98,7 +98,7 @@ fn log(o: &RelinkOptions, t0: Instant, what: std::fmt::Arguments) {
 pub fn relink(o: &RelinkOptions) -> Result<()> {
     let t0 = Instant::now();
     let b = query(&o.python)?;
-    let layout = Layout::parse(&b.version)?;
+    let version = Version::parse(&b.version)?;
     let archive = b.libpl.join(&b.library);
     if !b.library.ends_with(".a") || !archive.is_file() {
         return Err(Error::file(
@@ -129,7 +129,7 @@ pub fn relink(o: &RelinkOptions) -> Result<()> {
         let obj = work.join("pyfreeze.o");
         let opts = Options {
             target: Target::parse(&b.host)?,
-            layout,
+            version,
             inputs: Vec::new(),
             modules_from: Some(archive.clone()),
             compile_with: Some(o.python.clone()),

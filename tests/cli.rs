@@ -403,7 +403,7 @@ fn write_header(path: &Path, symbol: &str, data: &[u8]) {
 #[test]
 fn headers_pyc_marshal_and_archive_agree_and_output_is_reproducible() {
     let ar = libpython312();
-    let layout = pyfreeze_obj::layout::Layout::for_version(3, 12).unwrap();
+    let layout = pyfreeze_obj::version::Version::get(3, 12).unwrap().layout;
     let mods = pyfreeze_obj::input::archive::read(&ar, layout).unwrap();
     assert_eq!(mods.len(), 23, "pyenv 3.12.1 deep-freezes 23 modules");
     let d = tmpdir("agree");

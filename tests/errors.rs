@@ -7,9 +7,9 @@ use pyfreeze_obj::emit::{build_object, read_graph, Options};
 use pyfreeze_obj::graph::Graph;
 use pyfreeze_obj::input::header;
 use pyfreeze_obj::input::{Marshalled, OffsetMap};
-use pyfreeze_obj::layout::Layout;
 use pyfreeze_obj::marshal;
 use pyfreeze_obj::target::Target;
+use pyfreeze_obj::version::Version;
 use std::process::Command;
 
 mod support;
@@ -215,7 +215,7 @@ fn adversarial_corpus_gives_only_clean_errors() {
                     Ok(graph) => {
                         let opts = Options {
                             target: Target::parse(target).unwrap(),
-                            layout: Layout::for_version(3, version).unwrap(),
+                            version: Version::get(3, version).unwrap(),
                             inputs: vec![],
                             modules_from: None,
                             compile_with: None,
@@ -309,7 +309,7 @@ fn fuzz_regressions_stay_fixed() {
             if let Ok(graph) = read_graph(std::slice::from_ref(&m)) {
                 let opts = Options {
                     target: Target::parse(targets[(sel & 7) as usize % targets.len()]).unwrap(),
-                    layout: Layout::for_version(3, if sel & 8 == 0 { 12 } else { 11 }).unwrap(),
+                    version: Version::get(3, if sel & 8 == 0 { 12 } else { 11 }).unwrap(),
                     inputs: vec![],
                     modules_from: None,
                     compile_with: None,

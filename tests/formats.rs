@@ -3258,8 +3258,9 @@ fn used_structs(l: &pyfreeze_obj::layout::Layout) -> Vec<UsedStruct> {
 /// `Py_hash_t` or a fixed 64-bit integer in pyenv's DWARF.
 fn object_fields_do_not_depend_on_long(py: &'static Py) {
     let (maj, min) = py.python.split_once('.').unwrap();
-    let l = pyfreeze_obj::layout::Layout::for_version(maj.parse().unwrap(), min.parse().unwrap())
-        .unwrap();
+    let l = pyfreeze_obj::version::Version::get(maj.parse().unwrap(), min.parse().unwrap())
+        .unwrap()
+        .layout;
     let mut by_member: BTreeMap<&str, dwarf::Types> = BTreeMap::new();
     let mut problems = Vec::new();
     let mut checked = 0;
@@ -3315,8 +3316,9 @@ fn object_fields_do_not_depend_on_long(py: &'static Py) {
 /// target (no C `long`, no POSIX type), or the offsets are wrong there.
 fn runtime_offsets_are_platform_independent(py: &'static Py) {
     let (maj, min) = py.python.split_once('.').unwrap();
-    let l = pyfreeze_obj::layout::Layout::for_version(maj.parse().unwrap(), min.parse().unwrap())
-        .unwrap();
+    let l = pyfreeze_obj::version::Version::get(maj.parse().unwrap(), min.parse().unwrap())
+        .unwrap()
+        .layout;
     let r = &l.runtime;
     let mut end = [
         r.small_ints as u64,

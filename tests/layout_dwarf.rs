@@ -1159,11 +1159,19 @@ static PY311: Version = Version {
     oracle: OnceLock::new(),
 };
 
+/// The contract of the version `l` is the table of.
+fn contract_of(l: &Layout) -> &'static pyfreeze_obj::version::Contract {
+    pyfreeze_obj::version::Version::get(l.version.0, l.version.1)
+        .unwrap()
+        .contract
+}
+
 impl Version {
     fn layout(&self) -> &'static Layout {
         let (major, minor) = self.table;
-        Layout::for_version(major, minor)
+        pyfreeze_obj::version::Version::get(major, minor)
             .unwrap_or_else(|e| panic!("no {major}.{minor} table: {}", e.message))
+            .layout
     }
 
     fn oracle(&'static self) -> &'static Oracle {
@@ -1908,14 +1916,14 @@ fn check_object_layouts(v: &Version, o: &Oracle, l: &Layout, k: &mut Checker) {
     // exactly the runtime_state offsets.
     if let Some(stores) = k.get(
         "code.runtime_state: code fini's NULL stores",
-        null_stores(&o.code_data, l.sym.code_fini),
+        null_stores(&o.code_data, contract_of(l).hooks.code_fini.unwrap()),
     ) {
         let mut want: Vec<u64> = runtime_state.iter().map(|f| u64::from(f.off)).collect();
         want.sort_unstable();
         k.eq(
             &format!(
                 "code.runtime_state: offsets {} (codeobject.o) stores NULL at",
-                l.sym.code_fini
+                contract_of(l).hooks.code_fini.unwrap()
             ),
             want,
             stores,
@@ -1962,7 +1970,6 @@ fn check_object_layouts(v: &Version, o: &Oracle, l: &Layout, k: &mut Checker) {
         compact_bit,
         ascii_bit,
         static_bits,
-        fill_utf8: _, // check_gcc_objects (data)
         wstr,
     } = str_;
     const AS: &str = "PyASCIIObject";
@@ -2489,7 +2496,7 @@ fn check_runtime_singletons(v: &Version, o: &Oracle, l: &Layout, k: &mut Checker
                 // table says so, else empty.
                 let ulen = rd_field(&o.runtime, base, s.utf8_length);
                 let uptr = reloc_at(o, base + u64::from(s.utf8.off));
-                let ok = if s.fill_utf8 {
+                let ok = if contract_of(l).precompute.utf8 {
                     ulen == 2 && uptr.is_some()
                 } else {
                     ulen == 0 && uptr.is_none()
@@ -2925,15 +2932,14 @@ fn check_symbols(_v: &Version, o: &Oracle, l: &Layout, k: &mut Checker) {
         true_,
         false_,
         ellipsis,
-        code_init,
-        code_fini,
-        str_fini,
-        frozenset_new,
-        decref,
-        next_func_version,
-        deepfreeze_init,
-        deepfreeze_fini,
     } = &l.sym;
+    // The version contract's runtime hooks and entry points.
+    let c = contract_of(l);
+    let (code_init, code_fini) = (&c.hooks.code_init.unwrap(), &c.hooks.code_fini.unwrap());
+    let (str_fini, frozenset_new, decref) =
+        (&c.hooks.str_fini, &c.hooks.frozenset_new, &c.hooks.decref);
+    let next_func_version = &c.precompute.version_counter;
+    let (deepfreeze_init, deepfreeze_fini) = (&c.entry.init, &c.entry.fini);
     let df = &o.syms["deepfreeze.o"];
     // Referenced by every deep-frozen object (gcc's included).
     let mut always: Vec<(&str, &str)> = vec![
@@ -3849,7 +3855,7 @@ fn check_gcc_objects(_v: &Version, o: &Oracle, l: &Layout, k: &mut Checker) {
                     // when the table says so.
                     let ulen = rd_field(data, obj, s.utf8_length);
                     let uptr = view.ptr(sec, obj + u64::from(s.utf8.off));
-                    let ok = if s.fill_utf8 {
+                    let ok = if contract_of(l).precompute.utf8 {
                         let text: Option<String> = chars[..len as usize]
                             .iter()
                             .map(|&c| char::from_u32(c))
@@ -3870,9 +3876,9 @@ fn check_gcc_objects(_v: &Version, o: &Oracle, l: &Layout, k: &mut Checker) {
                     };
                     if !ok {
                         bad_utf8.push(format!(
-                            "{}: utf8_length {ulen}, utf8 -> {uptr:?} (table: fill_utf8 {})",
+                            "{}: utf8_length {ulen}, utf8 -> {uptr:?} (contract: utf8 {})",
                             at(),
-                            s.fill_utf8
+                            contract_of(l).precompute.utf8
                         ));
                     }
                 }
@@ -4007,7 +4013,7 @@ fn check_gcc_objects(_v: &Version, o: &Oracle, l: &Layout, k: &mut Checker) {
             versions.clone(),
             (1..=n).collect::<Vec<_>>(),
         );
-        if let Some(s) = l.sym.next_func_version {
+        if let Some(s) = contract_of(l).precompute.version_counter {
             let d = o.gcc.syms.iter().find(|x| x.name == s && !x.undefined);
             let value = d.and_then(|d| {
                 let sec = o.gcc.sections.get(d.section.as_deref()?)?;
@@ -4141,13 +4147,13 @@ fn check_gcc_code(_v: &Version, o: &Oracle, l: &Layout, k: &mut Checker) {
         .filter(|(_, k)| **k == Kind::Str)
         .map(|(p, _)| *p)
         .collect();
-    let s = &l.sym;
+    let c = contract_of(l);
     for (fname, callees) in [
-        (s.deepfreeze_init, vec![(s.code_init, &all_code)]),
+        (c.entry.init, vec![(c.hooks.code_init.unwrap(), &all_code)]),
         (
-            s.deepfreeze_fini,
-            std::iter::once((s.code_fini, &all_code))
-                .chain(s.str_fini.map(|f| (f, &all_str)))
+            c.entry.fini,
+            std::iter::once((c.hooks.code_fini.unwrap(), &all_code))
+                .chain(c.hooks.str_fini.map(|f| (f, &all_str)))
                 .collect(),
         ),
     ] {
@@ -4184,7 +4190,7 @@ fn check_gcc_code(_v: &Version, o: &Oracle, l: &Layout, k: &mut Checker) {
             }
             // Init: a negative result is acted on (test %eax,%eax; js -> return
             // -1), the last one becomes the return value (sar $31,%eax: -1 or 0).
-            if fname == s.deepfreeze_init {
+            if fname == c.entry.init {
                 let after = text.get(at as usize + 4..at as usize + 8).unwrap_or(&[]);
                 if !(after.starts_with(&[0x85, 0xc0, 0x78])
                     || after == [0x85, 0xc0, 0x0f, 0x88]
@@ -4361,12 +4367,6 @@ fn wrong_values_are_detected(v: &'static Version) {
             "str: state bits",
         ),
         (
-            "fill_utf8",
-            |b, _| b.str_.fill_utf8 ^= true,
-            objects,
-            "str.fill_utf8",
-        ),
-        (
             "firsttraceable",
             |b, _| {
                 b.code.firsttraceable = b.code.firsttraceable.map(|f| Field {
@@ -4465,17 +4465,6 @@ fn wrong_values_are_detected(v: &'static Version) {
             },
             runtime,
             "ascii_chars",
-        ),
-        (
-            "str_fini",
-            |b, _| {
-                b.sym.str_fini = match b.sym.str_fini {
-                    Some(_) => None,
-                    None => Some("_PyStaticUnicode_Dealloc"),
-                }
-            },
-            code,
-            "calls exactly",
         ),
         (
             "runtime_state: one dropped",

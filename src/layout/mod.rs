@@ -9,7 +9,8 @@
 mod py311;
 mod py312;
 
-use crate::error::{Error, Result};
+pub use py311::LAYOUT as PY311;
+pub use py312::LAYOUT as PY312;
 
 /// A field of a C struct: byte offset and size.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -101,12 +102,8 @@ pub struct StrLayout {
     /// Further state bits every static string gets
     /// (3.12 `statically_allocated`, 3.11 `ready`).
     pub static_bits: u32,
-    /// Non-ASCII strings carry their UTF-8 form (`utf8`, `utf8_length`).
-    pub fill_utf8: bool,
-    /// 3.11's `wstr` pointer and `wstr_length`: for non-ASCII strings
-    /// whose kind equals the target's `sizeof(wchar_t)`, the wide-char form
-    /// is the string's own data (CPython's generator patches this in at run
-    /// time; we write it with a relocation).
+    /// 3.11's `wstr` pointer and `wstr_length` (see
+    /// [`crate::version::Precompute::wstr`]).
     pub wstr: Option<(Field, Field)>,
 }
 
@@ -183,7 +180,8 @@ pub struct RuntimeLayout {
     pub known_on: &'static [crate::target::Os],
 }
 
-/// Symbols the frozen object references and defines.
+/// Symbols of the runtime's types and singletons that the frozen objects
+/// point at.
 #[derive(Debug)]
 pub struct Symbols {
     pub code_type: &'static str,
@@ -197,21 +195,6 @@ pub struct Symbols {
     pub true_: &'static str,
     pub false_: &'static str,
     pub ellipsis: &'static str,
-    /// Called with each code object by `_Py_Deepfreeze_Init`; a negative
-    /// result makes Init return -1.
-    pub code_init: &'static str,
-    /// Called with each code object by `_Py_Deepfreeze_Fini`.
-    pub code_fini: &'static str,
-    /// Called with each string object we emit by `_Py_Deepfreeze_Fini`
-    /// (3.11 `_PyStaticUnicode_Dealloc`), after the code objects.
-    pub str_fini: Option<&'static str>,
-    /// Public API the lazy scheme calls for frozenset constants.
-    pub frozenset_new: &'static str,
-    pub decref: &'static str,
-    /// Defined as a 32-bit counter one past the last `co_version`.
-    pub next_func_version: Option<&'static str>,
-    pub deepfreeze_init: &'static str,
-    pub deepfreeze_fini: &'static str,
 }
 
 /// `struct _frozen`, an entry of the module tables in `frozen.o`.
@@ -252,7 +235,7 @@ pub(crate) const TUPLE_3X: TupleLayout = TupleLayout {
     items: 24,
 };
 
-/// The symbols 3.11 and 3.12 share; each table overrides the rest.
+/// The symbols 3.11 and 3.12 share.
 pub(crate) const SYMBOLS_3X: Symbols = Symbols {
     code_type: "PyCode_Type",
     bytes_type: "PyBytes_Type",
@@ -265,14 +248,6 @@ pub(crate) const SYMBOLS_3X: Symbols = Symbols {
     true_: "_Py_TrueStruct",
     false_: "_Py_FalseStruct",
     ellipsis: "_Py_EllipsisObject",
-    code_init: "_PyStaticCode_Init",
-    code_fini: "_PyStaticCode_Fini",
-    str_fini: None,
-    next_func_version: None,
-    frozenset_new: "PyFrozenSet_New",
-    decref: "Py_DecRef",
-    deepfreeze_init: "_Py_Deepfreeze_Init",
-    deepfreeze_fini: "_Py_Deepfreeze_Fini",
 };
 
 /// `struct _frozen` and the module tables, the same in 3.11 and 3.12
@@ -314,22 +289,6 @@ pub struct Layout {
 }
 
 impl Layout {
-    /// The table for `major.minor`, or an error explaining why there is none.
-    pub fn for_version(major: u8, minor: u8) -> Result<&'static Layout> {
-        match (major, minor) {
-            (3, 12) => Ok(&py312::LAYOUT),
-            (3, 11) => Ok(&py311::LAYOUT),
-            (3, m) if m >= 13 => Err(Error::msg(format!(
-                "CPython 3.{m} has no deep-frozen modules (3.13 removed deep-freezing and the \
-                 get_code member of struct _frozen); use 3.11 or 3.12"
-            ))),
-            _ => Err(Error::msg(format!(
-                "CPython {major}.{minor} has no deep-frozen modules (deep-freezing exists in \
-                 3.11 and 3.12 only)"
-            ))),
-        }
-    }
-
     /// How much the runtime's shared objects move on `arch`.
     pub fn runtime_shift(&self, arch: crate::arch::Arch) -> u32 {
         self.runtime
@@ -337,19 +296,6 @@ impl Layout {
             .iter()
             .find(|(a, _)| *a == arch)
             .map_or(0, |&(_, s)| s)
-    }
-
-    /// Parse "3.12" and look the version up.
-    pub fn parse(s: &str) -> Result<&'static Layout> {
-        let bad = || {
-            Error::msg(format!(
-                "invalid --python version '{s}': expected MAJOR.MINOR, e.g. 3.12"
-            ))
-        };
-        let (a, b) = s.split_once('.').ok_or_else(bad)?;
-        let major: u8 = a.parse().map_err(|_| bad())?;
-        let minor: u8 = b.parse().map_err(|_| bad())?;
-        Layout::for_version(major, minor)
     }
 
     /// Offset inside `_PyRuntime` of the global-table string `s`.
@@ -415,8 +361,8 @@ mod tests {
     /// bytes, ASCII, and no entry longer than its key buffer.
     #[test]
     fn global_string_tables_are_sorted_short_ascii() {
-        for (major, minor) in [(3, 11), (3, 12)] {
-            let l = Layout::for_version(major, minor).unwrap();
+        for v in crate::version::VERSIONS {
+            let l = v.layout;
             let t = l.runtime.global_strings;
             let index = l.global_strings();
             assert!(t.len() > 100);

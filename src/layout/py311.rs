@@ -70,7 +70,6 @@ pub static LAYOUT: Layout = Layout {
         ascii_bit: 6,
         // ready
         static_bits: 1 << 7,
-        fill_utf8: false,
         wstr: Some((f(40, 8), f(64, 8))),
     },
     bytes: BYTES_3X,
@@ -101,12 +100,7 @@ pub static LAYOUT: Layout = Layout {
         arch_shift: &[(crate::arch::Arch::Aarch64, 16)],
         known_on: &[crate::target::Os::Linux],
     },
-    sym: Symbols {
-        code_init: "_PyStaticCode_InternStrings",
-        code_fini: "_PyStaticCode_Dealloc",
-        str_fini: Some("_PyStaticUnicode_Dealloc"),
-        ..SYMBOLS_3X
-    },
+    sym: SYMBOLS_3X,
 
     frozen: FrozenLayout {
         keeps_marshal: false,

@@ -68,7 +68,6 @@ pub static LAYOUT: Layout = Layout {
         ascii_bit: 6,
         // statically_allocated
         static_bits: 1 << 7,
-        fill_utf8: true,
         wstr: None,
     },
     bytes: BYTES_3X,
@@ -97,12 +96,7 @@ pub static LAYOUT: Layout = Layout {
         arch_shift: &[],
         known_on: &[crate::target::Os::Linux],
     },
-    sym: Symbols {
-        code_init: "_PyStaticCode_Init",
-        code_fini: "_PyStaticCode_Fini",
-        next_func_version: Some("_Py_next_func_version"),
-        ..SYMBOLS_3X
-    },
+    sym: SYMBOLS_3X,
 
     frozen: FrozenLayout {
         keeps_marshal: true,
