@@ -8,11 +8,13 @@
 
 pub mod emit;
 pub mod error;
+pub mod frozen;
 pub mod graph;
 pub mod input;
 pub mod layout;
 pub mod marshal;
 pub mod objfile;
+pub mod output;
 pub mod place;
 pub mod relink;
 pub mod tables;

@@ -272,11 +272,6 @@ impl Image {
     }
 }
 
-/// The accessor symbol for a module name (`a.b` -> `_Py_get_a_b_toplevel`).
-pub fn accessor_symbol(module: &str) -> String {
-    format!("_Py_get_{}_toplevel", module.replace('.', "_"))
-}
-
 /// Data alignment of every object (pointer alignment).
 const ALIGN: u64 = 8;
 

@@ -6,12 +6,9 @@
 //! They are written into the same data section as the frozen objects, after
 //! them, so one object replaces both `deepfreeze.o` and `frozen.o`.
 
-use crate::input::archive::{Entry, Tables};
+use crate::frozen::{Entry, Tables};
 use crate::layout::Layout;
 use crate::place::{Image, Target};
-
-/// The stdlib table's index in [`crate::layout::FrozenLayout::tables`].
-pub const STDLIB: usize = 1;
 
 /// Append the tables to `img`: arrays, names, kept marshal bytes, aliases
 /// and the global symbols. `get_code` names are accessor symbols of `img`.

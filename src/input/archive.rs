@@ -4,8 +4,8 @@
 
 use super::{Marshalled, OffsetMap};
 use crate::error::{Error, Result};
+use crate::frozen::{accessor_symbol, Entry, Tables};
 use crate::layout::Layout;
-use crate::place::accessor_symbol;
 use object::read::archive::ArchiveFile;
 use object::{Object, ObjectSection, ObjectSymbol, RelocationTarget, SectionIndex};
 use std::collections::HashMap;
@@ -32,26 +32,6 @@ enum Ptr {
     Local(SectionIndex, u64),
     Extern(String),
     Null,
-}
-
-/// One entry of a module table (`struct _frozen`).
-#[derive(Debug, Clone)]
-pub struct Entry {
-    pub name: String,
-    /// Marshal bytes and their offset in the archive (None: no code kept).
-    pub code: Option<(Vec<u8>, u64)>,
-    pub is_package: bool,
-    /// The accessor symbol (`get_code`), for deep-frozen modules.
-    pub get_code: Option<String>,
-}
-
-/// The module tables of a `frozen.o`: bootstrap, stdlib, test (in the
-/// order of [`crate::layout::FrozenLayout::tables`]), and the aliases
-/// (alias, original; the original may be NULL).
-#[derive(Debug, Clone)]
-pub struct Tables {
-    pub tables: Vec<Vec<Entry>>,
-    pub aliases: Vec<(String, Option<String>)>,
 }
 
 /// Read the module tables of the `frozen.o` inside `path`.

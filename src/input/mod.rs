@@ -15,8 +15,8 @@ pub mod header;
 pub mod select;
 
 use crate::error::{Error, Result};
+use crate::frozen::accessor_symbol;
 use crate::layout::Layout;
-use crate::place::accessor_symbol;
 use std::path::{Path, PathBuf};
 
 /// One module's marshalled code and where it came from.
