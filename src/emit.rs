@@ -42,6 +42,8 @@ pub struct Options {
     /// objects are only known for Linux builds (for harnesses that supply
     /// their own `_PyRuntime`).
     pub assume_linux_runtime: bool,
+    /// The target's stdlib sources (default: beside the archive).
+    pub stdlib: Option<PathBuf>,
     pub verbose: bool,
 }
 

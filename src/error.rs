@@ -4,7 +4,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Error {
     /// The file (or other input) the error is about, if any.
     pub file: Option<PathBuf>,

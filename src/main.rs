@@ -44,10 +44,19 @@ enum Cmd {
         /// from the frozen.o inside this libpython archive.
         #[arg(long, value_name = "LIBPYTHON.a")]
         modules_from: Option<PathBuf>,
-        /// Interpreter (of the same X.Y) that compiles .py inputs and
-        /// modules whose marshal bytes the archive does not keep.
+        /// Interpreter that compiles .py inputs, --freeze/--trace modules
+        /// and the archive's modules whose marshal bytes it does not keep
+        /// (3.11). Same X.Y as --python; with --modules-from, the archive's
+        /// exact release (e.g. 3.11.2), and the sources it compiles are the
+        /// target's (see --stdlib), never the interpreter's own.
         #[arg(long, value_name = "PYTHON")]
         compile_with: Option<PathBuf>,
+        /// The target's standard library sources (its Lib folder). Default:
+        /// beside the --modules-from archive (`<stdlib>/config-X.Y-<triple>/`
+        /// when installed, `Lib/` in a build tree). For cross builds, point it
+        /// at the target's own tree (an unpacked sysroot, say).
+        #[arg(long, value_name = "DIR")]
+        stdlib: Option<PathBuf>,
         /// Also write a make rule listing every file the output depends on
         /// (inputs, archive, interpreter, this tool), as `gcc -MD -MP` does.
         #[arg(long, value_name = "FILE.d")]
@@ -140,17 +149,7 @@ fn main() -> ExitCode {
                     ExitCode::SUCCESS
                 };
             }
-            // One line: clap's first line, without its usage block.
-            let text = e.render().to_string();
-            let msg: Vec<&str> = text
-                .lines()
-                .take_while(|l| !l.starts_with("Usage:"))
-                .map(str::trim)
-                .filter(|l| !l.is_empty() && !l.starts_with("tip:"))
-                .collect();
-            let msg = msg.join(" ");
-            let msg = msg.strip_prefix("error: ").unwrap_or(&msg);
-            eprintln!("pyfreeze-obj: error: {msg} (see --help)");
+            eprintln!("pyfreeze-obj: error: {}", one_line(&e.render().to_string()));
             return ExitCode::from(1);
         }
     };
@@ -161,6 +160,27 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// clap's message on one line: the error, then its tips (a similar
+/// argument, how to pass a value that looks like a flag) in parentheses,
+/// without the usage block.
+fn one_line(text: &str) -> String {
+    let (mut msg, mut tips) = (Vec::new(), Vec::new());
+    for l in text.lines().take_while(|l| !l.starts_with("Usage:")) {
+        let l = l.trim();
+        match l.strip_prefix("tip: ") {
+            Some(tip) => tips.push(tip),
+            None if !l.is_empty() => msg.push(l.strip_prefix("error: ").unwrap_or(l)),
+            None => {}
+        }
+    }
+    let mut s = msg.join(" ");
+    if !tips.is_empty() {
+        s.push_str(&format!(" ({})", tips.join("; ")));
+    }
+    s.push_str(" (see --help)");
+    s
 }
 
 fn run(cli: Cli) -> pyfreeze_obj::error::Result<()> {
@@ -178,6 +198,7 @@ fn run(cli: Cli) -> pyfreeze_obj::error::Result<()> {
             trace,
             frozen_tables,
             assume_linux_runtime,
+            stdlib,
             inputs,
         } => {
             let opts = Options {
@@ -191,8 +212,10 @@ fn run(cli: Cli) -> pyfreeze_obj::error::Result<()> {
                 trace,
                 frozen_tables,
                 assume_linux_runtime,
+                stdlib,
                 verbose,
             };
+            check_output(&output)?;
             emit::run_and_leak(&opts, &output, depfile.as_deref())?;
             Ok(())
         }
@@ -203,13 +226,36 @@ fn run(cli: Cli) -> pyfreeze_obj::error::Result<()> {
             eager,
             output,
             verbose,
-        } => pyfreeze_obj::relink::relink(&pyfreeze_obj::relink::RelinkOptions {
-            python,
-            freeze,
-            trace,
-            eager,
+        } => {
+            check_output(&output)?;
+            pyfreeze_obj::relink::relink(&pyfreeze_obj::relink::RelinkOptions {
+                python,
+                freeze,
+                trace,
+                eager,
+                output,
+                verbose,
+            })
+        }
+    }
+}
+
+/// An output must be a file name in an existing folder (both commands
+/// refuse alike, before any work).
+fn check_output(output: &std::path::Path) -> pyfreeze_obj::error::Result<()> {
+    use pyfreeze_obj::error::Error;
+    let text = output.to_string_lossy();
+    if output.is_dir() || text.ends_with('/') || text.ends_with(std::path::MAIN_SEPARATOR) {
+        return Err(Error::file(
             output,
-            verbose,
-        }),
+            "output is a folder: give a file name (-o FOLDER/NAME)",
+        ));
+    }
+    match output.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() && !dir.is_dir() => Err(Error::file(
+            output,
+            format!("output folder {} does not exist", dir.display()),
+        )),
+        _ => Ok(()),
     }
 }

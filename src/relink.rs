@@ -80,13 +80,11 @@ fn run(cmd: &mut Command, what: &str) -> Result<()> {
     if out.status.success() {
         return Ok(());
     }
-    let err = String::from_utf8_lossy(&out.stderr);
-    let last = err
-        .lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("no message");
-    Err(Error::msg(format!("{what} failed: {last}")))
+    Err(Error::msg(format!(
+        "{what} failed ({}): {}",
+        out.status,
+        crate::input::compile::stderr_summary(&out.stderr)
+    )))
 }
 
 fn log(o: &RelinkOptions, t0: Instant, what: std::fmt::Arguments) {
@@ -138,6 +136,7 @@ pub fn relink(o: &RelinkOptions) -> Result<()> {
             trace: o.trace.clone(),
             frozen_tables: true,
             assume_linux_runtime: false,
+            stdlib: None,
             verbose: o.verbose,
         };
         let stats = emit::run(&opts, &obj, None)?;
@@ -183,14 +182,25 @@ pub fn relink(o: &RelinkOptions) -> Result<()> {
             link(&["-no-pie"])?;
         }
         log(o, t0, format_args!("linked"));
+        // The work folder is beside the output: one atomic rename.
         std::fs::rename(&tmp_out, &o.output)
-            .or_else(|_| std::fs::copy(&tmp_out, &o.output).map(|_| ()))
             .map_err(|e| Error::file(&o.output, format!("cannot write output: {e}")))
     })();
     let _ = std::fs::remove_dir_all(&work);
-    result?;
+    result.map_err(|e| without_work_folder(e, &work, &o.output))?;
     log(o, t0, format_args!("wrote {}", o.output.display()));
     Ok(())
+}
+
+/// An error about the (removed) work folder's files, told about the
+/// output instead: the work folder's name means nothing to the user.
+fn without_work_folder(mut e: Error, work: &Path, output: &Path) -> Error {
+    if e.file.as_deref().is_some_and(|f| f.starts_with(work)) {
+        e.file = Some(output.to_path_buf());
+    }
+    let w = work.display().to_string();
+    e.message = e.message.replace(&format!("{w}/"), "").replace(&w, "");
+    e
 }
 
 /// A fresh work folder beside the output (same file system for the rename).
@@ -204,7 +214,11 @@ fn tempdir(output: &Path) -> Result<PathBuf> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let work = dir.join(format!(".{name}.pyfreeze-relink.{}", std::process::id()));
-    std::fs::create_dir_all(&work)
-        .map_err(|e| Error::file(&work, format!("cannot create a work folder: {e}")))?;
+    std::fs::create_dir(&work).map_err(|e| {
+        Error::file(
+            output,
+            format!("cannot create a work folder in {}: {e}", dir.display()),
+        )
+    })?;
     Ok(work)
 }

@@ -69,14 +69,28 @@ impl Target {
                     .join(", ")
             ))
         })?;
-        let format = match (triple.binary_format, triple.operating_system) {
-            (BinaryFormat::Elf, _) => Format::Elf,
-            (BinaryFormat::Macho, _) => Format::MachO,
-            (BinaryFormat::Coff, _) => Format::Coff,
-            (_, OperatingSystem::Linux) => Format::Elf,
-            (f, os) => {
+        let os = match triple.operating_system {
+            OperatingSystem::Linux => match triple.environment {
+                Environment::Gnu | Environment::Unknown | Environment::Gnuabi64 => Os::Linux,
+                _ => Os::OtherLinux,
+            },
+            OperatingSystem::Darwin | OperatingSystem::MacOSX { .. } => Os::MacOs,
+            OperatingSystem::Windows => Os::Windows,
+            other => {
                 return Err(Error::msg(format!(
-                    "target '{s}': no object format known for {f} on {os}"
+                    "target '{s}': operating system {other} is not one pyfreeze-obj knows \
+                     CPython's runtime layout for (Linux, macOS, Windows)"
+                )))
+            }
+        };
+        let format = match (os, triple.binary_format) {
+            (Os::Linux | Os::OtherLinux, BinaryFormat::Elf | BinaryFormat::Unknown) => Format::Elf,
+            (Os::MacOs, BinaryFormat::Macho | BinaryFormat::Unknown) => Format::MachO,
+            (Os::Windows, BinaryFormat::Coff | BinaryFormat::Unknown) => Format::Coff,
+            (_, f) => {
+                return Err(Error::msg(format!(
+                    "target '{s}': object format {f} is not the one CPython uses on {}",
+                    triple.operating_system
                 )))
             }
         };
@@ -85,8 +99,8 @@ impl Target {
             Architecture::Aarch64(_) => arch::Arch::Aarch64,
             other => {
                 return Err(Error::msg(format!(
-                    "target '{s}': architecture {other} is not one pyfreeze-obj targets \
-                     (x86_64 and aarch64 only: CPython's frozen layouts here are 64-bit)"
+                    "target '{s}': pyfreeze-obj has machine code and layouts for x86_64 and \
+                     aarch64 only, not {other}"
                 )))
             }
         };
@@ -98,14 +112,6 @@ impl Target {
             arch::Abi::SysV
         };
         let wchar_size = if format == Format::Coff { 2 } else { 4 };
-        let os = match format {
-            Format::Elf => match triple.environment {
-                Environment::Gnu | Environment::Unknown | Environment::Gnuabi64 => Os::Linux,
-                _ => Os::OtherLinux,
-            },
-            Format::MachO => Os::MacOs,
-            Format::Coff => Os::Windows,
-        };
         Ok(Target {
             os,
             triple: full.to_string(),

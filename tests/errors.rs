@@ -224,6 +224,7 @@ fn adversarial_corpus_gives_only_clean_errors() {
                             trace: vec![],
                             frozen_tables: false,
                             assume_linux_runtime: true,
+                            stdlib: None,
                             verbose: false,
                         };
                         build_object(&opts, &graph, None).expect("a graph that reads must lay out");
@@ -318,6 +319,7 @@ fn fuzz_regressions_stay_fixed() {
                     trace: vec![],
                     frozen_tables: false,
                     assume_linux_runtime: true,
+                    stdlib: None,
                     verbose: false,
                 };
                 build_object(&opts, &graph, None).unwrap();

@@ -30,27 +30,66 @@ pub struct Collected {
 /// selection. An input whose accessor is one of the archive's replaces that
 /// module in place; selected modules already present are not added twice.
 pub fn collect(opts: &Options) -> Result<Collected> {
+    let layout = opts.version.layout;
     // (accessor, from an explicit input?, what to do)
     let mut slots: Vec<(String, bool, Slot)> = Vec::new();
     let mut added = Vec::new();
-    let tables = match &opts.modules_from {
-        Some(ar) => Some(input::archive::read_tables(ar, opts.version.layout)?),
+    let archive = match &opts.modules_from {
+        Some(ar) => Some((ar.as_path(), input::archive::read_tables(ar, layout)?)),
         None => None,
     };
-    if let (Some(ar), Some(t)) = (&opts.modules_from, &tables) {
+    let interp = match &opts.compile_with {
+        Some(py) => Some(compile::probe(py, layout, "--compile-with")?),
+        None => None,
+    };
+    // Code compiled for an archive must be the archive's release's, from
+    // the archive's own sources: another release's compiler may emit other
+    // bytecode, and another build's (or the host's) stdlib other code.
+    if let (Some((ar, (_, id))), Some(i), Some(py)) = (&archive, &interp, &opts.compile_with) {
+        if i.version != id.version {
+            return Err(Error::file(
+                py,
+                format!(
+                    "--compile-with is CPython {} ({}), but {} is {}{}: give the interpreter of \
+                     the archive's own release, which compiles what the archive's runtime expects",
+                    i.version,
+                    i.built,
+                    ar.display(),
+                    id.version,
+                    id.built
+                        .as_ref()
+                        .map_or(String::new(), |b| format!(" ({b})")),
+                ),
+            ));
+        }
+    }
+    let stdlib = target_stdlib(opts, archive.as_ref().map(|(ar, _)| *ar));
+    if let Some((ar, (t, _))) = &archive {
         for m in input::archive::modules(t, ar) {
             let slot = match m.code {
                 Some(code) => Slot::Ready(code),
-                None => Slot::Compile(compile::Request {
-                    name: m.name,
-                    accessor: m.accessor.clone(),
-                    source: None,
-                    frozen_name: m.frozen_name,
-                }),
+                None => {
+                    let dir = stdlib.as_ref().map_err(Clone::clone)?;
+                    let rel = m.name.replace('.', "/");
+                    let file = if m.is_package {
+                        dir.join(rel).join("__init__.py")
+                    } else {
+                        dir.join(rel + ".py")
+                    };
+                    Slot::Compile(compile::Request {
+                        name: m.name,
+                        accessor: m.accessor.clone(),
+                        // No source in the stdlib (3.11's frozen_only): the
+                        // interpreter's own frozen code, of the same release.
+                        source: file.is_file().then_some(file),
+                        frozen_name: m.frozen_name,
+                    })
+                }
             };
             slots.push((m.accessor, false, slot));
         }
     }
+    let tables = archive.map(|(_, (t, _))| t);
     let args: Vec<(PathBuf, String)> = opts
         .inputs
         .iter()
@@ -98,13 +137,30 @@ pub fn collect(opts: &Options) -> Result<Collected> {
         }
     }
     if !opts.freeze.is_empty() || !opts.trace.is_empty() {
-        let py = opts.compile_with.as_deref().ok_or_else(|| {
+        let (py, interp) = opts.compile_with.as_deref().zip(interp.as_ref()).ok_or_else(|| {
             Error::msg("--freeze and --trace need --compile-with PYTHON (it finds and compiles the modules)")
         })?;
-        for sel in select::resolve(py, opts.version.layout, &opts.freeze, &opts.trace)? {
+        for mut sel in select::resolve(py, layout, &opts.freeze, &opts.trace)? {
             let accessor = accessor_symbol(&sel.name);
             if index.contains_key(&accessor) {
                 continue;
+            }
+            // A stdlib module comes from the target's stdlib, not the
+            // interpreter's (which may be another build's, or the host's).
+            if let (Ok(target), Ok(rel)) = (&stdlib, sel.source.strip_prefix(&interp.stdlib)) {
+                let file = target.join(rel);
+                if !file.is_file() {
+                    return Err(Error::file(
+                        &file,
+                        format!(
+                            "module {}: the target's stdlib has no such source (the \
+                             --compile-with interpreter found {})",
+                            sel.name,
+                            sel.source.display()
+                        ),
+                    ));
+                }
+                sel.source = file;
             }
             added.push((sel.name.clone(), sel.is_package, accessor.clone()));
             index.insert(accessor.clone(), slots.len());
@@ -133,16 +189,33 @@ pub fn collect(opts: &Options) -> Result<Collected> {
         Vec::new()
     } else {
         let py = opts.compile_with.as_deref().ok_or_else(|| {
-            let names: Vec<&str> = requests.iter().map(|r| r.name.as_str()).collect();
-            Error::msg(format!(
-                "no marshal bytes for {} (3.11's frozen.o keeps none; .py inputs need compiling): \
-                 give --compile-with PYTHON{}.{}",
-                names.join(", "),
-                opts.version.layout.version.0,
-                opts.version.layout.version.1
-            ))
+            let (a, b) = layout.version;
+            let py_input = args
+                .iter()
+                .find(|(p, _)| p.extension().is_some_and(|e| e == "py"));
+            match (py_input, &opts.modules_from) {
+                (Some((src, _)), _) => Error::file(
+                    src,
+                    format!(
+                        "a .py input needs --compile-with PYTHON: a CPython {a}.{b} interpreter \
+                         compiles it"
+                    ),
+                ),
+                (None, Some(ar)) => Error::file(
+                    ar,
+                    format!(
+                        "the archive keeps no marshal bytes for its deep-frozen modules \
+                         (CPython {a}.{b}'s frozen.o has none): give --compile-with the \
+                         archive's own CPython release, which compiles them from the target's \
+                         stdlib sources"
+                    ),
+                ),
+                (None, None) => {
+                    Error::msg(format!("give --compile-with a CPython {a}.{b} interpreter"))
+                }
+            }
         })?;
-        compile::compile(py, opts.version.layout, &requests)?
+        compile::compile(py, layout, &requests)?
     }
     .into_iter();
     let mods = slots
@@ -157,6 +230,45 @@ pub fn collect(opts: &Options) -> Result<Collected> {
         tables,
         added,
     })
+}
+
+/// Where the target's stdlib sources are: `--stdlib`, else beside the
+/// archive (an installed archive sits in `<stdlib>/config-X.Y-<triple>/`, a
+/// build tree's at its top, beside `Lib/`). An error (for when sources are
+/// needed) says where it looked.
+fn target_stdlib(opts: &Options, archive: Option<&std::path::Path>) -> Result<PathBuf> {
+    if let Some(dir) = &opts.stdlib {
+        if !dir.join("os.py").is_file() {
+            return Err(Error::file(
+                dir,
+                "--stdlib: not a CPython standard library folder (no os.py)",
+            ));
+        }
+        return Ok(dir.clone());
+    }
+    let Some(ar) = archive else {
+        return Err(Error::msg("no target stdlib: give --stdlib DIR"));
+    };
+    let dir = ar.parent().unwrap_or(std::path::Path::new("."));
+    let candidates = [dir.parent().map(|p| p.to_path_buf()), Some(dir.join("Lib"))];
+    for c in candidates.iter().flatten() {
+        if c.join("os.py").is_file() {
+            return Ok(c.clone());
+        }
+    }
+    Err(Error::file(
+        ar,
+        format!(
+            "no stdlib sources beside the archive (looked for os.py in {}): give --stdlib DIR, \
+             the target's own Lib folder",
+            candidates
+                .iter()
+                .flatten()
+                .map(|c| c.display().to_string())
+                .collect::<Vec<_>>()
+                .join(" and ")
+        ),
+    ))
 }
 
 /// A `FILE:MODNAME` input is a package when its file is an `__init__`.

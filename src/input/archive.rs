@@ -34,21 +34,74 @@ enum Ptr {
     Null,
 }
 
-/// Read the module tables of the `frozen.o` inside `path`.
-pub fn read_tables(path: &Path, layout: &Layout) -> Result<Tables> {
+/// Which CPython build an archive is: `PY_VERSION` (from `getversion.o`)
+/// and, where the archive records it, the build's date and time (from
+/// `getbuildinfo.o`, as `platform.python_build()` gives them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub version: String,
+    pub built: Option<String>,
+}
+
+impl Identity {
+    /// `(major, minor)` of [`Identity::version`].
+    pub fn major_minor(&self) -> Option<(u8, u8)> {
+        let mut it = self.version.split('.');
+        let major = it.next()?.parse().ok()?;
+        let minor = it.next()?.parse().ok()?;
+        Some((major, minor))
+    }
+}
+
+/// Read the module tables of the `frozen.o` inside `path`, after checking
+/// that the archive is a build of `layout`'s CPython version.
+pub fn read_tables(path: &Path, layout: &Layout) -> Result<(Tables, Identity)> {
     // Read on demand: the archive is tens of MB, frozen.o a small part.
     let file =
         std::fs::File::open(path).map_err(|e| Error::file(path, format!("cannot read: {e}")))?;
     let cache = object::ReadCache::new(file);
     let ar = ArchiveFile::parse(&cache)
         .map_err(|e| Error::at(path, 0, format!("not an ar archive: {e}")))?;
-    let mut member = None;
+    let (mut member, mut version, mut buildinfo) = (None, None, None);
     for m in ar.members() {
         let m = m.map_err(|e| Error::file(path, format!("corrupt archive member table: {e}")))?;
-        if m.name() == b"frozen.o" {
-            member = Some(m);
-            break;
+        match m.name() {
+            b"frozen.o" => member = Some(m),
+            b"getversion.o" => version = Some(m),
+            b"getbuildinfo.o" => buildinfo = Some(m),
+            _ => {}
         }
+    }
+    let member_strings = |m: Option<object::read::archive::ArchiveMember>| -> Vec<String> {
+        m.and_then(|m| m.data(&cache).ok())
+            .and_then(|d| object::File::parse(d).ok())
+            .map(|o| object_strings(&o))
+            .unwrap_or_default()
+    };
+    let identity = Identity {
+        version: member_strings(version)
+            .into_iter()
+            .find(|s| is_py_version(s))
+            .ok_or_else(|| {
+                Error::file(
+                    path,
+                    "no CPython version in its getversion.o (PY_VERSION): cannot tell which \
+                     CPython this archive is; give the static library of a CPython build",
+                )
+            })?,
+        built: build_date(&member_strings(buildinfo)),
+    };
+    let (want_major, want_minor) = layout.version;
+    if identity.major_minor() != Some(layout.version) {
+        return Err(Error::file(
+            path,
+            format!(
+                "archive is CPython {}, not {want_major}.{want_minor} (--python \
+                 {want_major}.{want_minor}): give --python with the archive's version, or the \
+                 archive of a {want_major}.{want_minor} build",
+                identity.version
+            ),
+        ));
     }
     let m = member.ok_or_else(|| {
         Error::file(
@@ -122,14 +175,81 @@ pub fn read_tables(path: &Path, layout: &Layout) -> Result<Tables> {
         tables.push(entries);
     }
     let aliases = fr.aliases(&obj, fl);
-    Ok(Tables { tables, aliases })
+    Ok((Tables { tables, aliases }, identity))
+}
+
+/// The NUL-terminated strings in the data sections of `obj`.
+fn object_strings(obj: &object::File) -> Vec<String> {
+    use object::SectionKind;
+    let mut out = Vec::new();
+    for s in obj.sections() {
+        if !matches!(
+            s.kind(),
+            SectionKind::ReadOnlyString | SectionKind::ReadOnlyData | SectionKind::Data
+        ) {
+            continue;
+        }
+        let Ok(data) = s.data() else { continue };
+        out.extend(
+            data.split(|&b| b == 0)
+                .filter(|w| !w.is_empty())
+                .filter_map(|w| std::str::from_utf8(w).ok())
+                .map(str::to_string),
+        );
+    }
+    out
+}
+
+/// `PY_VERSION` as CPython spells it: `3.11.2`, `3.13.0rc1`, `3.12.1+`.
+fn is_py_version(s: &str) -> bool {
+    let core = s.trim_end_matches('+');
+    let mut parts = core.splitn(3, '.');
+    let (Some(a), Some(b), Some(c)) = (parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    let digits = |x: &str| !x.is_empty() && x.bytes().all(|b| b.is_ascii_digit());
+    let n = c.bytes().take_while(u8::is_ascii_digit).count();
+    let tail = &c[n..];
+    let tail_ok = tail.is_empty()
+        || ["a", "b", "rc"]
+            .iter()
+            .any(|p| tail.strip_prefix(p).is_some_and(digits));
+    a == "3" && digits(b) && n > 0 && tail_ok
+}
+
+/// "Mmm dd yyyy hh:mm:ss" from `getbuildinfo.o`'s `__DATE__` and
+/// `__TIME__` strings, as `platform.python_build()[1]` shows them.
+fn build_date(strings: &[String]) -> Option<String> {
+    let is_time = |s: &str| {
+        s.len() == 8
+            && s.bytes().enumerate().all(|(i, b)| {
+                if i == 2 || i == 5 {
+                    b == b':'
+                } else {
+                    b.is_ascii_digit()
+                }
+            })
+    };
+    let is_date = |s: &str| {
+        let b = s.as_bytes();
+        s.len() == 11
+            && b[..3].iter().all(u8::is_ascii_alphabetic)
+            && b[3] == b' '
+            && (b[4] == b' ' || b[4].is_ascii_digit())
+            && b[5].is_ascii_digit()
+            && b[6] == b' '
+            && b[7..].iter().all(u8::is_ascii_digit)
+    };
+    let date = strings.iter().find(|s| is_date(s))?;
+    let time = strings.iter().find(|s| is_time(s))?;
+    Some(format!("{date} {time}"))
 }
 
 /// The deep-frozen modules of an archive, in table order: one per accessor
 /// (aliases such as `os.path` share another module's), under the name that
 /// mangles to the accessor (its own or its alias target's).
 pub fn read(path: &Path, layout: &Layout) -> Result<Vec<FrozenModule>> {
-    Ok(modules(&read_tables(path, layout)?, path))
+    Ok(modules(&read_tables(path, layout)?.0, path))
 }
 
 pub fn modules(t: &Tables, path: &Path) -> Vec<FrozenModule> {
@@ -255,5 +375,48 @@ impl<'d, 'o> Frozen<'d, 'o> {
         let b = d.get(at as usize..(at + len) as usize)?;
         let file_off = sec.file_range().map(|(o, _)| o).unwrap_or(0) + at;
         Some((b, file_off))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn py_version_strings() {
+        for ok in [
+            "3.11.2",
+            "3.12.1",
+            "3.13.0rc1",
+            "3.14.0a7",
+            "3.12.1+",
+            "3.15.2",
+        ] {
+            assert!(is_py_version(ok), "{ok}");
+        }
+        for bad in [
+            "3.11", "2.7.18", "3.x.1", "3.11.2x", "%.80s", "", "3.11.2.1", "3.11.rc1",
+        ] {
+            assert!(!is_py_version(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn build_dates() {
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            build_date(&s(&[
+                "main",
+                "%s%s%s, %.20s, %.9s",
+                "07:35:25",
+                "May  9 2026"
+            ])),
+            Some("May  9 2026 07:35:25".into())
+        );
+        assert_eq!(
+            build_date(&s(&["Oct 17 2026", "12:35:07"])).as_deref(),
+            Some("Oct 17 2026 12:35:07")
+        );
+        assert_eq!(build_date(&s(&["main", "12:35:07"])), None);
     }
 }

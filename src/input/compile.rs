@@ -22,29 +22,16 @@ pub struct Request {
 }
 
 // Arguments: the X.Y wanted, then one per module: `NAME=PATH` (compile
-// that file), or `NAME?FROZEN` (find NAME's source on the interpreter's
-// path; if it has none, take the code the interpreter itself froze under
-// FROZEN, as `_imp.get_frozen_object` gives it).
+// that file), or `NAME?FROZEN` (the code the interpreter itself froze under
+// FROZEN, as `_imp.get_frozen_object` gives it: for modules whose source no
+// stdlib ships, such as 3.11's `frozen_only`).
 const SCRIPT: &str = r#"
-import sys, os, marshal, importlib, importlib.machinery, importlib.util, _imp
+import sys, os, marshal, importlib, importlib.util, _imp
 want = sys.argv[1]
 have = "%d.%d" % sys.version_info[:2]
 if have != want:
     sys.stderr.write("interpreter is Python %s, not %s\n" % (have, want))
     sys.exit(3)
-
-def find_source(name):
-    parent, _, _ = name.rpartition(".")
-    path = None
-    if parent:
-        try:
-            path = importlib.import_module(parent).__path__
-        except Exception:
-            return None
-    spec = importlib.machinery.PathFinder.find_spec(name, path)
-    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
-        return None
-    return spec.origin
 
 def renamed(code, filename):
     consts = tuple(renamed(c, filename) if isinstance(c, type(code)) else c for c in code.co_consts)
@@ -79,12 +66,12 @@ for arg in sys.argv[2:]:
         name, _, path = arg.partition("=")
     else:
         name, _, frozen = arg.partition("?")
-        path = find_source(name)
+        path = None
     if path is None:
         try:
             code = _imp.get_frozen_object(frozen)
         except Exception:
-            sys.stderr.write("module %s: no Python source found, and the interpreter has no frozen %s; give FILE:%s\n" % (name, frozen, name))
+            sys.stderr.write("module %s: the target's stdlib has no source of it, and the interpreter has no frozen %s; give FILE:%s\n" % (name, frozen, name))
             sys.exit(4)
     else:
         with open(path, "rb") as f:
@@ -103,6 +90,97 @@ for arg in sys.argv[2:]:
     out.write(len(data).to_bytes(4, "little"))
     out.write(data)
 "#;
+
+/// What an interpreter says of itself.
+#[derive(Debug, Clone)]
+pub struct Interpreter {
+    /// `platform.python_version()`: `3.11.2`.
+    pub version: String,
+    /// `platform.python_build()[1]`: `Apr 28 2025 14:11:48`.
+    pub built: String,
+    /// Its standard library folder (`sysconfig`'s `stdlib`).
+    pub stdlib: PathBuf,
+}
+
+const PROBE: &str = r#"
+import sys, platform, sysconfig
+sys.stdout.write("%s\n%s\n%s\n" % (platform.python_version(), platform.python_build()[1], sysconfig.get_paths()["stdlib"]))
+"#;
+
+/// Ask `python` (given as `option`) its version, build and stdlib, and
+/// refuse an interpreter of another X.Y than `layout`'s.
+pub fn probe(python: &Path, layout: &Layout, option: &str) -> Result<Interpreter> {
+    let out = run_python(python, &["-S", "-c", PROBE], option)?;
+    let text = String::from_utf8_lossy(&out);
+    let mut lines = text.lines();
+    let (Some(version), Some(built), Some(stdlib)) = (lines.next(), lines.next(), lines.next())
+    else {
+        return Err(Error::file(
+            python,
+            format!("{option}: unexpected output (is this CPython?)"),
+        ));
+    };
+    let (a, b) = layout.version;
+    if !version.starts_with(&format!("{a}.{b}.")) {
+        return Err(Error::file(
+            python,
+            format!("{option}: interpreter is CPython {version}, not {a}.{b} (--python {a}.{b})"),
+        ));
+    }
+    Ok(Interpreter {
+        version: version.to_string(),
+        built: built.to_string(),
+        stdlib: PathBuf::from(stdlib),
+    })
+}
+
+/// Run `python` with `args`; its stdout, or an error naming `option` with
+/// what it said on stderr.
+fn run_python(python: &Path, args: &[&str], option: &str) -> Result<Vec<u8>> {
+    let out = Command::new(python)
+        .args(args)
+        .output()
+        .map_err(|e| Error::file(python, format!("cannot run the {option} interpreter: {e}")))?;
+    if out.status.success() {
+        return Ok(out.stdout);
+    }
+    Err(Error::file(
+        python,
+        format!(
+            "{option} failed ({}): {}",
+            out.status,
+            stderr_summary(&out.stderr)
+        ),
+    ))
+}
+
+/// What a failing interpreter said, on one line: a Python traceback's last
+/// line (the exception), else every non-empty line joined (a launcher such
+/// as a pyenv shim explains itself over several lines).
+pub fn stderr_summary(stderr: &[u8]) -> String {
+    let err = String::from_utf8_lossy(stderr);
+    let lines: Vec<&str> = err
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    if lines.is_empty() {
+        return "it printed nothing on stderr".to_string();
+    }
+    if err.contains("Traceback (most recent call last)") {
+        return lines[lines.len() - 1].to_string();
+    }
+    let mut s = lines.join(" | ");
+    if s.len() > 600 {
+        let cut = (0..=600)
+            .rev()
+            .find(|&i| s.is_char_boundary(i))
+            .unwrap_or(0);
+        s.truncate(cut);
+        s.push_str(" ...");
+    }
+    s
+}
 
 /// Compile every request, spread over one interpreter process per core
 /// (results in request order).
@@ -210,16 +288,13 @@ pub fn run_script(
     if out.status.success() {
         return Ok(out.stdout);
     }
-    let err = String::from_utf8_lossy(&out.stderr);
-    let last = err
-        .lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("no message");
     let why = if out.status.code() == Some(3) {
         "refused"
     } else {
         "failed"
     };
-    Err(Error::file(python, format!("{what} {why}: {last}")))
+    Err(Error::file(
+        python,
+        format!("{what} {why}: {}", stderr_summary(&out.stderr)),
+    ))
 }

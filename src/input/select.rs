@@ -124,8 +124,9 @@ for arg in sys.argv[2:]:
         r = subprocess.run([sys.executable, "-X", "frozen_modules=off", "-c", probe, value],
                            capture_output=True, text=True)
         if r.returncode != 0:
-            last = (r.stderr.strip().splitlines() or ["no message"])[-1]
-            sys.stderr.write("--trace: the traced code failed: %s\n" % last)
+            lines = r.stderr.strip().splitlines()
+            said = (": " + lines[-1]) if lines else " without a message"
+            sys.stderr.write("--trace %r: the traced code exited with status %d%s\n" % (value, r.returncode, said))
             sys.exit(5)
         for name in r.stdout.split():
             add(name, False)
