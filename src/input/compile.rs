@@ -98,13 +98,15 @@ pub struct Interpreter {
     pub version: String,
     /// `platform.python_build()[1]`: `Apr 28 2025 14:11:48`.
     pub built: String,
-    /// Its standard library folder (`sysconfig`'s `stdlib`).
+    /// Its standard library folder (where its `os` module is: `sysconfig`
+    /// would need the host platform's `_sysconfigdata`, which a
+    /// `PYTHONHOME` pointed at another platform's tree lacks).
     pub stdlib: PathBuf,
 }
 
 const PROBE: &str = r#"
-import sys, platform, sysconfig
-sys.stdout.write("%s\n%s\n%s\n" % (platform.python_version(), platform.python_build()[1], sysconfig.get_paths()["stdlib"]))
+import sys, os, platform
+sys.stdout.write("%s\n%s\n%s\n" % (platform.python_version(), platform.python_build()[1], os.path.dirname(os.__file__)))
 "#;
 
 /// Ask `python` (given as `option`) its version, build and stdlib, and
