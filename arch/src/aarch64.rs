@@ -1,0 +1,971 @@
+//! AArch64 (AAPCS64; Windows on ARM64 uses it too, with its own unwind
+//! data): ADRP + ADD pairs for addresses and BL for calls, so the code
+//! links into PIE, non-PIE executables and shared libraries. x16 and x17
+//! (IP0, IP1) are this lowering's own scratch registers and belong to no
+//! role. Every instruction is 4 bytes.
+
+use crate::ir::{Callee, Cond, Func, Inst, Label, Mem, Operand, Reg, Sym, Width};
+use crate::lower::{Backend, CodeRelocKind, Conv, Effect, Lowered, Sink, WinUnwind};
+use crate::Arch;
+
+const FP: u8 = 29;
+const LR: u8 = 30;
+/// Stack pointer or zero register, by instruction.
+const SP: u8 = 31;
+const ZR: u8 = 31;
+/// Scratch for addresses, and for values.
+const IP0: u8 = 16;
+const IP1: u8 = 17;
+
+/// AAPCS64.
+pub static AAPCS64: Conv = Conv {
+    name: "AAPCS64",
+    arch: Arch::Aarch64,
+    args: &[0, 1, 2, 3, 4, 5, 6, 7],
+    ret: 0,
+    saved: &[19, 20, 21, 22, 23, 24, 25, 26, 27, 28],
+    temps: &[9, 10, 11, 12, 13, 14, 15],
+    shadow: 0,
+};
+
+/// Condition codes of B.cond.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cc {
+    Eq = 0,
+    Ne = 1,
+    Hs = 2,
+    Lo = 3,
+    Ge = 10,
+    Lt = 11,
+}
+
+/// A machine instruction. `sf`: 64-bit (else 32-bit) operation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum M {
+    Bind(Label),
+    /// `adrp rd, sym`
+    Adrp {
+        rd: u8,
+        sym: Sym,
+    },
+    /// `add rd, rd, :lo12:sym`
+    AddLo12 {
+        rd: u8,
+        sym: Sym,
+    },
+    /// `movz`, `movk`, `movn` of a 16-bit chunk at `16 * hw`.
+    MovZ {
+        sf: bool,
+        rd: u8,
+        imm: u16,
+        hw: u8,
+    },
+    MovK {
+        sf: bool,
+        rd: u8,
+        imm: u16,
+        hw: u8,
+    },
+    MovN {
+        sf: bool,
+        rd: u8,
+        imm: u16,
+        hw: u8,
+    },
+    /// `mov rd, rm` (ORR with the zero register).
+    Mov {
+        sf: bool,
+        rd: u8,
+        rm: u8,
+    },
+    /// `add`/`sub`(`s`) `rd, rn, #imm` (rn may be sp; `cmp` is `subs`
+    /// into the zero register).
+    AddImm {
+        sf: bool,
+        sub: bool,
+        flags: bool,
+        rd: u8,
+        rn: u8,
+        imm: u16,
+    },
+    /// `add`/`sub`(`s`) `rd, rn, rm, lsl #shift`.
+    AddReg {
+        sf: bool,
+        sub: bool,
+        flags: bool,
+        rd: u8,
+        rn: u8,
+        rm: u8,
+        shift: u8,
+    },
+    /// `lsl rd, rn, #n` (64-bit).
+    Lsl {
+        rd: u8,
+        rn: u8,
+        n: u8,
+    },
+    /// `ldr`/`str` `rt, [rn, #off]` (unsigned offset, a multiple of the
+    /// width).
+    Ldr {
+        w: Width,
+        rt: u8,
+        rn: u8,
+        off: u32,
+    },
+    Str {
+        w: Width,
+        rt: u8,
+        rn: u8,
+        off: u32,
+    },
+    /// `ldr`/`str` `rt, [rn, rm{, lsl #log2(width)}]`.
+    LdrReg {
+        w: Width,
+        rt: u8,
+        rn: u8,
+        rm: u8,
+        scaled: bool,
+    },
+    StrReg {
+        w: Width,
+        rt: u8,
+        rn: u8,
+        rm: u8,
+        scaled: bool,
+    },
+    /// `ldr`/`str` `rt, [rn], #imm` (post-index).
+    LdrPost {
+        w: Width,
+        rt: u8,
+        rn: u8,
+        imm: i16,
+    },
+    StrPost {
+        w: Width,
+        rt: u8,
+        rn: u8,
+        imm: i16,
+    },
+    /// `stp rt, rt2, [sp, #-n]!`
+    PushPair {
+        rt: u8,
+        rt2: u8,
+        n: u32,
+    },
+    /// `ldp rt, rt2, [sp], #n`
+    PopPair {
+        rt: u8,
+        rt2: u8,
+        n: u32,
+    },
+    /// `stp`/`ldp` `rt, rt2, [sp, #off]`
+    SavePair {
+        rt: u8,
+        rt2: u8,
+        off: u32,
+    },
+    RestorePair {
+        rt: u8,
+        rt2: u8,
+        off: u32,
+    },
+    /// `mov x29, sp`
+    SetFp,
+    B(Label),
+    BCond(Cc, Label),
+    /// `cbz`/`cbnz`
+    Cbz {
+        sf: bool,
+        nz: bool,
+        rt: u8,
+        to: Label,
+    },
+    /// `tbz`/`tbnz`
+    Tbz {
+        nz: bool,
+        rt: u8,
+        bit: u8,
+        to: Label,
+    },
+    Bl(Callee),
+    /// `b` to a function (a tail call).
+    BFunc(Callee),
+    Ret,
+}
+
+const FIX_IMM26: u8 = 0;
+const FIX_IMM19: u8 = 1;
+const FIX_IMM14: u8 = 2;
+
+fn size_bits(w: Width) -> u32 {
+    (w.log2() as u32) << 30
+}
+
+/// The instruction word(s) of one instruction.
+pub fn encode(m: &M, s: &mut Sink) {
+    let r = |x: u8| x as u32;
+    let sf = |b: bool| (b as u32) << 31;
+    let word = match *m {
+        M::Bind(l) => {
+            s.bind(l);
+            return;
+        }
+        M::Adrp { rd, sym } => {
+            s.reloc(CodeRelocKind::A64AdrPage21, sym, 0);
+            0x9000_0000 | r(rd)
+        }
+        M::AddLo12 { rd, sym } => {
+            s.reloc(CodeRelocKind::A64AddLo12, sym, 0);
+            0x9100_0000 | r(rd) << 5 | r(rd)
+        }
+        M::MovZ { sf: b, rd, imm, hw } => {
+            sf(b) | 0x5280_0000 | r(hw) << 21 | (imm as u32) << 5 | r(rd)
+        }
+        M::MovK { sf: b, rd, imm, hw } => {
+            sf(b) | 0x7280_0000 | r(hw) << 21 | (imm as u32) << 5 | r(rd)
+        }
+        M::MovN { sf: b, rd, imm, hw } => {
+            sf(b) | 0x1280_0000 | r(hw) << 21 | (imm as u32) << 5 | r(rd)
+        }
+        M::Mov { sf: b, rd, rm } => sf(b) | 0x2a00_03e0 | r(rm) << 16 | r(rd),
+        M::AddImm {
+            sf: b,
+            sub,
+            flags,
+            rd,
+            rn,
+            imm,
+        } => {
+            assert!(imm < 4096, "add immediate {imm}");
+            sf(b)
+                | 0x1100_0000
+                | (sub as u32) << 30
+                | (flags as u32) << 29
+                | (imm as u32) << 10
+                | r(rn) << 5
+                | r(rd)
+        }
+        M::AddReg {
+            sf: b,
+            sub,
+            flags,
+            rd,
+            rn,
+            rm,
+            shift,
+        } => {
+            sf(b)
+                | 0x0b00_0000
+                | (sub as u32) << 30
+                | (flags as u32) << 29
+                | r(rm) << 16
+                | (shift as u32) << 10
+                | r(rn) << 5
+                | r(rd)
+        }
+        M::Lsl { rd, rn, n } => {
+            let (immr, imms) = ((64 - n as u32) % 64, 63 - n as u32);
+            0xd340_0000 | immr << 16 | imms << 10 | r(rn) << 5 | r(rd)
+        }
+        M::Ldr { w, rt, rn, off } | M::Str { w, rt, rn, off } => {
+            let load = matches!(m, M::Ldr { .. });
+            let scaled = off / w.bytes();
+            assert!(off % w.bytes() == 0 && scaled < 4096, "offset {off}");
+            size_bits(w) | 0x3900_0000 | (load as u32) << 22 | scaled << 10 | r(rn) << 5 | r(rt)
+        }
+        M::LdrReg {
+            w,
+            rt,
+            rn,
+            rm,
+            scaled,
+        }
+        | M::StrReg {
+            w,
+            rt,
+            rn,
+            rm,
+            scaled,
+        } => {
+            let load = matches!(m, M::LdrReg { .. });
+            size_bits(w)
+                | 0x3820_6800
+                | (load as u32) << 22
+                | r(rm) << 16
+                | (scaled as u32) << 12
+                | r(rn) << 5
+                | r(rt)
+        }
+        M::LdrPost { w, rt, rn, imm } | M::StrPost { w, rt, rn, imm } => {
+            let load = matches!(m, M::LdrPost { .. });
+            size_bits(w)
+                | 0x3800_0400
+                | (load as u32) << 22
+                | ((imm as u32) & 0x1ff) << 12
+                | r(rn) << 5
+                | r(rt)
+        }
+        M::PushPair { rt, rt2, n } => pair(0xa980_0000, rt, rt2, -(n as i32)),
+        M::PopPair { rt, rt2, n } => pair(0xa8c0_0000, rt, rt2, n as i32),
+        M::SavePair { rt, rt2, off } => pair(0xa900_0000, rt, rt2, off as i32),
+        M::RestorePair { rt, rt2, off } => pair(0xa940_0000, rt, rt2, off as i32),
+        M::SetFp => 0x9100_03fd,
+        M::B(l) => {
+            s.fixup(l, FIX_IMM26);
+            0x1400_0000
+        }
+        M::BCond(cc, l) => {
+            s.fixup(l, FIX_IMM19);
+            0x5400_0000 | cc as u32
+        }
+        M::Cbz { sf: b, nz, rt, to } => {
+            s.fixup(to, FIX_IMM19);
+            sf(b) | 0x3400_0000 | (nz as u32) << 24 | r(rt)
+        }
+        M::Tbz { nz, rt, bit, to } => {
+            s.fixup(to, FIX_IMM14);
+            (bit as u32 >> 5) << 31
+                | 0x3600_0000
+                | (nz as u32) << 24
+                | (bit as u32 & 31) << 19
+                | r(rt)
+        }
+        M::Bl(c) | M::BFunc(c) => {
+            let (op, kind) = match m {
+                M::Bl(_) => (0x9400_0000, CodeRelocKind::A64Call26),
+                _ => (0x1400_0000, CodeRelocKind::A64Jump26),
+            };
+            match c {
+                Callee::Extern(name) => s.reloc(kind, Sym::Extern(name), 0),
+                Callee::Local(f) => s.call_fixup(f, FIX_IMM26),
+            }
+            op
+        }
+        M::Ret => 0xd65f_03c0,
+    };
+    s.bytes(&word.to_le_bytes());
+}
+
+/// A 64-bit register pair access relative to sp.
+fn pair(op: u32, rt: u8, rt2: u8, off: i32) -> u32 {
+    assert!(
+        off % 8 == 0 && (-512..=504).contains(&off),
+        "pair offset {off}"
+    );
+    op | (((off / 8) as u32) & 0x7f) << 15 | (rt2 as u32) << 10 | (SP as u32) << 5 | rt as u32
+}
+
+pub struct Aarch64;
+
+/// A memory operand resolved to one of the load/store forms.
+enum Addr {
+    Imm(u8, u32),
+    Reg(u8, u8, bool),
+}
+
+struct Lowering {
+    conv: &'static Conv,
+    out: Vec<M>,
+    epilogue: Label,
+    next_label: u32,
+    /// Callee-saved registers in the frame, in pairs.
+    saved: Vec<u8>,
+    frame: u32,
+    used_epilogue: bool,
+}
+
+impl Lowering {
+    fn r(&self, r: Reg) -> u8 {
+        self.conv.reg(r)
+    }
+    fn label(&mut self) -> Label {
+        self.next_label += 1;
+        Label(self.next_label - 1)
+    }
+    fn mov_imm(&mut self, sf: bool, rd: u8, v: u64) {
+        let chunks = if sf { 4 } else { 2 };
+        let v = if sf { v } else { v & 0xffff_ffff };
+        let mask = if sf { u64::MAX } else { 0xffff_ffff };
+        let chunk = |x: u64, i: u8| (x >> (16 * i)) as u16;
+        // One instruction when all chunks but one are 0 (movz) or all ones
+        // (movn).
+        for (inv, zero) in [(false, 0u16), (true, 0xffff)] {
+            let nonmatching: Vec<u8> = (0..chunks).filter(|&i| chunk(v, i) != zero).collect();
+            if nonmatching.len() <= 1 {
+                let hw = nonmatching.first().copied().unwrap_or(0);
+                let imm = chunk(v, hw);
+                self.out.push(if inv {
+                    M::MovN {
+                        sf,
+                        rd,
+                        imm: !imm,
+                        hw,
+                    }
+                } else {
+                    M::MovZ { sf, rd, imm, hw }
+                });
+                return;
+            }
+        }
+        let _ = mask;
+        let mut first = true;
+        for hw in 0..chunks {
+            let imm = chunk(v, hw);
+            if imm == 0 {
+                continue;
+            }
+            self.out.push(if first {
+                M::MovZ { sf, rd, imm, hw }
+            } else {
+                M::MovK { sf, rd, imm, hw }
+            });
+            first = false;
+        }
+    }
+    /// `rd = rn + imm` (64-bit), through IP1 when the immediate does not
+    /// fit 12 bits.
+    fn add_imm(&mut self, rd: u8, rn: u8, imm: i64) {
+        if let Ok(u) = u16::try_from(imm.unsigned_abs()) {
+            if u < 4096 {
+                if imm == 0 && rd == rn {
+                    return;
+                }
+                self.out.push(M::AddImm {
+                    sf: true,
+                    sub: imm < 0,
+                    flags: false,
+                    rd,
+                    rn,
+                    imm: u,
+                });
+                return;
+            }
+        }
+        self.mov_imm(true, IP1, imm as u64);
+        self.out.push(M::AddReg {
+            sf: true,
+            sub: false,
+            flags: false,
+            rd,
+            rn,
+            rm: IP1,
+            shift: 0,
+        });
+    }
+    /// Resolve a memory operand (address arithmetic in IP0).
+    fn mem(&mut self, m: Mem, w: Width) -> Addr {
+        let (base, index, disp) = match m {
+            Mem::Sym(sym) => {
+                self.out.push(M::Adrp { rd: IP0, sym });
+                self.out.push(M::AddLo12 { rd: IP0, sym });
+                return Addr::Imm(IP0, 0);
+            }
+            Mem::Reg { base, index, disp } => {
+                (self.r(base), index.map(|(i, s)| (self.r(i), s)), disp)
+            }
+        };
+        let base = match index {
+            Some((i, sh)) if disp == 0 && (sh == 0 || sh == w.log2()) => {
+                return Addr::Reg(base, i, sh != 0)
+            }
+            Some((i, sh)) => {
+                self.out.push(M::AddReg {
+                    sf: true,
+                    sub: false,
+                    flags: false,
+                    rd: IP0,
+                    rn: base,
+                    rm: i,
+                    shift: sh,
+                });
+                IP0
+            }
+            None => base,
+        };
+        let size = w.bytes() as i32;
+        if disp >= 0 && disp % size == 0 && disp / size < 4096 {
+            Addr::Imm(base, disp as u32)
+        } else {
+            self.add_imm(IP0, base, disp as i64);
+            Addr::Imm(IP0, 0)
+        }
+    }
+    fn load(&mut self, w: Width, rt: u8, a: Addr) {
+        self.out.push(match a {
+            Addr::Imm(rn, off) => M::Ldr { w, rt, rn, off },
+            Addr::Reg(rn, rm, scaled) => M::LdrReg {
+                w,
+                rt,
+                rn,
+                rm,
+                scaled,
+            },
+        })
+    }
+    fn store(&mut self, w: Width, rt: u8, a: Addr) {
+        self.out.push(match a {
+            Addr::Imm(rn, off) => M::Str { w, rt, rn, off },
+            Addr::Reg(rn, rm, scaled) => M::StrReg {
+                w,
+                rt,
+                rn,
+                rm,
+                scaled,
+            },
+        })
+    }
+    fn teardown(&mut self) {
+        for k in (0..self.saved.len() / 2).rev() {
+            self.out.push(M::RestorePair {
+                rt: self.saved[2 * k],
+                rt2: self.saved[2 * k + 1],
+                off: 16 + 16 * k as u32,
+            });
+        }
+        if self.frame > 0 {
+            self.out.push(M::PopPair {
+                rt: FP,
+                rt2: LR,
+                n: self.frame,
+            });
+        }
+    }
+    fn inst(&mut self, i: &Inst, last: bool) {
+        let sf = |w: Width| match w {
+            Width::W64 => true,
+            Width::W32 => false,
+            _ => panic!("aarch64 lowering: {w:?} compare or move"),
+        };
+        match *i {
+            Inst::AddrOf(d, sym) => {
+                let rd = self.r(d);
+                self.out.push(M::Adrp { rd, sym });
+                self.out.push(M::AddLo12 { rd, sym });
+            }
+            Inst::MovImm(w, d, v) => {
+                let rd = self.r(d);
+                self.mov_imm(w == Width::W64, rd, v as u64)
+            }
+            Inst::Mov(w, d, s) => {
+                let (rd, rm) = (self.r(d), self.r(s));
+                if rd != rm || !sf(w) {
+                    self.out.push(M::Mov { sf: sf(w), rd, rm })
+                }
+            }
+            Inst::Load(w, d, m) => {
+                let a = self.mem(m, w);
+                let rt = self.r(d);
+                self.load(w, rt, a)
+            }
+            Inst::Store(w, m, v) => {
+                let a = self.mem(m, w);
+                let rt = match v {
+                    Operand::Reg(r) => self.r(r),
+                    Operand::Imm(0) => ZR,
+                    Operand::Imm(k) => {
+                        self.mov_imm(w == Width::W64, IP1, k as i64 as u64);
+                        IP1
+                    }
+                };
+                self.store(w, rt, a)
+            }
+            Inst::Add(d, a, b) => {
+                let (rd, rn) = (self.r(d), self.r(a));
+                match b {
+                    Operand::Reg(b) => {
+                        let rm = self.r(b);
+                        self.out.push(M::AddReg {
+                            sf: true,
+                            sub: false,
+                            flags: false,
+                            rd,
+                            rn,
+                            rm,
+                            shift: 0,
+                        })
+                    }
+                    Operand::Imm(k) => self.add_imm(rd, rn, k as i64),
+                }
+            }
+            Inst::Sub(d, a, b) | Inst::AddShl(d, a, b, _) => {
+                let (rd, rn, rm) = (self.r(d), self.r(a), self.r(b));
+                let (sub, shift) = match *i {
+                    Inst::AddShl(.., sh) => (false, sh),
+                    _ => (true, 0),
+                };
+                self.out.push(M::AddReg {
+                    sf: true,
+                    sub,
+                    flags: false,
+                    rd,
+                    rn,
+                    rm,
+                    shift,
+                })
+            }
+            Inst::Shl(d, s, n) => {
+                let (rd, rn) = (self.r(d), self.r(s));
+                self.out.push(M::Lsl { rd, rn, n })
+            }
+            Inst::AddMem(w, m, imm) => {
+                let a = self.mem(m, w);
+                let (ld, st) = match &a {
+                    Addr::Imm(rn, off) => (
+                        M::Ldr {
+                            w,
+                            rt: IP1,
+                            rn: *rn,
+                            off: *off,
+                        },
+                        M::Str {
+                            w,
+                            rt: IP1,
+                            rn: *rn,
+                            off: *off,
+                        },
+                    ),
+                    Addr::Reg(rn, rm, scaled) => (
+                        M::LdrReg {
+                            w,
+                            rt: IP1,
+                            rn: *rn,
+                            rm: *rm,
+                            scaled: *scaled,
+                        },
+                        M::StrReg {
+                            w,
+                            rt: IP1,
+                            rn: *rn,
+                            rm: *rm,
+                            scaled: *scaled,
+                        },
+                    ),
+                };
+                self.out.push(ld);
+                assert!(imm.unsigned_abs() < 4096, "memory increment {imm}");
+                self.out.push(M::AddImm {
+                    sf: w == Width::W64,
+                    sub: imm < 0,
+                    flags: false,
+                    rd: IP1,
+                    rn: IP1,
+                    imm: imm.unsigned_abs() as u16,
+                });
+                self.out.push(st);
+            }
+            Inst::Branch {
+                width,
+                cond,
+                a,
+                b,
+                to,
+            } => {
+                let (sf, rt) = (sf(width), self.r(a));
+                if b == Operand::Imm(0) {
+                    let bit = if sf { 63 } else { 31 };
+                    match cond {
+                        Cond::Eq | Cond::Ne => {
+                            self.out.push(M::Cbz {
+                                sf,
+                                nz: cond == Cond::Ne,
+                                rt,
+                                to,
+                            });
+                            return;
+                        }
+                        Cond::LtS | Cond::GeS => {
+                            self.out.push(M::Tbz {
+                                nz: cond == Cond::LtS,
+                                rt,
+                                bit,
+                                to,
+                            });
+                            return;
+                        }
+                        _ => {}
+                    }
+                }
+                match b {
+                    Operand::Reg(b) => {
+                        let rm = self.r(b);
+                        self.out.push(M::AddReg {
+                            sf,
+                            sub: true,
+                            flags: true,
+                            rd: ZR,
+                            rn: rt,
+                            rm,
+                            shift: 0,
+                        })
+                    }
+                    Operand::Imm(k) if k.unsigned_abs() < 4096 => self.out.push(M::AddImm {
+                        sf,
+                        sub: k >= 0,
+                        flags: true,
+                        rd: ZR,
+                        rn: rt,
+                        imm: k.unsigned_abs() as u16,
+                    }),
+                    Operand::Imm(k) => {
+                        self.mov_imm(sf, IP1, k as i64 as u64);
+                        self.out.push(M::AddReg {
+                            sf,
+                            sub: true,
+                            flags: true,
+                            rd: ZR,
+                            rn: rt,
+                            rm: IP1,
+                            shift: 0,
+                        })
+                    }
+                }
+                let cc = match cond {
+                    Cond::Eq => Cc::Eq,
+                    Cond::Ne => Cc::Ne,
+                    Cond::LtU => Cc::Lo,
+                    Cond::GeU => Cc::Hs,
+                    Cond::LtS => Cc::Lt,
+                    Cond::GeS => Cc::Ge,
+                };
+                self.out.push(M::BCond(cc, to))
+            }
+            Inst::Jump(l) => self.out.push(M::B(l)),
+            Inst::Bind(l) => self.out.push(M::Bind(l)),
+            Inst::Call(c) => self.out.push(M::Bl(c)),
+            Inst::TailCall(c) => {
+                self.teardown();
+                self.out.push(M::BFunc(c))
+            }
+            Inst::Return if self.frame == 0 => self.out.push(M::Ret),
+            Inst::Return => {
+                self.used_epilogue = true;
+                if !last {
+                    self.out.push(M::B(self.epilogue))
+                }
+            }
+            Inst::Copy { dst, src, len } => {
+                let (dst, src, len) = (self.r(dst), self.r(src), self.r(len));
+                let (top, end) = (self.label(), self.label());
+                self.out.push(M::Cbz {
+                    sf: true,
+                    nz: false,
+                    rt: len,
+                    to: end,
+                });
+                self.out.push(M::Bind(top));
+                for m in [
+                    M::LdrPost {
+                        w: Width::W8,
+                        rt: IP1,
+                        rn: src,
+                        imm: 1,
+                    },
+                    M::StrPost {
+                        w: Width::W8,
+                        rt: IP1,
+                        rn: dst,
+                        imm: 1,
+                    },
+                    M::AddImm {
+                        sf: true,
+                        sub: true,
+                        flags: true,
+                        rd: len,
+                        rn: len,
+                        imm: 1,
+                    },
+                    M::BCond(Cc::Ne, top),
+                    M::Bind(end),
+                ] {
+                    self.out.push(m);
+                }
+            }
+        }
+    }
+}
+
+impl Backend for Aarch64 {
+    type M = M;
+    const PAD: &'static [u8] = &[0x1f, 0x20, 0x03, 0xd5];
+    const ENTRY_BIAS: i64 = 0;
+
+    fn lower(&self, f: &Func, conv: &'static Conv) -> Lowered<M> {
+        assert_eq!(
+            conv.arch,
+            Arch::Aarch64,
+            "{} is no AArch64 convention",
+            conv.name
+        );
+        // Callee-saved registers go in pairs (an odd count saves one more).
+        let n = f.saved_roles() as usize;
+        let saved = conv.saved[..(n + n % 2).min(conv.saved.len())].to_vec();
+        // A frame record (x29, x30) for any function that calls or saves,
+        // as Apple's ABI requires.
+        let frame = if f.calls() || !saved.is_empty() {
+            16 + 8 * saved.len() as u32
+        } else {
+            0
+        };
+        let mut l = Lowering {
+            conv,
+            out: Vec::new(),
+            epilogue: Label(f.labels),
+            next_label: f.labels + 1,
+            saved,
+            frame,
+            used_epilogue: false,
+        };
+        if frame > 0 {
+            l.out.push(M::PushPair {
+                rt: FP,
+                rt2: LR,
+                n: frame,
+            });
+            l.out.push(M::SetFp);
+            for k in 0..l.saved.len() / 2 {
+                l.out.push(M::SavePair {
+                    rt: l.saved[2 * k],
+                    rt2: l.saved[2 * k + 1],
+                    off: 16 + 16 * k as u32,
+                });
+            }
+        }
+        let prologue = l.out.len();
+        for (k, i) in f.body.iter().enumerate() {
+            l.inst(i, k + 1 == f.body.len());
+        }
+        let mut epi = None;
+        if l.used_epilogue {
+            l.out.push(M::Bind(l.epilogue));
+            epi = Some(l.out.len());
+            l.teardown();
+            l.out.push(M::Ret);
+        }
+        Lowered {
+            insts: l.out,
+            prologue,
+            epilogue: epi,
+            labels: l.next_label,
+        }
+    }
+
+    fn encode(&self, m: &M, s: &mut Sink) {
+        encode(m, s)
+    }
+
+    fn patch(&self, code: &mut [u8], at: u64, kind: u8, target: u64) -> bool {
+        let delta = (target as i64 - at as i64) / 4;
+        let (bits, shift) = match kind {
+            FIX_IMM26 => (26, 0),
+            FIX_IMM19 => (19, 5),
+            _ => (14, 5),
+        };
+        if delta < -(1 << (bits - 1)) || delta >= 1 << (bits - 1) {
+            return false;
+        }
+        let at = at as usize;
+        let mut w = u32::from_le_bytes(code[at..at + 4].try_into().expect("4 bytes"));
+        let mask = ((1u32 << bits) - 1) << shift;
+        w = (w & !mask) | (((delta as u32) << shift) & mask);
+        code[at..at + 4].copy_from_slice(&w.to_le_bytes());
+        true
+    }
+
+    fn relax(&self, _m: &mut M) -> bool {
+        false
+    }
+
+    fn effects(&self, m: &M, _conv: &'static Conv, out: &mut Vec<Effect>) {
+        match *m {
+            M::Bind(l) => out.push(Effect::Bind(l)),
+            M::PushPair { rt, rt2, n } => {
+                out.extend([Effect::Save(rt), Effect::Save(rt2), Effect::Sp(-(n as i64))])
+            }
+            M::PopPair { rt, rt2, n } => out.extend([
+                Effect::Restore(rt),
+                Effect::Restore(rt2),
+                Effect::Sp(n as i64),
+            ]),
+            M::SavePair { rt, rt2, .. } => out.extend([Effect::Save(rt), Effect::Save(rt2)]),
+            M::RestorePair { rt, rt2, .. } => {
+                out.extend([Effect::Restore(rt), Effect::Restore(rt2)])
+            }
+            M::SetFp => out.push(Effect::Write(FP)),
+            M::Adrp { rd, .. }
+            | M::AddLo12 { rd, .. }
+            | M::MovZ { rd, .. }
+            | M::MovK { rd, .. }
+            | M::MovN { rd, .. }
+            | M::Mov { rd, .. }
+            | M::Lsl { rd, .. }
+            | M::AddImm { rd, .. }
+            | M::AddReg { rd, .. } => {
+                if rd != ZR {
+                    out.push(Effect::Write(rd))
+                }
+            }
+            M::Ldr { rt, .. } | M::LdrReg { rt, .. } => out.push(Effect::Write(rt)),
+            M::LdrPost { rt, rn, .. } => out.extend([Effect::Write(rt), Effect::Write(rn)]),
+            M::StrPost { rn, .. } => out.push(Effect::Write(rn)),
+            M::Str { .. } | M::StrReg { .. } => {}
+            M::B(l) => out.push(Effect::Jump(l)),
+            M::BCond(_, l) | M::Cbz { to: l, .. } | M::Tbz { to: l, .. } => {
+                out.push(Effect::Branch(l))
+            }
+            M::Bl(_) => out.push(Effect::Call),
+            M::BFunc(_) => out.push(Effect::TailJump),
+            M::Ret => out.push(Effect::Ret),
+        }
+    }
+
+    fn unwind(&self, l: &Lowered<M>, _ends: &[u64], size: u64) -> Option<WinUnwind> {
+        if l.prologue == 0 {
+            return None;
+        }
+        Some(WinUnwind {
+            xdata: unwind_info(&l.insts[..l.prologue], l.epilogue, &l.insts, size),
+            pdata_end: false,
+        })
+    }
+}
+
+/// ARM64 .xdata: header, one epilogue scope, then the unwind codes: the
+/// prologue's steps in reverse (save_regp, set_fp, save_fplr_x, end), and
+/// the epilogue's (the same without set_fp: it restores sp by its loads).
+fn unwind_info(prologue: &[M], epilogue: Option<usize>, all: &[M], size: u64) -> Vec<u8> {
+    let code = |m: &M, out: &mut Vec<u8>| match *m {
+        M::SavePair { rt, rt2, off } => {
+            assert_eq!(rt2, rt + 1, "save_regp saves consecutive registers");
+            let v: u16 = (0b110010 << 10) | ((rt as u16 - 19) << 6) | (off / 8) as u16;
+            out.extend(v.to_be_bytes());
+        }
+        M::PushPair { rt: FP, rt2: LR, n } => out.push(0x80 | (n / 8 - 1) as u8),
+        M::SetFp => out.push(0xe1),
+        _ => unreachable!("not a prologue step: {m:?}"),
+    };
+    let mut codes: Vec<u8> = Vec::new();
+    for m in prologue.iter().rev() {
+        code(m, &mut codes);
+    }
+    codes.push(0xe4); // end
+    let epilog_index = codes.len() as u32;
+    for m in prologue.iter().rev().filter(|m| **m != M::SetFp) {
+        code(m, &mut codes);
+    }
+    codes.push(0xe4); // end
+    while !codes.len().is_multiple_of(4) {
+        codes.push(0xe3); // nop
+    }
+    // The epilogue's offset: 4 bytes per instruction before it (labels
+    // take none).
+    let epilog_at = epilogue.map_or(0, |e| {
+        all[..e].iter().filter(|m| !matches!(m, M::Bind(_))).count() as u32
+    });
+    let words = (codes.len() / 4) as u32;
+    let header = (size / 4) as u32 | (1 << 22) | (words << 27);
+    let scope = epilog_at | (epilog_index << 22);
+    let mut out = header.to_le_bytes().to_vec();
+    out.extend(scope.to_le_bytes());
+    out.extend(codes);
+    out
+}

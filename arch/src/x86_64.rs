@@ -1,0 +1,873 @@
+//! x86_64: RIP-relative addressing only and calls through the PLT, so the
+//! code links into PIE, non-PIE executables and shared libraries. The
+//! System V and Windows x64 calling conventions are tables; `r11` is
+//! this lowering's own scratch register and belongs to no role.
+
+use crate::ir::{Callee, Cond, Func, Inst, Label, Mem, Operand, Reg, Sym, Width};
+use crate::lower::{parallel_move, Backend, CodeRelocKind, Conv, Effect, Lowered, Sink, WinUnwind};
+use crate::Arch;
+
+const RAX: u8 = 0;
+const RCX: u8 = 1;
+const RDX: u8 = 2;
+const RBX: u8 = 3;
+const RSP: u8 = 4;
+const RBP: u8 = 5;
+const RSI: u8 = 6;
+const RDI: u8 = 7;
+const R8: u8 = 8;
+const R9: u8 = 9;
+const R10: u8 = 10;
+const R11: u8 = 11;
+const R12: u8 = 12;
+const R13: u8 = 13;
+const R14: u8 = 14;
+const R15: u8 = 15;
+
+/// The lowering's own scratch register.
+const SCRATCH: u8 = R11;
+
+/// System V AMD64 (Linux, macOS).
+pub static SYSV: Conv = Conv {
+    name: "System V x86_64",
+    arch: Arch::X86_64,
+    args: &[RDI, RSI, RDX, RCX, R8, R9],
+    ret: RAX,
+    saved: &[RBX, RBP, R12, R13, R14, R15],
+    temps: &[R10, R9, R8, RCX, RDX, RSI],
+    shadow: 0,
+};
+
+/// Windows x64: four register arguments with a 32-byte home area above
+/// the return address; rdi and rsi are callee-saved.
+pub static WIN64: Conv = Conv {
+    name: "Windows x64",
+    arch: Arch::X86_64,
+    args: &[RCX, RDX, R8, R9],
+    ret: RAX,
+    saved: &[RBX, RBP, R12, R13, R14, R15, RDI, RSI],
+    temps: &[R10, R9, R8, RDX],
+    shadow: 32,
+};
+
+/// A memory operand.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum XMem {
+    /// `sym(%rip)`.
+    Rip(Sym),
+    /// `disp(base, index, 1 << scale)`.
+    Base {
+        base: u8,
+        index: Option<(u8, u8)>,
+        disp: i32,
+    },
+}
+
+/// Two-operand arithmetic: the opcode of the register form and the
+/// ModRM extension of the immediate forms.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Alu {
+    Add,
+    Sub,
+    Cmp,
+    /// Register form only.
+    Test,
+}
+
+impl Alu {
+    fn rr_opcode(self) -> u8 {
+        match self {
+            Alu::Add => 0x01,
+            Alu::Sub => 0x29,
+            Alu::Cmp => 0x39,
+            Alu::Test => 0x85,
+        }
+    }
+    fn ext(self) -> u8 {
+        match self {
+            Alu::Add => 0,
+            Alu::Sub => 5,
+            Alu::Cmp => 7,
+            Alu::Test => unreachable!("test has no imm8 form here"),
+        }
+    }
+    fn writes(self) -> bool {
+        matches!(self, Alu::Add | Alu::Sub)
+    }
+}
+
+/// Condition codes (the low nibble of Jcc).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cc {
+    B = 2,
+    Ae = 3,
+    E = 4,
+    Ne = 5,
+    S = 8,
+    Ns = 9,
+    L = 12,
+    Ge = 13,
+}
+
+/// A machine instruction.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum M {
+    Bind(Label),
+    Push(u8),
+    Pop(u8),
+    /// `sub $n, %rsp`
+    AllocStack(u32),
+    /// `add $n, %rsp`
+    FreeStack(u32),
+    Ret,
+    /// `mov src, dst` (32 bits zero-extend).
+    Mov {
+        w64: bool,
+        dst: u8,
+        src: u8,
+    },
+    /// `mov $imm, dst32` (zero-extends).
+    MovImm32 {
+        dst: u8,
+        imm: u32,
+    },
+    /// `mov $imm, dst64` (sign-extended 32-bit immediate).
+    MovImmSx {
+        dst: u8,
+        imm: i32,
+    },
+    /// `movabs $imm, dst`.
+    MovAbs {
+        dst: u8,
+        imm: u64,
+    },
+    /// `xor dst32, dst32`.
+    Zero {
+        dst: u8,
+    },
+    Lea {
+        dst: u8,
+        mem: XMem,
+    },
+    /// Loads zero-extend (`movzbl`, `movzwl`, `movl`, `movq`).
+    Load {
+        w: Width,
+        dst: u8,
+        mem: XMem,
+    },
+    Store {
+        w: Width,
+        mem: XMem,
+        src: u8,
+    },
+    StoreImm {
+        w: Width,
+        mem: XMem,
+        imm: i32,
+    },
+    /// `op src, dst`: dst = dst op src.
+    Alu {
+        op: Alu,
+        w64: bool,
+        dst: u8,
+        src: u8,
+    },
+    AluImm {
+        op: Alu,
+        w64: bool,
+        dst: u8,
+        imm: i32,
+    },
+    AluMemImm {
+        op: Alu,
+        w64: bool,
+        mem: XMem,
+        imm: i32,
+    },
+    /// `shl $n, dst64`.
+    Shl {
+        dst: u8,
+        n: u8,
+    },
+    Jcc {
+        cc: Cc,
+        to: Label,
+        long: bool,
+    },
+    Jmp {
+        to: Label,
+        long: bool,
+    },
+    Call(Callee),
+    /// `jmp` to a function (a tail call).
+    JmpFunc(Callee),
+    /// `rep movsb`.
+    RepMovsb,
+}
+
+/// Fixup kinds: where the PC-relative field sits, and its size.
+const FIX_REL8_AT1: u8 = 0;
+const FIX_REL32_AT1: u8 = 1;
+const FIX_REL32_AT2: u8 = 2;
+
+fn rex(w: bool, r: u8, x: u8, b: u8) -> u8 {
+    0x40 | (w as u8) << 3 | (r >> 3) << 2 | (x >> 3) << 1 | (b >> 3)
+}
+
+/// REX prefix if needed: for W, an extended register, or (`byte_reg`) a
+/// byte access to spl, bpl, sil or dil.
+fn opt_rex(s: &mut Sink, w: bool, r: u8, mem_or_rm: RmRegs, byte_reg: bool) {
+    let (x, b) = match mem_or_rm {
+        RmRegs::Reg(b) => (0, b),
+        RmRegs::Mem(XMem::Rip(_)) => (0, 0),
+        RmRegs::Mem(XMem::Base { base, index, .. }) => (index.map_or(0, |i| i.0), base),
+    };
+    let v = rex(w, r, x, b);
+    if v != 0x40 || (byte_reg && (4..8).contains(&r)) {
+        s.bytes(&[v]);
+    }
+}
+
+#[derive(Clone, Copy)]
+enum RmRegs {
+    Reg(u8),
+    Mem(XMem),
+}
+
+/// ModRM (+ SIB, displacement) for `reg` and memory operand `m`; `tail`:
+/// bytes of the instruction after the displacement (immediate).
+fn modrm_mem(s: &mut Sink, reg: u8, m: XMem, tail: i64) {
+    let reg = (reg & 7) << 3;
+    match m {
+        XMem::Rip(sym) => {
+            s.bytes(&[reg | 5]);
+            s.reloc(CodeRelocKind::X86PcRel32, sym, -4 - tail);
+            s.bytes(&[0; 4]);
+        }
+        XMem::Base { base, index, disp } => {
+            let md = if disp == 0 && base & 7 != RBP {
+                0
+            } else if i8::try_from(disp).is_ok() {
+                1
+            } else {
+                2
+            };
+            if index.is_some() || base & 7 == RSP {
+                let (i, scale) = index.unwrap_or((RSP, 0));
+                assert!(i != RSP, "rsp cannot be an index");
+                s.bytes(&[md << 6 | reg | 4, scale << 6 | (i & 7) << 3 | (base & 7)]);
+            } else {
+                s.bytes(&[md << 6 | reg | (base & 7)]);
+            }
+            match md {
+                0 => {}
+                1 => s.bytes(&[disp as i8 as u8]),
+                _ => s.bytes(&disp.to_le_bytes()),
+            }
+        }
+    }
+}
+
+fn modrm_rr(s: &mut Sink, reg: u8, rm: u8) {
+    s.bytes(&[0xc0 | (reg & 7) << 3 | (rm & 7)]);
+}
+
+pub struct X86_64;
+
+struct Lowering<'a> {
+    conv: &'static Conv,
+    out: Vec<M>,
+    epilogue: Label,
+    /// Registers pushed, in order.
+    pushed: &'a [u8],
+    alloc: u32,
+    used_epilogue: bool,
+}
+
+impl Lowering<'_> {
+    fn r(&self, r: Reg) -> u8 {
+        self.conv.reg(r)
+    }
+    fn mem(&self, m: Mem) -> XMem {
+        match m {
+            Mem::Sym(s) => XMem::Rip(s),
+            Mem::Reg { base, index, disp } => {
+                let index = index.map(|(i, sh)| {
+                    assert!(sh <= 3, "x86 scales an index by 1, 2, 4 or 8");
+                    (self.r(i), sh)
+                });
+                XMem::Base {
+                    base: self.r(base),
+                    index,
+                    disp,
+                }
+            }
+        }
+    }
+    fn mov(&mut self, dst: u8, src: u8) {
+        if dst != src {
+            self.out.push(M::Mov {
+                w64: true,
+                dst,
+                src,
+            });
+        }
+    }
+    fn mov_imm(&mut self, w: Width, dst: u8, v: i64) {
+        let v = match w {
+            Width::W64 => v,
+            _ => v as u32 as i64,
+        };
+        self.out.push(if v == 0 {
+            M::Zero { dst }
+        } else if let Ok(u) = u32::try_from(v) {
+            M::MovImm32 { dst, imm: u }
+        } else if let Ok(i) = i32::try_from(v) {
+            M::MovImmSx { dst, imm: i }
+        } else {
+            M::MovAbs { dst, imm: v as u64 }
+        });
+    }
+    /// The frame's teardown, without the `ret`.
+    fn teardown(&mut self) {
+        if self.alloc > 0 {
+            self.out.push(M::FreeStack(self.alloc));
+        }
+        for &r in self.pushed.iter().rev() {
+            self.out.push(M::Pop(r));
+        }
+    }
+    fn inst(&mut self, i: &Inst, last: bool, frame: bool) {
+        let w64 = |w: Width| match w {
+            Width::W64 => true,
+            Width::W32 => false,
+            _ => panic!("x86 lowering: {w:?} compare or move"),
+        };
+        match *i {
+            Inst::AddrOf(d, s) => {
+                let dst = self.r(d);
+                self.out.push(M::Lea {
+                    dst,
+                    mem: XMem::Rip(s),
+                })
+            }
+            Inst::MovImm(w, d, v) => {
+                let dst = self.r(d);
+                self.mov_imm(w, dst, v)
+            }
+            Inst::Mov(w, d, s) => {
+                let (dst, src) = (self.r(d), self.r(s));
+                if w64(w) {
+                    self.mov(dst, src)
+                } else {
+                    self.out.push(M::Mov {
+                        w64: false,
+                        dst,
+                        src,
+                    })
+                }
+            }
+            Inst::Load(w, d, m) => {
+                let (dst, mem) = (self.r(d), self.mem(m));
+                self.out.push(M::Load { w, dst, mem })
+            }
+            Inst::Store(w, m, v) => {
+                let mem = self.mem(m);
+                self.out.push(match v {
+                    Operand::Reg(r) => M::Store {
+                        w,
+                        mem,
+                        src: self.r(r),
+                    },
+                    Operand::Imm(imm) => M::StoreImm { w, mem, imm },
+                })
+            }
+            Inst::Add(d, a, b) => {
+                let (dst, a) = (self.r(d), self.r(a));
+                match b {
+                    Operand::Reg(b) => {
+                        let b = self.r(b);
+                        if dst == a || dst == b {
+                            let src = if dst == a { b } else { a };
+                            self.out.push(M::Alu {
+                                op: Alu::Add,
+                                w64: true,
+                                dst,
+                                src,
+                            })
+                        } else {
+                            self.out.push(M::Lea {
+                                dst,
+                                mem: XMem::Base {
+                                    base: a,
+                                    index: Some((b, 0)),
+                                    disp: 0,
+                                },
+                            })
+                        }
+                    }
+                    Operand::Imm(0) => self.mov(dst, a),
+                    Operand::Imm(imm) if dst == a => self.out.push(M::AluImm {
+                        op: Alu::Add,
+                        w64: true,
+                        dst,
+                        imm,
+                    }),
+                    Operand::Imm(disp) => self.out.push(M::Lea {
+                        dst,
+                        mem: XMem::Base {
+                            base: a,
+                            index: None,
+                            disp,
+                        },
+                    }),
+                }
+            }
+            Inst::Sub(d, a, b) => {
+                let (dst, a, mut b) = (self.r(d), self.r(a), self.r(b));
+                if dst == b && dst != a {
+                    self.mov(SCRATCH, b);
+                    b = SCRATCH;
+                }
+                self.mov(dst, a);
+                self.out.push(M::Alu {
+                    op: Alu::Sub,
+                    w64: true,
+                    dst,
+                    src: b,
+                })
+            }
+            Inst::AddShl(d, a, b, sh) => {
+                let (dst, a, b) = (self.r(d), self.r(a), self.r(b));
+                if sh <= 3 {
+                    self.out.push(M::Lea {
+                        dst,
+                        mem: XMem::Base {
+                            base: a,
+                            index: Some((b, sh)),
+                            disp: 0,
+                        },
+                    })
+                } else {
+                    let t = if dst == a { SCRATCH } else { dst };
+                    self.mov(t, b);
+                    self.out.push(M::Shl { dst: t, n: sh });
+                    let src = if t == dst { a } else { t };
+                    self.out.push(M::Alu {
+                        op: Alu::Add,
+                        w64: true,
+                        dst,
+                        src,
+                    })
+                }
+            }
+            Inst::Shl(d, s, n) => {
+                let (dst, src) = (self.r(d), self.r(s));
+                self.mov(dst, src);
+                self.out.push(M::Shl { dst, n })
+            }
+            Inst::AddMem(w, m, imm) => {
+                let mem = self.mem(m);
+                self.out.push(M::AluMemImm {
+                    op: Alu::Add,
+                    w64: w64(w),
+                    mem,
+                    imm,
+                })
+            }
+            Inst::Branch {
+                width,
+                cond,
+                a,
+                b,
+                to,
+            } => {
+                let (w64, a) = (w64(width), self.r(a));
+                let zero_test = b == Operand::Imm(0)
+                    && matches!(cond, Cond::Eq | Cond::Ne | Cond::LtS | Cond::GeS);
+                let cc = if zero_test {
+                    self.out.push(M::Alu {
+                        op: Alu::Test,
+                        w64,
+                        dst: a,
+                        src: a,
+                    });
+                    match cond {
+                        Cond::Eq => Cc::E,
+                        Cond::Ne => Cc::Ne,
+                        Cond::LtS => Cc::S,
+                        _ => Cc::Ns,
+                    }
+                } else {
+                    self.out.push(match b {
+                        Operand::Reg(b) => M::Alu {
+                            op: Alu::Cmp,
+                            w64,
+                            dst: a,
+                            src: self.r(b),
+                        },
+                        Operand::Imm(imm) => M::AluImm {
+                            op: Alu::Cmp,
+                            w64,
+                            dst: a,
+                            imm,
+                        },
+                    });
+                    match cond {
+                        Cond::Eq => Cc::E,
+                        Cond::Ne => Cc::Ne,
+                        Cond::LtU => Cc::B,
+                        Cond::GeU => Cc::Ae,
+                        Cond::LtS => Cc::L,
+                        Cond::GeS => Cc::Ge,
+                    }
+                };
+                self.out.push(M::Jcc {
+                    cc,
+                    to,
+                    long: false,
+                })
+            }
+            Inst::Jump(to) => self.out.push(M::Jmp { to, long: false }),
+            Inst::Bind(l) => self.out.push(M::Bind(l)),
+            Inst::Call(c) => self.out.push(M::Call(c)),
+            Inst::TailCall(c) => {
+                self.teardown();
+                self.out.push(M::JmpFunc(c))
+            }
+            Inst::Return if !frame => self.out.push(M::Ret),
+            Inst::Return => {
+                self.used_epilogue = true;
+                if !last {
+                    self.out.push(M::Jmp {
+                        to: self.epilogue,
+                        long: false,
+                    })
+                }
+            }
+            Inst::Copy { dst, src, len } => {
+                let moves = [(RDI, self.r(dst)), (RSI, self.r(src)), (RCX, self.r(len))];
+                for (d, s) in parallel_move(&moves, SCRATCH) {
+                    self.mov(d, s);
+                }
+                self.out.push(M::RepMovsb)
+            }
+        }
+    }
+}
+
+impl Backend for X86_64 {
+    type M = M;
+    const PAD: &'static [u8] = &[0xcc];
+    const ENTRY_BIAS: i64 = 8;
+
+    fn lower(&self, f: &Func, conv: &'static Conv) -> Lowered<M> {
+        assert_eq!(
+            conv.arch,
+            Arch::X86_64,
+            "{} is no x86_64 convention",
+            conv.name
+        );
+        let roles = &conv.saved[..f.saved_roles() as usize];
+        let copies = f.body.iter().any(|i| matches!(i, Inst::Copy { .. }));
+        // Registers to save: the roles', and those `rep movsb` needs where
+        // the convention has them callee-saved (Windows: rdi, rsi).
+        let pushed: Vec<u8> = (conv.saved.iter().copied())
+            .filter(|r| roles.contains(r) || (copies && [RDI, RSI, RCX].contains(r)))
+            .collect();
+        let calls = f.calls();
+        // At entry rsp = 8 mod 16; calls need it 16-byte aligned, with the
+        // convention's home area above the return address.
+        let alloc = if calls {
+            (8 + 8 * pushed.len() as u32) % 16 + conv.shadow
+        } else {
+            0
+        };
+        let frame = !pushed.is_empty() || alloc > 0;
+        let epilogue = Label(f.labels);
+        let mut l = Lowering {
+            conv,
+            out: Vec::new(),
+            epilogue,
+            pushed: &pushed,
+            alloc,
+            used_epilogue: false,
+        };
+        for &r in &pushed {
+            l.out.push(M::Push(r));
+        }
+        if alloc > 0 {
+            l.out.push(M::AllocStack(alloc));
+        }
+        let prologue = l.out.len();
+        for (k, i) in f.body.iter().enumerate() {
+            l.inst(i, k + 1 == f.body.len(), frame);
+        }
+        let mut epi = None;
+        if l.used_epilogue {
+            l.out.push(M::Bind(epilogue));
+            epi = Some(l.out.len());
+            l.teardown();
+            l.out.push(M::Ret);
+        }
+        Lowered {
+            insts: l.out,
+            prologue,
+            epilogue: epi,
+            labels: f.labels + 1,
+        }
+    }
+
+    fn encode(&self, m: &M, s: &mut Sink) {
+        encode(m, s)
+    }
+
+    fn patch(&self, code: &mut [u8], at: u64, kind: u8, target: u64) -> bool {
+        let (field, size) = match kind {
+            FIX_REL8_AT1 => (at + 1, 1),
+            FIX_REL32_AT1 => (at + 1, 4),
+            _ => (at + 2, 4),
+        };
+        let rel = target as i64 - (field + size) as i64;
+        let f = field as usize;
+        if size == 1 {
+            let Ok(v) = i8::try_from(rel) else {
+                return false;
+            };
+            code[f] = v as u8;
+        } else {
+            let Ok(v) = i32::try_from(rel) else {
+                return false;
+            };
+            code[f..f + 4].copy_from_slice(&v.to_le_bytes());
+        }
+        true
+    }
+
+    fn relax(&self, m: &mut M) -> bool {
+        match m {
+            M::Jcc { long, .. } | M::Jmp { long, .. } if !*long => {
+                *long = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn effects(&self, m: &M, conv: &'static Conv, out: &mut Vec<Effect>) {
+        let _ = conv;
+        match *m {
+            M::Bind(l) => out.push(Effect::Bind(l)),
+            M::Push(r) => out.extend([Effect::Save(r), Effect::Sp(-8)]),
+            M::Pop(r) => out.extend([Effect::Restore(r), Effect::Sp(8)]),
+            M::AllocStack(n) => out.push(Effect::Sp(-(n as i64))),
+            M::FreeStack(n) => out.push(Effect::Sp(n as i64)),
+            M::Ret => out.push(Effect::Ret),
+            M::Mov { dst, .. }
+            | M::MovImm32 { dst, .. }
+            | M::MovImmSx { dst, .. }
+            | M::MovAbs { dst, .. }
+            | M::Zero { dst }
+            | M::Lea { dst, .. }
+            | M::Load { dst, .. }
+            | M::Shl { dst, .. } => out.push(Effect::Write(dst)),
+            M::Alu { op, dst, .. } | M::AluImm { op, dst, .. } if op.writes() => {
+                out.push(Effect::Write(dst))
+            }
+            M::Alu { .. } | M::AluImm { .. } | M::AluMemImm { .. } => {}
+            M::Store { .. } | M::StoreImm { .. } => {}
+            M::Jcc { to, .. } => out.push(Effect::Branch(to)),
+            M::Jmp { to, .. } => out.push(Effect::Jump(to)),
+            M::Call(_) => out.push(Effect::Call),
+            M::JmpFunc(_) => out.push(Effect::TailJump),
+            M::RepMovsb => out.extend([RDI, RSI, RCX].map(Effect::Write)),
+        }
+    }
+
+    fn unwind(&self, l: &Lowered<M>, ends: &[u64], _size: u64) -> Option<WinUnwind> {
+        if l.prologue == 0 {
+            return None;
+        }
+        Some(WinUnwind {
+            xdata: unwind_info(&l.insts[..l.prologue], &ends[..l.prologue]),
+            pdata_end: true,
+        })
+    }
+}
+
+/// x64 UNWIND_INFO for a prologue of pushes and one stack allocation:
+/// version 1, the prologue's size, and its steps undone in reverse order
+/// (UWOP_PUSH_NONVOL, UWOP_ALLOC_SMALL or UWOP_ALLOC_LARGE).
+fn unwind_info(prologue: &[M], ends: &[u64]) -> Vec<u8> {
+    let mut codes: Vec<u8> = Vec::new();
+    for (m, &end) in prologue.iter().zip(ends).rev() {
+        match *m {
+            M::Push(r) => codes.extend([end as u8, r << 4]),
+            M::AllocStack(n) if n <= 128 => {
+                codes.extend([end as u8, (((n - 8) / 8) as u8) << 4 | 2])
+            }
+            M::AllocStack(n) => {
+                codes.extend([end as u8, 1]);
+                codes.extend(((n / 8) as u16).to_le_bytes());
+            }
+            _ => unreachable!("not a prologue step: {m:?}"),
+        }
+    }
+    let count = codes.len() / 2;
+    if count % 2 == 1 {
+        codes.extend([0, 0]);
+    }
+    let prolog = ends.last().copied().unwrap_or(0) as u8;
+    let mut out = vec![1, prolog, count as u8, 0];
+    out.extend(codes);
+    out
+}
+
+/// The bytes of one instruction.
+pub fn encode(m: &M, s: &mut Sink) {
+    match *m {
+        M::Bind(l) => s.bind(l),
+        M::Push(r) => {
+            opt_rex(s, false, 0, RmRegs::Reg(r), false);
+            s.bytes(&[0x50 + (r & 7)]);
+        }
+        M::Pop(r) => {
+            opt_rex(s, false, 0, RmRegs::Reg(r), false);
+            s.bytes(&[0x58 + (r & 7)]);
+        }
+        M::AllocStack(n) | M::FreeStack(n) => {
+            let ext = if matches!(m, M::AllocStack(_)) { 5 } else { 0 };
+            alu_imm(s, ext, true, RSP, n as i32);
+        }
+        M::Ret => s.bytes(&[0xc3]),
+        M::Mov { w64, dst, src } => {
+            opt_rex(s, w64, src, RmRegs::Reg(dst), false);
+            s.bytes(&[0x89]);
+            modrm_rr(s, src, dst);
+        }
+        M::MovImm32 { dst, imm } => {
+            opt_rex(s, false, 0, RmRegs::Reg(dst), false);
+            s.bytes(&[0xb8 + (dst & 7)]);
+            s.bytes(&imm.to_le_bytes());
+        }
+        M::MovImmSx { dst, imm } => {
+            opt_rex(s, true, 0, RmRegs::Reg(dst), false);
+            s.bytes(&[0xc7]);
+            modrm_rr(s, 0, dst);
+            s.bytes(&imm.to_le_bytes());
+        }
+        M::MovAbs { dst, imm } => {
+            opt_rex(s, true, 0, RmRegs::Reg(dst), false);
+            s.bytes(&[0xb8 + (dst & 7)]);
+            s.bytes(&imm.to_le_bytes());
+        }
+        M::Zero { dst } => {
+            opt_rex(s, false, dst, RmRegs::Reg(dst), false);
+            s.bytes(&[0x31]);
+            modrm_rr(s, dst, dst);
+        }
+        M::Lea { dst, mem } => {
+            opt_rex(s, true, dst, RmRegs::Mem(mem), false);
+            s.bytes(&[0x8d]);
+            modrm_mem(s, dst, mem, 0);
+        }
+        M::Load { w, dst, mem } => {
+            opt_rex(s, w == Width::W64, dst, RmRegs::Mem(mem), false);
+            s.bytes(match w {
+                Width::W8 => &[0x0f, 0xb6],
+                Width::W16 => &[0x0f, 0xb7],
+                _ => &[0x8b],
+            });
+            modrm_mem(s, dst, mem, 0);
+        }
+        M::Store { w, mem, src } => {
+            if w == Width::W16 {
+                s.bytes(&[0x66]);
+            }
+            opt_rex(s, w == Width::W64, src, RmRegs::Mem(mem), w == Width::W8);
+            s.bytes(&[if w == Width::W8 { 0x88 } else { 0x89 }]);
+            modrm_mem(s, src, mem, 0);
+        }
+        M::StoreImm { w, mem, imm } => {
+            if w == Width::W16 {
+                s.bytes(&[0x66]);
+            }
+            opt_rex(s, w == Width::W64, 0, RmRegs::Mem(mem), false);
+            s.bytes(&[if w == Width::W8 { 0xc6 } else { 0xc7 }]);
+            let n = w.bytes().min(4);
+            modrm_mem(s, 0, mem, n as i64);
+            s.bytes(&imm.to_le_bytes()[..n as usize]);
+        }
+        M::Alu { op, w64, dst, src } => {
+            opt_rex(s, w64, src, RmRegs::Reg(dst), false);
+            s.bytes(&[op.rr_opcode()]);
+            modrm_rr(s, src, dst);
+        }
+        M::AluImm { op, w64, dst, imm } => alu_imm(s, op.ext(), w64, dst, imm),
+        M::AluMemImm { op, w64, mem, imm } => {
+            opt_rex(s, w64, 0, RmRegs::Mem(mem), false);
+            if let Ok(b) = i8::try_from(imm) {
+                s.bytes(&[0x83]);
+                modrm_mem(s, op.ext(), mem, 1);
+                s.bytes(&[b as u8]);
+            } else {
+                s.bytes(&[0x81]);
+                modrm_mem(s, op.ext(), mem, 4);
+                s.bytes(&imm.to_le_bytes());
+            }
+        }
+        M::Shl { dst, n } => {
+            opt_rex(s, true, 0, RmRegs::Reg(dst), false);
+            s.bytes(&[0xc1]);
+            modrm_rr(s, 4, dst);
+            s.bytes(&[n]);
+        }
+        M::Jcc { cc, to, long } => {
+            if long {
+                s.fixup(to, FIX_REL32_AT2);
+                s.bytes(&[0x0f, 0x80 + cc as u8, 0, 0, 0, 0]);
+            } else {
+                s.fixup(to, FIX_REL8_AT1);
+                s.bytes(&[0x70 + cc as u8, 0]);
+            }
+        }
+        M::Jmp { to, long } => {
+            if long {
+                s.fixup(to, FIX_REL32_AT1);
+                s.bytes(&[0xe9, 0, 0, 0, 0]);
+            } else {
+                s.fixup(to, FIX_REL8_AT1);
+                s.bytes(&[0xeb, 0]);
+            }
+        }
+        M::Call(c) | M::JmpFunc(c) => {
+            let op = if matches!(m, M::Call(_)) { 0xe8 } else { 0xe9 };
+            match c {
+                Callee::Extern(name) => {
+                    s.bytes(&[op]);
+                    s.reloc(CodeRelocKind::X86Branch32, Sym::Extern(name), -4);
+                }
+                Callee::Local(f) => {
+                    s.call_fixup(f, FIX_REL32_AT1);
+                    s.bytes(&[op]);
+                }
+            }
+            s.bytes(&[0; 4]);
+        }
+        M::RepMovsb => s.bytes(&[0xf3, 0xa4]),
+    }
+}
+
+/// `op $imm, reg` (imm8 form when it fits).
+fn alu_imm(s: &mut Sink, ext: u8, w64: bool, dst: u8, imm: i32) {
+    opt_rex(s, w64, 0, RmRegs::Reg(dst), false);
+    if let Ok(b) = i8::try_from(imm) {
+        s.bytes(&[0x83]);
+        modrm_rr(s, ext, dst);
+        s.bytes(&[b as u8]);
+    } else {
+        s.bytes(&[0x81]);
+        modrm_rr(s, ext, dst);
+        s.bytes(&imm.to_le_bytes());
+    }
+}
