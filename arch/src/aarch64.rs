@@ -969,3 +969,521 @@ fn unwind_info(prologue: &[M], epilogue: Option<usize>, all: &[M], size: u64) ->
     out.extend(codes);
     out
 }
+
+/// Every instruction form, against the words GNU as and llvm-mc give for
+/// the assembler text beside it.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lower::encode_alone;
+
+    fn words(ms: &[M], labels: u32) -> (Vec<u32>, Vec<crate::CodeReloc>) {
+        let (code, relocs) = encode_alone(&Aarch64, ms, labels);
+        let w = code
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        (w, relocs)
+    }
+
+    #[test]
+    fn register_and_memory_forms() {
+        let add = |sf, sub, flags, rd, rn, imm| M::AddImm {
+            sf,
+            sub,
+            flags,
+            rd,
+            rn,
+            imm,
+        };
+        let addr = |sf, sub, flags, rd, rn, rm, shift| M::AddReg {
+            sf,
+            sub,
+            flags,
+            rd,
+            rn,
+            rm,
+            shift,
+        };
+        let cases: Vec<(M, &str, u32)> = vec![
+            (
+                M::MovZ {
+                    sf: false,
+                    rd: 0,
+                    imm: 0,
+                    hw: 0,
+                },
+                "mov w0, #0",
+                0x5280_0000,
+            ),
+            (
+                M::MovN {
+                    sf: false,
+                    rd: 0,
+                    imm: 0,
+                    hw: 0,
+                },
+                "mov w0, #-1",
+                0x1280_0000,
+            ),
+            (
+                M::MovZ {
+                    sf: true,
+                    rd: 17,
+                    imm: 0x1234,
+                    hw: 1,
+                },
+                "movz x17, #0x1234, lsl #16",
+                0xd2a2_4691,
+            ),
+            (
+                M::MovK {
+                    sf: false,
+                    rd: 12,
+                    imm: 1,
+                    hw: 1,
+                },
+                "movk w12, #1, lsl #16",
+                0x72a0_002c,
+            ),
+            (
+                M::MovN {
+                    sf: true,
+                    rd: 9,
+                    imm: 0,
+                    hw: 0,
+                },
+                "movn x9, #0",
+                0x9280_0009,
+            ),
+            (
+                M::Mov {
+                    sf: true,
+                    rd: 0,
+                    rm: 11,
+                },
+                "mov x0, x11",
+                0xaa0b_03e0,
+            ),
+            (
+                M::Mov {
+                    sf: false,
+                    rd: 22,
+                    rm: 0,
+                },
+                "mov w22, w0",
+                0x2a00_03f6,
+            ),
+            (
+                add(true, false, false, 19, 19, 4),
+                "add x19, x19, #4",
+                0x9100_1273,
+            ),
+            (
+                add(true, true, false, 0, 1, 8),
+                "sub x0, x1, #8",
+                0xd100_2020,
+            ),
+            (add(true, true, true, ZR, 19, 5), "cmp x19, #5", 0xf100_167f),
+            (add(false, false, true, ZR, 0, 1), "cmn w0, #1", 0x3100_041f),
+            (
+                add(true, true, true, 11, 11, 1),
+                "subs x11, x11, #1",
+                0xf100_056b,
+            ),
+            (
+                addr(true, false, false, 0, 21, 0, 0),
+                "add x0, x21, x0",
+                0x8b00_02a0,
+            ),
+            (
+                addr(true, false, false, 19, 19, 10, 2),
+                "add x19, x19, x10, lsl #2",
+                0x8b0a_0a73,
+            ),
+            (
+                addr(true, true, false, 0, 1, 2, 0),
+                "sub x0, x1, x2",
+                0xcb02_0020,
+            ),
+            (
+                addr(true, true, true, ZR, 19, 20, 0),
+                "cmp x19, x20",
+                0xeb14_027f,
+            ),
+            (
+                addr(false, true, true, ZR, 22, 9, 0),
+                "cmp w22, w9",
+                0x6b09_02df,
+            ),
+            (
+                M::Lsl {
+                    rd: 11,
+                    rn: 22,
+                    n: 6,
+                },
+                "lsl x11, x22, #6",
+                0xd37a_e6cb,
+            ),
+            (
+                M::Ldr {
+                    w: Width::W64,
+                    rt: 9,
+                    rn: 0,
+                    off: 144,
+                },
+                "ldr x9, [x0, #144]",
+                0xf940_4809,
+            ),
+            (
+                M::Ldr {
+                    w: Width::W32,
+                    rt: 9,
+                    rn: 23,
+                    off: 0,
+                },
+                "ldr w9, [x23]",
+                0xb940_02e9,
+            ),
+            (
+                M::Ldr {
+                    w: Width::W16,
+                    rt: 1,
+                    rn: 2,
+                    off: 52,
+                },
+                "ldrh w1, [x2, #52]",
+                0x7940_6841,
+            ),
+            (
+                M::Ldr {
+                    w: Width::W8,
+                    rt: 10,
+                    rn: 16,
+                    off: 23,
+                },
+                "ldrb w10, [x16, #23]",
+                0x3940_5e0a,
+            ),
+            (
+                M::Str {
+                    w: Width::W64,
+                    rt: 17,
+                    rn: 16,
+                    off: 0,
+                },
+                "str x17, [x16]",
+                0xf900_0211,
+            ),
+            (
+                M::Str {
+                    w: Width::W16,
+                    rt: 17,
+                    rn: 0,
+                    off: 52,
+                },
+                "strh w17, [x0, #52]",
+                0x7900_6811,
+            ),
+            (
+                M::Str {
+                    w: Width::W8,
+                    rt: ZR,
+                    rn: 9,
+                    off: 0,
+                },
+                "strb wzr, [x9]",
+                0x3900_013f,
+            ),
+            (
+                M::LdrReg {
+                    w: Width::W64,
+                    rt: 11,
+                    rn: 21,
+                    rm: 9,
+                    scaled: false,
+                },
+                "ldr x11, [x21, x9]",
+                0xf869_6aab,
+            ),
+            (
+                M::LdrReg {
+                    w: Width::W64,
+                    rt: 16,
+                    rn: 12,
+                    rm: 16,
+                    scaled: true,
+                },
+                "ldr x16, [x12, x16, lsl #3]",
+                0xf870_7990,
+            ),
+            (
+                M::LdrReg {
+                    w: Width::W8,
+                    rt: 10,
+                    rn: 9,
+                    rm: 22,
+                    scaled: false,
+                },
+                "ldrb w10, [x9, x22]",
+                0x3876_692a,
+            ),
+            (
+                M::StrReg {
+                    w: Width::W8,
+                    rt: ZR,
+                    rn: 9,
+                    rm: 22,
+                    scaled: false,
+                },
+                "strb wzr, [x9, x22]",
+                0x3836_693f,
+            ),
+            (
+                M::StrReg {
+                    w: Width::W64,
+                    rt: 16,
+                    rn: 21,
+                    rm: 15,
+                    scaled: false,
+                },
+                "str x16, [x21, x15]",
+                0xf82f_6ab0,
+            ),
+            (
+                M::LdrReg {
+                    w: Width::W32,
+                    rt: 1,
+                    rn: 2,
+                    rm: 3,
+                    scaled: true,
+                },
+                "ldr w1, [x2, x3, lsl #2]",
+                0xb863_7841,
+            ),
+            (
+                M::LdrPost {
+                    w: Width::W8,
+                    rt: 17,
+                    rn: 10,
+                    imm: 1,
+                },
+                "ldrb w17, [x10], #1",
+                0x3840_1551,
+            ),
+            (
+                M::StrPost {
+                    w: Width::W8,
+                    rt: 17,
+                    rn: 9,
+                    imm: 1,
+                },
+                "strb w17, [x9], #1",
+                0x3800_1531,
+            ),
+            (
+                M::LdrPost {
+                    w: Width::W32,
+                    rt: 0,
+                    rn: 19,
+                    imm: 4,
+                },
+                "ldr w0, [x19], #4",
+                0xb840_4660,
+            ),
+            (
+                M::PushPair {
+                    rt: FP,
+                    rt2: LR,
+                    n: 48,
+                },
+                "stp x29, x30, [sp, #-48]!",
+                0xa9bd_7bfd,
+            ),
+            (
+                M::PopPair {
+                    rt: FP,
+                    rt2: LR,
+                    n: 48,
+                },
+                "ldp x29, x30, [sp], #48",
+                0xa8c3_7bfd,
+            ),
+            (
+                M::SavePair {
+                    rt: 19,
+                    rt2: 20,
+                    off: 16,
+                },
+                "stp x19, x20, [sp, #16]",
+                0xa901_53f3,
+            ),
+            (
+                M::RestorePair {
+                    rt: 21,
+                    rt2: 22,
+                    off: 32,
+                },
+                "ldp x21, x22, [sp, #32]",
+                0xa942_5bf5,
+            ),
+            (M::SetFp, "mov x29, sp", 0x9100_03fd),
+            (M::Ret, "ret", 0xd65f_03c0),
+        ];
+        for (m, text, want) in cases {
+            assert_eq!(words(&[m], 0).0, [want], "{text}: {:#010x}", want);
+        }
+    }
+
+    #[test]
+    fn relocated_forms() {
+        let s = Sym::Rodata(0x10);
+        let (w, r) = words(
+            &[M::Adrp { rd: 21, sym: s }, M::AddLo12 { rd: 21, sym: s }],
+            0,
+        );
+        // adrp x21, sym; add x21, x21, :lo12:sym
+        assert_eq!(w, [0x9000_0015, 0x9100_02b5]);
+        let kinds: Vec<_> = r
+            .iter()
+            .map(|r| (r.offset, r.kind, r.target, r.addend))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                (0, CodeRelocKind::A64AdrPage21, s, 0),
+                (4, CodeRelocKind::A64AddLo12, s, 0)
+            ]
+        );
+        // bl f; b f
+        let (w, r) = words(
+            &[M::Bl(Callee::Extern("f")), M::BFunc(Callee::Extern("f"))],
+            0,
+        );
+        assert_eq!(w, [0x9400_0000, 0x1400_0000]);
+        assert_eq!(r[0].kind, CodeRelocKind::A64Call26);
+        assert_eq!((r[1].offset, r[1].kind), (4, CodeRelocKind::A64Jump26));
+    }
+
+    #[test]
+    fn branches() {
+        let l = Label(0);
+        let cases: Vec<(Vec<M>, &str, Vec<u32>)> = vec![
+            (
+                vec![M::BCond(Cc::Hs, l), M::Ret, M::Bind(l)],
+                "b.hs .+8; ret",
+                vec![0x5400_0042, 0xd65f_03c0],
+            ),
+            (
+                vec![
+                    M::Tbz {
+                        nz: true,
+                        rt: 0,
+                        bit: 31,
+                        to: l,
+                    },
+                    M::Bind(l),
+                ],
+                "tbnz w0, #31, .+4",
+                vec![0x37f8_0020],
+            ),
+            (
+                vec![
+                    M::Tbz {
+                        nz: false,
+                        rt: 0,
+                        bit: 63,
+                        to: l,
+                    },
+                    M::Ret,
+                    M::Bind(l),
+                ],
+                "tbz x0, #63, .+8; ret",
+                vec![0xb6f8_0040, 0xd65f_03c0],
+            ),
+            (
+                vec![
+                    M::Cbz {
+                        sf: true,
+                        nz: false,
+                        rt: 11,
+                        to: l,
+                    },
+                    M::Ret,
+                    M::Bind(l),
+                ],
+                "cbz x11, .+8; ret",
+                vec![0xb400_004b, 0xd65f_03c0],
+            ),
+            (
+                vec![
+                    M::Cbz {
+                        sf: false,
+                        nz: true,
+                        rt: 9,
+                        to: l,
+                    },
+                    M::Ret,
+                    M::Ret,
+                    M::Bind(l),
+                ],
+                "cbnz w9, .+12; ret; ret",
+                vec![0x3500_0069, 0xd65f_03c0, 0xd65f_03c0],
+            ),
+            (vec![M::Bind(l), M::B(l)], "b .", vec![0x1400_0000]),
+            (
+                vec![M::Ret, M::Bind(l), M::B(l)],
+                "ret; 1: b 1b",
+                vec![0xd65f_03c0, 0x1400_0000],
+            ),
+            (
+                vec![M::Bind(l), M::Ret, M::B(l)],
+                "1: ret; b 1b",
+                vec![0xd65f_03c0, 0x17ff_ffff],
+            ),
+        ];
+        for (ms, text, want) in cases {
+            assert_eq!(words(&ms, 1).0, want, "{text}");
+        }
+    }
+
+    #[test]
+    fn unwind_info_of_a_prologue() {
+        // stp x29, x30, [sp, #-48]!; mov x29, sp; stp x19, x20, [sp, #16];
+        // stp x21, x22, [sp, #32]; ... epilogue at instruction 10; 16 in all.
+        let prologue = [
+            M::PushPair {
+                rt: FP,
+                rt2: LR,
+                n: 48,
+            },
+            M::SetFp,
+            M::SavePair {
+                rt: 19,
+                rt2: 20,
+                off: 16,
+            },
+            M::SavePair {
+                rt: 21,
+                rt2: 22,
+                off: 32,
+            },
+        ];
+        let mut all = prologue.to_vec();
+        all.extend(std::iter::repeat_n(M::Ret, 6));
+        let x = unwind_info(&prologue, Some(10), &all, 64);
+        // header: 16 words of code, one epilogue scope, 4 words of codes
+        assert_eq!(&x[..4], &(16u32 | 1 << 22 | 4 << 27).to_le_bytes());
+        // scope: the epilogue at word 10, its codes from byte 7
+        assert_eq!(&x[4..8], &(10u32 | 7 << 22).to_le_bytes());
+        assert_eq!(
+            &x[8..],
+            [
+                0xc8, 0x84, 0xc8, 0x02, 0xe1, 0x85,
+                0xe4, // save_regp x21 #32, x19 #16, set_fp, save_fplr_x 48, end
+                0xc8, 0x84, 0xc8, 0x02, 0x85, 0xe4, // the epilogue's
+                0xe3, 0xe3, 0xe3 // nops to a whole word
+            ]
+        );
+    }
+}

@@ -253,8 +253,12 @@ fn modrm_mem(s: &mut Sink, reg: u8, m: XMem, tail: i64) {
                 2
             };
             if index.is_some() || base & 7 == RSP {
+                // Index 100 (rsp) in a SIB byte means none.
+                assert!(
+                    index.is_none_or(|(i, _)| i != RSP),
+                    "rsp cannot be an index"
+                );
                 let (i, scale) = index.unwrap_or((RSP, 0));
-                assert!(i != RSP, "rsp cannot be an index");
                 s.bytes(&[md << 6 | reg | 4, scale << 6 | (i & 7) << 3 | (base & 7)]);
             } else {
                 s.bytes(&[md << 6 | reg | (base & 7)]);
@@ -869,5 +873,491 @@ fn alu_imm(s: &mut Sink, ext: u8, w64: bool, dst: u8, imm: i32) {
         s.bytes(&[0x81]);
         modrm_rr(s, ext, dst);
         s.bytes(&imm.to_le_bytes());
+    }
+}
+
+/// Every instruction form, against the bytes GNU as and llvm-mc give for
+/// the assembler text beside it.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lower::encode_alone;
+
+    fn base(base: u8, index: Option<(u8, u8)>, disp: i32) -> XMem {
+        XMem::Base { base, index, disp }
+    }
+
+    fn bytes(m: M) -> Vec<u8> {
+        encode_alone(&X86_64, &[m], 0).0
+    }
+
+    #[test]
+    fn register_and_memory_forms() {
+        let w = |w64| w64;
+        let cases: Vec<(M, &str, &[u8])> = vec![
+            (M::Push(RBX), "pushq %rbx", &[0x53]),
+            (M::Push(R12), "pushq %r12", &[0x41, 0x54]),
+            (M::Pop(R14), "popq %r14", &[0x41, 0x5e]),
+            (M::AllocStack(8), "subq $8, %rsp", &[0x48, 0x83, 0xec, 0x08]),
+            (
+                M::AllocStack(40),
+                "subq $40, %rsp",
+                &[0x48, 0x83, 0xec, 0x28],
+            ),
+            (
+                M::FreeStack(200),
+                "addq $200, %rsp",
+                &[0x48, 0x81, 0xc4, 0xc8, 0, 0, 0],
+            ),
+            (M::Ret, "retq", &[0xc3]),
+            (
+                M::Mov {
+                    w64: w(true),
+                    dst: RDI,
+                    src: R13,
+                },
+                "movq %r13, %rdi",
+                &[0x4c, 0x89, 0xef],
+            ),
+            (
+                M::Mov {
+                    w64: w(false),
+                    dst: R13,
+                    src: RDI,
+                },
+                "movl %edi, %r13d",
+                &[0x41, 0x89, 0xfd],
+            ),
+            (
+                M::MovImm32 { dst: R9, imm: 7 },
+                "movl $7, %r9d",
+                &[0x41, 0xb9, 7, 0, 0, 0],
+            ),
+            (
+                M::MovImmSx { dst: RAX, imm: -1 },
+                "movq $-1, %rax",
+                &[0x48, 0xc7, 0xc0, 0xff, 0xff, 0xff, 0xff],
+            ),
+            (
+                M::MovAbs {
+                    dst: R10,
+                    imm: 0x1_2345_6789,
+                },
+                "movabsq $0x123456789, %r10",
+                &[0x49, 0xba, 0x89, 0x67, 0x45, 0x23, 0x01, 0, 0, 0],
+            ),
+            (M::Zero { dst: RAX }, "xorl %eax, %eax", &[0x31, 0xc0]),
+            (
+                M::Zero { dst: R10 },
+                "xorl %r10d, %r10d",
+                &[0x45, 0x31, 0xd2],
+            ),
+            (
+                M::Lea {
+                    dst: RBX,
+                    mem: base(RBX, Some((R10, 2)), 0),
+                },
+                "leaq (%rbx,%r10,4), %rbx",
+                &[0x4a, 0x8d, 0x1c, 0x93],
+            ),
+            (
+                M::Lea {
+                    dst: RDI,
+                    mem: base(R12, None, 8),
+                },
+                "leaq 8(%r12), %rdi",
+                &[0x49, 0x8d, 0x7c, 0x24, 0x08],
+            ),
+            (
+                M::Lea {
+                    dst: RCX,
+                    mem: base(R13, Some((RAX, 0)), 0),
+                },
+                "leaq (%r13,%rax), %rcx",
+                &[0x49, 0x8d, 0x4c, 0x05, 0x00],
+            ),
+            (
+                M::Lea {
+                    dst: RDX,
+                    mem: base(RSP, None, 0),
+                },
+                "leaq (%rsp), %rdx",
+                &[0x48, 0x8d, 0x14, 0x24],
+            ),
+            (
+                M::Load {
+                    w: Width::W8,
+                    dst: R9,
+                    mem: base(R10, Some((R13, 0)), 23),
+                },
+                "movzbl 23(%r10,%r13), %r9d",
+                &[0x47, 0x0f, 0xb6, 0x4c, 0x2a, 0x17],
+            ),
+            (
+                M::Load {
+                    w: Width::W16,
+                    dst: RAX,
+                    mem: base(RBP, None, 0),
+                },
+                "movzwl (%rbp), %eax",
+                &[0x0f, 0xb7, 0x45, 0x00],
+            ),
+            (
+                M::Load {
+                    w: Width::W32,
+                    dst: RDI,
+                    mem: base(RBX, None, 0),
+                },
+                "movl (%rbx), %edi",
+                &[0x8b, 0x3b],
+            ),
+            (
+                M::Load {
+                    w: Width::W64,
+                    dst: R9,
+                    mem: base(R12, Some((R10, 0)), 0),
+                },
+                "movq (%r12,%r10), %r9",
+                &[0x4f, 0x8b, 0x0c, 0x14],
+            ),
+            (
+                M::Load {
+                    w: Width::W64,
+                    dst: R9,
+                    mem: base(R14, Some((R9, 3)), 0),
+                },
+                "movq (%r14,%r9,8), %r9",
+                &[0x4f, 0x8b, 0x0c, 0xce],
+            ),
+            (
+                M::Store {
+                    w: Width::W8,
+                    mem: base(RAX, None, 0),
+                    src: RSI,
+                },
+                "movb %sil, (%rax)",
+                &[0x40, 0x88, 0x30],
+            ),
+            (
+                M::Store {
+                    w: Width::W8,
+                    mem: base(RCX, None, 0),
+                    src: RAX,
+                },
+                "movb %al, (%rcx)",
+                &[0x88, 0x01],
+            ),
+            (
+                M::Store {
+                    w: Width::W16,
+                    mem: base(RDI, None, 52),
+                    src: RAX,
+                },
+                "movw %ax, 52(%rdi)",
+                &[0x66, 0x89, 0x47, 0x34],
+            ),
+            (
+                M::Store {
+                    w: Width::W32,
+                    mem: base(R13, None, 0),
+                    src: RCX,
+                },
+                "movl %ecx, (%r13)",
+                &[0x41, 0x89, 0x4d, 0x00],
+            ),
+            (
+                M::Store {
+                    w: Width::W64,
+                    mem: base(R12, Some((R10, 0)), 0),
+                    src: R9,
+                },
+                "movq %r9, (%r12,%r10)",
+                &[0x4f, 0x89, 0x0c, 0x14],
+            ),
+            (
+                M::StoreImm {
+                    w: Width::W8,
+                    mem: base(R10, Some((R13, 0)), 23),
+                    imm: 1,
+                },
+                "movb $1, 23(%r10,%r13)",
+                &[0x43, 0xc6, 0x44, 0x2a, 0x17, 0x01],
+            ),
+            (
+                M::StoreImm {
+                    w: Width::W16,
+                    mem: base(RDI, None, 52),
+                    imm: -8,
+                },
+                "movw $-8, 52(%rdi)",
+                &[0x66, 0xc7, 0x47, 0x34, 0xf8, 0xff],
+            ),
+            (
+                M::StoreImm {
+                    w: Width::W32,
+                    mem: base(RAX, None, 0),
+                    imm: 5,
+                },
+                "movl $5, (%rax)",
+                &[0xc7, 0x00, 5, 0, 0, 0],
+            ),
+            (
+                M::StoreImm {
+                    w: Width::W64,
+                    mem: base(RDI, None, 144),
+                    imm: 0,
+                },
+                "movq $0, 144(%rdi)",
+                &[0x48, 0xc7, 0x87, 0x90, 0, 0, 0, 0, 0, 0, 0],
+            ),
+            (
+                M::Alu {
+                    op: Alu::Add,
+                    w64: true,
+                    dst: RDI,
+                    src: R12,
+                },
+                "addq %r12, %rdi",
+                &[0x4c, 0x01, 0xe7],
+            ),
+            (
+                M::Alu {
+                    op: Alu::Sub,
+                    w64: true,
+                    dst: RAX,
+                    src: RCX,
+                },
+                "subq %rcx, %rax",
+                &[0x48, 0x29, 0xc8],
+            ),
+            (
+                M::Alu {
+                    op: Alu::Cmp,
+                    w64: true,
+                    dst: RBX,
+                    src: RBP,
+                },
+                "cmpq %rbp, %rbx",
+                &[0x48, 0x39, 0xeb],
+            ),
+            (
+                M::Alu {
+                    op: Alu::Test,
+                    w64: false,
+                    dst: RAX,
+                    src: RAX,
+                },
+                "testl %eax, %eax",
+                &[0x85, 0xc0],
+            ),
+            (
+                M::Alu {
+                    op: Alu::Test,
+                    w64: true,
+                    dst: R9,
+                    src: R9,
+                },
+                "testq %r9, %r9",
+                &[0x4d, 0x85, 0xc9],
+            ),
+            (
+                M::AluImm {
+                    op: Alu::Add,
+                    w64: true,
+                    dst: RBX,
+                    imm: 4,
+                },
+                "addq $4, %rbx",
+                &[0x48, 0x83, 0xc3, 0x04],
+            ),
+            (
+                M::AluImm {
+                    op: Alu::Cmp,
+                    w64: false,
+                    dst: R13,
+                    imm: 23,
+                },
+                "cmpl $23, %r13d",
+                &[0x41, 0x83, 0xfd, 0x17],
+            ),
+            (
+                M::AluImm {
+                    op: Alu::Cmp,
+                    w64: true,
+                    dst: RBX,
+                    imm: 1000,
+                },
+                "cmpq $1000, %rbx",
+                &[0x48, 0x81, 0xfb, 0xe8, 0x03, 0, 0],
+            ),
+            (
+                M::AluMemImm {
+                    op: Alu::Add,
+                    w64: true,
+                    mem: base(RAX, None, 8),
+                    imm: 1,
+                },
+                "addq $1, 8(%rax)",
+                &[0x48, 0x83, 0x40, 0x08, 0x01],
+            ),
+            (
+                M::AluMemImm {
+                    op: Alu::Add,
+                    w64: false,
+                    mem: base(RBX, None, 300),
+                    imm: -1,
+                },
+                "addl $-1, 300(%rbx)",
+                &[0x83, 0x83, 0x2c, 0x01, 0, 0, 0xff],
+            ),
+            (
+                M::Shl { dst: R11, n: 6 },
+                "shlq $6, %r11",
+                &[0x49, 0xc1, 0xe3, 0x06],
+            ),
+            (M::RepMovsb, "rep movsb", &[0xf3, 0xa4]),
+        ];
+        for (m, text, want) in cases {
+            assert_eq!(bytes(m), want, "{text}");
+        }
+    }
+
+    /// RIP-relative operands and calls: the field, and the relocation on
+    /// it whose addend reaches back from the end of the instruction.
+    #[test]
+    fn relocated_forms() {
+        let s = Sym::Data(0x40);
+        let cases: Vec<(M, &str, &[u8], CodeRelocKind, i64)> = vec![
+            (
+                M::Lea {
+                    dst: R12,
+                    mem: XMem::Rip(s),
+                },
+                "leaq sym(%rip), %r12",
+                &[0x4c, 0x8d, 0x25],
+                CodeRelocKind::X86PcRel32,
+                -4,
+            ),
+            (
+                M::AluMemImm {
+                    op: Alu::Add,
+                    w64: true,
+                    mem: XMem::Rip(s),
+                    imm: 1,
+                },
+                "addq $1, sym(%rip)",
+                &[0x48, 0x83, 0x05],
+                CodeRelocKind::X86PcRel32,
+                -5,
+            ),
+            (
+                M::Load {
+                    w: Width::W8,
+                    dst: R10,
+                    mem: XMem::Rip(s),
+                },
+                "movzbl sym(%rip), %r10d",
+                &[0x44, 0x0f, 0xb6, 0x15],
+                CodeRelocKind::X86PcRel32,
+                -4,
+            ),
+            (
+                M::Call(Callee::Extern("f")),
+                "callq f",
+                &[0xe8],
+                CodeRelocKind::X86Branch32,
+                -4,
+            ),
+            (
+                M::JmpFunc(Callee::Extern("f")),
+                "jmp f",
+                &[0xe9],
+                CodeRelocKind::X86Branch32,
+                -4,
+            ),
+        ];
+        for (m, text, head, kind, addend) in cases {
+            let (code, relocs) = encode_alone(&X86_64, &[m.clone()], 0);
+            assert_eq!(&code[..head.len()], head, "{text}");
+            let tail = code.len() - head.len() - 4;
+            assert_eq!(&code[head.len()..head.len() + 4], [0; 4], "{text}");
+            assert_eq!(relocs.len(), 1, "{text}");
+            let r = relocs[0];
+            assert_eq!(
+                (r.offset, r.kind, r.addend),
+                (head.len() as u64, kind, addend),
+                "{text}"
+            );
+            assert_eq!(addend, -4 - tail as i64, "{text}");
+        }
+    }
+
+    /// Branches to labels, short and long (relaxed).
+    #[test]
+    fn branches() {
+        let l = Label(0);
+        let cases: Vec<(Vec<M>, &str, &[u8])> = vec![
+            (
+                vec![
+                    M::Jcc {
+                        cc: Cc::Ae,
+                        to: l,
+                        long: false,
+                    },
+                    M::Ret,
+                    M::Bind(l),
+                ],
+                "jae 1f; retq; 1:",
+                &[0x73, 0x01, 0xc3],
+            ),
+            (
+                vec![
+                    M::Bind(l),
+                    M::Jcc {
+                        cc: Cc::S,
+                        to: l,
+                        long: false,
+                    },
+                ],
+                "1: js 1b",
+                &[0x78, 0xfe],
+            ),
+            (
+                vec![
+                    M::Jcc {
+                        cc: Cc::S,
+                        to: l,
+                        long: true,
+                    },
+                    M::Bind(l),
+                ],
+                "js 1f (rel32); 1:",
+                &[0x0f, 0x88, 0, 0, 0, 0],
+            ),
+            (
+                vec![M::Bind(l), M::Jmp { to: l, long: false }],
+                "1: jmp 1b",
+                &[0xeb, 0xfe],
+            ),
+            (
+                vec![M::Bind(l), M::Jmp { to: l, long: true }],
+                "1: jmp 1b (rel32)",
+                &[0xe9, 0xfb, 0xff, 0xff, 0xff],
+            ),
+        ];
+        for (ms, text, want) in cases {
+            assert_eq!(encode_alone(&X86_64, &ms, 1).0, want, "{text}");
+        }
+    }
+
+    #[test]
+    fn unwind_info_of_a_prologue() {
+        // push rbx; push rbp; push r12; sub $32, %rsp (Windows x64 Init)
+        let prologue = [M::Push(RBX), M::Push(RBP), M::Push(R12), M::AllocStack(32)];
+        let ends = [1, 2, 4, 8];
+        assert_eq!(
+            unwind_info(&prologue, &ends),
+            [1, 8, 4, 0, 8, 0x32, 4, 0xc0, 2, 0x50, 1, 0x30]
+        );
     }
 }
