@@ -489,3 +489,141 @@ impl Max32 for Width {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::arch::{aarch64, check::check, x86_64, Arch, Conv};
+    use crate::place::{Fixups, Image};
+    use crate::version::{PY311, PY312};
+
+    /// Three modules: code objects, strings (one shared), fixups of both
+    /// kinds, a frozenset, pristine bytecode.
+    fn image() -> Image {
+        let mut img = Image {
+            data: vec![0; 4096],
+            codes: vec![0, 256, 512, 768],
+            code_lens: vec![4, 4, 6, 2],
+            strs: vec![1024, 1088, 1152],
+            str_owners: vec![0, crate::graph::SHARED, 2],
+            module_codes: vec![2, 1, 1],
+            ..Image::default()
+        };
+        img.accessors = ["a", "b", "c"]
+            .iter()
+            .zip([0, 512, 768])
+            .map(|(m, code)| Accessor {
+                symbol: crate::frozen::accessor_symbol(m),
+                code,
+            })
+            .collect();
+        img.fixups = Some(Fixups {
+            internal: vec![vec![8, 16], vec![], vec![520]],
+            external: vec![vec![(24, 0)], vec![(32, 1)], vec![]],
+            frozensets: vec![vec![(40, 2048)], vec![], vec![(40, 2048)]],
+            externs: vec!["PyCode_Type", "_PyRuntime"],
+            extern_table: 3072,
+        });
+        img
+    }
+
+    const CONVENTIONS: [(Arch, &Conv); 3] = [
+        (Arch::X86_64, &x86_64::SYSV),
+        (Arch::X86_64, &x86_64::WIN64),
+        (Arch::Aarch64, &aarch64::AAPCS64),
+    ];
+
+    /// A contract whose code teardown has no runtime hook (the object
+    /// clears the runtime-state fields itself), under both schemes.
+    fn hookless(v: &'static Version) -> &'static Version {
+        let c = v.contract;
+        let contract = Box::leak(Box::new(Contract {
+            precompute: crate::version::Precompute { ..c.precompute },
+            entry: crate::version::Entry { ..c.entry },
+            hooks: crate::version::Hooks { ..c.hooks },
+            init: c.init,
+            fini: &[FiniStep::CodeFini { hook: None }],
+        }));
+        Box::leak(Box::new(Version {
+            layout: v.layout,
+            contract,
+        }))
+    }
+
+    /// The whole program, for every version, scheme and convention,
+    /// lowers with the stack aligned at every call, every callee-saved
+    /// register restored, every label bound and every relocation inside
+    /// its function; it defines the contract's entry points and one
+    /// accessor per module.
+    #[test]
+    fn every_program_keeps_the_invariants() {
+        let img = image();
+        let lazy = Scheme::Lazy {
+            flags: 3584,
+            extern_table: 3072,
+        };
+        for v in [&PY311, &PY312, hookless(&PY311), hookless(&PY312)] {
+            for scheme in [Scheme::Eager, lazy] {
+                let pristine =
+                    needs_pristine(v.contract, scheme).then_some(v.layout.code.code_adaptive);
+                let t = RoTables::build(&img, pristine).unwrap();
+                let p = program(v, &img.accessors, &t, scheme);
+                for (arch, conv) in CONVENTIONS {
+                    let what = format!("{:?} {scheme:?} {}", v.layout.version, conv.name);
+                    let stubs = check(arch, conv, &p).unwrap_or_else(|e| panic!("{what}: {e}"));
+                    let names: Vec<&str> = stubs.funcs.iter().map(|f| f.name.as_str()).collect();
+                    for want in [v.contract.entry.init, v.contract.entry.fini]
+                        .into_iter()
+                        .chain(img.accessors.iter().map(|a| a.symbol.as_str()))
+                    {
+                        assert!(names.contains(&want), "{what}: no {want} in {names:?}");
+                    }
+                    for f in &stubs.funcs {
+                        // Windows needs unwind data for every function
+                        // that calls.
+                        let calls = p.funcs.iter().find(|g| g.name == f.name).unwrap().calls();
+                        assert!(
+                            !calls || f.unwind.is_some(),
+                            "{what}: {} has no unwind data",
+                            f.name
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// Each contract's steps reach the runtime functions they name.
+    #[test]
+    fn hooks_are_called() {
+        let img = image();
+        for v in [&PY311, &PY312] {
+            let t = RoTables::build(&img, Some(v.layout.code.code_adaptive)).unwrap();
+            for scheme in [
+                Scheme::Eager,
+                Scheme::Lazy {
+                    flags: 3584,
+                    extern_table: 3072,
+                },
+            ] {
+                let p = program(v, &img.accessors, &t, scheme);
+                let stubs = Arch::X86_64.lower(&x86_64::SYSV, &p);
+                let called: Vec<&str> = (stubs.relocs.iter())
+                    .filter_map(|r| match r.target {
+                        Sym::Extern(n) => Some(n),
+                        _ => None,
+                    })
+                    .collect();
+                let c = v.contract;
+                for h in [c.code_init_hook(), c.code_fini_hook(), c.str_fini_hook()]
+                    .into_iter()
+                    .flatten()
+                {
+                    assert!(called.contains(&h), "{scheme:?}: {h} is never called");
+                }
+                let lazy = matches!(scheme, Scheme::Lazy { .. });
+                assert_eq!(called.contains(&c.hooks.frozenset_new), lazy);
+            }
+        }
+    }
+}

@@ -141,3 +141,108 @@ fn check_func(conv: &Conv, bias: i64, insts: &[Vec<Effect>]) -> Result<(), Strin
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::check;
+    use crate::ir::{Builder, Callee, Cond, Inst, Mem, Operand, Program, Reg, Sym, Width};
+    use crate::{aarch64, x86_64, Arch, CodeRelocKind, Conv};
+
+    const CONVENTIONS: [(Arch, &Conv); 3] = [
+        (Arch::X86_64, &x86_64::SYSV),
+        (Arch::X86_64, &x86_64::WIN64),
+        (Arch::Aarch64, &aarch64::AAPCS64),
+    ];
+
+    /// The shapes CPython 3.13's contract will need, written in the IR
+    /// alone: a wrapper that looks its first argument up in a table and
+    /// either returns through a local function or tail-calls the real
+    /// function with its arguments untouched; a two-argument hook call
+    /// with a pointer to a runtime field and a pointer to a pointer; a
+    /// 64-bit counter raised at an external symbol plus an offset;
+    /// runtime-state fields cleared.
+    fn next_version_shapes() -> Program {
+        let (cur, end, data) = (Reg::Saved(0), Reg::Saved(1), Reg::Saved(2));
+        let (t0, t1) = (Reg::Temp(0), Reg::Temp(1));
+        let mut init = Builder::new("init_module", false);
+        init.addr(data, Sym::Data(0))
+            .addr(cur, Sym::Rodata(0))
+            .addr(end, Sym::Rodata(64));
+        let top = init.here();
+        let done = init.label();
+        init.branch(Width::W64, cur, Cond::GeU, Operand::Reg(end), done)
+            .load(Width::W32, t0, Mem::at(cur, 0))
+            .addr(Reg::Arg(0), Sym::Extern("_PyRuntime"))
+            .add(Reg::Arg(0), Reg::Arg(0), Operand::Imm(0x1234))
+            .add(Reg::Arg(1), data, Operand::Reg(t0))
+            .call(Callee::Extern("_PyUnicode_InternStatic"))
+            .add(cur, cur, Operand::Imm(4))
+            .jump(top)
+            .bind(done)
+            .addr(t0, Sym::Extern("_PyRuntime"))
+            .push(Inst::AddMem(Width::W64, Mem::at(t0, 0x5000), 3))
+            .load(Width::W64, t1, Mem::at(t0, 0x5008))
+            .add(t1, t1, Operand::Imm(7))
+            .store(Width::W64, Mem::at(t0, 0x5008), Operand::Reg(t1))
+            .store(Width::W64, Mem::at(data, 144), Operand::Imm(0))
+            .return_int(0);
+        let mut wrap = Builder::new("__wrap_PyMarshal_ReadObjectFromString", true);
+        let (hit, miss) = (wrap.label(), wrap.label());
+        wrap.addr(data, Sym::Data(0))
+            .push(Inst::Sub(t0, Reg::Arg(0), data))
+            .addr(cur, Sym::Rodata(0))
+            .addr(end, Sym::Rodata(32));
+        let top = wrap.here();
+        wrap.branch(Width::W64, cur, Cond::GeU, Operand::Reg(end), miss)
+            .load(Width::W32, t1, Mem::at(cur, 0))
+            .branch(Width::W64, t1, Cond::Eq, Operand::Reg(t0), hit)
+            .add(cur, cur, Operand::Imm(4))
+            .jump(top)
+            .bind(hit)
+            .load(Width::W32, Reg::Arg(0), Mem::at(cur, 32))
+            .call(Callee::Local(0))
+            .branch(Width::W32, Reg::Ret, Cond::LtS, Operand::Imm(0), miss)
+            .load(Width::W32, t0, Mem::at(cur, 64))
+            .add(Reg::Ret, data, Operand::Reg(t0))
+            .push(Inst::Return)
+            .bind(miss)
+            .push(Inst::TailCall(Callee::Extern(
+                "__real_PyMarshal_ReadObjectFromString",
+            )));
+        Program {
+            funcs: vec![init.finish(), wrap.finish()],
+        }
+    }
+
+    #[test]
+    fn next_versions_shapes_lower_everywhere() {
+        let p = next_version_shapes();
+        for (arch, conv) in CONVENTIONS {
+            let stubs = check(arch, conv, &p).unwrap_or_else(|e| panic!("{e}"));
+            let tail = stubs.relocs.iter().any(|r| {
+                r.target == Sym::Extern("__real_PyMarshal_ReadObjectFromString")
+                    && matches!(
+                        r.kind,
+                        CodeRelocKind::X86Branch32 | CodeRelocKind::A64Jump26
+                    )
+            });
+            assert!(tail, "{}: no tail call", conv.name);
+        }
+    }
+
+    /// The checker refuses what it is there to refuse.
+    #[test]
+    fn checker_catches_broken_programs() {
+        // An unbound label.
+        let mut b = Builder::new("f", true);
+        let l = b.label();
+        b.jump(l);
+        let p = Program {
+            funcs: vec![b.finish()],
+        };
+        for (arch, conv) in CONVENTIONS {
+            let e = std::panic::catch_unwind(|| check(arch, conv, &p));
+            assert!(e.is_err() || e.unwrap().is_err(), "{}", conv.name);
+        }
+    }
+}
