@@ -335,6 +335,29 @@ pub fn parallel_move(moves: &[(u8, u8)], scratch: u8) -> Vec<(u8, u8)> {
     out
 }
 
+/// Encode `insts` alone (labels `0..labels` bound among them), for the
+/// encoding tests of each instruction set.
+#[cfg(test)]
+pub(crate) fn encode_alone<B: Backend>(
+    b: &B,
+    insts: &[B::M],
+    labels: u32,
+) -> (Vec<u8>, Vec<CodeReloc>) {
+    let mut s = Sink {
+        labels: vec![None; labels as usize],
+        ..Sink::default()
+    };
+    for (i, m) in insts.iter().enumerate() {
+        s.inst = i;
+        b.encode(m, &mut s);
+    }
+    for (_, at, l, kind) in s.fixups.clone() {
+        let target = s.labels[l.0 as usize].expect("label bound");
+        assert!(b.patch(&mut s.code, at, kind, target), "in reach");
+    }
+    (s.code, s.relocs)
+}
+
 #[cfg(test)]
 mod tests {
     use super::parallel_move;
@@ -361,27 +384,4 @@ mod tests {
             }
         }
     }
-}
-
-/// Encode `insts` alone (labels `0..labels` bound among them), for the
-/// encoding tests of each instruction set.
-#[cfg(test)]
-pub(crate) fn encode_alone<B: Backend>(
-    b: &B,
-    insts: &[B::M],
-    labels: u32,
-) -> (Vec<u8>, Vec<CodeReloc>) {
-    let mut s = Sink {
-        labels: vec![None; labels as usize],
-        ..Sink::default()
-    };
-    for (i, m) in insts.iter().enumerate() {
-        s.inst = i;
-        b.encode(m, &mut s);
-    }
-    for (_, at, l, kind) in s.fixups.clone() {
-        let target = s.labels[l.0 as usize].expect("label bound");
-        assert!(b.patch(&mut s.code, at, kind, target), "in reach");
-    }
-    (s.code, s.relocs)
 }

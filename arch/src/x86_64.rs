@@ -1277,7 +1277,7 @@ mod tests {
             ),
         ];
         for (m, text, head, kind, addend) in cases {
-            let (code, relocs) = encode_alone(&X86_64, &[m.clone()], 0);
+            let (code, relocs) = encode_alone(&X86_64, std::slice::from_ref(&m), 0);
             assert_eq!(&code[..head.len()], head, "{text}");
             let tail = code.len() - head.len() - 4;
             assert_eq!(&code[head.len()..head.len() + 4], [0; 4], "{text}");
