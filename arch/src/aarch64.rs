@@ -4,8 +4,8 @@
 //! (IP0, IP1) are this lowering's own scratch registers and belong to no
 //! role. Every instruction is 4 bytes.
 
-use crate::ir::{Callee, Cond, Func, Inst, Label, Mem, Operand, Reg, Sym, Width};
-use crate::lower::{Backend, CodeRelocKind, Conv, Effect, Lowered, Sink, WinUnwind};
+use crate::ir::{Callee, Cond, Func, Inst, Label, Mem, Operand, Sym, Width};
+use crate::lower::{Backend, CodeRelocKind, Control, Conv, Effect, Lowered, Sink, WinUnwind};
 use crate::Arch;
 
 const FP: u8 = 29;
@@ -28,16 +28,9 @@ pub static AAPCS64: Conv = Conv {
     shadow: 0,
 };
 
-/// Condition codes of B.cond.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Cc {
-    Eq = 0,
-    Ne = 1,
-    Hs = 2,
-    Lo = 3,
-    Ge = 10,
-    Lt = 11,
-}
+/// The condition field of B.cond for each [`Cond`] (in its order: eq, ne,
+/// lo, hs, lt, ge).
+const COND_CODES: [u32; 6] = [0, 1, 3, 2, 11, 10];
 
 /// A machine instruction. `sf`: 64-bit (else 32-bit) operation.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -172,7 +165,7 @@ pub enum M {
     /// `mov x29, sp`
     SetFp,
     B(Label),
-    BCond(Cc, Label),
+    BCond(Cond, Label),
     /// `cbz`/`cbnz`
     Cbz {
         sf: bool,
@@ -192,10 +185,6 @@ pub enum M {
     BFunc(Callee),
     Ret,
 }
-
-const FIX_IMM26: u8 = 0;
-const FIX_IMM19: u8 = 1;
-const FIX_IMM14: u8 = 2;
 
 fn size_bits(w: Width) -> u32 {
     (w.log2() as u32) << 30
@@ -316,7 +305,7 @@ pub fn encode(m: &M, s: &mut Sink) {
         }
         M::BCond(cc, l) => {
             s.fixup(l, FIX_IMM19);
-            0x5400_0000 | cc as u32
+            0x5400_0000 | COND_CODES[cc as usize]
         }
         M::Cbz { sf: b, nz, rt, to } => {
             s.fixup(to, FIX_IMM19);
@@ -355,6 +344,11 @@ fn pair(op: u32, rt: u8, rt2: u8, off: i32) -> u32 {
     op | (((off / 8) as u32) & 0x7f) << 15 | (rt2 as u32) << 10 | (SP as u32) << 5 | rt as u32
 }
 
+/// Fixup kinds: the branch's offset field.
+const FIX_IMM26: u8 = 0;
+const FIX_IMM19: u8 = 1;
+const FIX_IMM14: u8 = 2;
+
 pub struct Aarch64;
 
 /// A memory operand resolved to one of the load/store forms.
@@ -363,24 +357,23 @@ enum Addr {
     Reg(u8, u8, bool),
 }
 
-struct Lowering {
+/// Instruction selection for one instruction.
+struct Lowering<'a> {
     conv: &'static Conv,
-    out: Vec<M>,
-    epilogue: Label,
-    next_label: u32,
-    /// Callee-saved registers in the frame, in pairs.
-    saved: Vec<u8>,
-    frame: u32,
-    used_epilogue: bool,
+    out: &'a mut Vec<M>,
+    next_label: &'a mut u32,
 }
 
-impl Lowering {
-    fn r(&self, r: Reg) -> u8 {
-        self.conv.reg(r)
-    }
+/// Callee-saved registers in the frame (in pairs), and its size.
+pub struct Frame {
+    saved: Vec<u8>,
+    size: u32,
+}
+
+impl Lowering<'_> {
     fn label(&mut self) -> Label {
-        self.next_label += 1;
-        Label(self.next_label - 1)
+        *self.next_label += 1;
+        Label(*self.next_label - 1)
     }
     fn mov_imm(&mut self, sf: bool, rd: u8, v: u64) {
         let chunks = if sf { 4 } else { 2 };
@@ -460,9 +453,11 @@ impl Lowering {
                 self.out.push(M::AddLo12 { rd: IP0, sym });
                 return Addr::Imm(IP0, 0);
             }
-            Mem::Reg { base, index, disp } => {
-                (self.r(base), index.map(|(i, s)| (self.r(i), s)), disp)
-            }
+            Mem::Reg { base, index, disp } => (
+                self.conv.reg(base),
+                index.map(|(i, s)| (self.conv.reg(i), s)),
+                disp,
+            ),
         };
         let base = match index {
             Some((i, sh)) if disp == 0 && (sh == 0 || sh == w.log2()) => {
@@ -514,53 +509,33 @@ impl Lowering {
             },
         })
     }
-    fn teardown(&mut self) {
-        for k in (0..self.saved.len() / 2).rev() {
-            self.out.push(M::RestorePair {
-                rt: self.saved[2 * k],
-                rt2: self.saved[2 * k + 1],
-                off: 16 + 16 * k as u32,
-            });
-        }
-        if self.frame > 0 {
-            self.out.push(M::PopPair {
-                rt: FP,
-                rt2: LR,
-                n: self.frame,
-            });
-        }
-    }
-    fn inst(&mut self, i: &Inst, last: bool) {
-        let sf = |w: Width| match w {
-            Width::W64 => true,
-            Width::W32 => false,
-            _ => panic!("aarch64 lowering: {w:?} compare or move"),
-        };
+    fn inst(&mut self, i: &Inst) {
+        let sf = Width::is_64;
         match *i {
             Inst::AddrOf(d, sym) => {
-                let rd = self.r(d);
+                let rd = self.conv.reg(d);
                 self.out.push(M::Adrp { rd, sym });
                 self.out.push(M::AddLo12 { rd, sym });
             }
             Inst::MovImm(w, d, v) => {
-                let rd = self.r(d);
+                let rd = self.conv.reg(d);
                 self.mov_imm(w == Width::W64, rd, v as u64)
             }
             Inst::Mov(w, d, s) => {
-                let (rd, rm) = (self.r(d), self.r(s));
+                let (rd, rm) = (self.conv.reg(d), self.conv.reg(s));
                 if rd != rm || !sf(w) {
                     self.out.push(M::Mov { sf: sf(w), rd, rm })
                 }
             }
             Inst::Load(w, d, m) => {
                 let a = self.mem(m, w);
-                let rt = self.r(d);
+                let rt = self.conv.reg(d);
                 self.load(w, rt, a)
             }
             Inst::Store(w, m, v) => {
                 let a = self.mem(m, w);
                 let rt = match v {
-                    Operand::Reg(r) => self.r(r),
+                    Operand::Reg(r) => self.conv.reg(r),
                     Operand::Imm(0) => ZR,
                     Operand::Imm(k) => {
                         self.mov_imm(w == Width::W64, IP1, k as i64 as u64);
@@ -570,10 +545,10 @@ impl Lowering {
                 self.store(w, rt, a)
             }
             Inst::Add(d, a, b) => {
-                let (rd, rn) = (self.r(d), self.r(a));
+                let (rd, rn) = (self.conv.reg(d), self.conv.reg(a));
                 match b {
                     Operand::Reg(b) => {
-                        let rm = self.r(b);
+                        let rm = self.conv.reg(b);
                         self.out.push(M::AddReg {
                             sf: true,
                             sub: false,
@@ -588,7 +563,7 @@ impl Lowering {
                 }
             }
             Inst::Sub(d, a, b) | Inst::AddShl(d, a, b, _) => {
-                let (rd, rn, rm) = (self.r(d), self.r(a), self.r(b));
+                let (rd, rn, rm) = (self.conv.reg(d), self.conv.reg(a), self.conv.reg(b));
                 let (sub, shift) = match *i {
                     Inst::AddShl(.., sh) => (false, sh),
                     _ => (true, 0),
@@ -604,7 +579,7 @@ impl Lowering {
                 })
             }
             Inst::Shl(d, s, n) => {
-                let (rd, rn) = (self.r(d), self.r(s));
+                let (rd, rn) = (self.conv.reg(d), self.conv.reg(s));
                 self.out.push(M::Lsl { rd, rn, n })
             }
             Inst::AddMem(w, m, imm) => {
@@ -660,7 +635,7 @@ impl Lowering {
                 b,
                 to,
             } => {
-                let (sf, rt) = (sf(width), self.r(a));
+                let (sf, rt) = (sf(width), self.conv.reg(a));
                 if b == Operand::Imm(0) {
                     let bit = if sf { 63 } else { 31 };
                     match cond {
@@ -687,7 +662,7 @@ impl Lowering {
                 }
                 match b {
                     Operand::Reg(b) => {
-                        let rm = self.r(b);
+                        let rm = self.conv.reg(b);
                         self.out.push(M::AddReg {
                             sf,
                             sub: true,
@@ -719,32 +694,14 @@ impl Lowering {
                         })
                     }
                 }
-                let cc = match cond {
-                    Cond::Eq => Cc::Eq,
-                    Cond::Ne => Cc::Ne,
-                    Cond::LtU => Cc::Lo,
-                    Cond::GeU => Cc::Hs,
-                    Cond::LtS => Cc::Lt,
-                    Cond::GeS => Cc::Ge,
-                };
-                self.out.push(M::BCond(cc, to))
+                self.out.push(M::BCond(cond, to))
             }
             Inst::Jump(l) => self.out.push(M::B(l)),
             Inst::Bind(l) => self.out.push(M::Bind(l)),
             Inst::Call(c) => self.out.push(M::Bl(c)),
-            Inst::TailCall(c) => {
-                self.teardown();
-                self.out.push(M::BFunc(c))
-            }
-            Inst::Return if self.frame == 0 => self.out.push(M::Ret),
-            Inst::Return => {
-                self.used_epilogue = true;
-                if !last {
-                    self.out.push(M::B(self.epilogue))
-                }
-            }
+            Inst::Return | Inst::TailCall(_) => unreachable!("the driver lowers returns"),
             Inst::Copy { dst, src, len } => {
-                let (dst, src, len) = (self.r(dst), self.r(src), self.r(len));
+                let (dst, src, len) = (self.conv.reg(dst), self.conv.reg(src), self.conv.reg(len));
                 let (top, end) = (self.label(), self.label());
                 self.out.push(M::Cbz {
                     sf: true,
@@ -774,7 +731,7 @@ impl Lowering {
                         rn: len,
                         imm: 1,
                     },
-                    M::BCond(Cc::Ne, top),
+                    M::BCond(Cond::Ne, top),
                     M::Bind(end),
                 ] {
                     self.out.push(m);
@@ -786,67 +743,68 @@ impl Lowering {
 
 impl Backend for Aarch64 {
     type M = M;
+    type Frame = Frame;
     const PAD: &'static [u8] = &[0x1f, 0x20, 0x03, 0xd5];
+    const ARCH: Arch = Arch::Aarch64;
     const ENTRY_BIAS: i64 = 0;
 
-    fn lower(&self, f: &Func, conv: &'static Conv) -> Lowered<M> {
-        assert_eq!(
-            conv.arch,
-            Arch::Aarch64,
-            "{} is no AArch64 convention",
-            conv.name
-        );
+    fn frame(&self, f: &Func, conv: &'static Conv) -> Option<Frame> {
         // Callee-saved registers go in pairs (an odd count saves one more).
         let n = f.saved_roles() as usize;
         let saved = conv.saved[..(n + n % 2).min(conv.saved.len())].to_vec();
         // A frame record (x29, x30) for any function that calls or saves,
         // as Apple's ABI requires.
-        let frame = if f.calls() || !saved.is_empty() {
-            16 + 8 * saved.len() as u32
-        } else {
-            0
-        };
-        let mut l = Lowering {
-            conv,
-            out: Vec::new(),
-            epilogue: Label(f.labels),
-            next_label: f.labels + 1,
-            saved,
-            frame,
-            used_epilogue: false,
-        };
-        if frame > 0 {
-            l.out.push(M::PushPair {
-                rt: FP,
-                rt2: LR,
-                n: frame,
+        let size = 16 + 8 * saved.len() as u32;
+        (f.calls() || !saved.is_empty()).then_some(Frame { saved, size })
+    }
+
+    fn prologue(&self, fr: &Frame, out: &mut Vec<M>) {
+        out.push(M::PushPair {
+            rt: FP,
+            rt2: LR,
+            n: fr.size,
+        });
+        out.push(M::SetFp);
+        for (k, p) in fr.saved.chunks_exact(2).enumerate() {
+            out.push(M::SavePair {
+                rt: p[0],
+                rt2: p[1],
+                off: 16 + 16 * k as u32,
             });
-            l.out.push(M::SetFp);
-            for k in 0..l.saved.len() / 2 {
-                l.out.push(M::SavePair {
-                    rt: l.saved[2 * k],
-                    rt2: l.saved[2 * k + 1],
-                    off: 16 + 16 * k as u32,
-                });
-            }
         }
-        let prologue = l.out.len();
-        for (k, i) in f.body.iter().enumerate() {
-            l.inst(i, k + 1 == f.body.len());
+    }
+
+    fn teardown(&self, fr: &Frame, out: &mut Vec<M>) {
+        for (k, p) in fr.saved.chunks_exact(2).enumerate().rev() {
+            out.push(M::RestorePair {
+                rt: p[0],
+                rt2: p[1],
+                off: 16 + 16 * k as u32,
+            });
         }
-        let mut epi = None;
-        if l.used_epilogue {
-            l.out.push(M::Bind(l.epilogue));
-            epi = Some(l.out.len());
-            l.teardown();
-            l.out.push(M::Ret);
+        out.push(M::PopPair {
+            rt: FP,
+            rt2: LR,
+            n: fr.size,
+        });
+    }
+
+    fn control(&self, c: Control) -> M {
+        match c {
+            Control::Bind(l) => M::Bind(l),
+            Control::Jump(l) => M::B(l),
+            Control::Ret => M::Ret,
+            Control::Tail(c) => M::BFunc(c),
         }
-        Lowered {
-            insts: l.out,
-            prologue,
-            epilogue: epi,
-            labels: l.next_label,
+    }
+
+    fn inst(&self, i: &Inst, conv: &'static Conv, labels: &mut u32, out: &mut Vec<M>) {
+        Lowering {
+            conv,
+            out,
+            next_label: labels,
         }
+        .inst(i)
     }
 
     fn encode(&self, m: &M, s: &mut Sink) {
@@ -875,7 +833,7 @@ impl Backend for Aarch64 {
         false
     }
 
-    fn effects(&self, m: &M, _conv: &'static Conv, out: &mut Vec<Effect>) {
+    fn effects(&self, m: &M, out: &mut Vec<Effect>) {
         match *m {
             M::Bind(l) => out.push(Effect::Bind(l)),
             M::PushPair { rt, rt2, n } => {
@@ -1370,7 +1328,7 @@ mod tests {
         let l = Label(0);
         let cases: Vec<(Vec<M>, &str, Vec<u32>)> = vec![
             (
-                vec![M::BCond(Cc::Hs, l), M::Ret, M::Bind(l)],
+                vec![M::BCond(Cond::GeU, l), M::Ret, M::Bind(l)],
                 "b.hs .+8; ret",
                 vec![0x5400_0042, 0xd65f_03c0],
             ),

@@ -56,6 +56,15 @@ impl Width {
             Width::W64 => 3,
         }
     }
+    /// Whether a move or compare of this width is 64-bit (they are 32 or
+    /// 64 bits wide).
+    pub fn is_64(self) -> bool {
+        match self {
+            Width::W64 => true,
+            Width::W32 => false,
+            _ => panic!("a {self:?} move or compare: they are 32 or 64 bits wide"),
+        }
+    }
     /// The width of a `size`-byte field (1, 2, 4 or 8).
     pub fn of_size(size: u8) -> Option<Width> {
         match size {
@@ -119,7 +128,7 @@ pub enum Operand {
     Imm(i32),
 }
 
-/// A comparison of `a` with `b`.
+/// A comparison of `a` with `b` (instruction sets may rely on this order).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Cond {
     Eq,

@@ -5,7 +5,7 @@
 //! Each instruction set supplies a [`Backend`]: its machine instructions,
 //! their encodings, its prologue and epilogue, and its unwind data.
 
-use crate::ir::{Func, Label, Program, Reg};
+use crate::ir::{Func, Inst, Label, Program, Reg};
 use crate::Arch;
 
 /// A calling convention, as a table of register numbers (the instruction
@@ -199,24 +199,99 @@ pub enum Effect {
     TailJump,
 }
 
+/// Control flow the driver places: labels, jumps, returns.
+#[derive(Clone, Copy, Debug)]
+pub enum Control {
+    Bind(Label),
+    Jump(Label),
+    Ret,
+    /// Jump to a function (a tail call).
+    Tail(crate::ir::Callee),
+}
+
 /// One instruction set.
 pub trait Backend {
     type M: Clone + std::fmt::Debug;
+    /// What a function's prologue sets up.
+    type Frame;
+    const ARCH: Arch;
     /// Bytes filling alignment gaps.
     const PAD: &'static [u8];
     /// How far the stack pointer sits below a 16-byte boundary at entry
     /// (x86's pushed return address).
     const ENTRY_BIAS: i64;
-    fn lower(&self, f: &Func, conv: &'static Conv) -> Lowered<Self::M>;
+    /// The frame `f` needs under `conv`; `None` for a function that calls
+    /// nothing and saves nothing.
+    fn frame(&self, f: &Func, conv: &'static Conv) -> Option<Self::Frame>;
+    fn prologue(&self, fr: &Self::Frame, out: &mut Vec<Self::M>);
+    /// Undo the prologue, up to (not including) the return.
+    fn teardown(&self, fr: &Self::Frame, out: &mut Vec<Self::M>);
+    fn control(&self, c: Control) -> Self::M;
+    /// Lower one instruction other than [`Inst::Return`] and
+    /// [`Inst::TailCall`]; labels of its own come from `labels`.
+    fn inst(&self, i: &Inst, conv: &'static Conv, labels: &mut u32, out: &mut Vec<Self::M>);
     fn encode(&self, m: &Self::M, s: &mut Sink);
     /// Point the PC-relative field of `kind` in the instruction at `at` to
     /// `target` (both offsets in `code`); false when out of reach.
     fn patch(&self, code: &mut [u8], at: u64, kind: u8, target: u64) -> bool;
     /// Make a branch reach farther; false if it cannot.
     fn relax(&self, m: &mut Self::M) -> bool;
-    fn effects(&self, m: &Self::M, conv: &'static Conv, out: &mut Vec<Effect>);
+    fn effects(&self, m: &Self::M, out: &mut Vec<Effect>);
     /// Windows unwind data: `ends[i]` is where instruction `i` ends.
     fn unwind(&self, l: &Lowered<Self::M>, ends: &[u64], size: u64) -> Option<WinUnwind>;
+}
+
+/// One function in machine instructions: the prologue, the body with
+/// every return a jump to the one epilogue at the end (or falling into
+/// it), a tail call tearing the frame down before it jumps.
+fn lower_func<B: Backend>(b: &B, f: &Func, conv: &'static Conv) -> Lowered<B::M> {
+    assert_eq!(
+        conv.arch,
+        B::ARCH,
+        "{} is no {:?} convention",
+        conv.name,
+        B::ARCH
+    );
+    let frame = b.frame(f, conv);
+    let mut out = Vec::new();
+    if let Some(fr) = &frame {
+        b.prologue(fr, &mut out);
+    }
+    let prologue = out.len();
+    let epilogue = Label(f.labels);
+    let mut labels = f.labels + 1;
+    let mut returns = false;
+    for (k, i) in f.body.iter().enumerate() {
+        match (i, &frame) {
+            (Inst::Return, None) => out.push(b.control(Control::Ret)),
+            (Inst::Return, Some(_)) => {
+                returns = true;
+                if k + 1 < f.body.len() {
+                    out.push(b.control(Control::Jump(epilogue)));
+                }
+            }
+            (Inst::TailCall(c), fr) => {
+                if let Some(fr) = fr {
+                    b.teardown(fr, &mut out);
+                }
+                out.push(b.control(Control::Tail(*c)));
+            }
+            _ => b.inst(i, conv, &mut labels, &mut out),
+        }
+    }
+    let mut at = None;
+    if let (true, Some(fr)) = (returns, &frame) {
+        out.push(b.control(Control::Bind(epilogue)));
+        at = Some(out.len());
+        b.teardown(fr, &mut out);
+        out.push(b.control(Control::Ret));
+    }
+    Lowered {
+        insts: out,
+        prologue,
+        epilogue: at,
+        labels,
+    }
 }
 
 /// The lowered program, with each function's machine instructions and
@@ -244,7 +319,7 @@ pub(crate) fn lower<B: Backend>(
             out.code.extend_from_slice(B::PAD);
         }
         let start = out.code.len() as u64;
-        let mut l = b.lower(f, conv);
+        let mut l = lower_func(b, f, conv);
         let s = loop {
             let mut s = Sink {
                 labels: vec![None; l.labels as usize],
@@ -295,7 +370,7 @@ pub(crate) fn lower<B: Backend>(
                     .iter()
                     .map(|m| {
                         let mut v = Vec::new();
-                        b.effects(m, conv, &mut v);
+                        b.effects(m, &mut v);
                         v
                     })
                     .collect(),

@@ -3,8 +3,10 @@
 //! System V and Windows x64 calling conventions are tables; `r11` is
 //! this lowering's own scratch register and belongs to no role.
 
-use crate::ir::{Callee, Cond, Func, Inst, Label, Mem, Operand, Reg, Sym, Width};
-use crate::lower::{parallel_move, Backend, CodeRelocKind, Conv, Effect, Lowered, Sink, WinUnwind};
+use crate::ir::{Callee, Cond, Func, Inst, Label, Mem, Operand, Sym, Width};
+use crate::lower::{
+    parallel_move, Backend, CodeRelocKind, Control, Conv, Effect, Lowered, Sink, WinUnwind,
+};
 use crate::Arch;
 
 const RAX: u8 = 0;
@@ -189,6 +191,8 @@ pub enum M {
         dst: u8,
         n: u8,
     },
+    /// `rep movsb`.
+    RepMovsb,
     Jcc {
         cc: Cc,
         to: Label,
@@ -201,8 +205,6 @@ pub enum M {
     Call(Callee),
     /// `jmp` to a function (a tail call).
     JmpFunc(Callee),
-    /// `rep movsb`.
-    RepMovsb,
 }
 
 /// Fixup kinds: where the PC-relative field sits, and its size.
@@ -278,30 +280,29 @@ fn modrm_rr(s: &mut Sink, reg: u8, rm: u8) {
 
 pub struct X86_64;
 
+/// Instruction selection for one instruction.
 struct Lowering<'a> {
     conv: &'static Conv,
-    out: Vec<M>,
-    epilogue: Label,
-    /// Registers pushed, in order.
-    pushed: &'a [u8],
+    out: &'a mut Vec<M>,
+}
+
+/// Registers pushed, in order, and bytes allocated below them.
+pub struct Frame {
+    pushed: Vec<u8>,
     alloc: u32,
-    used_epilogue: bool,
 }
 
 impl Lowering<'_> {
-    fn r(&self, r: Reg) -> u8 {
-        self.conv.reg(r)
-    }
     fn mem(&self, m: Mem) -> XMem {
         match m {
             Mem::Sym(s) => XMem::Rip(s),
             Mem::Reg { base, index, disp } => {
                 let index = index.map(|(i, sh)| {
                     assert!(sh <= 3, "x86 scales an index by 1, 2, 4 or 8");
-                    (self.r(i), sh)
+                    (self.conv.reg(i), sh)
                 });
                 XMem::Base {
-                    base: self.r(base),
+                    base: self.conv.reg(base),
                     index,
                     disp,
                 }
@@ -332,35 +333,22 @@ impl Lowering<'_> {
             M::MovAbs { dst, imm: v as u64 }
         });
     }
-    /// The frame's teardown, without the `ret`.
-    fn teardown(&mut self) {
-        if self.alloc > 0 {
-            self.out.push(M::FreeStack(self.alloc));
-        }
-        for &r in self.pushed.iter().rev() {
-            self.out.push(M::Pop(r));
-        }
-    }
-    fn inst(&mut self, i: &Inst, last: bool, frame: bool) {
-        let w64 = |w: Width| match w {
-            Width::W64 => true,
-            Width::W32 => false,
-            _ => panic!("x86 lowering: {w:?} compare or move"),
-        };
+    fn inst(&mut self, i: &Inst) {
+        let w64 = Width::is_64;
         match *i {
             Inst::AddrOf(d, s) => {
-                let dst = self.r(d);
+                let dst = self.conv.reg(d);
                 self.out.push(M::Lea {
                     dst,
                     mem: XMem::Rip(s),
                 })
             }
             Inst::MovImm(w, d, v) => {
-                let dst = self.r(d);
+                let dst = self.conv.reg(d);
                 self.mov_imm(w, dst, v)
             }
             Inst::Mov(w, d, s) => {
-                let (dst, src) = (self.r(d), self.r(s));
+                let (dst, src) = (self.conv.reg(d), self.conv.reg(s));
                 if w64(w) {
                     self.mov(dst, src)
                 } else {
@@ -371,26 +359,27 @@ impl Lowering<'_> {
                     })
                 }
             }
-            Inst::Load(w, d, m) => {
-                let (dst, mem) = (self.r(d), self.mem(m));
-                self.out.push(M::Load { w, dst, mem })
-            }
+            Inst::Load(w, d, m) => self.out.push(M::Load {
+                w,
+                dst: self.conv.reg(d),
+                mem: self.mem(m),
+            }),
             Inst::Store(w, m, v) => {
                 let mem = self.mem(m);
                 self.out.push(match v {
                     Operand::Reg(r) => M::Store {
                         w,
                         mem,
-                        src: self.r(r),
+                        src: self.conv.reg(r),
                     },
                     Operand::Imm(imm) => M::StoreImm { w, mem, imm },
                 })
             }
             Inst::Add(d, a, b) => {
-                let (dst, a) = (self.r(d), self.r(a));
+                let (dst, a) = (self.conv.reg(d), self.conv.reg(a));
                 match b {
                     Operand::Reg(b) => {
-                        let b = self.r(b);
+                        let b = self.conv.reg(b);
                         if dst == a || dst == b {
                             let src = if dst == a { b } else { a };
                             self.out.push(M::Alu {
@@ -428,7 +417,7 @@ impl Lowering<'_> {
                 }
             }
             Inst::Sub(d, a, b) => {
-                let (dst, a, mut b) = (self.r(d), self.r(a), self.r(b));
+                let (dst, a, mut b) = (self.conv.reg(d), self.conv.reg(a), self.conv.reg(b));
                 if dst == b && dst != a {
                     self.mov(SCRATCH, b);
                     b = SCRATCH;
@@ -442,7 +431,7 @@ impl Lowering<'_> {
                 })
             }
             Inst::AddShl(d, a, b, sh) => {
-                let (dst, a, b) = (self.r(d), self.r(a), self.r(b));
+                let (dst, a, b) = (self.conv.reg(d), self.conv.reg(a), self.conv.reg(b));
                 if sh <= 3 {
                     self.out.push(M::Lea {
                         dst,
@@ -466,7 +455,7 @@ impl Lowering<'_> {
                 }
             }
             Inst::Shl(d, s, n) => {
-                let (dst, src) = (self.r(d), self.r(s));
+                let (dst, src) = (self.conv.reg(d), self.conv.reg(s));
                 self.mov(dst, src);
                 self.out.push(M::Shl { dst, n })
             }
@@ -486,7 +475,7 @@ impl Lowering<'_> {
                 b,
                 to,
             } => {
-                let (w64, a) = (w64(width), self.r(a));
+                let (w64, a) = (w64(width), self.conv.reg(a));
                 let zero_test = b == Operand::Imm(0)
                     && matches!(cond, Cond::Eq | Cond::Ne | Cond::LtS | Cond::GeS);
                 let cc = if zero_test {
@@ -508,7 +497,7 @@ impl Lowering<'_> {
                             op: Alu::Cmp,
                             w64,
                             dst: a,
-                            src: self.r(b),
+                            src: self.conv.reg(b),
                         },
                         Operand::Imm(imm) => M::AluImm {
                             op: Alu::Cmp,
@@ -535,22 +524,13 @@ impl Lowering<'_> {
             Inst::Jump(to) => self.out.push(M::Jmp { to, long: false }),
             Inst::Bind(l) => self.out.push(M::Bind(l)),
             Inst::Call(c) => self.out.push(M::Call(c)),
-            Inst::TailCall(c) => {
-                self.teardown();
-                self.out.push(M::JmpFunc(c))
-            }
-            Inst::Return if !frame => self.out.push(M::Ret),
-            Inst::Return => {
-                self.used_epilogue = true;
-                if !last {
-                    self.out.push(M::Jmp {
-                        to: self.epilogue,
-                        long: false,
-                    })
-                }
-            }
+            Inst::Return | Inst::TailCall(_) => unreachable!("the driver lowers returns"),
             Inst::Copy { dst, src, len } => {
-                let moves = [(RDI, self.r(dst)), (RSI, self.r(src)), (RCX, self.r(len))];
+                let moves = [
+                    (RDI, self.conv.reg(dst)),
+                    (RSI, self.conv.reg(src)),
+                    (RCX, self.conv.reg(len)),
+                ];
                 for (d, s) in parallel_move(&moves, SCRATCH) {
                     self.mov(d, s);
                 }
@@ -562,16 +542,12 @@ impl Lowering<'_> {
 
 impl Backend for X86_64 {
     type M = M;
+    type Frame = Frame;
     const PAD: &'static [u8] = &[0xcc];
+    const ARCH: Arch = Arch::X86_64;
     const ENTRY_BIAS: i64 = 8;
 
-    fn lower(&self, f: &Func, conv: &'static Conv) -> Lowered<M> {
-        assert_eq!(
-            conv.arch,
-            Arch::X86_64,
-            "{} is no x86_64 convention",
-            conv.name
-        );
+    fn frame(&self, f: &Func, conv: &'static Conv) -> Option<Frame> {
         let roles = &conv.saved[..f.saved_roles() as usize];
         let copies = f.body.iter().any(|i| matches!(i, Inst::Copy { .. }));
         // Registers to save: the roles', and those `rep movsb` needs where
@@ -579,47 +555,41 @@ impl Backend for X86_64 {
         let pushed: Vec<u8> = (conv.saved.iter().copied())
             .filter(|r| roles.contains(r) || (copies && [RDI, RSI, RCX].contains(r)))
             .collect();
-        let calls = f.calls();
         // At entry rsp = 8 mod 16; calls need it 16-byte aligned, with the
         // convention's home area above the return address.
-        let alloc = if calls {
+        let alloc = if f.calls() {
             (8 + 8 * pushed.len() as u32) % 16 + conv.shadow
         } else {
             0
         };
-        let frame = !pushed.is_empty() || alloc > 0;
-        let epilogue = Label(f.labels);
-        let mut l = Lowering {
-            conv,
-            out: Vec::new(),
-            epilogue,
-            pushed: &pushed,
-            alloc,
-            used_epilogue: false,
-        };
-        for &r in &pushed {
-            l.out.push(M::Push(r));
+        (!pushed.is_empty() || alloc > 0).then_some(Frame { pushed, alloc })
+    }
+
+    fn prologue(&self, fr: &Frame, out: &mut Vec<M>) {
+        out.extend(fr.pushed.iter().map(|&r| M::Push(r)));
+        if fr.alloc > 0 {
+            out.push(M::AllocStack(fr.alloc));
         }
-        if alloc > 0 {
-            l.out.push(M::AllocStack(alloc));
+    }
+
+    fn teardown(&self, fr: &Frame, out: &mut Vec<M>) {
+        if fr.alloc > 0 {
+            out.push(M::FreeStack(fr.alloc));
         }
-        let prologue = l.out.len();
-        for (k, i) in f.body.iter().enumerate() {
-            l.inst(i, k + 1 == f.body.len(), frame);
+        out.extend(fr.pushed.iter().rev().map(|&r| M::Pop(r)));
+    }
+
+    fn control(&self, c: Control) -> M {
+        match c {
+            Control::Bind(l) => M::Bind(l),
+            Control::Jump(to) => M::Jmp { to, long: false },
+            Control::Ret => M::Ret,
+            Control::Tail(c) => M::JmpFunc(c),
         }
-        let mut epi = None;
-        if l.used_epilogue {
-            l.out.push(M::Bind(epilogue));
-            epi = Some(l.out.len());
-            l.teardown();
-            l.out.push(M::Ret);
-        }
-        Lowered {
-            insts: l.out,
-            prologue,
-            epilogue: epi,
-            labels: f.labels + 1,
-        }
+    }
+
+    fn inst(&self, i: &Inst, conv: &'static Conv, _labels: &mut u32, out: &mut Vec<M>) {
+        Lowering { conv, out }.inst(i)
     }
 
     fn encode(&self, m: &M, s: &mut Sink) {
@@ -658,8 +628,7 @@ impl Backend for X86_64 {
         }
     }
 
-    fn effects(&self, m: &M, conv: &'static Conv, out: &mut Vec<Effect>) {
-        let _ = conv;
+    fn effects(&self, m: &M, out: &mut Vec<Effect>) {
         match *m {
             M::Bind(l) => out.push(Effect::Bind(l)),
             M::Push(r) => out.extend([Effect::Save(r), Effect::Sp(-8)]),
