@@ -8,14 +8,15 @@ mod read;
 pub use collect::{collect, module_tables, Collected};
 pub use read::read_graph;
 
-use crate::arch::{Lazy, Scheme, StubSpec, TableWalk};
 use crate::error::{Error, Result};
 use crate::frozen::Tables;
 use crate::graph::Graph;
 use crate::input::Marshalled;
 use crate::output::{write_atomically, write_atomically_with};
+use crate::rotables::RoTables;
+use crate::stubs::{self, Scheme};
 use crate::target::Target;
-use crate::version::{Step, Version};
+use crate::version::Version;
 use crate::{objfile, place};
 use std::io::Seek;
 use std::path::{Path, PathBuf};
@@ -103,12 +104,11 @@ pub fn build_object(
     Ok((bytes, stats))
 }
 
-/// Everything an object file is made of: the placed data, the stubs, and
-/// the tables they walk.
+/// Everything an object file is made of: the placed data, the tables the
+/// stubs walk, and the stubs.
 pub struct LaidOut {
     image: place::Image,
-    tables: Vec<Vec<u32>>,
-    blob: Vec<u8>,
+    rodata: RoTables,
     stubs: crate::arch::Stubs,
     /// All but `object_bytes`.
     pub stats: Stats,
@@ -117,23 +117,18 @@ pub struct LaidOut {
 impl LaidOut {
     /// The object file, borrowing the data and code.
     pub fn object(&self, opts: &Options) -> Result<object::write::Object<'_>> {
-        objfile::build(
-            &opts.target,
-            &self.image,
-            &self.tables,
-            &self.blob,
-            &self.stubs,
-        )
+        objfile::build(&opts.target, &self.image, &self.rodata, &self.stubs)
     }
 }
 
-/// Lay the graph out and assemble the stubs.
+/// Lay the graph out, build the read-only tables and lower the stub
+/// program.
 pub fn lay_out(opts: &Options, graph: &Graph, tables: Option<&Tables>) -> Result<LaidOut> {
     check_runtime_known(opts)?;
-    let (l, c) = (opts.version.layout, opts.version.contract);
+    let (v, l) = (opts.version, opts.version.layout);
     let mut image = place::place(
         graph,
-        opts.version,
+        v,
         opts.target.wchar_size,
         l.runtime_shift(opts.target.arch),
         opts.lazy,
@@ -141,95 +136,20 @@ pub fn lay_out(opts: &Options, graph: &Graph, tables: Option<&Tables>) -> Result
     if let Some(t) = tables {
         crate::tables::append(&mut image, l, t);
     }
-    let str_walk = |name, range| {
-        (c.fini.contains(&Step::StrFini).then_some(c.hooks.str_fini))
-            .flatten()
-            .map(|callee| TableWalk {
-                name,
-                table: 1,
-                range,
-                callee,
-                check_result: false,
-            })
-    };
-    // The stub program of 3.11 and 3.12 (the only contracts so far) calls
-    // both code hooks.
-    let hook = |h: Option<&'static str>| h.expect("3.11/3.12 contracts name both code hooks");
-    let mut tables;
-    let mut blob = Vec::new();
     let scheme = if opts.lazy {
         image.defer_relocations();
         let flags = image.add_module_flags();
-        tables = image.tables()?;
-        // The pristine bytecode follows the tables and their sentinel.
-        let (pristine, mut entries) = image.pristine_bytecode(l.code.code_adaptive);
-        let mut with_entries = tables.iter().map(Vec::len).collect::<Vec<_>>();
-        with_entries.push(entries.len());
-        let base = objfile::blob_offset(&with_entries);
-        for e in entries.iter_mut().step_by(2) {
-            *e += base;
-        }
-        tables.push(entries);
-        blob = pristine;
-        Scheme::Lazy(Lazy {
-            init_name: c.entry.init,
-            fini_name: c.entry.fini,
-            code_init: hook(c.hooks.code_init),
-            code_fini: hook(c.hooks.code_fini),
+        Scheme::Lazy {
             flags,
             extern_table: image.fixups.as_ref().map_or(0, |f| f.extern_table),
-            // Strings owned by no single module always have valid pointers.
-            fini_walks: {
-                let n = image.shared_strs();
-                str_walk(c.entry.fini, Some((image.strs.len() as u64 - n, n)))
-                    .into_iter()
-                    .collect()
-            },
-            str_fini: c.hooks.str_fini,
-            code_adaptive: l.code.code_adaptive,
-            fixed: l
-                .code
-                .fixed
-                .iter()
-                .map(|&(f, v)| (f.off, f.size, v))
-                .collect(),
-            runtime_state: l.code.runtime_state.iter().map(|f| f.off).collect(),
-            frozenset_new: c.hooks.frozenset_new,
-            decref: c.hooks.decref,
-        })
+        }
     } else {
-        tables = image.tables()?;
-        let mut walks = vec![
-            TableWalk {
-                name: c.entry.init,
-                table: 0,
-                range: None,
-                callee: hook(c.hooks.code_init),
-                check_result: true,
-            },
-            TableWalk {
-                name: c.entry.fini,
-                table: 0,
-                range: None,
-                callee: hook(c.hooks.code_fini),
-                check_result: false,
-            },
-        ];
-        walks.extend(str_walk(c.entry.fini, None));
-        Scheme::Eager { walks }
+        Scheme::Eager
     };
-    let spec = StubSpec {
-        abi: opts.target.abi,
-        accessors: image
-            .accessors
-            .iter()
-            .map(|a| (a.symbol.clone(), a.code))
-            .collect(),
-        incref: (!l.head.immortal).then_some(l.head.refcnt.off),
-        tables: tables.iter().map(|t| t.len() as u64).collect(),
-        scheme,
-    };
-    let stubs = opts.target.arch.assemble(&spec);
+    let pristine = stubs::needs_pristine(v.contract, scheme).then_some(l.code.code_adaptive);
+    let rodata = RoTables::build(&image, pristine)?;
+    let program = stubs::program(v, &image.accessors, &rodata, scheme);
+    let stubs = opts.target.arch.lower(opts.target.conv, &program);
     let stats = Stats {
         modules: graph.modules.len(),
         code_objects: image.codes.len(),
@@ -239,8 +159,7 @@ pub fn lay_out(opts: &Options, graph: &Graph, tables: Option<&Tables>) -> Result
     };
     Ok(LaidOut {
         image,
-        tables,
-        blob,
+        rodata,
         stubs,
         stats,
     })

@@ -4,7 +4,9 @@
 //! Data flows one way:
 //! inputs ([`input`]) -> marshal reader ([`marshal`]) -> constant graph
 //! ([`graph`]) -> per-version layout ([`layout`]) -> placement ([`place`]) ->
-//! object writer ([`objfile`]), with machine-code stubs from `arch/`.
+//! object writer ([`objfile`]); the read-only tables the stubs walk
+//! ([`rotables`]), and the stub program ([`stubs`]) written once and lowered
+//! per instruction set by the `pyfreeze-obj-arch` crate (`arch/`, [`arch`]).
 
 pub mod emit;
 pub mod error;
@@ -17,8 +19,10 @@ pub mod objfile;
 pub mod output;
 pub mod place;
 pub mod relink;
+pub mod rotables;
+pub mod stubs;
 pub mod tables;
 pub mod target;
 pub mod version;
 
-pub use target::arch;
+pub use pyfreeze_obj_arch as arch;

@@ -1,12 +1,10 @@
 //! Output targets: parsing `--target` and the facts about a target that the
 //! rest of the tool needs (object format, architecture, calling convention).
 
+use crate::arch;
 use crate::error::{Error, Result};
 use std::str::FromStr;
 use target_lexicon::{Architecture, BinaryFormat, Environment, OperatingSystem, Triple};
-
-#[path = "../arch/mod.rs"]
-pub mod arch;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
@@ -36,7 +34,8 @@ pub struct Target {
     pub triple: String,
     pub format: Format,
     pub arch: arch::Arch,
-    pub abi: arch::Abi,
+    /// The calling convention the stubs follow.
+    pub conv: &'static arch::Conv,
     /// `sizeof(wchar_t)`: 2 on Windows, 4 elsewhere.
     pub wchar_size: u8,
 }
@@ -104,20 +103,14 @@ impl Target {
                 )))
             }
         };
-        // Windows x64 has its own calling convention; Windows on ARM64
-        // follows AAPCS64 like everyone else.
-        let abi = if format == Format::Coff && arch == arch::Arch::X86_64 {
-            arch::Abi::Win64
-        } else {
-            arch::Abi::SysV
-        };
+        let conv = arch.convention(format == Format::Coff);
         let wchar_size = if format == Format::Coff { 2 } else { 4 };
         Ok(Target {
             os,
             triple: full.to_string(),
             format,
             arch,
-            abi,
+            conv,
             wchar_size,
         })
     }

@@ -30,14 +30,14 @@ pub struct Contract {
     pub precompute: Precompute,
     /// Functions the object defines for the runtime.
     pub entry: Entry,
-    /// Runtime functions the steps call.
+    /// Public API the lazy scheme's own machinery calls.
     pub hooks: Hooks,
-    /// Run once per code object when it is initialized (all of them in
-    /// Init under the eager scheme, a module's on its first use under the
-    /// lazy one), in order.
-    pub init: &'static [Step],
+    /// Run when code objects are initialized (all of them in Init under
+    /// the eager scheme, a module's on its first use under the lazy one),
+    /// in order.
+    pub init: &'static [InitStep],
     /// Run at teardown, in order.
-    pub fini: &'static [Step],
+    pub fini: &'static [FiniStep],
 }
 
 /// Emit-time work that differs between versions.
@@ -67,38 +67,67 @@ pub struct Entry {
     pub fini: &'static str,
 }
 
-/// Runtime functions the steps call.
+/// Public API the lazy scheme calls for frozenset constants (which it
+/// turns into real frozensets; the eager scheme is CPython's and leaves
+/// them as sorted tuples).
 #[derive(Debug)]
 pub struct Hooks {
-    /// `int hook(PyCodeObject *)`: initializes a static code object
-    /// (negative on error).
-    pub code_init: Option<&'static str>,
-    /// `void hook(PyCodeObject *)`: undoes what the runtime did to a static
-    /// code object.
-    pub code_fini: Option<&'static str>,
-    /// `void hook(PyObject *)`: releases what the runtime attached to a
-    /// static string (3.11 `_PyStaticUnicode_Dealloc`).
-    pub str_fini: Option<&'static str>,
-    /// Public API for frozenset constants: a frozenset from a tuple (new
-    /// reference, NULL on error), and dropping a reference.
+    /// `PyObject *f(PyObject *tuple)`: a new frozenset (NULL on error).
     pub frozenset_new: &'static str,
+    /// `void f(PyObject *)`: drop a reference.
     pub decref: &'static str,
 }
 
-/// A shared step of initialization or teardown.
+/// A step of initialization. Its logic is written once, in
+/// [`crate::stubs`]; a contract only chooses the steps and names the
+/// runtime functions they call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Step {
-    /// Initialization: call [`Hooks::code_init`] on each code object;
-    /// a negative result fails.
-    CodeInit,
-    /// Teardown: undo the runtime's work on each initialized code object
-    /// by calling [`Hooks::code_fini`] (eager), or by restoring its
-    /// pristine bytecode and fixed fields and calling `code_fini` only
-    /// where the runtime left state behind (lazy).
-    CodeFini,
-    /// Teardown: call [`Hooks::str_fini`] on each string object we emit
-    /// whose pointers are valid, after the code objects.
-    StrFini,
+pub enum InitStep {
+    /// `int hook(PyCodeObject *)` on each code object being initialized;
+    /// a negative result fails the initialization (with the runtime's
+    /// exception set).
+    CodeHook(&'static str),
+}
+
+/// A step of teardown (see [`InitStep`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FiniStep {
+    /// Return each initialized code object to its emitted state. Under
+    /// the eager scheme with a hook: `void hook(PyCodeObject *)` on each
+    /// (what CPython's own Fini does). Otherwise the object restores its
+    /// pristine bytecode and the layout's fixed fields itself; where one
+    /// of the layout's runtime-state fields is set, `hook` runs first
+    /// (without a hook, those fields are cleared).
+    CodeFini { hook: Option<&'static str> },
+    /// `void hook(PyObject *)` on each string object we emit whose
+    /// pointers are valid, after the code objects.
+    StrHook(&'static str),
+}
+
+impl Contract {
+    /// The runtime function initialization calls on each code object.
+    pub fn code_init_hook(&self) -> Option<&'static str> {
+        self.init
+            .iter()
+            .map(|s| match *s {
+                InitStep::CodeHook(h) => h,
+            })
+            .next()
+    }
+    /// The runtime function teardown calls on code objects.
+    pub fn code_fini_hook(&self) -> Option<&'static str> {
+        self.fini.iter().find_map(|s| match *s {
+            FiniStep::CodeFini { hook } => hook,
+            _ => None,
+        })
+    }
+    /// The runtime function teardown calls on string objects.
+    pub fn str_fini_hook(&self) -> Option<&'static str> {
+        self.fini.iter().find_map(|s| match *s {
+            FiniStep::StrHook(h) => Some(h),
+            _ => None,
+        })
+    }
 }
 
 /// 3.11 and 3.12: the runtime calls `_Py_Deepfreeze_Init` and `_Fini`,
@@ -108,7 +137,10 @@ const DEEPFREEZE_ENTRY: Entry = Entry {
     fini: "_Py_Deepfreeze_Fini",
 };
 
-const API: (&str, &str) = ("PyFrozenSet_New", "Py_DecRef");
+const API: Hooks = Hooks {
+    frozenset_new: "PyFrozenSet_New",
+    decref: "Py_DecRef",
+};
 
 pub static PY311: Version = Version {
     layout: &crate::layout::PY311,
@@ -120,15 +152,14 @@ pub static PY311: Version = Version {
             version_counter: None,
         },
         entry: DEEPFREEZE_ENTRY,
-        hooks: Hooks {
-            code_init: Some("_PyStaticCode_InternStrings"),
-            code_fini: Some("_PyStaticCode_Dealloc"),
-            str_fini: Some("_PyStaticUnicode_Dealloc"),
-            frozenset_new: API.0,
-            decref: API.1,
-        },
-        init: &[Step::CodeInit],
-        fini: &[Step::CodeFini, Step::StrFini],
+        hooks: API,
+        init: &[InitStep::CodeHook("_PyStaticCode_InternStrings")],
+        fini: &[
+            FiniStep::CodeFini {
+                hook: Some("_PyStaticCode_Dealloc"),
+            },
+            FiniStep::StrHook("_PyStaticUnicode_Dealloc"),
+        ],
     },
 };
 
@@ -142,15 +173,11 @@ pub static PY312: Version = Version {
             version_counter: Some("_Py_next_func_version"),
         },
         entry: DEEPFREEZE_ENTRY,
-        hooks: Hooks {
-            code_init: Some("_PyStaticCode_Init"),
-            code_fini: Some("_PyStaticCode_Fini"),
-            str_fini: None,
-            frozenset_new: API.0,
-            decref: API.1,
-        },
-        init: &[Step::CodeInit],
-        fini: &[Step::CodeFini],
+        hooks: API,
+        init: &[InitStep::CodeHook("_PyStaticCode_Init")],
+        fini: &[FiniStep::CodeFini {
+            hook: Some("_PyStaticCode_Fini"),
+        }],
     },
 };
 

@@ -1186,15 +1186,17 @@ fn render(insns: &[Insn]) -> Vec<String> {
 /// The intended accessor: `adrp x0` + `add x0, x0` (the code object), for
 /// 3.11 an increment of its refcount, `ret`.
 fn expected_accessor(incref: bool) -> Vec<String> {
-    let mut v = vec![
-        "adrp x0 [ADR_PREL_PG_HI21]".to_string(),
-        "add x0, x0, #0 [ADD_ABS_LO12_NC]".to_string(),
-    ];
+    let mut v = vec![];
     if incref {
-        v.push("ldr x1, [x0]".to_string());
-        v.push("add x1, x1, #1".to_string());
-        v.push("str x1, [x0]".to_string());
+        // The reference count (at offset 0) through IP0 and IP1.
+        v.push("adrp x16 [ADR_PREL_PG_HI21]".to_string());
+        v.push("add x16, x16, #0 [ADD_ABS_LO12_NC]".to_string());
+        v.push("ldr x17, [x16]".to_string());
+        v.push("add x17, x17, #1".to_string());
+        v.push("str x17, [x16]".to_string());
     }
+    v.push("adrp x0 [ADR_PREL_PG_HI21]".to_string());
+    v.push("add x0, x0, #0 [ADD_ABS_LO12_NC]".to_string());
     v.push("ret".to_string());
     v
 }
@@ -1299,9 +1301,10 @@ fn expected_walk(loops: &[(&str, bool)], p: usize) -> Vec<String> {
         v.push("cmp x19, x20".into());
         let exit = v.len();
         v.push(String::new()); // b.hs: after the loop, filled in below
-        v.push("ldr w0, [x19], #4".into());
+        v.push("ldr w0, [x19]".into());
         v.push("add x0, x21, x0".into());
         v.push(format!("bl [CALL26 {callee}]"));
+        v.push("add x19, x19, #4".into());
         if *check {
             v.push("tbnz w0, #31, @FAIL".into());
         }
@@ -1472,7 +1475,7 @@ fn assert_stubs(
             let want = objects_of(f, model, ty);
             assert!(!want.is_empty());
             assert_each_once(&format!("{name} loop {k}"), &listed, &want);
-            setup += if loops[k].1 { 11 } else { 10 };
+            setup += if loops[k].1 { 12 } else { 11 };
         }
     }
     assert!(!codes.is_empty());

@@ -759,7 +759,7 @@ fn loaded_addresses(arch: &str, img: &Image, start: u64) -> Vec<(String, u64)> {
                 8
             }
             [0x48, 0x39, 0xeb, ..] | [0x4c, 0x01, ..] => 3,
-            [0x73 | 0xeb, ..] | [0x8b, ..] | [0x85, 0xc0, ..] | [0x31, 0xc0, ..] => 2,
+            [0x73 | 0x78 | 0xeb, ..] | [0x8b, ..] | [0x85, 0xc0, ..] | [0x31, 0xc0, ..] => 2,
             [0xe8, ..] | [0xb8, ..] => 5,
             [0x0f, 0x88, ..] => 6,
             _ => panic!("unknown instruction at {pc:#x}: {b:02x?}"),
@@ -780,12 +780,14 @@ fn accessor_target(arch: &str, img: &Image, start: u64) -> (u64, Option<u64>) {
         .unwrap_or_else(|| panic!("accessor at {start:#x} loads no address: {loads:?}"))
         .1;
     let inc = if arch == "aarch64" {
-        // ldr x1, [x0]; add x1, x1, #1; str x1, [x0] right after the address.
+        // adrp x16, A; add x16, x16, :lo12:A; then ldr x17, [x16];
+        // add x17, x17, #1; str x17, [x16].
         let after = start + 8;
-        (img.u32(after) == 0xf940_0001
-            && img.u32(after + 4) == 0x9100_0421
-            && img.u32(after + 8) == 0xf900_0001)
-            .then_some(ret)
+        (img.u32(after) == 0xf940_0211
+            && img.u32(after + 4) == 0x9100_0631
+            && img.u32(after + 8) == 0xf900_0211)
+            .then(|| loads.iter().find(|(r, _)| r == "x16").map(|x| x.1))
+            .flatten()
     } else {
         loads.iter().find(|(r, _)| r == "inc").map(|x| x.1)
     };
@@ -1033,7 +1035,7 @@ fn macho_relocations(py: &'static Py, arch: &str) {
     }
     assert_eq!(calls, callees, "calls");
     let n_walks = 2 + py.fini_str.is_some() as usize;
-    let expected_addresses = STOCK_MODULES * (1 + (arch == "x86_64" && !py.immortal) as usize)
+    let expected_addresses = STOCK_MODULES * (1 + !py.immortal as usize)
         + 3 * n_walks // data base, table start, table end
         - (n_walks - 2); // Fini's second walk reuses the data base
     assert_eq!(
@@ -1121,13 +1123,19 @@ fn expected_accessor(arch: &str, py: &Py, anchor: &str, signed_1: bool) -> Vec<S
     let a = underscore(anchor);
     match (arch, py.immortal) {
         ("aarch64", immortal) => {
-            let mut v = vec![
-                format!("adrp x0, {a}@PAGE"),
-                format!("add x0, x0, {a}@PAGEOFF"),
-            ];
+            let mut v = vec![];
             if !immortal {
-                v.extend(["ldr x1, [x0]", "add x1, x1, #1", "str x1, [x0]"].map(String::from));
+                // The reference count (at offset 0) through IP0 and IP1.
+                v.extend([
+                    format!("adrp x16, {a}@PAGE"),
+                    format!("add x16, x16, {a}@PAGEOFF"),
+                ]);
+                v.extend(
+                    ["ldr x17, [x16]", "add x17, x17, #1", "str x17, [x16]"].map(String::from),
+                );
             }
+            v.push(format!("adrp x0, {a}@PAGE"));
+            v.push(format!("add x0, x0, {a}@PAGEOFF"));
             v.push("ret".into());
             v
         }
@@ -1173,9 +1181,10 @@ fn expected_walks(arch: &str, walks: &[Walk]) -> Vec<String> {
             push(format!("top{k}:"));
             push("cmp x19, x20".into());
             push(format!("b.hs <next{k}>"));
-            push("ldr w0, [x19], #4".into());
+            push("ldr w0, [x19]".into());
             push("add x0, x21, x0".into());
             push(format!("bl _{}", w.callee));
+            push("add x19, x19, #4".into());
             if w.check {
                 push("tbnz w0, #31, <fail>".into());
             }

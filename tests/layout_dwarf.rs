@@ -1916,14 +1916,14 @@ fn check_object_layouts(v: &Version, o: &Oracle, l: &Layout, k: &mut Checker) {
     // exactly the runtime_state offsets.
     if let Some(stores) = k.get(
         "code.runtime_state: code fini's NULL stores",
-        null_stores(&o.code_data, contract_of(l).hooks.code_fini.unwrap()),
+        null_stores(&o.code_data, contract_of(l).code_fini_hook().unwrap()),
     ) {
         let mut want: Vec<u64> = runtime_state.iter().map(|f| u64::from(f.off)).collect();
         want.sort_unstable();
         k.eq(
             &format!(
                 "code.runtime_state: offsets {} (codeobject.o) stores NULL at",
-                contract_of(l).hooks.code_fini.unwrap()
+                contract_of(l).code_fini_hook().unwrap()
             ),
             want,
             stores,
@@ -2935,9 +2935,9 @@ fn check_symbols(_v: &Version, o: &Oracle, l: &Layout, k: &mut Checker) {
     } = &l.sym;
     // The version contract's runtime hooks and entry points.
     let c = contract_of(l);
-    let (code_init, code_fini) = (&c.hooks.code_init.unwrap(), &c.hooks.code_fini.unwrap());
+    let (code_init, code_fini) = (&c.code_init_hook().unwrap(), &c.code_fini_hook().unwrap());
     let (str_fini, frozenset_new, decref) =
-        (&c.hooks.str_fini, &c.hooks.frozenset_new, &c.hooks.decref);
+        (&c.str_fini_hook(), &c.hooks.frozenset_new, &c.hooks.decref);
     let next_func_version = &c.precompute.version_counter;
     let (deepfreeze_init, deepfreeze_fini) = (&c.entry.init, &c.entry.fini);
     let df = &o.syms["deepfreeze.o"];
@@ -4149,11 +4149,11 @@ fn check_gcc_code(_v: &Version, o: &Oracle, l: &Layout, k: &mut Checker) {
         .collect();
     let c = contract_of(l);
     for (fname, callees) in [
-        (c.entry.init, vec![(c.hooks.code_init.unwrap(), &all_code)]),
+        (c.entry.init, vec![(c.code_init_hook().unwrap(), &all_code)]),
         (
             c.entry.fini,
-            std::iter::once((c.hooks.code_fini.unwrap(), &all_code))
-                .chain(c.hooks.str_fini.map(|f| (f, &all_str)))
+            std::iter::once((c.code_fini_hook().unwrap(), &all_code))
+                .chain(c.str_fini_hook().map(|f| (f, &all_str)))
                 .collect(),
         ),
     ] {

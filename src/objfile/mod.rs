@@ -1,14 +1,17 @@
 //! The object writer: one format-neutral layer over the `object` crate.
 //!
-//! It takes the placed data ([`Image`]) and the assembled stubs ([`Stubs`])
-//! and writes a relocatable object. Everything that depends on the output
+//! It takes the placed data ([`Image`]), the read-only tables
+//! ([`RoTables`]) and the lowered stubs ([`Stubs`]) and writes a relocatable
+//! object. Everything that depends on the output
 //! format — section names and flags, symbol visibility, and the mapping
 //! from neutral relocation kinds to the format's relocation types — is
 //! decided here, in one place ([`reloc_flags`]).
 
-use crate::arch::{Arch, CodeRelocKind, Stubs, Sym};
+use crate::arch::ir::Sym;
+use crate::arch::{Arch, CodeRelocKind, Stubs};
 use crate::error::{Error, Result};
 use crate::place::{Image, Target as DataTarget};
+use crate::rotables::RoTables;
 use crate::target::{Format, Target};
 use object::write::{Object, Relocation, StandardSection, Symbol, SymbolId, SymbolSection};
 use object::{
@@ -42,7 +45,7 @@ fn reloc_flags(format: Format, arch: Arch, kind: Kind) -> RelocationFlags {
         (Format::Elf, Kind::Code(CodeRelocKind::X86PcRel32)) => RelocationFlags::Elf {
             r_type: elf::R_X86_64_PC32,
         },
-        (Format::Elf, Kind::Code(CodeRelocKind::X86Call32)) => RelocationFlags::Elf {
+        (Format::Elf, Kind::Code(CodeRelocKind::X86Branch32)) => RelocationFlags::Elf {
             r_type: elf::R_X86_64_PLT32,
         },
         (Format::Elf, Kind::Code(CodeRelocKind::A64AdrPage21)) => RelocationFlags::Elf {
@@ -54,6 +57,9 @@ fn reloc_flags(format: Format, arch: Arch, kind: Kind) -> RelocationFlags {
         (Format::Elf, Kind::Code(CodeRelocKind::A64Call26)) => RelocationFlags::Elf {
             r_type: elf::R_AARCH64_CALL26,
         },
+        (Format::Elf, Kind::Code(CodeRelocKind::A64Jump26)) => RelocationFlags::Elf {
+            r_type: elf::R_AARCH64_JUMP26,
+        },
         (Format::MachO, Kind::Code(CodeRelocKind::A64AdrPage21)) => RelocationFlags::MachO {
             r_type: macho::ARM64_RELOC_PAGE21,
             r_pcrel: true,
@@ -64,20 +70,24 @@ fn reloc_flags(format: Format, arch: Arch, kind: Kind) -> RelocationFlags {
             r_pcrel: false,
             r_length: 2,
         },
-        (Format::MachO, Kind::Code(CodeRelocKind::A64Call26)) => RelocationFlags::MachO {
-            r_type: macho::ARM64_RELOC_BRANCH26,
-            r_pcrel: true,
-            r_length: 2,
-        },
+        (Format::MachO, Kind::Code(CodeRelocKind::A64Call26 | CodeRelocKind::A64Jump26)) => {
+            RelocationFlags::MachO {
+                r_type: macho::ARM64_RELOC_BRANCH26,
+                r_pcrel: true,
+                r_length: 2,
+            }
+        }
         (Format::Coff, Kind::Code(CodeRelocKind::A64AdrPage21)) => RelocationFlags::Coff {
             typ: pe::IMAGE_REL_ARM64_PAGEBASE_REL21,
         },
         (Format::Coff, Kind::Code(CodeRelocKind::A64AddLo12)) => RelocationFlags::Coff {
             typ: pe::IMAGE_REL_ARM64_PAGEOFFSET_12A,
         },
-        (Format::Coff, Kind::Code(CodeRelocKind::A64Call26)) => RelocationFlags::Coff {
-            typ: pe::IMAGE_REL_ARM64_BRANCH26,
-        },
+        (Format::Coff, Kind::Code(CodeRelocKind::A64Call26 | CodeRelocKind::A64Jump26)) => {
+            RelocationFlags::Coff {
+                typ: pe::IMAGE_REL_ARM64_BRANCH26,
+            }
+        }
         (Format::Coff, Kind::DataAbs64) if arch == Arch::Aarch64 => RelocationFlags::Coff {
             typ: pe::IMAGE_REL_ARM64_ADDR64,
         },
@@ -97,23 +107,20 @@ fn generic_flags(kind: Kind) -> RelocationFlags {
             encoding: RelocationEncoding::Generic,
             size: 32,
         },
-        Kind::Code(CodeRelocKind::X86Call32) => RelocationFlags::Generic {
+        Kind::Code(CodeRelocKind::X86Branch32) => RelocationFlags::Generic {
             kind: RelocationKind::PltRelative,
             encoding: RelocationEncoding::X86Branch,
             size: 32,
         },
         Kind::Code(
-            CodeRelocKind::A64AdrPage21 | CodeRelocKind::A64AddLo12 | CodeRelocKind::A64Call26,
+            CodeRelocKind::A64AdrPage21
+            | CodeRelocKind::A64AddLo12
+            | CodeRelocKind::A64Call26
+            | CodeRelocKind::A64Jump26,
         ) => {
             unreachable!("AArch64 relocations are format-specific")
         }
     }
-}
-
-/// Where the read-only blob starts in the read-only section: after the
-/// 32-bit tables (of these lengths) and their zero sentinel.
-pub fn blob_offset(table_lens: &[usize]) -> u32 {
-    4 * (table_lens.iter().sum::<usize>() as u32 + 1)
 }
 
 /// The object file for `image` and `stubs`, ready to be written (to bytes
@@ -122,8 +129,7 @@ pub fn blob_offset(table_lens: &[usize]) -> u32 {
 pub fn build<'a>(
     target: &Target,
     image: &'a Image,
-    tables: &[Vec<u32>],
-    blob: &[u8],
+    rodata: &RoTables,
     stubs: &'a Stubs,
 ) -> Result<Object<'a>> {
     let format = match target.format {
@@ -147,6 +153,7 @@ pub fn build<'a>(
     };
 
     let text = w.obj.section_id(StandardSection::Text);
+    let rodata_bytes = rodata.bytes();
     let rodata = w.obj.section_id(StandardSection::ReadOnlyData);
     let data = w.obj.section_id(StandardSection::Data);
     if target.format == Format::Elf {
@@ -157,21 +164,9 @@ pub fn build<'a>(
 
     w.obj.set_section_data(data, &image.data[..], 32);
     w.obj.set_section_data(text, &stubs.code[..], stubs.align);
-    // The 32-bit tables the stubs walk (no relocations: object offsets are
-    // relative to the data section, the stubs add its address), and a zero
-    // sentinel so that "end of table" is an address inside the section.
-    let words = tables.iter().map(Vec::len).sum::<usize>() + 1;
-    let mut table = Vec::with_capacity(4 * words + blob.len());
-    for &v in tables.iter().flatten().chain([&0]) {
-        table.extend_from_slice(&v.to_le_bytes());
-    }
-    // Read-only bytes the tables point into (pristine bytecode).
-    debug_assert_eq!(
-        table.len(),
-        blob_offset(&tables.iter().map(Vec::len).collect::<Vec<_>>()) as usize
-    );
-    table.extend_from_slice(blob);
-    w.obj.set_section_data(rodata, table, 4);
+    // The tables the stubs walk, and the pristine bytecode (no
+    // relocations: see crate::rotables).
+    w.obj.set_section_data(rodata, rodata_bytes, 4);
 
     // Code refers to local anchor symbols with addend 0 in every format
     // (AArch64 COFF and Mach-O cannot carry large addends on ADRP/ADD).
@@ -179,7 +174,7 @@ pub fn build<'a>(
     for r in &stubs.relocs {
         let (section, value, name) = match r.target {
             Sym::Data(off) => (data, off, format!("pyfreeze_data_{off:x}")),
-            Sym::Table(off) => (rodata, off, format!("pyfreeze_table_{off:x}")),
+            Sym::Rodata(off) => (rodata, off, format!("pyfreeze_table_{off:x}")),
             Sym::Extern(_) => continue,
         };
         anchors
@@ -267,10 +262,7 @@ pub fn build<'a>(
     }
     for r in &stubs.relocs {
         let symbol = match r.target {
-            Sym::Extern(name) => w.extern_sym(
-                name,
-                matches!(r.kind, CodeRelocKind::X86Call32 | CodeRelocKind::A64Call26),
-            ),
+            Sym::Extern(name) => w.extern_sym(name, r.kind.is_branch()),
             local => anchors[&local],
         };
         w.reloc(text, r.offset, symbol, r.addend, Kind::Code(r.kind))?;
@@ -314,15 +306,13 @@ impl Writer<'_, '_> {
         id
     }
 
-    /// Windows unwind data for every function with a prologue: `.xdata`
-    /// (x64 UNWIND_INFO, or ARM64 unwind codes with one epilogue scope)
-    /// and `.pdata` entries pointing at the function and its `.xdata`.
+    /// Windows unwind data for every function with a frame: `.xdata` (as
+    /// its instruction set wrote it) and a `.pdata` entry pointing at the
+    /// function (and its end, where the entry has one) and its `.xdata`.
     fn unwind_tables(&mut self, stubs: &Stubs, funcs: &BTreeMap<&str, SymbolId>) -> Result<()> {
         use object::pe;
-        let with: Vec<&crate::arch::Func> = stubs
-            .funcs
-            .iter()
-            .filter(|f| !f.unwind.is_empty())
+        let with: Vec<_> = (stubs.funcs.iter())
+            .filter_map(|f| f.unwind.as_ref().map(|u| (f, u)))
             .collect();
         if with.is_empty() {
             return Ok(());
@@ -338,15 +328,11 @@ impl Writer<'_, '_> {
             Arch::X86_64 => pe::IMAGE_REL_AMD64_ADDR32NB,
             Arch::Aarch64 => pe::IMAGE_REL_ARM64_ADDR32NB,
         };
-        for f in with {
-            let info = match self.arch {
-                Arch::X86_64 => x64_unwind_info(f),
-                Arch::Aarch64 => arm64_unwind_info(f),
-            };
-            let xoff = self.obj.append_section_data(xdata, &info, 4);
+        for (f, u) in with {
+            let xoff = self.obj.append_section_data(xdata, &u.xdata, 4);
             let sym = funcs[f.name.as_str()];
             let mut entry: Vec<(SymbolId, i64)> = vec![(sym, 0)];
-            if self.arch == Arch::X86_64 {
+            if u.pdata_end {
                 entry.push((sym, f.size as i64));
             }
             entry.push((xsym, xoff as i64));
@@ -419,68 +405,4 @@ impl Writer<'_, '_> {
             )
             .map_err(|e| Error::msg(format!("cannot add a relocation: {e}")))
     }
-}
-
-/// x64 UNWIND_INFO: version 1, the prologue's size, and its steps undone
-/// in reverse order (UWOP_PUSH_NONVOL, UWOP_ALLOC_SMALL).
-fn x64_unwind_info(f: &crate::arch::Func) -> Vec<u8> {
-    use crate::arch::UnwindOp;
-    let mut codes = Vec::new();
-    for &(end, op) in f.unwind.iter().rev() {
-        let info = match op {
-            UnwindOp::Push(reg) => reg << 4,
-            UnwindOp::Alloc(n) => ((((n - 8) / 8) as u8) << 4) | 2,
-            _ => unreachable!("not an x64 prologue step"),
-        };
-        codes.extend([end as u8, info]);
-    }
-    let count = codes.len() / 2;
-    if count % 2 == 1 {
-        codes.extend([0, 0]);
-    }
-    let prolog = f.unwind.last().map_or(0, |&(end, _)| end) as u8;
-    let mut out = vec![1, prolog, count as u8, 0];
-    out.extend(codes);
-    out
-}
-
-/// ARM64 .xdata: header, one epilogue scope, then the unwind codes: the
-/// prologue's steps in reverse (save_regp, set_fp, save_fplr_x, end), and
-/// the epilogue's (the same without set_fp: it restores sp by its loads).
-fn arm64_unwind_info(f: &crate::arch::Func) -> Vec<u8> {
-    use crate::arch::UnwindOp;
-    let code = |op: UnwindOp, out: &mut Vec<u8>| match op {
-        UnwindOp::SavePair(r, off) => {
-            let v: u16 = (0b110010 << 10) | ((r as u16 - 19) << 6) | (off / 8) as u16;
-            out.extend(v.to_be_bytes());
-        }
-        UnwindOp::SaveFpLr(n) => out.push(0x80 | (n / 8 - 1) as u8),
-        UnwindOp::SetFp => out.push(0xe1),
-        _ => unreachable!("not an ARM64 prologue step"),
-    };
-    let mut codes: Vec<u8> = Vec::new();
-    for &(_, op) in f.unwind.iter().rev() {
-        code(op, &mut codes);
-    }
-    codes.push(0xe4); // end
-    let epilog_index = codes.len() as u32;
-    for &(_, op) in f
-        .unwind
-        .iter()
-        .rev()
-        .filter(|(_, op)| *op != UnwindOp::SetFp)
-    {
-        code(op, &mut codes);
-    }
-    codes.push(0xe4); // end
-    while !codes.len().is_multiple_of(4) {
-        codes.push(0xe3); // nop
-    }
-    let words = (codes.len() / 4) as u32;
-    let header = (f.size / 4) as u32 | (1 << 22) | (words << 27);
-    let scope = f.epilog.map_or(0, |e| e / 4) | (epilog_index << 22);
-    let mut out = header.to_le_bytes().to_vec();
-    out.extend(scope.to_le_bytes());
-    out.extend(codes);
-    out
 }
