@@ -8,6 +8,7 @@
 //! ([`rotables`]), and the stub program ([`stubs`]) written once and lowered
 //! per instruction set by the `pyfreeze-obj-arch` crate (`arch/`, [`arch`]).
 
+pub mod dwarf;
 pub mod emit;
 pub mod error;
 pub mod frozen;
