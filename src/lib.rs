@@ -12,6 +12,7 @@ pub mod dwarf;
 pub mod emit;
 pub mod error;
 pub mod frozen;
+pub mod genlayout;
 pub mod graph;
 pub mod input;
 pub mod layout;
