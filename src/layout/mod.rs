@@ -2,9 +2,12 @@
 //! opcode numbers, the runtime's shared objects and the symbols the frozen
 //! object must reference or define.
 //!
-//! These are data, one table per version (`py312.rs`, ...), checked against
-//! the DWARF of a real libpython by `tests/layout_dwarf.rs`. Code elsewhere
-//! reads the tables; it never asks "which version is this?".
+//! These are data, one table per version (`py312.rs`, ...), written by
+//! `pyfreeze-obj gen-layout` ([`crate::genlayout`]) from a libpython
+//! archive with debug info, its headers and its interpreter;
+//! `tests/layout_dwarf.rs` checks that the committed tables are what the
+//! generator writes for pyenv's builds. Code elsewhere reads the tables; it
+//! never asks "which version is this?".
 
 mod py311;
 mod py312;
@@ -216,58 +219,6 @@ pub struct FrozenLayout {
     /// not (3.11: code NULL, size 0).
     pub keeps_marshal: bool,
 }
-
-/// `PyBytesObject`, `PyFloatObject`/`PyComplexObject` and `PyTupleObject`
-/// (with its GC header) are laid out alike in 3.11 and 3.12 on 64-bit
-/// targets; each version's DWARF check covers them.
-pub(crate) const BYTES_3X: BytesLayout = BytesLayout {
-    shash: f(24, 8),
-    sval: 32,
-};
-pub(crate) const FLOAT_3X: FloatLayout = FloatLayout {
-    fval: 16,
-    float_size: 24,
-    cval: 16,
-    complex_size: 32,
-};
-pub(crate) const TUPLE_3X: TupleLayout = TupleLayout {
-    gc_head_size: 16,
-    items: 24,
-};
-
-/// The symbols 3.11 and 3.12 share.
-pub(crate) const SYMBOLS_3X: Symbols = Symbols {
-    code_type: "PyCode_Type",
-    bytes_type: "PyBytes_Type",
-    str_type: "PyUnicode_Type",
-    tuple_type: "PyTuple_Type",
-    int_type: "PyLong_Type",
-    float_type: "PyFloat_Type",
-    complex_type: "PyComplex_Type",
-    none: "_Py_NoneStruct",
-    true_: "_Py_TrueStruct",
-    false_: "_Py_FalseStruct",
-    ellipsis: "_Py_EllipsisObject",
-};
-
-/// `struct _frozen` and the module tables, the same in 3.11 and 3.12
-/// (each table sets `keeps_marshal`).
-pub(crate) const FROZEN_3X: FrozenLayout = FrozenLayout {
-    entry_size: 32,
-    name: f(0, 8),
-    code: f(8, 8),
-    size: f(16, 4),
-    is_package: f(20, 4),
-    get_code: f(24, 8),
-    tables: &[
-        "_PyImport_FrozenBootstrap",
-        "_PyImport_FrozenStdlib",
-        "_PyImport_FrozenTest",
-    ],
-    aliases: "_PyImport_FrozenAliases",
-    custom: "PyImport_FrozenModules",
-    keeps_marshal: false,
-};
 
 /// Everything about one CPython version (for 64-bit targets).
 #[derive(Debug)]
