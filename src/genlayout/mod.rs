@@ -270,8 +270,8 @@ struct Cx {
     life: Types,
     life_data: ObjectData,
     frozen_data: ObjectData,
-    /// gcc's deepfreeze.o.
-    gcc: ObjectData,
+    /// gcc's deepfreeze.o (CPython 3.13 has none).
+    gcc: Option<ObjectData>,
 }
 
 impl Cx {
@@ -325,13 +325,10 @@ impl Cx {
         };
         let (code, complex, frozen, life) = (next()?, next()?, next()?, next()?);
         let data = |n: &str| ObjectData::parse(n, member(n)?.bytes()).map_err(e);
-        let gcc = data("deepfreeze.o").map_err(|_| {
-            Error::file(
-                &archive,
-                "no deepfreeze.o: the shared objects CPython's generator points at cannot be \
-                 read (an archive whose deepfreeze.o was replaced, or CPython 3.13+?)",
-            )
-        })?;
+        let gcc = match ar.member("deepfreeze.o") {
+            Ok(b) => Some(ObjectData::parse("deepfreeze.o", b.bytes()).map_err(e)?),
+            Err(_) => None,
+        };
         Ok(Cx {
             life_data: data("pylifecycle.o")?,
             frozen_data: data("frozen.o")?,
@@ -670,9 +667,15 @@ impl Cx {
     }
 
     /// Offsets inside the runtime variable that gcc's deepfreeze.o points to.
-    fn gcc_refs(&self, runtime: &str) -> BTreeMap<u64, usize> {
+    fn gcc_refs(&self, runtime: &str) -> Result<BTreeMap<u64, usize>> {
+        let gcc = self.gcc.as_ref().ok_or_else(|| {
+            self.err(
+                "no deepfreeze.o: which shared objects CPython's generator points at cannot be \
+                 read (an archive whose deepfreeze.o was replaced, or CPython 3.13+)",
+            )
+        })?;
         let mut out = BTreeMap::new();
-        for (sec, rs) in &self.gcc.relocs {
+        for (sec, rs) in &gcc.relocs {
             if sec.starts_with(".text") {
                 continue;
             }
@@ -682,7 +685,7 @@ impl Cx {
                 }
             }
         }
-        out
+        Ok(out)
     }
 
     fn runtime(
@@ -707,7 +710,7 @@ impl Cx {
         let s_ = self.singletons_path(t, RT)?;
         notes.singletons.clone_from(&s_);
         let arr = |path: &str| self.dw(t.array(RT, &format!("{s_}.{path}")));
-        let refs = self.gcc_refs(symbol);
+        let refs = self.gcc_refs(symbol)?;
         // An array of shared objects, if gcc's object points into it.
         let used = |path: &str, n: u64| -> Result<Option<(u32, u32)>> {
             let a = arr(path)?;
