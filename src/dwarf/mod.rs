@@ -9,6 +9,9 @@
 
 mod types;
 
+#[cfg(test)]
+mod tests;
+
 pub use types::{Array, Bits, Member, Types};
 
 use std::borrow::Cow;
