@@ -104,9 +104,9 @@ pub fn generate(opts: &Options) -> Result<Generated> {
     let int = cx.int()?;
     let float = cx.float()?;
     let tuple = cx.tuple()?;
+    let frozen = cx.frozen()?;
     let runtime = cx.runtime(&head, &mut str_, &int, &mut notes)?;
     let sym = cx.symbols(&head, &int, &runtime)?;
-    let frozen = cx.frozen()?;
     let (major, minor, _) = cx.py.version;
     let layout: &'static Layout = Box::leak(Box::new(Layout {
         version: (major, minor),
@@ -529,8 +529,9 @@ impl Cx {
             Some(_) => {
                 let v = self.macro_value("internal/pycore_frame.h", "FRAME_SPECIALS_SIZE")?;
                 let frame = self.dw(c.sizeof("_PyInterpreterFrame"))?;
-                notes.frame_specials =
-                    format!("FRAME_SPECIALS_SIZE (internal/pycore_frame.h), _PyInterpreterFrame: {frame} bytes");
+                notes.frame_specials = format!(
+                    "FRAME_SPECIALS_SIZE (pycore_frame.h); _PyInterpreterFrame: {frame} bytes"
+                );
                 self.u32_(v as u64, "FRAME_SPECIALS_SIZE")?
             }
             None => 0,

@@ -20,11 +20,16 @@ impl W {
 
     /// `// text`, wrapped at 100 columns.
     fn comment(&mut self, level: usize, text: &str) {
-        let width = 100 - 4 * level - 3;
+        self.wrapped(level, "//", text);
+    }
+
+    /// `text` in lines starting with `mark`, wrapped at 100 columns.
+    fn wrapped(&mut self, level: usize, mark: &str, text: &str) {
+        let width = 100 - 4 * level - mark.len() - 1;
         let mut cur = String::new();
         for word in text.split_whitespace() {
             if !cur.is_empty() && cur.len() + 1 + word.len() > width {
-                self.line(level, &format!("// {cur}"));
+                self.line(level, &format!("{mark} {cur}"));
                 cur.clear();
             }
             if !cur.is_empty() {
@@ -33,7 +38,7 @@ impl W {
             cur.push_str(word);
         }
         if !cur.is_empty() {
-            self.line(level, &format!("// {cur}"));
+            self.line(level, &format!("{mark} {cur}"));
         }
     }
 
@@ -112,20 +117,15 @@ pub fn table(l: &Layout, n: &Notes) -> String {
             n.archive, n.full_version
         ),
     );
-    for doc in [
-        format!("//! CPython {major}.{minor} on 64-bit targets (LP64 and LLP64 alike: no C `long` in any"),
-        "//! field used here): struct layouts from the archive's DWARF, the runtime's shared"
-            .into(),
-        "//! objects from `_PyRuntime`'s initializer, symbols from the archive's objects, macros"
-            .into(),
-        "//! from the installed headers, the opcode and `.pyc` magic from the interpreter. Written"
-            .into(),
-        "//! by `pyfreeze-obj gen-layout` (src/genlayout); `tests/layout_dwarf.rs` checks it is"
-            .into(),
-        "//! what the generator writes for pyenv's build.".into(),
-    ] {
-        w.line(0, &doc);
-    }
+    let doc = format!(
+        "CPython {major}.{minor} on 64-bit targets (LP64 and LLP64 alike: no C `long` in any field \
+         used here): struct layouts from the archive's DWARF, the runtime's shared objects from \
+         `_PyRuntime`'s initializer, symbols from the archive's objects, macros from the \
+         installed headers, the opcode and `.pyc` magic from the interpreter. Written by \
+         `pyfreeze-obj gen-layout` (src/genlayout); `tests/layout_dwarf.rs` checks it is what \
+         the generator writes for pyenv's build."
+    );
+    w.wrapped(0, "//!", &doc);
     w.line(0, "");
     w.line(0, "use super::*;");
     w.line(0, "");
