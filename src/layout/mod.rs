@@ -27,7 +27,7 @@ pub const fn f(off: u32, size: u8) -> Field {
 }
 
 /// `PyObject` / `PyVarObject` header.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct HeadLayout {
     pub refcnt: Field,
     pub type_: Field,
@@ -41,7 +41,7 @@ pub struct HeadLayout {
 }
 
 /// `PyCodeObject`.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct CodeLayout {
     /// Offset of `co_code_adaptive`, where the bytecode starts.
     pub code_adaptive: u32,
@@ -87,7 +87,7 @@ pub struct CodeLayout {
 }
 
 /// `PyASCIIObject` / `PyCompactUnicodeObject`.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct StrLayout {
     pub length: Field,
     pub hash: Field,
@@ -111,14 +111,14 @@ pub struct StrLayout {
 }
 
 /// `PyBytesObject`.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct BytesLayout {
     pub shash: Field,
     pub sval: u32,
 }
 
 /// How an int's sign and digit count are stored.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub enum IntSize {
     /// 3.12: `lv_tag` = ndigits << 3 | (0 positive, 1 zero, 2 negative).
     LvTag(Field),
@@ -127,7 +127,7 @@ pub enum IntSize {
 }
 
 /// `PyLongObject`.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct IntLayout {
     pub size: IntSize,
     pub digits: u32,
@@ -137,7 +137,7 @@ pub struct IntLayout {
 }
 
 /// Floats and complex numbers: where the doubles go.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct FloatLayout {
     pub fval: u32,
     pub float_size: u32,
@@ -146,14 +146,14 @@ pub struct FloatLayout {
 }
 
 /// `PyTupleObject`, preceded by a GC header.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct TupleLayout {
     pub gc_head_size: u32,
     pub items: u32,
 }
 
 /// Objects the runtime shares, as offsets inside `_PyRuntime`.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct RuntimeLayout {
     pub symbol: &'static str,
     /// `_PyLong_SMALL_INTS[0]`, which is the int `-small_int_neg`.
@@ -185,7 +185,7 @@ pub struct RuntimeLayout {
 
 /// Symbols of the runtime's types and singletons that the frozen objects
 /// point at.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Symbols {
     pub code_type: &'static str,
     pub bytes_type: &'static str,
@@ -201,7 +201,7 @@ pub struct Symbols {
 }
 
 /// `struct _frozen`, an entry of the module tables in `frozen.o`.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct FrozenLayout {
     pub entry_size: u32,
     pub name: Field,
@@ -221,7 +221,7 @@ pub struct FrozenLayout {
 }
 
 /// Everything about one CPython version (for 64-bit targets).
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Layout {
     pub version: (u8, u8),
     /// The `.pyc` magic number (first two bytes, little endian).
