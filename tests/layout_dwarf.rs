@@ -398,9 +398,7 @@ fn gen_layout_help_teaches() {
 // ---------------------------------------------------------------------------
 // 3. gcc's deepfreeze.o and the runtime's data, read through the table
 
-// ---------------------------------------------------------------------------
-// Comparison helper: collects every mismatch, so one run reports them all.
-
+/// Collects every mismatch, so one run reports them all.
 #[derive(Default)]
 struct Checker {
     errors: Vec<String>,
@@ -465,21 +463,12 @@ impl Checker {
 
 /// The first few of many problems, and how many there are.
 fn summarize(bad: &[String]) -> String {
-    const SHOW: usize = 5;
-    let mut s = bad
-        .iter()
-        .take(SHOW)
-        .cloned()
-        .collect::<Vec<_>>()
-        .join("; ");
-    if bad.len() > SHOW {
-        s += &format!("; ... ({} in all)", bad.len());
-    }
-    s
+    format!(
+        "{} ({} in all)",
+        bad[..bad.len().min(5)].join("; "),
+        bad.len()
+    )
 }
-
-// ---------------------------------------------------------------------------
-// Reading initialized data
 
 fn rd(buf: &[u8], off: u64, size: usize) -> u64 {
     let o = off as usize;
@@ -503,7 +492,6 @@ fn rd_signed(buf: &[u8], base: u64, f: Field) -> i64 {
     }
 }
 
-/// The relocation target symbol at `off` inside `_PyRuntime`, if any.
 /// `state` word of a static string of `kind` per the table.
 fn str_state(s: &StrLayout, kind: u64, ascii: bool) -> u64 {
     (kind << s.kind_shift)
@@ -537,7 +525,7 @@ fn int_decode(l: &Layout, buf: &[u8], base: u64) -> Option<(i64, u64)> {
     }
 }
 
-/// Path of an int's digit array inside `PyLongObject`, per the table.
+/// Displacements of the 64-bit zero stores to memory (`movq $0,
 /// disp32(%reg)`: REX.W [+B], C7, ModRM mod=10 reg=0 without SIB, disp32,
 /// imm32 0) in function `func` of `obj`, sorted and deduplicated.
 fn null_stores(obj: &ObjectData, func: &str) -> Result<Vec<u64>, String> {
@@ -591,20 +579,10 @@ fn gcc_runtime_refs(o: &Oracle, l: &Layout) -> BTreeMap<u64, usize> {
     out
 }
 
-/// Members of `_Py_global_strings.literals` and `.identifiers`:
-
 /// An accessor's name: `_Py_get_<module>_toplevel`.
 fn is_accessor(name: &str) -> bool {
     name.starts_with("_Py_get_") && name.ends_with("_toplevel")
 }
-
-/// Symbol names: what the frozen object references must be defined in the
-/// archive, and gcc's deepfreeze.o references exactly these; what it
-/// defines must be what deepfreeze.o defines and the rest of libpython
-/// uses.
-
-// ---------------------------------------------------------------------------
-// gcc's deepfreeze.o, read through the table
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 enum Kind {
@@ -635,8 +613,8 @@ struct GccView<'a> {
     l: &'a Layout,
     /// (section, offset) -> kind.
     objects: BTreeMap<(&'a str, u64), Kind>,
-    /// Offset in `_PyRuntime` -> kind and name, for every shared object the
-    /// table lists.
+    /// Offset in `_PyRuntime` -> kind, for every shared object the table
+    /// lists.
     runtime: BTreeMap<u64, Kind>,
     /// Data symbols: (section, address) -> (size, name).
     syms: BTreeMap<(&'a str, u64), (u64, &'a str)>,
@@ -1122,7 +1100,7 @@ fn check_gcc_objects(o: &Oracle, l: &Layout, ct: &Contract, k: &mut Checker) {
                 if !ascii {
                     non_ascii += 1;
                     // The UTF-8 form: filled (and pointing to it) exactly
-                    // when the table says so.
+                    // when the contract says so.
                     let ulen = rd_field(data, obj, s.utf8_length);
                     let uptr = view.ptr(sec, obj + u64::from(s.utf8.off));
                     let ok = if ct.precompute.utf8 {
@@ -1307,7 +1285,7 @@ fn check_gcc_objects(o: &Oracle, l: &Layout, ct: &Contract, k: &mut Checker) {
 
 /// gcc's functions: the accessors return their module's code object (and
 /// increment its refcount unless objects are immortal); Init and Fini call
-/// exactly the table's functions, with the objects the table says.
+/// exactly the contract's hooks, each once with every object it is for.
 fn check_gcc_code(o: &Oracle, l: &Layout, ct: &Contract, k: &mut Checker) {
     let view = GccView::new(o, l);
     let g = &o.gcc;
@@ -1481,8 +1459,8 @@ fn check_gcc_code(o: &Oracle, l: &Layout, ct: &Contract, k: &mut Checker) {
 }
 
 // ---------------------------------------------------------------------------
-// Symbols, the runtime's data, the code fini: what the contract and the
-// table assume of the archive
+// Symbols, the runtime's data, the code fini: what the table and the
+// version contract assume of the archive
 
 /// The version contract's names against the archive: gcc's deepfreeze.o
 /// references the table's types and singletons and the contract's hooks
@@ -1800,7 +1778,7 @@ fn wrong_values_are_detected(r: &'static Ref) {
     let code: Check = check_gcc_code;
     let runtime: Check = check_runtime_data;
     let symbols: Check = check_symbols;
-    // check "a failure mentioning this": corruption of the table `b`;
+    // CHECK "a failure it reports mentions this": |b| a corruption of table b;
     macro_rules! cases {
         ($($check:ident $expect:literal: |$b:ident| $e:expr;)*) => {
             [$((stringify!($e), $check, $expect, (|$b: &mut Layout| { $e; }) as fn(&mut Layout))),*]
