@@ -625,7 +625,7 @@ impl Types {
             return Ok("void".into());
         };
         // Keep typedef names (they are what C code spells), drop qualifiers.
-        loop {
+        for _ in 0..64 {
             let d = self.die(t)?;
             match d.tag {
                 gimli::DW_TAG_const_type
@@ -650,6 +650,7 @@ impl Types {
                 _ => return Ok(d.name.clone().unwrap_or_else(|| format!("<{}>", d.tag))),
             }
         }
+        Err(format!("{}: qualifier loop", self.object))
     }
 
     /// Type name and whether a definition (not only a declaration) of

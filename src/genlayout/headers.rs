@@ -353,7 +353,7 @@ impl Parser<'_> {
         match self.peek().cloned() {
             Some(Tok::Punct("-")) => {
                 self.pos += 1;
-                Ok(-self.unary()?)
+                self.unary()?.checked_neg().ok_or_else(|| "overflow".into())
             }
             Some(Tok::Punct("(")) if self.is_cast() => {
                 self.pos += 1;

@@ -241,10 +241,14 @@ fn interpreter(opts: &Options) -> Result<Interp> {
     let [a, b, c] = v.as_slice() else {
         return Err(bad("version"));
     };
-    let magic = (0..magic.len() / 2)
-        .map(|i| u8::from_str_radix(&magic[2 * i..2 * i + 2], 16))
-        .collect::<std::result::Result<Vec<u8>, _>>()
-        .map_err(|_| bad("magic"))?;
+    let magic = (magic.as_bytes().chunks(2))
+        .map(|h| {
+            std::str::from_utf8(h)
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        })
+        .collect::<Option<Vec<u8>>>()
+        .ok_or_else(|| bad("magic"))?;
     Ok(Interp {
         version: (*a, *b, *c),
         include: PathBuf::from(include),
@@ -519,6 +523,9 @@ impl Cx {
         for (member, h, mac) in FIXED {
             if let Some(f) = opt(member)? {
                 let v = self.macro_value(h, mac)?;
+                self.require((1..=8).contains(&f.size), || {
+                    format!("{member} is {} bytes", f.size)
+                })?;
                 let mask = u64::MAX >> (64 - 8 * u32::from(f.size));
                 fixed.push((f, v as u64 & mask));
                 notes.fixed.push(format!("{member} = {mac} ({v})"));
@@ -586,7 +593,9 @@ impl Cx {
         })?;
         let bit = |m: &str, min: u64| -> Result<u32> {
             let b = self.dw(c.bitfield(AS, &format!("state.{m}")))?;
-            self.require(b.size >= min, || format!("state.{m} is {} bits", b.size))?;
+            self.require(b.size >= min && b.offset + b.size <= 32, || {
+                format!("state.{m} is {} bits at bit {}", b.size, b.offset)
+            })?;
             self.u32_(b.offset, m)
         };
         let wstr = match self.opt_field(c, AS, "wstr")? {
@@ -735,6 +744,9 @@ impl Cx {
         const GLOB: &str = "internal/pycore_global_objects.h";
         let neg = self.macro_value(GLOB, "_PY_NSMALLNEGINTS")?;
         let pos = self.macro_value(GLOB, "_PY_NSMALLPOSINTS")? - 1;
+        self.require(neg >= 0 && pos >= 0 && neg + pos < 1 << 20, || {
+            format!("_PY_NSMALLNEGINTS {neg}, _PY_NSMALLPOSINTS {}", pos + 1)
+        })?;
         let small = arr("small_ints")?;
         self.require(small.count == Some((neg + pos + 1) as u64), || {
             format!(
@@ -872,7 +884,9 @@ impl Cx {
                 let off = m.offset;
                 let len = rd(&init.bytes, off + u64::from(s.length.off), s.length.size);
                 let start = (off + u64::from(s.ascii_size)) as usize;
-                let b = init.bytes.get(start..start + len as usize + 1);
+                let b = (start.checked_add(len as usize + 1))
+                    .filter(|_| len < 1 << 20)
+                    .and_then(|end| init.bytes.get(start..end));
                 let value = b
                     .filter(|b| b[len as usize] == 0 && data.size == len + 1)
                     .and_then(|b| std::str::from_utf8(&b[..len as usize]).ok())
@@ -910,7 +924,9 @@ impl Cx {
         let c = &self.code;
         for m in self.dw(c.members_at("PyASCIIObject", "state"))? {
             if let Some(b) = m.bits {
-                let mask = ((1u64 << b.size) - 1) << b.offset;
+                let mask = (1u64.checked_shl(b.size as u32).unwrap_or(0).wrapping_sub(1))
+                    .checked_shl(b.offset as u32)
+                    .unwrap_or(0);
                 if rest & mask != 0 {
                     self.require(b.size == 1, || {
                         format!("static strings set state.{}", m.name)
@@ -1105,7 +1121,10 @@ impl Cx {
             let (sec, mut e) = d
                 .place(target, *addend)
                 .ok_or_else(|| self.err(format!("frozen.o: {v} does not point into frozen.o")))?;
-            let data = &d.sections[&sec];
+            let data = d
+                .sections
+                .get(&sec)
+                .ok_or_else(|| self.err(format!("frozen.o: {v} points into {sec}")))?;
             while d.reloc(&sec, e + u64::from(name.off)).is_some() {
                 if d.reloc(&sec, e + u64::from(get_code.off)).is_some() {
                     let marshal = d.reloc(&sec, e + u64::from(code.off)).is_some();

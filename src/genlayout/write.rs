@@ -84,7 +84,7 @@ fn pair(p: Option<(u32, u32)>) -> String {
 
 /// Decimal, or hex for an all-ones value.
 fn num(v: u64) -> String {
-    if v > 0xff && (v + 1).is_power_of_two() {
+    if v > 0xff && v.checked_add(1).is_none_or(u64::is_power_of_two) {
         format!("{v:#x}")
     } else {
         v.to_string()
