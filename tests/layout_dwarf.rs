@@ -308,7 +308,7 @@ fn generator_follows_headers_and_interpreter() {
     let fake = dir.path().join("python3.12");
     let names = "code bytes str tuple int float complex NoneType bool ellipsis";
     let script = format!(
-        "#!/bin/sh\nprintf '%s\\n' {} '{}' 150 d20d0d0a '{names}'\n",
+        "#!/bin/sh\nprintf '%s\\n' '{0} {0}' '{1}' 150 d20d0d0a '{names}'\n",
         r.pyenv,
         r.oracle().include.display()
     );
@@ -325,7 +325,7 @@ fn generator_follows_headers_and_interpreter() {
         ]
     );
     // An interpreter of another version.
-    let msg = "is for 3.12, but the interpreter is 3.11.7";
+    let msg = "is CPython 3.12.1 (getversion.o), but the interpreter is 3.11.7";
     refuses(&archive, Some(&PY311.python()), None, msg);
 }
 

@@ -33,14 +33,14 @@ pub struct Archive {
 
 impl Archive {
     pub fn open(path: &std::path::Path) -> Result<Archive> {
-        let data = std::fs::read(path).map_err(err(&path.display().to_string()))?;
+        let data = std::fs::read(path).map_err(err("cannot read"))?;
         Archive::from_bytes(path, data)
     }
 
-    /// An archive already read (`path` names it in errors).
+    /// An archive already read (`path` is kept for the caller's messages,
+    /// which name it; errors here do not).
     pub fn from_bytes(path: &std::path::Path, data: Vec<u8>) -> Result<Archive> {
-        object::read::archive::ArchiveFile::parse(&*data)
-            .map_err(err(&path.display().to_string()))?;
+        object::read::archive::ArchiveFile::parse(&*data).map_err(err("not an ar archive"))?;
         Ok(Archive {
             path: path.to_owned(),
             data,
@@ -48,8 +48,7 @@ impl Archive {
     }
 
     fn file(&self) -> Result<object::read::archive::ArchiveFile<'_>> {
-        object::read::archive::ArchiveFile::parse(&*self.data)
-            .map_err(err(&self.path.display().to_string()))
+        object::read::archive::ArchiveFile::parse(&*self.data).map_err(err("not an ar archive"))
     }
 
     /// The members' names, in archive order.

@@ -67,7 +67,7 @@ pub struct Generated {
 pub struct Notes {
     /// The archive's file name.
     pub archive: String,
-    /// `3.12.1`.
+    /// `PY_VERSION` of the archive (and the interpreter): `3.12.1`.
     pub full_version: String,
     /// How the headers define the static refcount.
     pub refcnt: String,
@@ -90,10 +90,7 @@ pub fn generate(opts: &Options) -> Result<Generated> {
     let cx = Cx::open(opts)?;
     let mut notes = Notes {
         archive: file_name(&opts.archive),
-        full_version: format!(
-            "{}.{}.{}",
-            cx.py.version.0, cx.py.version.1, cx.py.version.2
-        ),
+        full_version: cx.py.release.clone(),
         ..Notes::default()
     };
     let ptr_size = cx.ptr_size()?;
@@ -166,6 +163,8 @@ pub const GLIBC_MUTEX: &[(Arch, u64)] = &[(Arch::X86_64, 40), (Arch::Aarch64, 48
 /// Facts the interpreter gives.
 struct Interp {
     version: (u8, u8, u8),
+    /// `PY_VERSION`: `3.12.1`, `3.13.0rc1`, ...
+    release: String,
     include: PathBuf,
     resume: u8,
     magic: Vec<u8>,
@@ -175,7 +174,7 @@ struct Interp {
 }
 
 const INTERP_SCRIPT: &str = "import sys, sysconfig, opcode, importlib.util, types\n\
-print('%d.%d.%d' % sys.version_info[:3])\n\
+print('%d.%d.%d' % sys.version_info[:3], sys.version.split()[0])\n\
 print(sysconfig.get_config_var('INCLUDEPY'))\n\
 print(opcode.opmap['RESUME'])\n\
 print(importlib.util.MAGIC_NUMBER.hex())\n\
@@ -237,6 +236,9 @@ fn interpreter(opts: &Options) -> Result<Interp> {
     let [version, include, resume, magic, names] = lines.as_slice() else {
         return Err(bad("5 lines"));
     };
+    let Some((version, release)) = version.split_once(' ') else {
+        return Err(bad("version"));
+    };
     let v: Vec<u8> = version.split('.').filter_map(|x| x.parse().ok()).collect();
     let [a, b, c] = v.as_slice() else {
         return Err(bad("version"));
@@ -251,6 +253,7 @@ fn interpreter(opts: &Options) -> Result<Interp> {
         .ok_or_else(|| bad("magic"))?;
     Ok(Interp {
         version: (*a, *b, *c),
+        release: release.to_owned(),
         include: PathBuf::from(include),
         resume: resume.parse().map_err(|_| bad("RESUME"))?,
         magic,
@@ -283,17 +286,6 @@ impl Cx {
         let archive = opts.archive.clone();
         let ar = Archive::open(&archive).map_err(|e| Error::file(&archive, e))?;
         let py = interpreter(opts)?;
-        if let Some(v) = archive_version(&archive) {
-            if v != (py.version.0, py.version.1) {
-                return Err(Error::file(
-                    &archive,
-                    format!(
-                        "is for {}.{}, but the interpreter is {}.{}.{}",
-                        v.0, v.1, py.version.0, py.version.1, py.version.2
-                    ),
-                ));
-            }
-        }
         let include = opts.include.clone().unwrap_or_else(|| py.include.clone());
         let e = |m: String| Error::file(&archive, m);
         let member = |n: &str| ar.member(n).map_err(&e);
@@ -329,6 +321,28 @@ impl Cx {
         };
         let (code, complex, frozen, life) = (next()?, next()?, next()?, next()?);
         let data = |n: &str| ObjectData::parse(n, member(n)?.bytes()).map_err(e);
+        // The archive is the interpreter's build: its PY_VERSION (a string
+        // of getversion.o) is the interpreter's.
+        let getversion = data("getversion.o")?;
+        let releases: Vec<String> = (getversion.sections.iter())
+            .filter(|(n, _)| n.starts_with(".rodata"))
+            .flat_map(|(_, d)| d.split(|&b| b == 0))
+            .filter_map(|s| std::str::from_utf8(s).ok())
+            .filter(|s| {
+                s.split('.').count() == 3
+                    && s.starts_with(|c: char| c.is_ascii_digit())
+                    && s.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'+')
+            })
+            .map(str::to_owned)
+            .collect();
+        if !releases.contains(&py.release) {
+            return Err(e(format!(
+                "is CPython {} (getversion.o), but the interpreter is {}",
+                releases.join(", "),
+                py.release
+            )));
+        }
         let gcc = match ar.member("deepfreeze.o") {
             Ok(b) => Some(ObjectData::parse("deepfreeze.o", b.bytes()).map_err(e)?),
             Err(_) => None,
