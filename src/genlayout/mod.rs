@@ -120,6 +120,7 @@ pub fn generate(opts: &Options) -> Result<Generated> {
         sym,
         frozen,
     }));
+    cx.verify_shared(layout)?;
     let text = write::table(layout, &notes);
     Ok(Generated {
         layout,
@@ -1177,6 +1178,82 @@ impl Cx {
             custom: leak_str(custom),
             keeps_marshal: keeps,
         })
+    }
+
+    /// Every shared object the table lists reads back, through the table,
+    /// as the object it stands for: its value, type, reference count and
+    /// (strings) hash and `state`.
+    fn verify_shared(&self, l: &Layout) -> Result<()> {
+        let (rt, h, s) = (&l.runtime, &l.head, &l.str_);
+        let init = self.dw(self.life_data.variable(rt.symbol))?;
+        let buf = &init.bytes;
+        let fl = |base: u64, f: Field| rd(buf, base + u64::from(f.off), f.size);
+        // Type and refcount of the object at `base`, then what else must hold.
+        let object = |what: String, base: u64, ty: &str, ok: bool| {
+            let t = init.reloc_at(base + u64::from(h.type_.off));
+            let ok = ok && t == Some(ty) && fl(base, h.refcnt) == h.static_refcnt;
+            self.require(ok, || format!("{}'s {what} does not read back", rt.symbol))
+        };
+        let mut ints = vec![];
+        for i in 0..=(rt.small_int_neg + rt.small_int_pos) as u64 {
+            ints.push((
+                i,
+                u64::from(rt.small_ints) + i * u64::from(rt.small_int_stride),
+            ));
+        }
+        for (i, base) in ints {
+            object(format!("small_ints[{i}]"), base, l.sym.int_type, true)?;
+        }
+        let bytes = |base: u64, n: u64, v: u64| {
+            fl(base, h.size) == n
+                && fl(base, l.bytes.shash) == u64::MAX
+                && rd(buf, base + u64::from(l.bytes.sval), n as u8 + 1) == v
+        };
+        let be = u64::from(rt.bytes_empty);
+        object("bytes_empty".into(), be, l.sym.bytes_type, bytes(be, 0, 0))?;
+        let te = u64::from(rt.tuple_empty);
+        let empty = fl(te, h.size) == 0;
+        object("tuple_empty".into(), te, l.sym.tuple_type, empty)?;
+        if let Some((off, stride)) = rt.bytes_characters {
+            for c in 0..256 {
+                let base = u64::from(off) + c * u64::from(stride);
+                let ok = bytes(base, 1, c);
+                object(format!("bytes_characters[{c}]"), base, l.sym.bytes_type, ok)?;
+            }
+        }
+        // A static string: length, hash -1, data, NUL, state.
+        let string = |base: u64, value: &[u32], ascii: bool| {
+            let state = (1 << s.kind_shift)
+                | (1 << s.compact_bit)
+                | (u64::from(ascii) << s.ascii_bit)
+                | u64::from(s.static_bits);
+            let data = base + u64::from(if ascii { s.ascii_size } else { s.compact_size });
+            fl(base, s.length) == value.len() as u64
+                && fl(base, s.hash) == u64::MAX
+                && fl(base, s.state) == state
+                && (0..=value.len()).all(|i| {
+                    rd(buf, data + i as u64, 1) == value.get(i).map_or(0, |&c| u64::from(c))
+                })
+        };
+        for (arr, first) in [(rt.ascii_chars, 0), (rt.latin1_chars, 128)] {
+            let Some((off, stride)) = arr else { continue };
+            for i in 0..128 {
+                let (base, cp) = (u64::from(off) + i * u64::from(stride), first + i as u32);
+                let ok = string(base, &[cp], cp < 128);
+                object(format!("U+{cp:04X}"), base, l.sym.str_type, ok)?;
+            }
+        }
+        for (v, off) in rt.global_strings {
+            let value: Vec<u32> = v.bytes().map(u32::from).collect();
+            let ok = string(u64::from(*off), &value, true);
+            object(
+                format!("global string {v:?}"),
+                u64::from(*off),
+                l.sym.str_type,
+                ok,
+            )?;
+        }
+        Ok(())
     }
 
     fn pyc_magic(&self) -> Result<u16> {
