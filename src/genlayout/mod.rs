@@ -20,14 +20,21 @@
 //!   `FRAME_SPECIALS_SIZE`, `QUICKENING_INITIAL_WARMUP_VALUE`): the headers;
 //! - opcode `RESUME`, the `.pyc` magic and the version: the interpreter.
 //!
-//! Two facts need knowledge the inputs cannot give, kept in small documented
-//! tables here: [`FIXED`] (code members every static code object resets to a
-//! macro's value) and [`GLIBC_MUTEX`] (glibc's `pthread_mutex_t` per
-//! architecture, for the per-architecture runtime shift).
+//! - that the archive is the interpreter's build: `PY_VERSION` in
+//!   `getversion.o`.
+//!
+//! What the inputs cannot say is in small documented tables here:
+//! [`FILLED`] (the code object pointers CPython's generator fills; every
+//! other pointer member is runtime state), [`FIXED`] (code members every
+//! static code object resets to a macro's value) and [`GLIBC_MUTEX`]
+//! (glibc's `pthread_mutex_t` per architecture, for the per-architecture
+//! runtime shift; a build whose mutex is not glibc's is refused, so the
+//! table is known on Linux/glibc only).
 //!
 //! The generator checks the assumptions the tool makes of a layout (the
-//! shapes it writes) and refuses, with a one-line error naming the archive
-//! and what is missing, when one does not hold.
+//! shapes it writes), reads back every shared object it lists through the
+//! table it derived, and refuses, with a one-line error naming the archive
+//! and what is missing, when something does not hold.
 
 mod headers;
 mod write;
@@ -143,6 +150,21 @@ fn leak<T>(v: Vec<T>) -> &'static [T] {
 fn leak_str(s: &str) -> &'static str {
     Box::leak(s.to_owned().into_boxed_str())
 }
+
+/// The `PyCodeObject` pointers CPython's generator fills (with constants,
+/// names, strings and bytes); every other pointer member belongs to the
+/// runtime and starts out NULL (`code.runtime_state`).
+pub const FILLED: [&str; 9] = [
+    "co_consts",
+    "co_names",
+    "co_exceptiontable",
+    "co_localsplusnames",
+    "co_localspluskinds",
+    "co_filename",
+    "co_name",
+    "co_qualname",
+    "co_linetable",
+];
 
 /// Code members every static code object resets to a macro's value (the
 /// per-code fini of 3.11 resets `co_warmup`; CPython's generator writes the
@@ -514,19 +536,6 @@ impl Cx {
             c.member_type_name(CO, "ob_base").ok().as_deref() == Some("PyVarObject"),
             || "PyCodeObject does not start with a PyVarObject".into(),
         )?;
-        // The pointers CPython's generator fills; every other pointer member
-        // belongs to the runtime and starts out NULL.
-        const FILLED: [&str; 9] = [
-            "co_consts",
-            "co_names",
-            "co_exceptiontable",
-            "co_localsplusnames",
-            "co_localspluskinds",
-            "co_filename",
-            "co_name",
-            "co_qualname",
-            "co_linetable",
-        ];
         let mut runtime_state = Vec::new();
         for m in self.dw(c.struct_layout(CO))? {
             if self.dw(c.is_pointer(&m))? && !FILLED.contains(&m.name.as_str()) {
@@ -821,11 +830,13 @@ impl Cx {
         self.require(arch == Arch::X86_64, || {
             "the tables hold x86_64 offsets; this archive is for another architecture".into()
         })?;
-        let own = GLIBC_MUTEX.iter().find(|(a, _)| *a == arch).map(|x| x.1);
         let mutex = t.sizeof("pthread_mutex_t").ok();
-        self.require(own.is_some() && mutex == own, || {
-            format!("pthread_mutex_t is {mutex:?} bytes: not a glibc Linux build")
-        })?;
+        let own = GLIBC_MUTEX.iter().find(|(a, _)| *a == arch).map(|x| x.1);
+        let Some(own) = own.filter(|o| mutex == Some(*o)) else {
+            return Err(self.err(format!(
+                "pthread_mutex_t is {mutex:?} bytes: not a glibc Linux build"
+            )));
+        };
         let top = s_.split('.').next().unwrap_or(&s_);
         let holder = self.dw(t.member(RT, top))?;
         for m in self.dw(t.struct_layout(RT))? {
@@ -836,12 +847,17 @@ impl Cx {
             }
         }
         let n = notes.mutexes.len() as u64;
-        let arch_shift: Vec<(Arch, u32)> = GLIBC_MUTEX
-            .iter()
-            .filter(|(a, s)| *a != arch && *s != mutex.unwrap_or(0))
-            .filter(|_| n > 0)
-            .map(|&(a, s)| (a, (n * (s - mutex.unwrap_or(0))) as u32))
-            .collect();
+        let mut arch_shift = Vec::new();
+        for &(a, size) in GLIBC_MUTEX {
+            if n > 0 && size != own {
+                let grow = size.checked_sub(own).ok_or_else(|| {
+                    self.err(format!(
+                        "pthread_mutex_t is smaller on {a:?}: offsets would shrink"
+                    ))
+                })?;
+                arch_shift.push((a, self.u32_(n * grow, "arch_shift")?));
+            }
+        }
         Ok(RuntimeLayout {
             symbol: leak_str(symbol),
             small_ints: self.u32_(small.offset, "small_ints")?,
