@@ -15,9 +15,11 @@
 //!    byte in a table field, object sizes, pointers into the runtime landing
 //!    on shared objects the table lists), its functions (accessors; Init
 //!    and Fini calling the version contract's hooks), the symbols it
-//!    references and defines, the data of the runtime's shared objects, and
-//!    the code fini's machine code against `runtime_state`. Meta-tests
-//!    corrupt a table and see each check fail.
+//!    references and defines; the runtime's small ints through the table's
+//!    int encoding and its latin1 strings against the contract's UTF-8
+//!    form; the code fini's machine code against `runtime_state`; the
+//!    global string lookup against what gcc shares. Meta-tests corrupt a
+//!    table and see each check fail.
 //!
 //! A missing reference build or tool fails the tests with what to install;
 //! nothing is skipped.
