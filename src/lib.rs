@@ -8,9 +8,11 @@
 //! ([`rotables`]), and the stub program ([`stubs`]) written once and lowered
 //! per instruction set by the `pyfreeze-obj-arch` crate (`arch/`, [`arch`]).
 
+pub mod dwarf;
 pub mod emit;
 pub mod error;
 pub mod frozen;
+pub mod genlayout;
 pub mod graph;
 pub mod input;
 pub mod layout;

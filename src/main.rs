@@ -131,6 +131,45 @@ enum Cmd {
         #[arg(short, long)]
         verbose: bool,
     },
+    /// Write a version's layout table (src/layout/py3XX.rs) from a libpython
+    /// archive built with debug info.
+    ///
+    /// Reads the archive's DWARF (struct offsets and sizes, bit fields, which
+    /// members exist), the static initializer of `_PyRuntime` with its
+    /// relocations (the runtime's shared objects, the global string table),
+    /// gcc's deepfreeze.o and frozen.o (which shared objects CPython's
+    /// generator uses, the module tables) and the symbol tables (type and
+    /// singleton symbols); the headers installed with it (the static
+    /// refcount, CO_FAST_*, _PY_NSMALL*INTS, FRAME_SPECIALS_SIZE, ...); and
+    /// its interpreter (opcode RESUME, the .pyc magic, the version).
+    ///
+    /// Writes the Rust source of the version's `Layout` value and its global
+    /// string table, to -o FILE or standard output. The output is
+    /// deterministic and rustfmt-clean. Refuses (exit 1) an archive without
+    /// DWARF or lacking a struct, member or object it needs.
+    ///
+    /// Example (CPython 3.12 from pyenv, whose archives are built with -g):
+    ///
+    ///   P=$(pyenv prefix 3.12.1)
+    ///   pyfreeze-obj gen-layout \
+    ///       --archive $P/lib/python3.12/config-3.12-x86_64-linux-gnu/libpython3.12.a \
+    ///       --python $P/bin/python3.12 -o src/layout/py312.rs
+    #[command(verbatim_doc_comment)]
+    GenLayout {
+        /// The static libpython (libpython3.X.a) built with -g.
+        #[arg(long, value_name = "LIBPYTHON.a")]
+        archive: PathBuf,
+        /// Its interpreter [default: bin/python3.X of the installation the
+        /// archive is in].
+        #[arg(long, value_name = "INTERP")]
+        python: Option<PathBuf>,
+        /// Its installed headers [default: the interpreter's INCLUDEPY].
+        #[arg(long, value_name = "DIR")]
+        include: Option<PathBuf>,
+        /// Output file (written atomically) [default: standard output].
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -236,6 +275,30 @@ fn run(cli: Cli) -> pyfreeze_obj::error::Result<()> {
                 output,
                 verbose,
             })
+        }
+        Cmd::GenLayout {
+            archive,
+            python,
+            include,
+            output,
+        } => {
+            if let Some(o) = &output {
+                check_output(o)?;
+            }
+            let g = pyfreeze_obj::genlayout::generate(&pyfreeze_obj::genlayout::Options {
+                archive,
+                python,
+                include,
+            })?;
+            match output {
+                Some(o) => pyfreeze_obj::output::write_atomically(&o, g.text.as_bytes()),
+                None => {
+                    use std::io::Write;
+                    std::io::stdout()
+                        .write_all(g.text.as_bytes())
+                        .map_err(|e| pyfreeze_obj::error::Error::msg(format!("stdout: {e}")))
+                }
+            }
         }
     }
 }

@@ -2,9 +2,12 @@
 //! opcode numbers, the runtime's shared objects and the symbols the frozen
 //! object must reference or define.
 //!
-//! These are data, one table per version (`py312.rs`, ...), checked against
-//! the DWARF of a real libpython by `tests/layout_dwarf.rs`. Code elsewhere
-//! reads the tables; it never asks "which version is this?".
+//! These are data, one table per version (`py312.rs`, ...), written by
+//! `pyfreeze-obj gen-layout` ([`crate::genlayout`]) from a libpython
+//! archive with debug info, its headers and its interpreter;
+//! `tests/layout_dwarf.rs` checks that the committed tables are what the
+//! generator writes for pyenv's builds. Code elsewhere reads the tables; it
+//! never asks "which version is this?".
 
 mod py311;
 mod py312;
@@ -24,7 +27,7 @@ pub const fn f(off: u32, size: u8) -> Field {
 }
 
 /// `PyObject` / `PyVarObject` header.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct HeadLayout {
     pub refcnt: Field,
     pub type_: Field,
@@ -38,7 +41,7 @@ pub struct HeadLayout {
 }
 
 /// `PyCodeObject`.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct CodeLayout {
     /// Offset of `co_code_adaptive`, where the bytecode starts.
     pub code_adaptive: u32,
@@ -84,7 +87,7 @@ pub struct CodeLayout {
 }
 
 /// `PyASCIIObject` / `PyCompactUnicodeObject`.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct StrLayout {
     pub length: Field,
     pub hash: Field,
@@ -108,14 +111,14 @@ pub struct StrLayout {
 }
 
 /// `PyBytesObject`.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct BytesLayout {
     pub shash: Field,
     pub sval: u32,
 }
 
 /// How an int's sign and digit count are stored.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub enum IntSize {
     /// 3.12: `lv_tag` = ndigits << 3 | (0 positive, 1 zero, 2 negative).
     LvTag(Field),
@@ -124,7 +127,7 @@ pub enum IntSize {
 }
 
 /// `PyLongObject`.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct IntLayout {
     pub size: IntSize,
     pub digits: u32,
@@ -134,7 +137,7 @@ pub struct IntLayout {
 }
 
 /// Floats and complex numbers: where the doubles go.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct FloatLayout {
     pub fval: u32,
     pub float_size: u32,
@@ -143,14 +146,14 @@ pub struct FloatLayout {
 }
 
 /// `PyTupleObject`, preceded by a GC header.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct TupleLayout {
     pub gc_head_size: u32,
     pub items: u32,
 }
 
 /// Objects the runtime shares, as offsets inside `_PyRuntime`.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct RuntimeLayout {
     pub symbol: &'static str,
     /// `_PyLong_SMALL_INTS[0]`, which is the int `-small_int_neg`.
@@ -182,7 +185,7 @@ pub struct RuntimeLayout {
 
 /// Symbols of the runtime's types and singletons that the frozen objects
 /// point at.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Symbols {
     pub code_type: &'static str,
     pub bytes_type: &'static str,
@@ -198,7 +201,7 @@ pub struct Symbols {
 }
 
 /// `struct _frozen`, an entry of the module tables in `frozen.o`.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct FrozenLayout {
     pub entry_size: u32,
     pub name: Field,
@@ -217,60 +220,8 @@ pub struct FrozenLayout {
     pub keeps_marshal: bool,
 }
 
-/// `PyBytesObject`, `PyFloatObject`/`PyComplexObject` and `PyTupleObject`
-/// (with its GC header) are laid out alike in 3.11 and 3.12 on 64-bit
-/// targets; each version's DWARF check covers them.
-pub(crate) const BYTES_3X: BytesLayout = BytesLayout {
-    shash: f(24, 8),
-    sval: 32,
-};
-pub(crate) const FLOAT_3X: FloatLayout = FloatLayout {
-    fval: 16,
-    float_size: 24,
-    cval: 16,
-    complex_size: 32,
-};
-pub(crate) const TUPLE_3X: TupleLayout = TupleLayout {
-    gc_head_size: 16,
-    items: 24,
-};
-
-/// The symbols 3.11 and 3.12 share.
-pub(crate) const SYMBOLS_3X: Symbols = Symbols {
-    code_type: "PyCode_Type",
-    bytes_type: "PyBytes_Type",
-    str_type: "PyUnicode_Type",
-    tuple_type: "PyTuple_Type",
-    int_type: "PyLong_Type",
-    float_type: "PyFloat_Type",
-    complex_type: "PyComplex_Type",
-    none: "_Py_NoneStruct",
-    true_: "_Py_TrueStruct",
-    false_: "_Py_FalseStruct",
-    ellipsis: "_Py_EllipsisObject",
-};
-
-/// `struct _frozen` and the module tables, the same in 3.11 and 3.12
-/// (each table sets `keeps_marshal`).
-pub(crate) const FROZEN_3X: FrozenLayout = FrozenLayout {
-    entry_size: 32,
-    name: f(0, 8),
-    code: f(8, 8),
-    size: f(16, 4),
-    is_package: f(20, 4),
-    get_code: f(24, 8),
-    tables: &[
-        "_PyImport_FrozenBootstrap",
-        "_PyImport_FrozenStdlib",
-        "_PyImport_FrozenTest",
-    ],
-    aliases: "_PyImport_FrozenAliases",
-    custom: "PyImport_FrozenModules",
-    keeps_marshal: false,
-};
-
 /// Everything about one CPython version (for 64-bit targets).
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Layout {
     pub version: (u8, u8),
     /// The `.pyc` magic number (first two bytes, little endian).

@@ -1,0 +1,1294 @@
+//! `pyfreeze-obj gen-layout`: a version's layout table (`src/layout/py3XX.rs`)
+//! written from a libpython archive built with debug info, the headers
+//! installed with it and its interpreter.
+//!
+//! Every value of the table comes from one of these inputs:
+//! - struct offsets, sizes, bit fields and which members exist: the DWARF of
+//!   `codeobject.o` (object types), `complexobject.o`, `frozen.o` and
+//!   `pylifecycle.o` (`_PyRuntimeState`);
+//! - the runtime's shared objects and the global string table: `_PyRuntime`'s
+//!   static initializer in `pylifecycle.o` (bytes and relocations) located
+//!   by DWARF; the `state` bits static strings carry: the same initializer;
+//! - which shared objects CPython's generator points at (one-byte bytes,
+//!   one-character strings): the relocations of gcc's `deepfreeze.o`;
+//! - type and singleton symbols: the archive's type objects, found by the
+//!   `tp_name` of their static initializers (the Python names of the types
+//!   come from the interpreter), and the objects whose `ob_type` points at
+//!   them;
+//! - the module tables: `frozen.o`'s DWARF variables, data and relocations;
+//! - macros (the static refcount, `CO_FAST_*`, `_PY_NSMALL*INTS`,
+//!   `FRAME_SPECIALS_SIZE`, `QUICKENING_INITIAL_WARMUP_VALUE`): the headers;
+//! - opcode `RESUME`, the `.pyc` magic and the version: the interpreter.
+//!
+//! - that the archive is the interpreter's build: `PY_VERSION` in
+//!   `getversion.o`.
+//!
+//! What the inputs cannot say is in small documented tables here:
+//! [`FILLED`] (the code object pointers CPython's generator fills; every
+//! other pointer member is runtime state), [`FIXED`] (code members every
+//! static code object resets to a macro's value) and [`GLIBC_MUTEX`]
+//! (glibc's `pthread_mutex_t` per architecture, for the per-architecture
+//! runtime shift; a build whose mutex is not glibc's is refused, so the
+//! table is known on Linux/glibc only).
+//!
+//! The generator checks the assumptions the tool makes of a layout (the
+//! shapes it writes), reads back every shared object it lists through the
+//! table it derived, and refuses, with a one-line error naming the archive
+//! and what is missing, when something does not hold.
+
+mod headers;
+mod write;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::arch::Arch;
+use crate::dwarf::{Archive, ObjectData, Types, Variable};
+use crate::error::{Error, Result};
+use crate::layout::*;
+use crate::target::Os;
+use headers::{macro_bodies, Headers};
+
+/// What `gen-layout` reads.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// `libpython3.X.a`, built with `-g`.
+    pub archive: PathBuf,
+    /// The interpreter of that build; default: `bin/python3.X` of the
+    /// installation the archive belongs to.
+    pub python: Option<PathBuf>,
+    /// The installed headers; default: the interpreter's `INCLUDEPY`.
+    pub include: Option<PathBuf>,
+}
+
+/// A generated table: the value and the Rust source that spells it.
+pub struct Generated {
+    pub layout: &'static Layout,
+    pub notes: Notes,
+    pub text: String,
+}
+
+/// What the table's comments say about where values come from.
+#[derive(Clone, Debug, Default)]
+pub struct Notes {
+    /// The archive's file name.
+    pub archive: String,
+    /// `PY_VERSION` of the archive (and the interpreter): `3.12.1`.
+    pub full_version: String,
+    /// How the headers define the static refcount.
+    pub refcnt: String,
+    /// Names of the `state` bits in `static_bits`.
+    pub static_bits: Vec<String>,
+    /// One line per `code.fixed` entry.
+    pub fixed: Vec<String>,
+    /// Member names of `code.runtime_state`.
+    pub runtime_state: Vec<String>,
+    /// How `frame_specials_size` was computed (empty without `co_framesize`).
+    pub frame_specials: String,
+    /// Path of the singletons in `_PyRuntimeState`.
+    pub singletons: String,
+    /// `pthread_mutex_t` members before the singletons.
+    pub mutexes: Vec<String>,
+}
+
+/// Generate the table for `opts`.
+pub fn generate(opts: &Options) -> Result<Generated> {
+    let cx = Cx::open(opts)?;
+    let mut notes = Notes {
+        archive: file_name(&opts.archive),
+        full_version: cx.py.release.clone(),
+        ..Notes::default()
+    };
+    let ptr_size = cx.ptr_size()?;
+    let head = cx.head(&mut notes)?;
+    let code = cx.code(&mut notes)?;
+    let mut str_ = cx.str_()?;
+    let bytes = cx.bytes()?;
+    let int = cx.int()?;
+    let float = cx.float()?;
+    let tuple = cx.tuple()?;
+    let frozen = cx.frozen()?;
+    let runtime = cx.runtime(&head, &mut str_, &int, &mut notes)?;
+    let sym = cx.symbols(&head, &int, &runtime)?;
+    let (major, minor, _) = cx.py.version;
+    let layout: &'static Layout = Box::leak(Box::new(Layout {
+        version: (major, minor),
+        pyc_magic: cx.pyc_magic()?,
+        ptr_size,
+        head,
+        code,
+        str_,
+        bytes,
+        int,
+        float,
+        tuple,
+        runtime,
+        sym,
+        frozen,
+    }));
+    cx.verify_shared(layout)?;
+    let text = write::table(layout, &notes);
+    Ok(Generated {
+        layout,
+        notes,
+        text,
+    })
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name().map_or_else(
+        || p.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
+}
+
+fn leak<T>(v: Vec<T>) -> &'static [T] {
+    Box::leak(v.into_boxed_slice())
+}
+
+fn leak_str(s: &str) -> &'static str {
+    Box::leak(s.to_owned().into_boxed_str())
+}
+
+/// The `PyCodeObject` pointers CPython's generator fills (with constants,
+/// names, strings and bytes); every other pointer member belongs to the
+/// runtime and starts out NULL (`code.runtime_state`).
+pub const FILLED: [&str; 9] = [
+    "co_consts",
+    "co_names",
+    "co_exceptiontable",
+    "co_localsplusnames",
+    "co_localspluskinds",
+    "co_filename",
+    "co_name",
+    "co_qualname",
+    "co_linetable",
+];
+
+/// Code members every static code object resets to a macro's value (the
+/// per-code fini of 3.11 resets `co_warmup`; CPython's generator writes the
+/// same value): (member, header, macro). Applied when the member exists.
+pub const FIXED: &[(&str, &str, &str)] = &[(
+    "co_warmup",
+    "internal/pycore_code.h",
+    "QUICKENING_INITIAL_WARMUP_VALUE",
+)];
+
+/// glibc's `pthread_mutex_t` size per architecture (`__SIZEOF_PTHREAD_MUTEX_T`
+/// in sysdeps/<arch>/nptl/bits/pthreadtypes-arch.h). Each mutex embedded in
+/// `_PyRuntimeState` before its shared objects moves them by the difference
+/// to the DWARF's own architecture. The other types there are the same
+/// size on both (`pthread_cond_t` 48 bytes; 3.12's `pthread_condattr_t`
+/// grows from 4 to 8 bytes on aarch64 into tail padding).
+pub const GLIBC_MUTEX: &[(Arch, u64)] = &[(Arch::X86_64, 40), (Arch::Aarch64, 48)];
+
+/// Facts the interpreter gives.
+struct Interp {
+    version: (u8, u8, u8),
+    /// `PY_VERSION`: `3.12.1`, `3.13.0rc1`, ...
+    release: String,
+    include: PathBuf,
+    resume: u8,
+    magic: Vec<u8>,
+    /// Python names of code, bytes, str, tuple, int, float, complex,
+    /// NoneType, bool, ellipsis.
+    type_names: Vec<String>,
+}
+
+const INTERP_SCRIPT: &str = "import sys, sysconfig, opcode, importlib.util, types\n\
+print('%d.%d.%d' % sys.version_info[:3], sys.version.split()[0])\n\
+print(sysconfig.get_config_var('INCLUDEPY'))\n\
+print(opcode.opmap['RESUME'])\n\
+print(importlib.util.MAGIC_NUMBER.hex())\n\
+print(*(t.__name__ for t in (types.CodeType, bytes, str, tuple, int, float, complex,\n\
+      type(None), bool, type(...))))\n";
+
+/// `X.Y` from `libpythonX.Y.a`.
+fn archive_version(archive: &Path) -> Option<(u8, u8)> {
+    let n = file_name(archive);
+    let v = n.strip_prefix("libpython")?.strip_suffix(".a")?;
+    let v = v.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let (a, b) = v.split_once('.')?;
+    Some((a.parse().ok()?, b.parse().ok()?))
+}
+
+fn interpreter(opts: &Options) -> Result<Interp> {
+    let exe = match &opts.python {
+        Some(p) => p.clone(),
+        None => {
+            // PREFIX/lib/pythonX.Y/config-X.Y-TRIPLE/libpythonX.Y.a
+            let (a, b) = archive_version(&opts.archive).ok_or_else(|| {
+                Error::file(
+                    &opts.archive,
+                    "not named libpythonX.Y.a: say which interpreter it belongs to with --python",
+                )
+            })?;
+            let prefix = opts.archive.ancestors().nth(4).unwrap_or(Path::new("/"));
+            let p = prefix.join(format!("bin/python{a}.{b}"));
+            if !p.is_file() {
+                return Err(Error::file(
+                    &opts.archive,
+                    format!(
+                        "no interpreter at {} (where an installation keeps it): pass --python",
+                        p.display()
+                    ),
+                ));
+            }
+            p
+        }
+    };
+    let out = Command::new(&exe)
+        .args(["-I", "-c", INTERP_SCRIPT])
+        .output()
+        .map_err(|e| Error::file(&exe, format!("cannot run: {e}")))?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        return Err(Error::file(
+            &exe,
+            format!(
+                "failed ({}): {}",
+                out.status,
+                err.lines().last().unwrap_or("").trim()
+            ),
+        ));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let bad = |what: &str| Error::file(&exe, format!("unexpected output ({what}): {text:?}"));
+    let lines: Vec<&str> = text.lines().collect();
+    let [version, include, resume, magic, names] = lines.as_slice() else {
+        return Err(bad("5 lines"));
+    };
+    let Some((version, release)) = version.split_once(' ') else {
+        return Err(bad("version"));
+    };
+    let v: Vec<u8> = version.split('.').filter_map(|x| x.parse().ok()).collect();
+    let [a, b, c] = v.as_slice() else {
+        return Err(bad("version"));
+    };
+    let magic = (magic.as_bytes().chunks(2))
+        .map(|h| {
+            std::str::from_utf8(h)
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        })
+        .collect::<Option<Vec<u8>>>()
+        .ok_or_else(|| bad("magic"))?;
+    Ok(Interp {
+        version: (*a, *b, *c),
+        release: release.to_owned(),
+        include: PathBuf::from(include),
+        resume: resume.parse().map_err(|_| bad("RESUME"))?,
+        magic,
+        type_names: names.split_whitespace().map(str::to_owned).collect(),
+    })
+}
+
+/// Everything read from the inputs.
+struct Cx {
+    archive: PathBuf,
+    ar: Archive,
+    py: Interp,
+    headers: Headers,
+    /// codeobject.o: the object types.
+    code: Types,
+    /// complexobject.o: `PyComplexObject`.
+    complex: Types,
+    /// frozen.o: `struct _frozen`, the module tables.
+    frozen: Types,
+    /// pylifecycle.o: `_PyRuntimeState`.
+    life: Types,
+    life_data: ObjectData,
+    frozen_data: ObjectData,
+    /// gcc's deepfreeze.o (CPython 3.13 has none).
+    gcc: Option<ObjectData>,
+}
+
+impl Cx {
+    fn open(opts: &Options) -> Result<Cx> {
+        let archive = opts.archive.clone();
+        let ar = Archive::open(&archive).map_err(|e| Error::file(&archive, e))?;
+        let py = interpreter(opts)?;
+        let include = opts.include.clone().unwrap_or_else(|| py.include.clone());
+        let e = |m: String| Error::file(&archive, m);
+        let member = |n: &str| ar.member(n).map_err(&e);
+        let bytes: Vec<_> = [
+            "codeobject.o",
+            "complexobject.o",
+            "frozen.o",
+            "pylifecycle.o",
+        ]
+        .iter()
+        .map(|n| member(n).map(|b| (*n, b)))
+        .collect::<Result<_>>()?;
+        // The DWARF parses are independent: run them in parallel.
+        let mut types = std::thread::scope(|s| {
+            let handles: Vec<_> = bytes
+                .iter()
+                .map(|(n, b)| s.spawn(move || Types::parse(n, b.bytes())))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err("DWARF reader panicked".into()))
+                })
+                .collect::<Vec<_>>()
+        })
+        .into_iter();
+        let mut next = || {
+            types
+                .next()
+                .unwrap_or_else(|| Err("missing".into()))
+                .map_err(e)
+        };
+        let (code, complex, frozen, life) = (next()?, next()?, next()?, next()?);
+        let data = |n: &str| ObjectData::parse(n, member(n)?.bytes()).map_err(e);
+        // The archive is the interpreter's build: its PY_VERSION (a string
+        // of getversion.o) is the interpreter's.
+        let getversion = data("getversion.o")?;
+        let releases: Vec<String> = (getversion.sections.iter())
+            .filter(|(n, _)| n.starts_with(".rodata"))
+            .flat_map(|(_, d)| d.split(|&b| b == 0))
+            .filter_map(|s| std::str::from_utf8(s).ok())
+            .filter(|s| {
+                s.split('.').count() == 3
+                    && s.starts_with(|c: char| c.is_ascii_digit())
+                    && s.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'+')
+            })
+            .map(str::to_owned)
+            .collect();
+        if !releases.contains(&py.release) {
+            return Err(e(format!(
+                "is CPython {} (getversion.o), but the interpreter is {}",
+                releases.join(", "),
+                py.release
+            )));
+        }
+        let gcc = match ar.member("deepfreeze.o") {
+            Ok(b) => Some(ObjectData::parse("deepfreeze.o", b.bytes()).map_err(e)?),
+            Err(_) => None,
+        };
+        Ok(Cx {
+            life_data: data("pylifecycle.o")?,
+            frozen_data: data("frozen.o")?,
+            gcc,
+            headers: Headers::new(&include),
+            archive,
+            ar,
+            py,
+            code,
+            complex,
+            frozen,
+            life,
+        })
+    }
+
+    fn err(&self, msg: impl Into<String>) -> Error {
+        Error::file(&self.archive, msg)
+    }
+
+    fn dw<T>(&self, r: crate::dwarf::Result<T>) -> Result<T> {
+        r.map_err(|e| self.err(e))
+    }
+
+    fn u32_(&self, v: u64, what: &str) -> Result<u32> {
+        u32::try_from(v).map_err(|_| self.err(format!("{what}: {v} does not fit 32 bits")))
+    }
+
+    /// Member `path` of `ty` as a table field.
+    fn field(&self, t: &Types, ty: &str, path: &str) -> Result<Field> {
+        let m = self.dw(t.member(ty, path))?;
+        if m.bits.is_some() {
+            return Err(self.err(format!("{}: {ty}.{path} is a bit field", t.object)));
+        }
+        Ok(Field {
+            off: self.u32_(m.offset, path)?,
+            size: u8::try_from(m.size)
+                .map_err(|_| self.err(format!("{ty}.{path}: size {} too large", m.size)))?,
+        })
+    }
+
+    /// Member `path` of `ty` if `ty` has it.
+    fn opt_field(&self, t: &Types, ty: &str, path: &str) -> Result<Option<Field>> {
+        self.dw(t.sizeof(ty))?;
+        match t.member(ty, path) {
+            Ok(_) => self.field(t, ty, path).map(Some),
+            Err(_) => Ok(None),
+        }
+    }
+
+    fn offset(&self, t: &Types, ty: &str, path: &str) -> Result<u32> {
+        let o = self.dw(t.member_path_offset(ty, path))?;
+        self.u32_(o, path)
+    }
+
+    fn sizeof(&self, t: &Types, ty: &str) -> Result<u32> {
+        let s = self.dw(t.sizeof(ty))?;
+        self.u32_(s, ty)
+    }
+
+    /// An assumption the tool makes of every layout.
+    fn require(&self, ok: bool, what: impl FnOnce() -> String) -> Result<()> {
+        if ok {
+            Ok(())
+        } else {
+            Err(self.err(format!("unsupported layout: {}", what())))
+        }
+    }
+
+    /// Evaluate macro expression `expr` of header `rel`; `sizeof` from
+    /// codeobject.o's DWARF.
+    fn eval(&self, rel: &str, more: &[&str], expr: &str) -> Result<i64> {
+        let t = &self.code;
+        let sizeof = |ty: &str| -> std::result::Result<u64, String> {
+            if ty.ends_with('*') {
+                Ok(u64::from(t.address_size))
+            } else {
+                t.sizeof(ty)
+            }
+        };
+        self.headers.eval(rel, more, expr, &sizeof)
+    }
+
+    /// The single 64-bit value of macro `name` in `rel`.
+    fn macro_value(&self, rel: &str, name: &str) -> Result<i64> {
+        self.eval(rel, &[], name)
+    }
+
+    fn ptr_size(&self) -> Result<u8> {
+        let m = self.dw(self.code.member("PyObject", "ob_type"))?;
+        for t in [&self.code, &self.complex, &self.frozen, &self.life] {
+            self.require(u64::from(t.address_size) == m.size, || {
+                format!(
+                    "{} has {}-byte addresses, PyObject.ob_type is {}",
+                    t.object, t.address_size, m.size
+                )
+            })?;
+        }
+        self.require(m.size == 8, || "not a 64-bit build".into())?;
+        Ok(m.size as u8)
+    }
+
+    fn head(&self, notes: &mut Notes) -> Result<HeadLayout> {
+        let c = &self.code;
+        self.require(
+            c.member_type_name("PyVarObject", "ob_base").ok().as_deref() == Some("PyObject")
+                && c.member_path_offset("PyVarObject", "ob_base") == Ok(0),
+            || "PyVarObject does not start with its PyObject".into(),
+        )?;
+        let (static_refcnt, note) = self.static_refcnt()?;
+        notes.refcnt = note;
+        Ok(HeadLayout {
+            refcnt: self.field(c, "PyObject", "ob_refcnt")?,
+            type_: self.field(c, "PyObject", "ob_type")?,
+            size: self.field(c, "PyVarObject", "ob_size")?,
+            static_refcnt,
+            immortal: self.headers.text("object.h")?.contains("_Py_IsImmortal("),
+        })
+    }
+
+    /// The `.ob_refcnt` the headers' static object initializer sets
+    /// (3.12+: `_PyObject_HEAD_INIT`, 3.11: `_PyObject_IMMORTAL_INIT`, in
+    /// internal/pycore_object.h), evaluated for a 64-bit build.
+    fn static_refcnt(&self) -> Result<(u64, String)> {
+        const H: &str = "internal/pycore_object.h";
+        let text = self.headers.text(H)?;
+        for mac in ["_PyObject_HEAD_INIT", "_PyObject_IMMORTAL_INIT"] {
+            for body in macro_bodies(&text, mac) {
+                let Some(rest) = body.split(".ob_refcnt").nth(1) else {
+                    continue;
+                };
+                let Some(rest) = rest.trim_start().strip_prefix('=') else {
+                    continue;
+                };
+                let expr = rest.split([',', '}', '\n']).next().unwrap_or("").trim();
+                let v = self.eval(H, &["object.h"], expr)?;
+                let note = if expr.starts_with(|c: char| c.is_ascii_digit()) {
+                    format!("{mac}: .ob_refcnt = {expr} ({H})")
+                } else {
+                    format!("{mac}: .ob_refcnt = {expr} ({H}, object.h; 64-bit)")
+                };
+                return Ok((v as u64, note));
+            }
+        }
+        Err(Error::file(
+            self.headers.dir.join(H),
+            "no static object initializer setting .ob_refcnt (_PyObject_HEAD_INIT or \
+             _PyObject_IMMORTAL_INIT)",
+        ))
+    }
+
+    fn code(&self, notes: &mut Notes) -> Result<CodeLayout> {
+        const CO: &str = "PyCodeObject";
+        let c = &self.code;
+        let fl = |m: &str| self.field(c, CO, m);
+        let opt = |m: &str| self.opt_field(c, CO, m);
+        self.require(c.sizeof("_Py_CODEUNIT") == Ok(2), || {
+            "_Py_CODEUNIT is not 2 bytes".into()
+        })?;
+        let adaptive = self.dw(c.array(CO, "co_code_adaptive"))?;
+        self.require(adaptive.stride == 1, || {
+            "co_code_adaptive is not a char array".into()
+        })?;
+        self.require(
+            c.member_type_name(CO, "ob_base").ok().as_deref() == Some("PyVarObject"),
+            || "PyCodeObject does not start with a PyVarObject".into(),
+        )?;
+        let mut runtime_state = Vec::new();
+        for m in self.dw(c.struct_layout(CO))? {
+            if self.dw(c.is_pointer(&m))? && !FILLED.contains(&m.name.as_str()) {
+                runtime_state.push(self.field(c, CO, &m.name)?);
+                notes.runtime_state.push(m.name.clone());
+            }
+        }
+        let mut fixed = Vec::new();
+        for (member, h, mac) in FIXED {
+            if let Some(f) = opt(member)? {
+                let v = self.macro_value(h, mac)?;
+                self.require((1..=8).contains(&f.size), || {
+                    format!("{member} is {} bytes", f.size)
+                })?;
+                let mask = u64::MAX >> (64 - 8 * u32::from(f.size));
+                fixed.push((f, v as u64 & mask));
+                notes.fixed.push(format!("{member} = {mac} ({v})"));
+            }
+        }
+        let framesize = opt("co_framesize")?;
+        let frame_specials_size = match framesize {
+            Some(_) => {
+                let v = self.macro_value("internal/pycore_frame.h", "FRAME_SPECIALS_SIZE")?;
+                let frame = self.dw(c.sizeof("_PyInterpreterFrame"))?;
+                notes.frame_specials = format!(
+                    "FRAME_SPECIALS_SIZE (pycore_frame.h); _PyInterpreterFrame: {frame} bytes"
+                );
+                self.u32_(v as u64, "FRAME_SPECIALS_SIZE")?
+            }
+            None => 0,
+        };
+        let fast = |m: &str| -> Result<u8> {
+            let v = self.macro_value("internal/pycore_code.h", m)?;
+            u8::try_from(v).map_err(|_| self.err(format!("{m} = {v} is not a byte")))
+        };
+        Ok(CodeLayout {
+            code_adaptive: self.u32_(adaptive.offset, "co_code_adaptive")?,
+            consts: fl("co_consts")?,
+            names: fl("co_names")?,
+            exceptiontable: fl("co_exceptiontable")?,
+            flags: fl("co_flags")?,
+            argcount: fl("co_argcount")?,
+            posonlyargcount: fl("co_posonlyargcount")?,
+            kwonlyargcount: fl("co_kwonlyargcount")?,
+            stacksize: fl("co_stacksize")?,
+            firstlineno: fl("co_firstlineno")?,
+            nlocalsplus: fl("co_nlocalsplus")?,
+            nlocals: fl("co_nlocals")?,
+            ncellvars: fl("co_ncellvars")?,
+            nfreevars: fl("co_nfreevars")?,
+            localsplusnames: fl("co_localsplusnames")?,
+            localspluskinds: fl("co_localspluskinds")?,
+            filename: fl("co_filename")?,
+            name: fl("co_name")?,
+            qualname: fl("co_qualname")?,
+            linetable: fl("co_linetable")?,
+            framesize,
+            frame_specials_size,
+            version: opt("co_version")?,
+            firsttraceable: opt("_co_firsttraceable")?,
+            nplaincellvars: opt("co_nplaincellvars")?,
+            fixed: leak(fixed),
+            runtime_state: leak(runtime_state),
+            opcode_resume: self.py.resume,
+            co_fast_local: fast("CO_FAST_LOCAL")?,
+            co_fast_cell: fast("CO_FAST_CELL")?,
+            co_fast_free: fast("CO_FAST_FREE")?,
+        })
+    }
+
+    /// `PyASCIIObject` / `PyCompactUnicodeObject`; `static_bits` comes from
+    /// the runtime's static strings ([`Cx::runtime`]).
+    fn str_(&self) -> Result<StrLayout> {
+        const AS: &str = "PyASCIIObject";
+        const CU: &str = "PyCompactUnicodeObject";
+        let c = &self.code;
+        self.require(c.member_path_offset(CU, "_base") == Ok(0), || {
+            "PyCompactUnicodeObject does not start with its PyASCIIObject".into()
+        })?;
+        let bit = |m: &str, min: u64| -> Result<u32> {
+            let b = self.dw(c.bitfield(AS, &format!("state.{m}")))?;
+            self.require(b.size >= min && b.offset + b.size <= 32, || {
+                format!("state.{m} is {} bits at bit {}", b.size, b.offset)
+            })?;
+            self.u32_(b.offset, m)
+        };
+        let wstr = match self.opt_field(c, AS, "wstr")? {
+            Some(p) => Some((p, self.field(c, CU, "wstr_length")?)),
+            None => None,
+        };
+        Ok(StrLayout {
+            length: self.field(c, AS, "length")?,
+            hash: self.field(c, AS, "hash")?,
+            state: self.field(c, AS, "state")?,
+            ascii_size: self.sizeof(c, AS)?,
+            compact_size: self.sizeof(c, CU)?,
+            utf8_length: self.field(c, CU, "utf8_length")?,
+            utf8: self.field(c, CU, "utf8")?,
+            kind_shift: bit("kind", 3)?,
+            compact_bit: bit("compact", 1)?,
+            ascii_bit: bit("ascii", 1)?,
+            static_bits: 0,
+            wstr,
+        })
+    }
+
+    fn bytes(&self) -> Result<BytesLayout> {
+        let c = &self.code;
+        Ok(BytesLayout {
+            shash: self.field(c, "PyBytesObject", "ob_shash")?,
+            sval: self.offset(c, "PyBytesObject", "ob_sval")?,
+        })
+    }
+
+    fn int(&self) -> Result<IntLayout> {
+        const LO: &str = "PyLongObject";
+        let c = &self.code;
+        let (size, digits) = match self.opt_field(c, LO, "long_value.lv_tag")? {
+            Some(f) => (IntSize::LvTag(f), "long_value.ob_digit"),
+            None => {
+                self.require(
+                    c.member_type_name(LO, "ob_base").ok().as_deref() == Some("PyVarObject"),
+                    || "PyLongObject has neither long_value.lv_tag nor a PyVarObject".into(),
+                )?;
+                (IntSize::SignedObSize, "ob_digit")
+            }
+        };
+        let d = self.dw(c.array(LO, digits))?;
+        let digit_size = self.sizeof(c, "digit")?;
+        self.require(d.stride == u64::from(digit_size), || {
+            "ob_digit is not a digit array".into()
+        })?;
+        Ok(IntLayout {
+            size,
+            digits: self.u32_(d.offset, digits)?,
+            digit_size: digit_size as u8,
+            min_size: self.sizeof(c, LO)?,
+        })
+    }
+
+    fn float(&self) -> Result<FloatLayout> {
+        let (c, x) = (&self.code, &self.complex);
+        let cval = self.offset(x, "PyComplexObject", "cval")?;
+        self.require(
+            x.member_path_offset("PyComplexObject", "cval.real") == Ok(u64::from(cval))
+                && x.member_path_offset("PyComplexObject", "cval.imag") == Ok(u64::from(cval) + 8),
+            || "PyComplexObject.cval is not {double real, imag}".into(),
+        )?;
+        Ok(FloatLayout {
+            fval: self.offset(c, "PyFloatObject", "ob_fval")?,
+            float_size: self.sizeof(c, "PyFloatObject")?,
+            cval,
+            complex_size: self.sizeof(x, "PyComplexObject")?,
+        })
+    }
+
+    fn tuple(&self) -> Result<TupleLayout> {
+        let c = &self.code;
+        Ok(TupleLayout {
+            gc_head_size: self.sizeof(c, "PyGC_Head")?,
+            items: self.offset(c, "PyTupleObject", "ob_item")?,
+        })
+    }
+
+    /// Offsets inside the runtime variable that gcc's deepfreeze.o points to.
+    fn gcc_refs(&self, runtime: &str) -> Result<BTreeMap<u64, usize>> {
+        let gcc = self.gcc.as_ref().ok_or_else(|| {
+            self.err(
+                "no deepfreeze.o: which shared objects CPython's generator points at cannot be \
+                 read (an archive whose deepfreeze.o was replaced, or CPython 3.13+)",
+            )
+        })?;
+        let mut out = BTreeMap::new();
+        for (sec, rs) in &gcc.relocs {
+            if sec.starts_with(".text") {
+                continue;
+            }
+            for (t, a) in rs.values() {
+                if t == runtime {
+                    *out.entry(*a as u64).or_default() += 1;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn runtime(
+        &self,
+        head: &HeadLayout,
+        str_: &mut StrLayout,
+        int: &IntLayout,
+        notes: &mut Notes,
+    ) -> Result<RuntimeLayout> {
+        const RT: &str = "_PyRuntimeState";
+        let t = &self.life;
+        let vars = self.dw(t.variables_of_type(RT))?;
+        let [symbol] = vars.as_slice() else {
+            return Err(self.err(format!(
+                "pylifecycle.o: expected one _PyRuntimeState variable, found {vars:?}"
+            )));
+        };
+        let init = self.dw(self.life_data.variable(symbol))?;
+        self.require(init.bytes.len() as u64 == self.dw(t.sizeof(RT))?, || {
+            format!("{symbol}'s symbol and its DWARF type differ in size")
+        })?;
+        let s_ = self.singletons_path(t, RT)?;
+        notes.singletons.clone_from(&s_);
+        let arr = |path: &str| self.dw(t.array(RT, &format!("{s_}.{path}")));
+        let refs = self.gcc_refs(symbol)?;
+        // An array of shared objects, if gcc's object points into it.
+        let used = |path: &str, n: u64| -> Result<Option<(u32, u32)>> {
+            let a = arr(path)?;
+            self.require(a.count == Some(n), || {
+                format!("{s_}.{path} has not {n} elements")
+            })?;
+            if refs
+                .range(a.offset..a.offset + a.stride * n)
+                .next()
+                .is_none()
+            {
+                return Ok(None);
+            }
+            Ok(Some((
+                self.u32_(a.offset, path)?,
+                self.u32_(a.stride, path)?,
+            )))
+        };
+
+        // Small ints: the array spans -_PY_NSMALLNEGINTS .. _PY_NSMALLPOSINTS - 1.
+        const GLOB: &str = "internal/pycore_global_objects.h";
+        let neg = self.macro_value(GLOB, "_PY_NSMALLNEGINTS")?;
+        let pos = self.macro_value(GLOB, "_PY_NSMALLPOSINTS")? - 1;
+        self.require(neg >= 0 && pos >= 0 && neg + pos < 1 << 20, || {
+            format!("_PY_NSMALLNEGINTS {neg}, _PY_NSMALLPOSINTS {}", pos + 1)
+        })?;
+        let small = arr("small_ints")?;
+        self.require(small.count == Some((neg + pos + 1) as u64), || {
+            format!(
+                "small_ints has {:?} elements, the headers say {}",
+                small.count,
+                neg + pos + 1
+            )
+        })?;
+        let refcnt = rd(
+            &init.bytes,
+            small.offset + u64::from(head.refcnt.off),
+            head.refcnt.size,
+        );
+        self.require(refcnt == head.static_refcnt, || {
+            format!(
+                "the headers give static objects refcount {}, {symbol}'s small ints have {refcnt}",
+                head.static_refcnt
+            )
+        })?;
+        // The int encoding the table states reads back every small int.
+        for i in 0..=(neg + pos) as u64 {
+            let base = small.offset + i * small.stride;
+            let digit = rd(&init.bytes, base + u64::from(int.digits), int.digit_size);
+            let val = i as i64 - neg;
+            let (sign, n) = match &int.size {
+                IntSize::LvTag(f) => {
+                    let tag = rd(&init.bytes, base + u64::from(f.off), f.size);
+                    let sign = match tag & 3 {
+                        0 => 1,
+                        1 => 0,
+                        2 => -1,
+                        _ => 2,
+                    };
+                    (sign, tag >> 3)
+                }
+                IntSize::SignedObSize => {
+                    let v = rd(&init.bytes, base + u64::from(head.size.off), head.size.size) as i64;
+                    (v.signum(), v.unsigned_abs())
+                }
+            };
+            self.require(
+                sign == val.signum() && n == u64::from(val != 0) && digit == val.unsigned_abs(),
+                || format!("{symbol}: small_ints[{i}] does not decode as {val}"),
+            )?;
+        }
+
+        // Global strings, and the state bits of a static string.
+        let (strings, state) = self.global_strings(t, &init, &s_, str_)?;
+        str_.static_bits = self.static_bits(str_, state, notes)?;
+
+        // Per-architecture shift: pthread_mutex_t members before the singletons.
+        let arch = match self.life_data.architecture {
+            object::Architecture::X86_64 => Arch::X86_64,
+            object::Architecture::Aarch64 => Arch::Aarch64,
+            a => return Err(self.err(format!("unsupported architecture {a:?}"))),
+        };
+        self.require(arch == Arch::X86_64, || {
+            "the tables hold x86_64 offsets; this archive is for another architecture".into()
+        })?;
+        let mutex = t.sizeof("pthread_mutex_t").ok();
+        let own = GLIBC_MUTEX.iter().find(|(a, _)| *a == arch).map(|x| x.1);
+        let Some(own) = own.filter(|o| mutex == Some(*o)) else {
+            return Err(self.err(format!(
+                "pthread_mutex_t is {mutex:?} bytes: not a glibc Linux build"
+            )));
+        };
+        let top = s_.split('.').next().unwrap_or(&s_);
+        let holder = self.dw(t.member(RT, top))?;
+        for m in self.dw(t.struct_layout(RT))? {
+            if m.offset < holder.offset {
+                for e in self.dw(t.embedded(&m, "pthread_mutex_t"))? {
+                    notes.mutexes.push(format!("{}{}", m.name, e.name));
+                }
+            }
+        }
+        let n = notes.mutexes.len() as u64;
+        let mut arch_shift = Vec::new();
+        for &(a, size) in GLIBC_MUTEX {
+            if n > 0 && size != own {
+                let grow = size.checked_sub(own).ok_or_else(|| {
+                    self.err(format!(
+                        "pthread_mutex_t is smaller on {a:?}: offsets would shrink"
+                    ))
+                })?;
+                arch_shift.push((a, self.u32_(n * grow, "arch_shift")?));
+            }
+        }
+        Ok(RuntimeLayout {
+            symbol: leak_str(symbol),
+            small_ints: self.u32_(small.offset, "small_ints")?,
+            small_int_stride: self.u32_(small.stride, "small_ints")?,
+            small_int_neg: neg,
+            small_int_pos: pos,
+            bytes_empty: self.offset(t, RT, &format!("{s_}.bytes_empty"))?,
+            bytes_characters: used("bytes_characters", 256)?,
+            tuple_empty: self.offset(t, RT, &format!("{s_}.tuple_empty"))?,
+            ascii_chars: used("strings.ascii", 128)?,
+            latin1_chars: used("strings.latin1", 128)?,
+            global_strings: leak(strings),
+            arch_shift: leak(arch_shift),
+            known_on: &[Os::Linux],
+        })
+    }
+
+    /// Path of the member holding `singletons` inside `ty` (e.g.
+    /// `static_objects.singletons`).
+    fn singletons_path(&self, t: &Types, ty: &str) -> Result<String> {
+        for m in self.dw(t.struct_layout(ty))? {
+            if m.name.is_empty() || m.bits.is_some() {
+                continue;
+            }
+            if t.member(ty, &format!("{}.singletons", m.name)).is_ok() {
+                return Ok(format!("{}.singletons", m.name));
+            }
+        }
+        Err(self.err(format!(
+            "{}: no member of {ty} holds `singletons`",
+            t.object
+        )))
+    }
+
+    /// The `_Py_global_strings` members (`literals`, `identifiers`) as
+    /// (value, offset), sorted by value; and the `state` word they share.
+    fn global_strings(
+        &self,
+        t: &Types,
+        init: &Variable,
+        s_: &str,
+        s: &StrLayout,
+    ) -> Result<(Vec<(&'static str, u32)>, u64)> {
+        const RT: &str = "_PyRuntimeState";
+        let mut out = Vec::new();
+        let mut states = std::collections::BTreeSet::new();
+        for group in ["literals", "identifiers"] {
+            let path = format!("{s_}.strings.{group}");
+            for m in self.dw(t.members_at(RT, &path))? {
+                let data = self
+                    .dw(t.members_in(&m))?
+                    .into_iter()
+                    .find(|d| d.name == "_data")
+                    .ok_or_else(|| self.err(format!("{path}.{}: no _data", m.name)))?;
+                let off = m.offset;
+                let len = rd(&init.bytes, off + u64::from(s.length.off), s.length.size);
+                let start = (off + u64::from(s.ascii_size)) as usize;
+                let b = (start.checked_add(len as usize + 1))
+                    .filter(|_| len < 1 << 20)
+                    .and_then(|end| init.bytes.get(start..end));
+                let value = b
+                    .filter(|b| b[len as usize] == 0 && data.size == len + 1)
+                    .and_then(|b| std::str::from_utf8(&b[..len as usize]).ok())
+                    .ok_or_else(|| {
+                        self.err(format!(
+                            "{path}.{}: not a NUL-terminated ASCII string",
+                            m.name
+                        ))
+                    })?;
+                states.insert(rd(&init.bytes, off + u64::from(s.state.off), s.state.size));
+                out.push((leak_str(value), self.u32_(off, &m.name)?));
+            }
+        }
+        self.require(out.len() > 100, || {
+            format!("only {} global strings", out.len())
+        })?;
+        out.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+        self.require(out.windows(2).all(|w| w[0].0 != w[1].0), || {
+            "two global strings with the same value".into()
+        })?;
+        let [state] = states.into_iter().collect::<Vec<_>>()[..] else {
+            return Err(self.err("the global strings differ in their state bits"));
+        };
+        Ok((out, state))
+    }
+
+    /// The `state` bits of a static ASCII string beyond kind 1, compact and
+    /// ascii: each must be a one-bit field of `state`.
+    fn static_bits(&self, s: &StrLayout, state: u64, notes: &mut Notes) -> Result<u32> {
+        let base = (1 << s.kind_shift) | (1 << s.compact_bit) | (1 << s.ascii_bit);
+        self.require(state & base == base, || {
+            format!("a global string's state {state:#x} is not compact ASCII")
+        })?;
+        let rest = state & !base;
+        let c = &self.code;
+        for m in self.dw(c.members_at("PyASCIIObject", "state"))? {
+            if let Some(b) = m.bits {
+                let mask = (1u64.checked_shl(b.size as u32).unwrap_or(0).wrapping_sub(1))
+                    .checked_shl(b.offset as u32)
+                    .unwrap_or(0);
+                if rest & mask != 0 {
+                    self.require(b.size == 1, || {
+                        format!("static strings set state.{}", m.name)
+                    })?;
+                    notes.static_bits.push(m.name.clone());
+                }
+            }
+        }
+        self.require(!notes.static_bits.is_empty() || rest == 0, || {
+            format!("state bits {rest:#x} of no named field")
+        })?;
+        self.u32_(rest, "state")
+    }
+
+    /// Type objects by the Python name in their `tp_name`, and the
+    /// singletons (None, True, False, Ellipsis) whose `ob_type` they are.
+    fn symbols(&self, head: &HeadLayout, int: &IntLayout, rt: &RuntimeLayout) -> Result<Symbols> {
+        let c = &self.code;
+        let type_size = self.dw(c.sizeof("PyTypeObject"))?;
+        let tp_name = self.dw(c.member_path_offset("PyTypeObject", "tp_name"))?;
+        let names = &self.py.type_names;
+        let [code, bytes, str_, tuple, int_, float, complex, none_t, bool_t, ellipsis_t] =
+            names.as_slice()
+        else {
+            return Err(self.err(format!(
+                "unexpected type names from the interpreter: {names:?}"
+            )));
+        };
+        // tp_name -> [(symbol, member data)]
+        let mut types: HashMap<String, Vec<(String, usize)>> = HashMap::new();
+        let mut members: Vec<ObjectData> = Vec::new();
+        for name in self.dw(self.ar.member_names())? {
+            if !name.ends_with(".o") {
+                continue;
+            }
+            let bytes = self.dw(self.ar.member(&name))?;
+            let obj =
+                object::File::parse(bytes.bytes()).map_err(|e| self.err(format!("{name}: {e}")))?;
+            use object::{Object, ObjectSymbol};
+            let any = obj.symbols().any(|s| {
+                s.is_global()
+                    && s.is_definition()
+                    && s.kind() == object::SymbolKind::Data
+                    && s.size() == type_size
+            });
+            if !any {
+                continue;
+            }
+            let d = self.dw(ObjectData::parse(&name, bytes.bytes()))?;
+            for s in &d.syms {
+                if !s.global || s.undefined || s.size != type_size {
+                    continue;
+                }
+                let Some(sec) = s.section.as_deref() else {
+                    continue;
+                };
+                let n = d
+                    .reloc(sec, s.address + tp_name)
+                    .and_then(|(t, a)| d.place(t, *a))
+                    .and_then(|(ts, to)| d.c_string(&ts, to));
+                if let Some(n) = n {
+                    types
+                        .entry(n)
+                        .or_default()
+                        .push((s.name.clone(), members.len()));
+                }
+            }
+            members.push(d);
+        }
+        let ty = |n: &str| -> Result<(String, usize)> {
+            match types.get(n).map(Vec::as_slice) {
+                Some([one]) => Ok(one.clone()),
+                found => Err(self.err(format!(
+                    "expected one global type object with tp_name {n:?}, found {found:?}"
+                ))),
+            }
+        };
+        // Global objects of the member defining type `n` whose ob_type is it.
+        let instances = |n: &str| -> Result<Vec<(String, Vec<u8>)>> {
+            let (tsym, mi) = ty(n)?;
+            let d = &members[mi];
+            let at = d.place(&tsym, 0);
+            let mut out = Vec::new();
+            for s in &d.syms {
+                let Some(sec) = s.section.as_deref() else {
+                    continue;
+                };
+                if s.global && !s.undefined && s.size > 0 && !sec.starts_with(".text") {
+                    let r = d.reloc(sec, s.address + u64::from(head.type_.off));
+                    if r.and_then(|(t, a)| d.place(t, *a)) == at {
+                        out.push((s.name.clone(), self.dw(d.variable(&s.name))?.bytes));
+                    }
+                }
+            }
+            out.sort();
+            Ok(out)
+        };
+        let one = |n: &str| -> Result<&'static str> {
+            match instances(n)?.as_slice() {
+                [(s, _)] => Ok(leak_str(s)),
+                v => Err(self.err(format!(
+                    "expected one {n} object, found {:?}",
+                    v.iter().map(|x| &x.0).collect::<Vec<_>>()
+                ))),
+            }
+        };
+        let bools = instances(bool_t)?;
+        let truth = |want: u64| -> Result<&'static str> {
+            let hits: Vec<&str> = bools
+                .iter()
+                .filter(|(_, b)| {
+                    b.len() >= (int.digits + u32::from(int.digit_size)) as usize
+                        && rd(b, u64::from(int.digits), int.digit_size) == want
+                })
+                .map(|(s, _)| s.as_str())
+                .collect();
+            match hits.as_slice() {
+                [s] => Ok(leak_str(s)),
+                v => Err(self.err(format!(
+                    "expected one bool object of value {want}, found {v:?}"
+                ))),
+            }
+        };
+        let sym = |n: &str| ty(n).map(|(s, _)| leak_str(&s));
+        let out = Symbols {
+            code_type: sym(code)?,
+            bytes_type: sym(bytes)?,
+            str_type: sym(str_)?,
+            tuple_type: sym(tuple)?,
+            int_type: sym(int_)?,
+            float_type: sym(float)?,
+            complex_type: sym(complex)?,
+            none: one(none_t)?,
+            true_: truth(1)?,
+            false_: truth(0)?,
+            ellipsis: one(ellipsis_t)?,
+        };
+        // The runtime's own shared objects agree.
+        let init = self.dw(self.life_data.variable(rt.symbol))?;
+        for (what, off, want) in [
+            ("small_ints[0]", rt.small_ints, out.int_type),
+            ("bytes_empty", rt.bytes_empty, out.bytes_type),
+            ("tuple_empty", rt.tuple_empty, out.tuple_type),
+            ("a global string", rt.global_strings[0].1, out.str_type),
+        ] {
+            let got = init.reloc_at(u64::from(off) + u64::from(head.type_.off));
+            self.require(got == Some(want), || {
+                format!("{}'s {what} has ob_type {got:?}, not {want}", rt.symbol)
+            })?;
+        }
+        Ok(out)
+    }
+
+    /// `struct _frozen` and the module tables of frozen.o.
+    fn frozen(&self) -> Result<FrozenLayout> {
+        const FR: &str = "struct _frozen";
+        let t = &self.frozen;
+        let d = &self.frozen_data;
+        let fl = |m: &str| self.field(t, FR, m);
+        let (name, code, size, get_code) = (fl("name")?, fl("code")?, fl("size")?, fl("get_code")?);
+        let alias = self.dw(t.struct_layout("struct _module_alias"))?;
+        self.require(
+            alias
+                .iter()
+                .map(|m| (m.name.as_str(), m.offset, m.size))
+                .collect::<Vec<_>>()
+                == [("name", 0, 8), ("orig", 8, 8)],
+            || "struct _module_alias is not {name, orig}".into(),
+        )?;
+        let aliases = self.dw(t.variables_of_type("*struct _module_alias"))?;
+        let [aliases] = aliases.as_slice() else {
+            return Err(self.err(format!(
+                "frozen.o: expected one alias table pointer, found {aliases:?}"
+            )));
+        };
+        // The table pointers in source order; the one left NULL is the
+        // embedder's (PyImport_FrozenModules).
+        let mut tables = Vec::new();
+        let mut custom = Vec::new();
+        let mut deep = Vec::new();
+        for v in self.dw(t.variables_of_type("*struct _frozen"))? {
+            let s = self.dw(d.variable(&v))?;
+            let Some((target, addend)) = s.relocs.get(&0) else {
+                self.require(s.bytes.iter().all(|&b| b == 0), || {
+                    format!("{v} is not NULL")
+                })?;
+                custom.push(v);
+                continue;
+            };
+            // Walk the entries up to the NULL name: deep-frozen ones (with a
+            // get_code) keep their marshal bytes or not.
+            let (sec, mut e) = d
+                .place(target, *addend)
+                .ok_or_else(|| self.err(format!("frozen.o: {v} does not point into frozen.o")))?;
+            let data = d
+                .sections
+                .get(&sec)
+                .ok_or_else(|| self.err(format!("frozen.o: {v} points into {sec}")))?;
+            while d.reloc(&sec, e + u64::from(name.off)).is_some() {
+                if d.reloc(&sec, e + u64::from(get_code.off)).is_some() {
+                    let marshal = d.reloc(&sec, e + u64::from(code.off)).is_some();
+                    let sz = rd(data, e + u64::from(size.off), size.size);
+                    deep.push((marshal, marshal == (sz != 0)));
+                }
+                e += u64::from(self.sizeof(t, FR)?);
+                self.require(e < data.len() as u64, || format!("{v}: no sentinel entry"))?;
+            }
+            tables.push(leak_str(&v));
+        }
+        let [custom] = custom.as_slice() else {
+            return Err(self.err(format!(
+                "frozen.o: expected one NULL table pointer, found {custom:?}"
+            )));
+        };
+        self.require(tables.len() == 3, || {
+            format!("frozen.o: {} module tables, not 3", tables.len())
+        })?;
+        self.require(deep.len() > 20 && deep.iter().all(|x| x.1), || {
+            "frozen.o: deep-frozen entries with inconsistent code/size".into()
+        })?;
+        let keeps = deep[0].0;
+        self.require(deep.iter().all(|x| x.0 == keeps), || {
+            "frozen.o: some deep-frozen entries keep their marshal bytes, some not".into()
+        })?;
+        Ok(FrozenLayout {
+            entry_size: self.sizeof(t, FR)?,
+            name,
+            code,
+            size,
+            is_package: fl("is_package")?,
+            get_code,
+            tables: leak(tables),
+            aliases: leak_str(aliases),
+            custom: leak_str(custom),
+            keeps_marshal: keeps,
+        })
+    }
+
+    /// Every shared object the table lists reads back, through the table,
+    /// as the object it stands for: its value, type, reference count and
+    /// (strings) hash and `state`.
+    fn verify_shared(&self, l: &Layout) -> Result<()> {
+        let (rt, h, s) = (&l.runtime, &l.head, &l.str_);
+        let init = self.dw(self.life_data.variable(rt.symbol))?;
+        let buf = &init.bytes;
+        let fl = |base: u64, f: Field| rd(buf, base + u64::from(f.off), f.size);
+        // Type and refcount of the object at `base`, then what else must hold.
+        let object = |what: String, base: u64, ty: &str, ok: bool| {
+            let t = init.reloc_at(base + u64::from(h.type_.off));
+            let ok = ok && t == Some(ty) && fl(base, h.refcnt) == h.static_refcnt;
+            self.require(ok, || format!("{}'s {what} does not read back", rt.symbol))
+        };
+        let mut ints = vec![];
+        for i in 0..=(rt.small_int_neg + rt.small_int_pos) as u64 {
+            ints.push((
+                i,
+                u64::from(rt.small_ints) + i * u64::from(rt.small_int_stride),
+            ));
+        }
+        for (i, base) in ints {
+            object(format!("small_ints[{i}]"), base, l.sym.int_type, true)?;
+        }
+        let bytes = |base: u64, n: u64, v: u64| {
+            fl(base, h.size) == n
+                && fl(base, l.bytes.shash) == u64::MAX
+                && rd(buf, base + u64::from(l.bytes.sval), n as u8 + 1) == v
+        };
+        let be = u64::from(rt.bytes_empty);
+        object("bytes_empty".into(), be, l.sym.bytes_type, bytes(be, 0, 0))?;
+        let te = u64::from(rt.tuple_empty);
+        let empty = fl(te, h.size) == 0;
+        object("tuple_empty".into(), te, l.sym.tuple_type, empty)?;
+        if let Some((off, stride)) = rt.bytes_characters {
+            for c in 0..256 {
+                let base = u64::from(off) + c * u64::from(stride);
+                let ok = bytes(base, 1, c);
+                object(format!("bytes_characters[{c}]"), base, l.sym.bytes_type, ok)?;
+            }
+        }
+        // A static string: length, hash -1, data, NUL, state.
+        let string = |base: u64, value: &[u32], ascii: bool| {
+            let state = (1 << s.kind_shift)
+                | (1 << s.compact_bit)
+                | (u64::from(ascii) << s.ascii_bit)
+                | u64::from(s.static_bits);
+            let data = base + u64::from(if ascii { s.ascii_size } else { s.compact_size });
+            fl(base, s.length) == value.len() as u64
+                && fl(base, s.hash) == u64::MAX
+                && fl(base, s.state) == state
+                && (0..=value.len()).all(|i| {
+                    rd(buf, data + i as u64, 1) == value.get(i).map_or(0, |&c| u64::from(c))
+                })
+        };
+        for (arr, first) in [(rt.ascii_chars, 0), (rt.latin1_chars, 128)] {
+            let Some((off, stride)) = arr else { continue };
+            for i in 0..128 {
+                let (base, cp) = (u64::from(off) + i * u64::from(stride), first + i as u32);
+                let ok = string(base, &[cp], cp < 128);
+                object(format!("U+{cp:04X}"), base, l.sym.str_type, ok)?;
+            }
+        }
+        for (v, off) in rt.global_strings {
+            let value: Vec<u32> = v.bytes().map(u32::from).collect();
+            let ok = string(u64::from(*off), &value, true);
+            object(
+                format!("global string {v:?}"),
+                u64::from(*off),
+                l.sym.str_type,
+                ok,
+            )?;
+        }
+        Ok(())
+    }
+
+    fn pyc_magic(&self) -> Result<u16> {
+        let m = &self.py.magic;
+        if m.len() != 4 || m[2..] != *b"\r\n" {
+            return Err(self.err(format!(
+                "the interpreter's MAGIC_NUMBER {m:02x?} is not 2 bytes + CRLF"
+            )));
+        }
+        Ok(u16::from_le_bytes([m[0], m[1]]))
+    }
+}
+
+/// A little-endian integer of `size` bytes at `off` (0 past the end).
+fn rd(buf: &[u8], off: u64, size: u8) -> u64 {
+    let mut b = [0u8; 8];
+    let n = usize::from(size.min(8));
+    if let Some(s) = buf.get(off as usize..off as usize + n) {
+        b[..n].copy_from_slice(s);
+    }
+    u64::from_le_bytes(b)
+}
