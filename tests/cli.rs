@@ -5,26 +5,19 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_pyfreeze-obj"))
-}
-
 mod support;
-use support::pyenv_prefix;
+use support::{build, BuildId};
 
-fn libpython312() -> PathBuf {
-    support::pyenv_archive("3.12.1")
+fn bin() -> Command {
+    support::ours()
 }
 
 fn python312() -> PathBuf {
-    support::pyenv_python("3.12.1")
+    build(BuildId::Pyenv312).python.clone()
 }
 
-fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("pyfreeze-cli-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+fn tmpdir(name: &str) -> support::TempDir {
+    support::TempDir::new(&format!("cli-{name}"))
 }
 
 /// Run and expect failure with exit code 1 and exactly one line on stderr.
@@ -48,30 +41,31 @@ fn fails(cmd: &mut Command) -> String {
 
 /// Marshal bytes of `source` compiled as `<frozen name>` by CPython 3.12.
 fn compile312(source: &str, name: &str) -> Vec<u8> {
-    let out = Command::new(python312())
-        .args([
-            "-c",
-            "import sys, marshal; sys.stdout.buffer.write(marshal.dumps(compile(sys.argv[1], '<frozen ' + sys.argv[2] + '>', 'exec')))",
-            source,
-            name,
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
+    support::compiled(BuildId::Pyenv312, source, name)
+}
+
+/// `pyfreeze-obj emit --python 3.12 -o OUT ARGS...` in `dir`.
+fn emit_cmd(dir: &Path, out: &str, args: &[&str]) -> Command {
+    let mut cmd = bin();
+    cmd.current_dir(dir)
+        .args(["emit", "--python", "3.12", "-o", out])
+        .args(args);
+    cmd
 }
 
 fn emit(dir: &Path, out: &str, args: &[&str]) -> Output {
-    bin()
-        .current_dir(dir)
-        .args(["emit", "--python", "3.12", "-o", out])
-        .args(args)
-        .output()
-        .unwrap()
+    emit_cmd(dir, out, args).output().unwrap()
+}
+
+/// [`emit`] with `-o x.o`, expected to fail: its one line.
+fn emit_fails(dir: &Path, args: &[&str]) -> String {
+    fails(&mut emit_cmd(dir, "x.o", args))
+}
+
+/// [`emit`], expected to succeed.
+fn emit_ok(dir: &Path, out: &str, args: &[&str]) {
+    let o = emit(dir, out, args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
 #[test]
@@ -112,139 +106,61 @@ fn usage_errors_are_one_line() {
 #[test]
 fn unsupported_targets_and_versions() {
     let d = tmpdir("targets");
-    let e = fails(bin().current_dir(&d).args([
-        "emit",
-        "--python",
-        "3.12",
-        "--target",
-        "sparc-sun-solaris",
-        "-o",
-        "x.o",
-        "a.h:a",
-    ]));
+    let d = d.path();
+    let e = emit_fails(d, &["--target", "sparc-sun-solaris", "a.h:a"]);
     assert!(
-        e.contains("sparc-sun-solaris") && e.contains("operating system solaris is not one"),
+        e.contains("sparc-sun-solaris") && e.contains("not one pyfreeze-obj targets"),
         "{e}"
     );
-    // An OS whose runtime layout is unknown is refused, whatever its
-    // object format (FreeBSD's ELF is not Linux's runtime).
-    for (target, what) in [
-        (
-            "x86_64-unknown-freebsd",
-            "operating system freebsd is not one",
-        ),
-        (
-            "aarch64-unknown-netbsd",
-            "operating system netbsd is not one",
-        ),
-        (
-            "powerpc64le-unknown-linux-gnu",
-            "x86_64 and aarch64 only, not powerpc64le",
-        ),
-        (
-            "riscv64gc-unknown-linux-gnu",
-            "x86_64 and aarch64 only, not riscv64gc",
-        ),
-    ] {
-        let e = fails(bin().current_dir(&d).args([
-            "emit", "--python", "3.12", "--target", target, "-o", "x.o", "a.h:a",
-        ]));
-        assert!(e.contains(target) && e.contains(what), "{target}: {e}");
-    }
-    let e = fails(bin().current_dir(&d).args([
-        "emit", "--python", "3.12", "--target", "nonsense", "-o", "x.o", "a.h:a",
-    ]));
+    let e = emit_fails(d, &["--target", "nonsense", "a.h:a"]);
     assert!(e.contains("unknown target 'nonsense'"), "{e}");
-    let e = fails(
-        bin()
-            .current_dir(&d)
-            .args(["emit", "--python", "3.13", "-o", "x.o", "a.h:a"]),
-    );
-    assert!(e.contains("3.13 removed deep-freezing"), "{e}");
-    let e = fails(
-        bin()
-            .current_dir(&d)
-            .args(["emit", "--python", "3.10", "-o", "x.o", "a.h:a"]),
-    );
-    assert!(e.contains("3.11 and 3.12 only"), "{e}");
-    let e = fails(
-        bin()
-            .current_dir(&d)
-            .args(["emit", "--python", "three", "-o", "x.o", "a.h:a"]),
-    );
-    assert!(e.contains("expected MAJOR.MINOR"), "{e}");
+    for (python, want) in [
+        ("3.13", "3.13 removed deep-freezing"),
+        ("3.10", "3.11 and 3.12 only"),
+        ("three", "expected MAJOR.MINOR"),
+    ] {
+        let e = fails(
+            bin()
+                .current_dir(d)
+                .args(["emit", "--python", python, "-o", "x.o", "a.h:a"]),
+        );
+        assert!(e.contains(want), "{e}");
+    }
     assert!(!d.join("x.o").exists());
 }
 
 #[test]
 fn input_errors_name_file_and_offset() {
     let d = tmpdir("inputs");
+    let d = d.path();
     let good = compile312("x = (1, 'two', 3.0)\n", "m");
     // Missing file.
-    let e = fails(bin().current_dir(&d).args([
-        "emit",
-        "--python",
-        "3.12",
-        "-o",
-        "x.o",
-        "nope.marshal:m",
-    ]));
+    let e = emit_fails(d, &["nope.marshal:m"]);
     assert!(e.contains("nope.marshal: cannot read"), "{e}");
     // No colon.
-    let e = fails(bin().current_dir(&d).args([
-        "emit",
-        "--python",
-        "3.12",
-        "-o",
-        "x.o",
-        "nope.marshal",
-    ]));
+    let e = emit_fails(d, &["nope.marshal"]);
     assert!(e.contains("expected FILE:MODNAME"), "{e}");
     // Bad module name.
     std::fs::write(d.join("m.marshal"), &good).unwrap();
-    let e = fails(bin().current_dir(&d).args([
-        "emit",
-        "--python",
-        "3.12",
-        "-o",
-        "x.o",
-        "m.marshal:1bad",
-    ]));
+    let e = emit_fails(d, &["m.marshal:1bad"]);
     assert!(e.contains("invalid module name '1bad'"), "{e}");
     // Truncated marshal: every proper prefix fails cleanly, naming a byte.
     for cut in [1, 5, good.len() / 2, good.len() - 1] {
         std::fs::write(d.join("t.marshal"), &good[..cut]).unwrap();
-        let e = fails(bin().current_dir(&d).args([
-            "emit",
-            "--python",
-            "3.12",
-            "-o",
-            "x.o",
-            "t.marshal:m",
-        ]));
+        let e = emit_fails(d, &["t.marshal:m"]);
         assert!(e.contains("t.marshal: byte "), "{e}");
         assert!(e.contains("truncated"), "{e}");
     }
     // Unknown type code at byte 0.
     std::fs::write(d.join("u.marshal"), b"\x01").unwrap();
-    let e =
-        fails(
-            bin()
-                .current_dir(&d)
-                .args(["emit", "--python", "3.12", "-o", "x.o", "u.marshal:m"]),
-        );
+    let e = emit_fails(d, &["u.marshal:m"]);
     assert!(
         e.contains("u.marshal: byte 0: module m: unknown marshal type code 0x01"),
         "{e}"
     );
     // A top-level object that is not code.
     std::fs::write(d.join("i.marshal"), b"i\x01\x00\x00\x00").unwrap();
-    let e =
-        fails(
-            bin()
-                .current_dir(&d)
-                .args(["emit", "--python", "3.12", "-o", "x.o", "i.marshal:m"]),
-        );
+    let e = emit_fails(d, &["i.marshal:m"]);
     assert!(
         e.contains("expected a code object at the top level, found int"),
         "{e}"
@@ -254,11 +170,7 @@ fn input_errors_name_file_and_offset() {
     pyc.extend([0; 12]);
     pyc.extend(&good);
     std::fs::write(d.join("m.pyc"), &pyc).unwrap();
-    let e = fails(
-        bin()
-            .current_dir(&d)
-            .args(["emit", "--python", "3.12", "-o", "x.o", "m.pyc:m"]),
-    );
+    let e = emit_fails(d, &["m.pyc:m"]);
     assert!(
         e.contains("m.pyc: byte 0: pyc magic 3495 (CPython 3.11) does not match --python 3.12"),
         "{e}"
@@ -266,11 +178,7 @@ fn input_errors_name_file_and_offset() {
     // Malformed header: the offset points at the bad number.
     let h = "/* Auto-generated by Programs/_freeze_module.py */\nconst unsigned char _Py_M__m[] = {\n    227,0,999,\n};\n";
     std::fs::write(d.join("m.h"), h).unwrap();
-    let e = fails(
-        bin()
-            .current_dir(&d)
-            .args(["emit", "--python", "3.12", "-o", "x.o", "m.h:m"]),
-    );
+    let e = emit_fails(d, &["m.h:m"]);
     let at = h.find("999").unwrap();
     assert!(
         e.contains(&format!(
@@ -281,11 +189,7 @@ fn input_errors_name_file_and_offset() {
     // A header whose data is corrupt marshal: the offset is in the header's text.
     let h = "/* Auto-generated by Programs/_freeze_module.py */\nconst unsigned char _Py_M__m[] = {\n    1,\n};\n";
     std::fs::write(d.join("c.h"), h).unwrap();
-    let e = fails(
-        bin()
-            .current_dir(&d)
-            .args(["emit", "--python", "3.12", "-o", "x.o", "c.h:m"]),
-    );
+    let e = emit_fails(d, &["c.h:m"]);
     assert!(
         e.contains(&format!(
             "c.h: byte {}: module m: unknown marshal type code",
@@ -299,56 +203,35 @@ fn input_errors_name_file_and_offset() {
 #[test]
 fn compile_with_refuses_other_versions() {
     let d = tmpdir("compile");
+    let d = d.path();
     std::fs::write(d.join("m.py"), "x = 1\n").unwrap();
-    let py311 = pyenv_prefix("3.11.7").join("bin/python3.11");
-    let e = fails(
-        bin()
-            .current_dir(&d)
-            .args(["emit", "--python", "3.12", "-o", "x.o", "--compile-with"])
-            .arg(&py311)
-            .arg("m.py:m"),
-    );
-    assert!(e.contains("interpreter is CPython 3.11.7, not 3.12"), "{e}");
-    let e = fails(
-        bin()
-            .current_dir(&d)
-            .args(["emit", "--python", "3.12", "-o", "x.o", "m.py:m"]),
-    );
+    let py311 = build(BuildId::Pyenv311).python.to_str().unwrap();
+    let e = emit_fails(d, &["--compile-with", py311, "m.py:m"]);
+    assert!(e.contains("interpreter is Python 3.11, not 3.12"), "{e}");
+    let e = emit_fails(d, &["m.py:m"]);
     assert!(e.contains("--compile-with"), "{e}");
     std::fs::write(d.join("bad.py"), "def (:\n").unwrap();
-    let e = fails(
-        bin()
-            .current_dir(&d)
-            .args(["emit", "--python", "3.12", "-o", "x.o", "--compile-with"])
-            .arg(python312())
-            .arg("bad.py:bad"),
+    let py312 = python312();
+    let e = emit_fails(
+        d,
+        &["--compile-with", py312.to_str().unwrap(), "bad.py:bad"],
     );
     assert!(e.contains("bad.py: line 1"), "{e}");
     // And the same source compiles when the interpreter matches.
-    let out = bin()
-        .current_dir(&d)
-        .args(["emit", "--python", "3.12", "-o", "x.o", "--compile-with"])
-        .arg(python312())
-        .arg("m.py:m")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    emit_ok(
+        d,
+        "x.o",
+        &["--compile-with", py312.to_str().unwrap(), "m.py:m"],
     );
 }
 
 #[test]
 fn errors_leave_existing_output_untouched() {
     let d = tmpdir("atomic");
+    let d = d.path();
     std::fs::write(d.join("out.o"), b"previous contents").unwrap();
     std::fs::write(d.join("t.marshal"), b"c\x00\x00").unwrap();
-    fails(
-        bin()
-            .current_dir(&d)
-            .args(["emit", "--python", "3.12", "-o", "out.o", "t.marshal:m"]),
-    );
+    fails(&mut emit_cmd(d, "out.o", &["t.marshal:m"]));
     assert_eq!(
         std::fs::read(d.join("out.o")).unwrap(),
         b"previous contents"
@@ -356,81 +239,41 @@ fn errors_leave_existing_output_untouched() {
     // An unwritable output (a directory in the way) is a clean error too.
     std::fs::write(d.join("m.marshal"), compile312("x = 1\n", "m")).unwrap();
     std::fs::create_dir_all(d.join("dir.o")).unwrap();
-    let e = fails(bin().current_dir(&d).args([
-        "emit",
-        "--python",
-        "3.12",
-        "-o",
-        "dir.o",
-        "m.marshal:m",
-    ]));
-    assert!(e.contains("dir.o: output is a folder"), "{e}");
+    let e = fails(&mut emit_cmd(d, "dir.o", &["m.marshal:m"]));
+    assert!(e.contains("dir.o: cannot write output"), "{e}");
     assert!(
         d.join("dir.o").is_dir(),
         "the directory in the way must stay"
     );
-    let e = fails(bin().current_dir(&d).args([
-        "emit",
-        "--python",
-        "3.12",
-        "-o",
-        "no/such/dir/x.o",
-        "m.marshal:m",
-    ]));
-    assert!(
-        e.contains("output folder no/such/dir does not exist"),
-        "{e}"
-    );
-    // relink refuses alike, before any work (it used to create the folder).
-    let e = fails(
-        bin()
-            .current_dir(&d)
-            .args(["relink", "--python"])
-            .arg(pyenv_prefix("3.12.1").join("bin/python3.12"))
-            .args(["-o", "no/such/dir/py"]),
-    );
-    assert!(
-        e.contains("output folder no/such/dir does not exist"),
-        "{e}"
-    );
-    assert!(!d.join("no").exists(), "relink created the missing folder");
-    let names: Vec<String> = std::fs::read_dir(&d)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    assert!(
-        names.iter().all(|n| !n.ends_with(".tmp")),
-        "temporary file left behind: {names:?}"
-    );
+    let e = fails(&mut emit_cmd(d, "no/such/dir/x.o", &["m.marshal:m"]));
+    assert!(e.contains("cannot write output"), "{e}");
+    let no_tmp = || {
+        let names: Vec<String> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            names.iter().all(|n| !n.ends_with(".tmp")),
+            "temporary file left behind: {names:?}"
+        );
+    };
+    no_tmp();
     // A successful run replaces it (a reader of the old file keeps the
     // old contents), twice in a row, leaving no temporary file.
     let mut reader = std::fs::File::open(d.join("out.o")).unwrap();
     for _ in 0..2 {
-        let out = emit(&d, "out.o", &["m.marshal:m"]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        emit_ok(d, "out.o", &["m.marshal:m"]);
         assert_eq!(&std::fs::read(d.join("out.o")).unwrap()[..4], b"\x7fELF");
     }
     let mut old = Vec::new();
     std::io::Read::read_to_end(&mut reader, &mut old).unwrap();
     assert_eq!(old, b"previous contents");
-    let names: Vec<String> = std::fs::read_dir(&d)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    assert!(
-        names.iter().all(|n| !n.ends_with(".tmp")),
-        "temporary file left behind: {names:?}"
-    );
+    no_tmp();
     // A symbolic link as the output is replaced by the file, as rename does.
     #[cfg(unix)]
     {
         std::os::unix::fs::symlink("out.o", d.join("link.o")).unwrap();
-        let out = emit(&d, "link.o", &["m.marshal:m"]);
-        assert!(out.status.success());
+        emit_ok(d, "link.o", &["m.marshal:m"]);
         let meta = std::fs::symlink_metadata(d.join("link.o")).unwrap();
         assert!(meta.file_type().is_file());
     }
@@ -443,11 +286,12 @@ fn write_header(path: &Path, symbol: &str, data: &[u8]) {
 
 #[test]
 fn headers_pyc_marshal_and_archive_agree_and_output_is_reproducible() {
-    let ar = libpython312();
-    let layout = pyfreeze_obj::version::Version::get(3, 12).unwrap().layout;
-    let mods = pyfreeze_obj::input::archive::read(&ar, layout).unwrap();
+    let ar = &build(BuildId::Pyenv312).archive;
+    let layout = support::objgraph::model("3.12").l;
+    let mods = pyfreeze_obj::input::archive::read(ar, layout).unwrap();
     assert_eq!(mods.len(), 23, "pyenv 3.12.1 deep-freezes 23 modules");
-    let d = tmpdir("agree");
+    let tmp = tmpdir("agree");
+    let d = tmp.path();
     let (mut headers, mut pycs, mut raws) = (vec![], vec![], vec![]);
     for (i, m) in mods.iter().enumerate() {
         let data = &m
@@ -477,15 +321,14 @@ fn headers_pyc_marshal_and_archive_agree_and_output_is_reproducible() {
     fix(&mut raws);
     let run = |dir: &Path, out: &str, args: &[String]| {
         let args: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
-        let o = emit(dir, out, &args);
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        emit_ok(dir, out, &args);
         std::fs::read(dir.join(out)).unwrap()
     };
-    let from_headers = run(&d, "h.o", &headers);
-    let from_pyc = run(&d, "p.o", &pycs);
-    let from_raw = run(&d, "r.o", &raws);
+    let from_headers = run(d, "h.o", &headers);
+    let from_pyc = run(d, "p.o", &pycs);
+    let from_raw = run(d, "r.o", &raws);
     let from_archive = run(
-        &d,
+        d,
         "a.o",
         &["--modules-from".to_string(), ar.display().to_string()],
     );
@@ -503,11 +346,12 @@ fn headers_pyc_marshal_and_archive_agree_and_output_is_reproducible() {
     );
     // Reproducible: again, from another working directory, with absolute paths.
     let other = tmpdir("agree-other");
+    let other = other.path();
     let abs: Vec<String> = headers
         .iter()
         .map(|h| format!("{}/{h}", d.display()))
         .collect();
-    let again = run(&other, "h.o", &abs);
+    let again = run(other, "h.o", &abs);
     assert!(
         again == from_headers,
         "output depends on the working directory or the run"
@@ -517,6 +361,7 @@ fn headers_pyc_marshal_and_archive_agree_and_output_is_reproducible() {
 #[test]
 fn every_target_gets_its_object_format() {
     let d = tmpdir("formats");
+    let d = d.path();
     std::fs::write(d.join("m.marshal"), compile312("x = 1\n", "m")).unwrap();
     // (target, leading bytes of the object)
     let cases: [(&str, &[u8]); 12] = [
@@ -546,16 +391,7 @@ fn every_target_gets_its_object_format() {
         // Outside Linux the runtime's layout is not known: refused unless asked.
         let linux = t.contains("linux");
         if !linux {
-            let e = fails(bin().current_dir(&d).args([
-                "emit",
-                "--python",
-                "3.12",
-                "-o",
-                "t.o",
-                "--target",
-                t,
-                "m.marshal:m",
-            ]));
+            let e = emit_fails(d, &["--target", t, "m.marshal:m"]);
             assert!(
                 e.contains("only known for Linux builds") && e.contains("--assume-linux-runtime"),
                 "{t}: {e}"
@@ -566,12 +402,7 @@ fn every_target_gets_its_object_format() {
         } else {
             &["--target", t, "--assume-linux-runtime", "m.marshal:m"]
         };
-        let out = emit(&d, "t.o", args);
-        assert!(
-            out.status.success(),
-            "{t}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        emit_ok(d, "t.o", args);
         let obj = std::fs::read(d.join("t.o")).unwrap();
         assert!(
             obj.starts_with(magic),
@@ -584,28 +415,20 @@ fn every_target_gets_its_object_format() {
 #[test]
 fn depfile_lists_every_input() {
     let d = tmpdir("depfile");
+    let d = d.path();
     std::fs::write(d.join("a b.marshal"), compile312("x = 1\n", "a")).unwrap();
     std::fs::write(d.join("m.py"), "y = 2\n").unwrap();
-    let out = bin()
-        .current_dir(&d)
-        .args([
-            "emit",
-            "--python",
-            "3.12",
-            "-o",
-            "out.o",
-            "--depfile",
-            "out.d",
-            "--compile-with",
-        ])
-        .arg(python312())
-        .args(["a b.marshal:a", "m.py:m"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let py = python312();
+    let py_str = py.to_str().unwrap();
+    let depfile = ["--depfile", "out.d"];
+    emit_ok(
+        d,
+        "out.o",
+        &[
+            &depfile[..],
+            &["--compile-with", py_str, "a b.marshal:a", "m.py:m"],
+        ]
+        .concat(),
     );
     let dep = std::fs::read_to_string(d.join("out.d")).unwrap();
     let rule: String = dep.split("\n\n").next().unwrap().replace("\\\n", " ");
@@ -614,7 +437,7 @@ fn depfile_lists_every_input() {
     for want in [
         "a\\ b.marshal",
         "m.py",
-        &python312().display().to_string(),
+        py_str,
         env!("CARGO_BIN_EXE_pyfreeze-obj"),
     ] {
         assert!(
@@ -626,52 +449,30 @@ fn depfile_lists_every_input() {
     assert!(dep.contains("\nm.py:\n"), "{dep}");
     // Errors leave no depfile behind either.
     std::fs::remove_file(d.join("out.d")).unwrap();
-    fails(bin().current_dir(&d).args([
-        "emit",
-        "--python",
-        "3.12",
-        "-o",
+    fails(&mut emit_cmd(
+        d,
         "out.o",
-        "--depfile",
-        "out.d",
-        "nope.marshal:n",
-    ]));
+        &[&depfile[..], &["nope.marshal:n"]].concat(),
+    ));
     assert!(!d.join("out.d").exists());
 }
 
 #[test]
 fn linux_without_glibc_is_refused_unless_asked() {
     let d = tmpdir("musl");
+    let d = d.path();
     std::fs::write(d.join("m.marshal"), compile312("x = 1\n", "m")).unwrap();
     for t in ["x86_64-unknown-linux-musl", "aarch64-linux-android"] {
-        let e = fails(bin().current_dir(&d).args([
-            "emit",
-            "--python",
-            "3.12",
-            "-o",
-            "t.o",
-            "--target",
-            t,
-            "m.marshal:m",
-        ]));
+        let e = emit_fails(d, &["--target", t, "m.marshal:m"]);
         assert!(
             e.contains("only known for Linux builds with glibc"),
             "{t}: {e}"
         );
     }
-    let out = emit(
-        &d,
+    let musl = ["--target", "x86_64-unknown-linux-musl"];
+    emit_ok(
+        d,
         "t.o",
-        &[
-            "--target",
-            "x86_64-unknown-linux-musl",
-            "--assume-linux-runtime",
-            "m.marshal:m",
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        &[&musl[..], &["--assume-linux-runtime", "m.marshal:m"]].concat(),
     );
 }

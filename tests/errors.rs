@@ -7,21 +7,51 @@ use pyfreeze_obj::emit::{build_object, read_graph, Options};
 use pyfreeze_obj::graph::Graph;
 use pyfreeze_obj::input::header;
 use pyfreeze_obj::input::{Marshalled, OffsetMap};
+use pyfreeze_obj::layout::Layout;
 use pyfreeze_obj::marshal;
 use pyfreeze_obj::target::Target;
-use pyfreeze_obj::version::Version;
-use std::process::Command;
 
 mod support;
-use support::{pyenv_python, stdout_of};
+use support::{build, run_ok, BuildId, TARGETS};
 
-/// Marshal bytes of `source` compiled by CPython `v` as `<frozen m>`.
-fn compiled(v: &str, source: &str) -> Vec<u8> {
-    stdout_of(Command::new(pyenv_python(v)).args([
-        "-c",
-        "import sys, marshal; sys.stdout.buffer.write(marshal.dumps(compile(sys.argv[1], '<frozen m>', 'exec')))",
-        source,
-    ]))
+/// Marshal bytes of `source` compiled by the reference CPython `id` as
+/// `<frozen m>`.
+fn compiled(id: BuildId, source: &str) -> Vec<u8> {
+    support::compiled(id, source, "m")
+}
+
+/// `m` holding `data`, from `origin`.
+fn module(data: Vec<u8>, origin: &str) -> Marshalled {
+    Marshalled {
+        name: "m".into(),
+        accessor: "_Py_get_m_toplevel".into(),
+        data,
+        origin: origin.into(),
+        offsets: OffsetMap::Base(0),
+    }
+}
+
+/// Lay out and write `graph` for `target`, CPython 3.`minor`, either scheme.
+fn build_for(
+    graph: &Graph,
+    target: &str,
+    minor: u8,
+    lazy: bool,
+) -> pyfreeze_obj::error::Result<()> {
+    let opts = Options {
+        target: Target::parse(target).unwrap(),
+        layout: Layout::for_version(3, minor).unwrap(),
+        inputs: vec![],
+        modules_from: None,
+        compile_with: None,
+        lazy,
+        freeze: vec![],
+        trace: vec![],
+        frozen_tables: false,
+        assume_linux_runtime: true,
+        verbose: false,
+    };
+    build_object(&opts, graph, None).map(|_| ())
 }
 
 /// The reader's error message for `data`, or None if it reads.
@@ -97,11 +127,11 @@ fn each_error_kind_has_its_message() {
     expect_error(b"f\x03abc", "malformed float text");
     expect_error(b"a\x01\x00\x00\x00\xff", "non-ASCII byte in an ASCII str");
     // Trailing garbage after a complete object.
-    let mut code = compiled("3.12.1", "x = 1\n");
+    let mut code = compiled(BuildId::Pyenv312, "x = 1\n");
     code.push(b'N');
     expect_error(&code, "1 trailing bytes after the marshalled object");
     // A code object whose fields have the wrong types.
-    let good = compiled("3.12.1", "x = 1\n");
+    let good = compiled(BuildId::Pyenv312, "x = 1\n");
     let mut bad = good.clone();
     // co_code is the first object after the 5 int32 header fields.
     let at = 1 + 5 * 4;
@@ -116,7 +146,7 @@ fn each_error_kind_has_its_message() {
 #[test]
 fn lone_surrogates_encoded_as_cpython_does_are_valid() {
     // '\ud800' as marshal writes it (surrogatepass UTF-8).
-    let data = compiled("3.12.1", "x = '\\ud800'\n");
+    let data = compiled(BuildId::Pyenv312, "x = '\\ud800'\n");
     assert_eq!(read_error(&data), None);
 }
 
@@ -151,7 +181,7 @@ fn adversarial(seed: &[u8], rng: &mut Rng) -> Vec<Vec<u8>> {
     }
     for _ in 0..300 {
         let mut v = seed.to_vec();
-        let i = rng.below(v.len().saturating_sub(4)) + 0;
+        let i = rng.below(v.len().saturating_sub(4));
         let forged: [u8; 4] = match rng.below(4) {
             0 => 0x7fff_ffffu32.to_le_bytes(),
             1 => u32::MAX.to_le_bytes(),
@@ -174,32 +204,18 @@ fn adversarial(seed: &[u8], rng: &mut Rng) -> Vec<Vec<u8>> {
 fn adversarial_corpus_gives_only_clean_errors() {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let seeds = [
-        compiled("3.12.1", "def f(a, *b, c=3, **d):\n    return (a, b, c, d, 1.5, 2j, b'x', 'é', '\\U0001f600', 10**30)\nclass C:\n    x = {1, 2}\n"),
-        compiled("3.11.7", "async def g():\n    async with x as y:\n        yield [i async for i in y]\nz = lambda: (..., None, True)\n"),
+        compiled(BuildId::Pyenv312, "def f(a, *b, c=3, **d):\n    return (a, b, c, d, 1.5, 2j, b'x', 'é', '\\U0001f600', 10**30)\nclass C:\n    x = {1, 2}\n"),
+        compiled(BuildId::Pyenv311, "async def g():\n    async with x as y:\n        yield [i async for i in y]\nz = lambda: (..., None, True)\n"),
     ];
     let mut n = 0;
     for (si, seed) in seeds.iter().enumerate() {
         let inputs = adversarial(seed, &mut rng);
         for (k, input) in inputs.iter().enumerate() {
             // Through the whole pipeline for every target and version.
-            let target = [
-                "x86_64-linux",
-                "aarch64-linux",
-                "x86_64-macos",
-                "aarch64-macos",
-                "x86_64-windows",
-                "aarch64-windows",
-            ][k % 6];
+            let target = TARGETS[k % 6];
             let version = if k % 2 == 0 { 12 } else { 11 };
             let result = std::panic::catch_unwind(|| {
-                let m = Marshalled {
-                    name: "m".into(),
-                    accessor: "_Py_get_m_toplevel".into(),
-                    data: input.clone(),
-                    origin: "adversarial".into(),
-                    offsets: OffsetMap::Base(0),
-                };
-                match read_graph(std::slice::from_ref(&m)) {
+                match read_graph(&[module(input.clone(), "adversarial")]) {
                     Err(e) => {
                         let text = e.to_string();
                         assert!(text.starts_with("adversarial: "), "{text}");
@@ -212,23 +228,8 @@ fn adversarial_corpus_gives_only_clean_errors() {
                             assert!(e.offset.unwrap() <= input.len() as u64, "{text}");
                         }
                     }
-                    Ok(graph) => {
-                        let opts = Options {
-                            target: Target::parse(target).unwrap(),
-                            version: Version::get(3, version).unwrap(),
-                            inputs: vec![],
-                            modules_from: None,
-                            compile_with: None,
-                            lazy: k % 3 == 0,
-                            freeze: vec![],
-                            trace: vec![],
-                            frozen_tables: false,
-                            assume_linux_runtime: true,
-                            stdlib: None,
-                            verbose: false,
-                        };
-                        build_object(&opts, &graph, None).expect("a graph that reads must lay out");
-                    }
+                    Ok(graph) => build_for(&graph, target, version, k % 3 == 0)
+                        .expect("a graph that reads must lay out"),
                 }
             });
             assert!(
@@ -243,29 +244,24 @@ fn adversarial_corpus_gives_only_clean_errors() {
 
 #[test]
 fn output_is_identical_across_runs_for_every_target() {
-    let data = compiled("3.12.1", "def f():\n    return ('a', 1.0, b'xy', 10**20)\n");
+    let data = compiled(
+        BuildId::Pyenv312,
+        "def f():\n    return ('a', 1.0, b'xy', 10**20)\n",
+    );
     let dir = std::env::temp_dir().join(format!("pyfreeze-repro-{}", std::process::id()));
     std::fs::create_dir_all(dir.join("a")).unwrap();
     std::fs::create_dir_all(dir.join("b")).unwrap();
     std::fs::write(dir.join("m.marshal"), &data).unwrap();
-    for t in [
-        "x86_64-linux",
-        "aarch64-linux",
-        "x86_64-macos",
-        "aarch64-macos",
-        "x86_64-windows",
-        "aarch64-windows",
-    ] {
+    for t in TARGETS {
         let mut outs = Vec::new();
         for sub in ["a", "b"] {
-            let st = Command::new(env!("CARGO_BIN_EXE_pyfreeze-obj"))
-                .current_dir(dir.join(sub))
-                .args(["emit", "--python", "3.12", "--target", t, "-o", "out.o"])
-                .args((!t.contains("linux")).then_some("--assume-linux-runtime"))
-                .arg(format!("{}:m", dir.join("m.marshal").display()))
-                .status()
-                .unwrap();
-            assert!(st.success());
+            run_ok(
+                support::ours()
+                    .current_dir(dir.join(sub))
+                    .args(["emit", "--python", "3.12", "--target", t, "-o", "out.o"])
+                    .args((!t.contains("linux")).then_some("--assume-linux-runtime"))
+                    .arg(format!("{}:m", dir.join("m.marshal").display())),
+            );
             outs.push(std::fs::read(dir.join(sub).join("out.o")).unwrap());
         }
         assert!(
@@ -291,38 +287,16 @@ fn fuzz_regressions_stay_fixed() {
         let path = entry.unwrap().path();
         let data = std::fs::read(&path).unwrap();
         let (&sel, body) = data.split_first().unwrap();
-        let targets = [
-            "x86_64-linux",
-            "aarch64-linux",
-            "x86_64-macos",
-            "aarch64-macos",
-            "x86_64-windows",
-            "aarch64-windows",
-        ];
-        let m = Marshalled {
-            name: "m".into(),
-            accessor: "_Py_get_m_toplevel".into(),
-            data: body.to_vec(),
-            origin: "fuzz".into(),
-            offsets: OffsetMap::Base(0),
-        };
         let result = std::panic::catch_unwind(|| {
-            if let Ok(graph) = read_graph(std::slice::from_ref(&m)) {
-                let opts = Options {
-                    target: Target::parse(targets[(sel & 7) as usize % targets.len()]).unwrap(),
-                    version: Version::get(3, if sel & 8 == 0 { 12 } else { 11 }).unwrap(),
-                    inputs: vec![],
-                    modules_from: None,
-                    compile_with: None,
-                    lazy: sel & 16 != 0,
-                    freeze: vec![],
-                    trace: vec![],
-                    frozen_tables: false,
-                    assume_linux_runtime: true,
-                    stdlib: None,
-                    verbose: false,
-                };
-                build_object(&opts, &graph, None).unwrap();
+            if let Ok(graph) = read_graph(&[module(body.to_vec(), "fuzz")]) {
+                let target = TARGETS[(sel & 7) as usize % TARGETS.len()];
+                build_for(
+                    &graph,
+                    target,
+                    if sel & 8 == 0 { 12 } else { 11 },
+                    sel & 16 != 0,
+                )
+                .unwrap();
             }
         });
         assert!(result.is_ok(), "{} panics again", path.display());
@@ -333,7 +307,7 @@ fn fuzz_regressions_stay_fixed() {
 
 #[test]
 fn negative_counts_in_code_objects_are_rejected() {
-    let mut data = compiled("3.12.1", "x = 1\n");
+    let mut data = compiled(BuildId::Pyenv312, "x = 1\n");
     // co_stacksize is the 4th int32 after the type byte.
     data[1 + 12..1 + 16].copy_from_slice(&(-5i32).to_le_bytes());
     let e = read_error(&data).expect("must fail");
@@ -359,15 +333,9 @@ fn deep_nesting_is_read_again_with_more_stack() {
              c = c.replace(co_consts=c.co_consts + (t,))\n\
              sys.stdout.buffer.write(marshal.dumps(c))\n"
         );
-        stdout_of(Command::new(pyenv_python("3.12")).args(["-c", &script]))
+        run_ok(build(BuildId::Pyenv312).host_python().args(["-c", &script])).stdout
     };
-    let module = |data: Vec<u8>| Marshalled {
-        name: "m".into(),
-        accessor: "_Py_get_m_toplevel".into(),
-        data,
-        origin: "deep".into(),
-        offsets: OffsetMap::Base(0),
-    };
+    let module = |data: Vec<u8>| module(data, "deep");
     for levels in [
         marshal::SHALLOW_DEPTH / 2,
         marshal::SHALLOW_DEPTH + 50,

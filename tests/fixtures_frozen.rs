@@ -12,12 +12,12 @@
 //! "exec")` field by field (floats bit for bit), and the result of its
 //! `check()` with running the source (stock interpreter as reference).
 
-mod relink_support;
+mod support;
 
-use relink_support::*;
-use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use support::builds::{build, readelf, BuildId};
+use support::{run_ok, HELLO};
 
 fn fixture_names() -> Vec<String> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
@@ -51,24 +51,20 @@ fn support(file: &str) -> PathBuf {
 
 #[test]
 fn fixtures_frozen_match_source() {
-    let py = py312();
+    let py = build(BuildId::Pyenv312);
     let names = fixture_names();
-    let dir = work_dir("fixtures");
+    let dir = py.work_dir("fixtures");
 
     // 1. one object: the stock set plus every fixture
     let obj = dir.join("deepfreeze-fixtures.o");
-    let mut args: Vec<OsString> = vec![
-        "--modules-from".into(),
-        py.archive.clone().into(),
-        "--compile-with".into(),
-        py.python.clone().into(),
-    ];
-    for n in &names {
-        let mut a = fixtures_dir().join(format!("{n}.py")).into_os_string();
-        a.push(format!(":{n}"));
-        args.push(a);
-    }
-    emit(&obj, &args);
+    let args: Vec<String> = (names.iter())
+        .map(|n| format!("{}:{n}", fixtures_dir().join(format!("{n}.py")).display()))
+        .collect();
+    py.emit(
+        &obj,
+        py.target,
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
 
     // the fixtures' accessors are GLOBAL HIDDEN like gcc's
     let syms = readelf(&["-s", "-W"], &obj);
@@ -104,9 +100,9 @@ fn fixtures_frozen_match_source() {
     );
 
     // 3. the interpreter
-    let stripped = stripped_archive(&dir);
+    let stripped = py.stripped_archive(&dir, &py.archive, &["deepfreeze.o"]);
     let exe = dir.join("python-fixtures");
-    link_interpreter(&exe, &[], &[&obj, &shim_o], &stripped);
+    py.link_interpreter(&exe, &[], &[&obj, &shim_o], &stripped);
     let dynsyms = readelf(&["--dyn-syms", "-W"], &exe);
     for n in &names {
         assert!(
@@ -114,15 +110,11 @@ fn fixtures_frozen_match_source() {
             "pyfreeze_fixture_{n} not exported by the interpreter"
         );
     }
-    assert_eq!(
-        python_c(&exe, &dir, "import __hello__; __hello__.main()"),
-        "Hello world!\n"
-    );
+    assert_eq!(py.python_c(&exe, &dir, HELLO), "Hello world!\n");
 
     // 4. reference results: the stock interpreter runs the sources
     let reference = run_ok(
-        Command::new(&py.python)
-            .env_remove("PYTHONPATH")
+        py.host_python()
             .env("PYTHONDONTWRITEBYTECODE", "1")
             .arg(support("fixture_reference.py"))
             .arg(fixtures_dir())
@@ -132,7 +124,8 @@ fn fixtures_frozen_match_source() {
     std::fs::write(&ref_json, &reference.stdout).unwrap();
 
     // 5. compare, from inside the relinked interpreter
-    let out = python(&exe, &dir)
+    let out = py
+        .python(&exe, &dir)
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .arg(support("check_fixtures.py"))
         .arg(fixtures_dir())

@@ -44,13 +44,13 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::{Mutex, OnceLock};
 use std::time::Instant;
+use support::builds::{build, stock_link, Build, BuildId};
+use support::{output, run_ok, show, HELLO};
 
-const HELLO: &str = "import __hello__; __hello__.main()";
 const SUPPORT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/lazy_support");
 /// The modules (i) adds besides the ones `--trace` brings.
 const FREEZE_I: &str = "json.*,argparse,textwrap,colorsys";
@@ -72,142 +72,7 @@ const MUST_ADD_I: &[&str] = &[
 const STOCK_REFERENCE: &[&str] = &["posixpath", "os", "importlib.util", "codecs"];
 
 // ---------------------------------------------------------------------------
-// Interpreters and commands
-
-/// One pyenv CPython and what linking an interpreter from it needs.
-struct Py {
-    full: &'static str,
-    xy: String,
-    prefix: PathBuf,
-    python: PathBuf,
-    archive: PathBuf,
-    python_o: PathBuf,
-    linkcc: String,
-    /// LDFLAGS LINKFORSHARED LIBS SYSLIBS LOCALMODLIBS, split.
-    flags: Vec<String>,
-}
-
-fn require_tool(tool: &str, package: &str) {
-    let ok = Command::new(tool)
-        .arg("--version")
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    assert!(
-        ok,
-        "required tool `{tool}` is missing: install the Debian package `{package}`"
-    );
-}
-
-fn load_py(full: &'static str) -> Py {
-    require_tool("cc", "gcc");
-    require_tool("ar", "binutils");
-    let prefix = support::pyenv_prefix(full);
-    let xy = full.rsplitn(2, '.').nth(1).unwrap().to_string();
-    let python = prefix.join("bin").join(format!("python{xy}"));
-    let out = run_ok(Command::new(&python).args([
-        "-S",
-        "-c",
-        "import sysconfig as s\n\
-         v = lambda k: s.get_config_var(k) or ''\n\
-         print(v('LIBPL')); print(v('LIBRARY')); print(v('LINKCC') or 'cc')\n\
-         print(' '.join(v(k) for k in ('LDFLAGS', 'LINKFORSHARED', 'LIBS', 'SYSLIBS', 'LOCALMODLIBS')))",
-    ]));
-    let text = String::from_utf8(out.stdout).unwrap();
-    let l: Vec<&str> = text.lines().collect();
-    let libpl = PathBuf::from(l[0]);
-    let archive = libpl.join(l[1]);
-    let python_o = libpl.join("python.o");
-    for p in [&archive, &python_o] {
-        assert!(p.is_file(), "pyenv CPython {full} lacks {}", p.display());
-    }
-    Py {
-        full,
-        xy,
-        prefix,
-        python,
-        archive,
-        python_o,
-        linkcc: l[2].to_string(),
-        flags: l[3].split_whitespace().map(String::from).collect(),
-    }
-}
-
-fn py(full: &'static str) -> &'static Py {
-    static P312: OnceLock<Py> = OnceLock::new();
-    static P311: OnceLock<Py> = OnceLock::new();
-    match full {
-        "3.12.1" => P312.get_or_init(|| load_py("3.12.1")),
-        "3.11.7" => P311.get_or_init(|| load_py("3.11.7")),
-        _ => unreachable!(),
-    }
-}
-
-fn work_dir(name: &str) -> PathBuf {
-    let d = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join("lazy")
-        .join(name);
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn describe(cmd: &Command) -> String {
-    let mut s = cmd.get_program().to_string_lossy().into_owned();
-    for a in cmd.get_args() {
-        let a = a.to_string_lossy();
-        s.push(' ');
-        if a.len() > 200 {
-            s.push_str(&format!("{}...[{} bytes]", &a[..120], a.len()));
-        } else {
-            s.push_str(&a);
-        }
-    }
-    s
-}
-
-fn output(cmd: &mut Command) -> Output {
-    cmd.output()
-        .unwrap_or_else(|e| panic!("cannot run `{}`: {e}", describe(cmd)))
-}
-
-fn show(cmd: &Command, out: &Output) -> String {
-    let tail = |b: &[u8]| {
-        let s = String::from_utf8_lossy(b);
-        let lines: Vec<&str> = s.lines().collect();
-        lines[lines.len().saturating_sub(40)..].join("\n")
-    };
-    format!(
-        "`{}` ({}):\n--- stdout (tail)\n{}\n--- stderr (tail)\n{}",
-        describe(cmd),
-        out.status,
-        tail(&out.stdout),
-        tail(&out.stderr)
-    )
-}
-
-fn run_ok(cmd: &mut Command) -> Output {
-    let out = output(cmd);
-    assert!(out.status.success(), "failed: {}", show(cmd, &out));
-    out
-}
-
-fn tool() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_pyfreeze-obj"))
-}
-
-/// A command running `exe` with PYTHONHOME = the pyenv prefix and no
-/// other PYTHON* variable, in `cwd`.
-fn python(v: &Py, exe: &Path, cwd: &Path) -> Command {
-    let mut cmd = Command::new(exe);
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("PYTHON") {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.env("PYTHONHOME", &v.prefix).current_dir(cwd);
-    cmd
-}
+// Interpreters and commands (the matrix's pyenv builds, tests/support)
 
 fn support(file: &str) -> PathBuf {
     Path::new(SUPPORT).join(file)
@@ -245,26 +110,10 @@ impl Problems {
     }
 }
 
-/// `gcc -o OUT python.o ARCHIVE <flags>`: the stock interpreter.
-fn link_stock(v: &Py, out: &Path) {
-    run_ok(
-        Command::new(&v.linkcc)
-            .arg("-o")
-            .arg(out)
-            .arg(&v.python_o)
-            .arg(&v.archive)
-            .args(&v.flags),
-    );
-}
-
 /// `pyfreeze-obj relink --python PY ARGS -o OUT`.
-fn relink<I, S>(v: &Py, out: &Path, args: I)
-where
-    I: IntoIterator<Item = S>,
-    S: AsRef<OsStr>,
-{
+fn relink(v: &Build, out: &Path, args: &[&str]) {
     run_ok(
-        tool()
+        support::ours()
             .arg("relink")
             .arg("--python")
             .arg(&v.python)
@@ -276,10 +125,10 @@ where
 }
 
 /// Lines of `check_modules.py names` (the interpreter's frozen modules).
-fn frozen_names(p: &mut Problems, v: &Py, exe: &Path, cwd: &Path) -> BTreeSet<String> {
+fn frozen_names(p: &mut Problems, v: &Build, exe: &Path, cwd: &Path) -> BTreeSet<String> {
     let out = p.run(
         &format!("{} names", exe.display()),
-        python(v, exe, cwd)
+        v.python(exe, cwd)
             .arg(support("check_modules.py"))
             .arg("names"),
     );
@@ -309,16 +158,14 @@ struct Pair {
     ours: PathBuf,
 }
 
-fn pair_i(v: &'static Py) -> &'static Pair {
-    static P312: OnceLock<Pair> = OnceLock::new();
-    static P311: OnceLock<Pair> = OnceLock::new();
-    let cell = if v.full == "3.12.1" { &P312 } else { &P311 };
-    cell.get_or_init(|| {
-        let dir = work_dir(&format!("added-{}", v.full));
-        let stock = dir.join("python-stock");
-        link_stock(v, &stock);
+fn pair_i(id: BuildId) -> &'static Pair {
+    static CELLS: [OnceLock<Pair>; 2] = [const { OnceLock::new() }; 2];
+    CELLS[id as usize].get_or_init(|| {
+        let v = build(id);
+        let dir = v.work_dir("lazy-added");
+        let stock = stock_link(id).stock.clone();
         let ours = dir.join("python-lazy");
-        relink(v, &ours, ["--freeze", FREEZE_I, "--trace", TRACE_I]);
+        relink(v, &ours, &["--freeze", FREEZE_I, "--trace", TRACE_I]);
         Pair { dir, stock, ours }
     })
 }
@@ -346,9 +193,9 @@ fn module_file_forms(name: &str) -> [String; 2] {
     [format!("{base}.py"), format!("{base}/__init__.py")]
 }
 
-fn added_modules_like_stock_frozen(v: &'static Py) {
-    let mut p = Problems::default();
-    let pair = pair_i(v);
+fn added_modules_like_stock_frozen(id: BuildId) {
+    let (v, mut p) = (build(id), Problems::default());
+    let pair = pair_i(id);
     let cwd = pair.dir.join("cwd");
     std::fs::create_dir_all(&cwd).unwrap();
 
@@ -356,7 +203,7 @@ fn added_modules_like_stock_frozen(v: &'static Py) {
     for exe in [&pair.ours, &pair.stock] {
         let out = p.run(
             &format!("{} {HELLO}", exe.display()),
-            python(v, exe, &cwd).args(["-c", HELLO]),
+            v.python(exe, &cwd).args(["-c", HELLO]),
         );
         p.check(out == "Hello world!\n", || {
             format!("{}: Hello world printed {out:?}", exe.display())
@@ -378,7 +225,7 @@ fn added_modules_like_stock_frozen(v: &'static Py) {
     }
     eprintln!(
         "CPython {}: {} stock frozen modules, {} added: {}",
-        v.full,
+        v.version,
         stock_names.len(),
         added.len(),
         added.join(" ")
@@ -389,7 +236,7 @@ fn added_modules_like_stock_frozen(v: &'static Py) {
     // frozen, like the stock frozen modules
     let out = p.run(
         "check_modules.py frozen",
-        python(v, &pair.ours, &cwd)
+        v.python(&pair.ours, &cwd)
             .arg(support("check_modules.py"))
             .arg("frozen")
             .args(&checked),
@@ -399,7 +246,7 @@ fn added_modules_like_stock_frozen(v: &'static Py) {
     // -X frozen_modules=off: all of them from source
     let out = p.run(
         "check_modules.py source (-X frozen_modules=off)",
-        python(v, &pair.ours, &cwd)
+        v.python(&pair.ours, &cwd)
             .args(["-X", "frozen_modules=off"])
             .arg(support("check_modules.py"))
             .arg("source")
@@ -412,7 +259,7 @@ fn added_modules_like_stock_frozen(v: &'static Py) {
     let tb = |p: &mut Problems, exe: &Path, x: &[&str]| {
         let out = p.run(
             &format!("{} check_modules.py traceback", exe.display()),
-            python(v, exe, &cwd)
+            v.python(exe, &cwd)
                 .args(x)
                 .arg(support("check_modules.py"))
                 .arg("traceback"),
@@ -469,91 +316,54 @@ fn added_modules_like_stock_frozen(v: &'static Py) {
     p.check(json_frozen, || {
         format!("no frozen json.decoder frame in {ours_tb:?}")
     });
-    p.finish(&format!("CPython {} added modules", v.full));
+    p.finish(&format!("CPython {} added modules", v.version));
 }
 
 #[test]
 fn relinked_312_added_modules_like_stock_frozen() {
-    added_modules_like_stock_frozen(py("3.12.1"));
+    added_modules_like_stock_frozen(BuildId::Pyenv312);
 }
 
 #[test]
 fn relinked_311_added_modules_like_stock_frozen() {
-    added_modules_like_stock_frozen(py("3.11.7"));
+    added_modules_like_stock_frozen(BuildId::Pyenv311);
 }
 
 // ---------------------------------------------------------------------------
 // (ii) an embedding program, three init/fini cycles, lazy teardown
 
-/// `cp ARCHIVE; ar d deepfreeze.o frozen.o`.
-fn archive_without_frozen(v: &Py, dir: &Path) -> PathBuf {
-    let a = dir.join(v.archive.file_name().unwrap());
-    std::fs::copy(&v.archive, &a).unwrap();
-    run_ok(
-        Command::new("ar")
-            .arg("d")
-            .arg(&a)
-            .args(["deepfreeze.o", "frozen.o"]),
-    );
-    let listing = run_ok(Command::new("ar").arg("t").arg(&a));
-    let names = String::from_utf8_lossy(&listing.stdout);
-    for gone in ["deepfreeze.o", "frozen.o"] {
-        assert!(
-            !names.lines().any(|l| l.trim() == gone),
-            "ar d left {gone} in {}",
-            a.display()
-        );
-    }
-    a
-}
-
-fn embed_three_cycles(v: &'static Py) {
-    let mut p = Problems::default();
-    let dir = work_dir(&format!("embed-{}", v.full));
+fn embed_three_cycles(id: BuildId) {
+    let (v, mut p) = (build(id), Problems::default());
+    let dir = v.work_dir("lazy-embed");
     let obj = dir.join("lazy.o");
-    run_ok(
-        tool()
-            .args(["emit", "--python", &v.xy, "--lazy", "--frozen-tables"])
-            .arg("--modules-from")
-            .arg(&v.archive)
-            .arg("--compile-with")
-            .arg(&v.python)
-            .args(["--trace", "import json, argparse", "-o"])
-            .arg(&obj),
-    );
-    let lib = archive_without_frozen(v, &dir);
+    let trace = [
+        "--lazy",
+        "--frozen-tables",
+        "--trace",
+        "import json, argparse",
+    ];
+    v.emit(&obj, v.target, &trace);
+    let lib = v.stripped_archive(&dir, &v.archive, &["deepfreeze.o", "frozen.o"]);
     let main_o = dir.join("embed.o");
     run_ok(
-        Command::new(&v.linkcc)
+        Command::new(v.cc)
             .args(["-c", "-O1", "-Wall", "-Werror"])
-            .arg(format!(
-                "-I{}",
-                v.prefix
-                    .join("include")
-                    .join(format!("python{}", v.xy))
-                    .display()
-            ))
+            .arg(format!("-I{}", v.include.display()))
             .arg(support("embed.c"))
             .arg("-o")
             .arg(&main_o),
     );
     let exe = dir.join("embed");
-    run_ok(
-        Command::new(&v.linkcc)
-            .arg("-o")
-            .arg(&exe)
-            .arg(&main_o)
-            .arg(&obj)
-            .arg(&lib)
-            .args(&v.flags),
-    );
+    let mut link = Command::new(v.cc);
+    link.arg("-o").arg(&exe).arg(&main_o).arg(&obj).arg(&lib);
+    run_ok(link.args(&v.link_flags));
     let code = std::fs::read_to_string(support("embed_cycle.py")).unwrap();
     let state = dir.join("cycle1.marshal");
     let cwd = dir.join("cwd");
     std::fs::create_dir_all(&cwd).unwrap();
     let out = p.run(
         "embed (three cycles)",
-        python(v, &exe, &cwd)
+        v.python(&exe, &cwd)
             .env("LAZY_EMBED_STATE", &state)
             .arg(&code),
     );
@@ -565,18 +375,18 @@ fn embed_three_cycles(v: &'static Py) {
             format!("cycle {c} did not finalize: {out:?}")
         });
     }
-    eprintln!("CPython {} embedding:\n{out}", v.full);
-    p.finish(&format!("CPython {} embedding", v.full));
+    eprintln!("CPython {} embedding:\n{out}", v.version);
+    p.finish(&format!("CPython {} embedding", v.version));
 }
 
 #[test]
 fn embed_312_three_cycles_restore_pristine_code() {
-    embed_three_cycles(py("3.12.1"));
+    embed_three_cycles(BuildId::Pyenv312);
 }
 
 #[test]
 fn embed_311_three_cycles_restore_pristine_code() {
-    embed_three_cycles(py("3.11.7"));
+    embed_three_cycles(BuildId::Pyenv311);
 }
 
 // ---------------------------------------------------------------------------
@@ -594,8 +404,8 @@ struct Measured {
     stderr: String,
 }
 
-fn measured(v: &Py, cmd: &Command) -> Measured {
-    let mut m = Command::new(&v.python);
+fn measured(v: &Build, cmd: &Command) -> Measured {
+    let mut m = v.host_python();
     m.args([
         "-S",
         "-c",
@@ -632,21 +442,19 @@ struct Stdlib {
     ours: PathBuf,
 }
 
-fn stdlib_pair(v: &'static Py) -> &'static Stdlib {
-    static P312: OnceLock<Stdlib> = OnceLock::new();
-    static P311: OnceLock<Stdlib> = OnceLock::new();
-    let cell = if v.full == "3.12.1" { &P312 } else { &P311 };
-    cell.get_or_init(|| {
+fn stdlib_pair(id: BuildId) -> &'static Stdlib {
+    static CELLS: [OnceLock<Stdlib>; 2] = [const { OnceLock::new() }; 2];
+    CELLS[id as usize].get_or_init(|| {
         let _g = HEAVY.lock().unwrap_or_else(|e| e.into_inner());
-        let dir = work_dir(&format!("stdlib-{}", v.full));
-        let stock = dir.join("python-stock");
-        link_stock(v, &stock);
+        let v = build(id);
+        let dir = v.work_dir("lazy-stdlib");
+        let stock = stock_link(id).stock.clone();
         let ours = dir.join("python-stdlib");
         let t = Instant::now();
-        relink(v, &ours, ["--freeze", "stdlib"]);
+        relink(v, &ours, &["--freeze", "stdlib"]);
         eprintln!(
             "CPython {}: relink --freeze stdlib took {:.2} s",
-            v.full,
+            v.version,
             t.elapsed().as_secs_f64()
         );
         Stdlib { dir, stock, ours }
@@ -659,14 +467,14 @@ fn import_skipped(name: &str) -> bool {
     name.ends_with(".__main__") || name == "idlelib.idle"
 }
 
-fn stdlib_emit_and_import(v: &'static Py) {
-    let mut p = Problems::default();
-    let dir = work_dir(&format!("stdlib-emit-{}", v.full));
+fn stdlib_emit_and_import(id: BuildId) {
+    let (v, mut p) = (build(id), Problems::default());
+    let dir = v.work_dir("lazy-stdlib-emit");
 
     // emit: time and memory
     let obj = dir.join("stdlib.o");
-    let mut emit = tool();
-    emit.args(["emit", "--python", &v.xy, "--lazy", "--frozen-tables"])
+    let mut emit = support::ours();
+    emit.args(["emit", "--python", v.xy, "--lazy", "--frozen-tables"])
         .arg("--modules-from")
         .arg(&v.archive)
         .arg("--compile-with")
@@ -697,7 +505,7 @@ fn stdlib_emit_and_import(v: &'static Py) {
         "CPython {}: emit --lazy --frozen-tables --freeze stdlib ({}): {secs:.2} s wall \
          (runs: {}), {:.2} s CPU, peak RSS {:.1} MB (goal 1 s, 500 MB; asserted 3 s, 500 MB \
          for release, 9 s for debug)\n  {summary}",
-        v.full,
+        v.version,
         if cfg!(debug_assertions) {
             "debug build"
         } else {
@@ -745,7 +553,7 @@ fn stdlib_emit_and_import(v: &'static Py) {
     });
 
     // the relinked interpreter
-    let s = stdlib_pair(v);
+    let s = stdlib_pair(id);
     let cwd = s.dir.join("cwd-import");
     let _ = std::fs::remove_dir_all(&cwd);
     std::fs::create_dir_all(&cwd).unwrap();
@@ -773,7 +581,7 @@ fn stdlib_emit_and_import(v: &'static Py) {
     // others (pyenv 3.11.7's setuptools shims `distutils`).
     let out = p.run(
         "check_stdlib.py code",
-        python(v, &s.ours, &cwd)
+        v.python(&s.ours, &cwd)
             .arg("-S")
             .arg(support("check_stdlib.py"))
             .arg("code"),
@@ -799,7 +607,7 @@ fn stdlib_emit_and_import(v: &'static Py) {
     let import = |p: &mut Problems, exe: &Path| {
         let out = p.run(
             &format!("{} check_stdlib.py import", exe.display()),
-            python(v, exe, &cwd)
+            v.python(exe, &cwd)
                 .arg("-S")
                 .arg(support("check_stdlib.py"))
                 .arg("import")
@@ -840,7 +648,7 @@ fn stdlib_emit_and_import(v: &'static Py) {
         "CPython {}: {} frozen modules; {ok} code objects equal compile(), {} without source \
          (stock aliases/test modules); imported {frozen} frozen, {failing} fail on both \
          (platform), {} not imported ({})",
-        v.full,
+        v.version,
         names.len(),
         nosource.len(),
         names.len() - to_import.len(),
@@ -858,7 +666,7 @@ fn stdlib_emit_and_import(v: &'static Py) {
         std::fs::create_dir_all(&tmp).unwrap();
         let out = p.run(
             &format!("{} check_stdlib.py resources", exe.display()),
-            python(v, exe, &cwd)
+            v.python(exe, &cwd)
                 .arg("-S")
                 .arg(support("check_stdlib.py"))
                 .arg("resources")
@@ -888,17 +696,17 @@ fn stdlib_emit_and_import(v: &'static Py) {
             to_import.len()
         )
     });
-    p.finish(&format!("CPython {} stdlib", v.full));
+    p.finish(&format!("CPython {} stdlib", v.version));
 }
 
 #[test]
 fn slow_stdlib_312_emit_and_import() {
-    stdlib_emit_and_import(py("3.12.1"));
+    stdlib_emit_and_import(BuildId::Pyenv312);
 }
 
 #[test]
 fn slow_stdlib_311_emit_and_import() {
-    stdlib_emit_and_import(py("3.11.7"));
+    stdlib_emit_and_import(BuildId::Pyenv311);
 }
 
 // ---------------------------------------------------------------------------
@@ -915,62 +723,6 @@ const SUITE: &[&str] = &[
     "test_linecache",
     "test_pydoc",
 ];
-
-/// test case id -> outcome, from regrtest's --junit-xml (summarized by
-/// tests/relink_support/junit_summary.py), plus the log.
-fn run_suite(
-    v: &Py,
-    exe: &Path,
-    dir: &Path,
-    tag: &str,
-    tests: &[&str],
-) -> (BTreeMap<String, String>, String) {
-    let cwd = dir.join(format!("cwd-{tag}"));
-    let _ = std::fs::remove_dir_all(&cwd);
-    std::fs::create_dir_all(&cwd).unwrap();
-    let xml = dir.join(format!("junit-{tag}.xml"));
-    let _ = std::fs::remove_file(&xml);
-    let mut cmd = python(v, exe, &cwd);
-    cmd.args(["-m", "test", "--timeout=900", "-j2", "--junit-xml"])
-        .arg(&xml)
-        .args(tests);
-    let out = output(&mut cmd);
-    let log = format!(
-        "[{tag}: exit {}]\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        xml.is_file(),
-        "regrtest wrote no junit file for {tag}:\n{log}"
-    );
-    let summary = run_ok(
-        Command::new(&v.python)
-            .arg(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/tests/relink_support/junit_summary.py"
-            ))
-            .arg(&xml),
-    );
-    let cases = String::from_utf8(summary.stdout)
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.split_once('\t'))
-        .map(|(a, b)| (a.to_string(), b.to_string()))
-        .collect();
-    (cases, log)
-}
-
-fn verdict_lines(log: &str) -> Vec<&str> {
-    log.lines()
-        .filter(|l| {
-            l.starts_with("Total tests:")
-                || l.starts_with("Total test files:")
-                || l.starts_with("Result:")
-        })
-        .collect()
-}
 
 /// Test cases whose outcome differs by construction once the whole stdlib
 /// is frozen: each assumes that some stdlib module is *not* frozen (loaded
@@ -1002,90 +754,29 @@ const SUITE_EXPECTED: &[(&str, &str)] = &[
     ),
 ];
 
-fn cpython_tests_match_stock(v: &'static Py) {
-    let s = stdlib_pair(v);
+/// CPython's tests on the stdlib-frozen interpreter against the stock link
+/// (`tests/support/regrtest.rs`), [`SUITE_EXPECTED`] excepted.
+fn cpython_tests_match_stock(id: BuildId) {
+    let s = stdlib_pair(id);
     let dir = s.dir.join("suite");
     std::fs::create_dir_all(&dir).unwrap();
-    let t = Instant::now();
-    let (mut stock, stock_log) = run_suite(v, &s.stock, &dir, "stock", SUITE);
-    let (mut ours, ours_log) = run_suite(v, &s.ours, &dir, "ours", SUITE);
-    let differing = |ours: &BTreeMap<String, String>, stock: &BTreeMap<String, String>| {
-        let ids: BTreeSet<&String> = stock.keys().chain(ours.keys()).collect();
-        ids.into_iter()
-            .filter(|id| ours.get(*id) != stock.get(*id))
-            .cloned()
-            .collect::<Vec<String>>()
+    let suite = support::regrtest::Suite {
+        tests: SUITE,
+        jobs: 2,
+        concurrent: false,
+        min_cases: 1500,
+        test_package: None,
+        expected: SUITE_EXPECTED,
     };
-    let unexpected = |ids: &[String]| {
-        ids.iter()
-            .filter(|id| !SUITE_EXPECTED.iter().any(|(e, _)| e == id))
-            .cloned()
-            .collect::<Vec<String>>()
-    };
-    eprintln!(
-        "CPython {} tests, stdlib-frozen interpreter vs stock ({:.0} s for both runs):\n  \
-         stock: {} cases, {}\n  ours:  {} cases, {}",
-        v.full,
-        t.elapsed().as_secs_f64(),
-        stock.len(),
-        verdict_lines(&stock_log).join("; "),
-        ours.len(),
-        verdict_lines(&ours_log).join("; ")
-    );
-    assert!(
-        stock.len() > 1500,
-        "the stock run ran only {} cases:\n{stock_log}",
-        stock.len()
-    );
-    let mut log = ours_log;
-    let first = unexpected(&differing(&ours, &stock));
-    if !first.is_empty() {
-        // one serial re-run of the top-level modules concerned, on both
-        // sides, to tell a flaky test from a real difference
-        let modules: BTreeSet<String> = first
-            .iter()
-            .filter_map(|id| id.split('.').nth(1).map(String::from))
-            .collect();
-        let modules: Vec<&str> = modules.iter().map(String::as_str).collect();
-        eprintln!("re-running {modules:?} after differences in {first:?}");
-        let (stock2, _) = run_suite(v, &s.stock, &dir, "stock-rerun", &modules);
-        let (ours2, ours2_log) = run_suite(v, &s.ours, &dir, "ours-rerun", &modules);
-        let in_rerun = |id: &String| modules.iter().any(|m| id.split('.').nth(1) == Some(m));
-        stock.retain(|id, _| !in_rerun(id));
-        ours.retain(|id, _| !in_rerun(id));
-        stock.extend(stock2);
-        ours.extend(ours2);
-        log = ours2_log;
-    }
-    let diff = differing(&ours, &stock);
-    let bad = unexpected(&diff);
-    for (id, why) in SUITE_EXPECTED {
-        if diff.contains(&id.to_string()) {
-            eprintln!("  expected difference: {id}: {why}");
-        }
-    }
-    assert!(
-        bad.is_empty(),
-        "{} test case(s) differ between ours and stock:\n{}\n\n--- ours (errors)\n{}",
-        bad.len(),
-        bad.iter()
-            .map(|id| format!("{id}: ours {:?}, stock {:?}", ours.get(id), stock.get(id)))
-            .collect::<Vec<_>>()
-            .join("\n"),
-        log.lines()
-            .filter(|l| l.contains("FAIL") || l.contains("ERROR") || l.contains("Error"))
-            .take(80)
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
+    support::regrtest::check_matches_stock(build(id), &s.stock, &s.ours, &dir, &suite);
 }
 
 #[test]
 fn slow_stdlib_312_cpython_tests_match_stock() {
-    cpython_tests_match_stock(py("3.12.1"));
+    cpython_tests_match_stock(BuildId::Pyenv312);
 }
 
 #[test]
 fn slow_stdlib_311_cpython_tests_match_stock() {
-    cpython_tests_match_stock(py("3.11.7"));
+    cpython_tests_match_stock(BuildId::Pyenv311);
 }

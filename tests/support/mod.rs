@@ -1,118 +1,158 @@
-//! Shared helpers for the integration tests: finding the reference CPython
-//! builds on this machine, and running our binary.
+//! Shared helpers for the integration tests.
 //!
-//! A missing reference is a test failure with a message saying what to
-//! install, never a silent skip.
+//! * [`builds`]: the one matrix of reference CPython builds (version, build,
+//!   architecture, how to link and run it, gcc's `deepfreeze.o` as the
+//!   oracle) and our objects for them, for every target and scheme.
+//! * [`objgraph`]: reading any object file and comparing object graphs,
+//!   with the object model taken from the library's layout tables;
+//!   [`compare`]: the graph checks written once (ours against gcc's, one
+//!   format against another) and the differences by design.
+//! * [`disasm`]: the one `llvm-objdump` stub checker; [`regrtest`]: the one
+//!   runner of CPython's test modules against the stock link; [`relinked`]:
+//!   checks on relinked interpreters; [`dwarf`]: DWARF facts of an archive.
+//!
+//! A missing reference or tool is a test failure with a message saying
+//! what to install, never a silent skip.
 
 #![allow(dead_code)]
 
+pub mod builds;
+pub mod compare;
+pub mod disasm;
+pub mod dwarf;
 pub mod objgraph;
+pub mod regrtest;
+pub mod relinked;
+
+pub use builds::{build, BuildId};
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 
-/// The installation prefix of pyenv's CPython `version` (e.g. "3.12.1").
-/// Panics with instructions when it is not installed.
-pub fn pyenv_prefix(version: &str) -> PathBuf {
-    if let Ok(out) = Command::new("pyenv").args(["prefix", version]).output() {
-        if out.status.success() {
-            let p = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-            if p.is_dir() {
-                return p;
+/// Every target `emit` writes, the reference (ELF x86_64) first.
+pub const TARGETS: [&str; 6] = [
+    "x86_64-linux",
+    "aarch64-linux",
+    "x86_64-macos",
+    "aarch64-macos",
+    "x86_64-windows",
+    "aarch64-windows",
+];
+
+/// Modules deep-frozen by a stock CPython 3.11 or 3.12 build.
+pub const STOCK_MODULES: usize = 23;
+
+pub const HELLO: &str = "import __hello__; __hello__.main()";
+
+/// `cmd` as a shell would show it (long arguments cut).
+pub fn describe(cmd: &Command) -> String {
+    let mut s = cmd.get_program().to_string_lossy().into_owned();
+    for a in cmd.get_args() {
+        let a = a.to_string_lossy();
+        s.push(' ');
+        if a.len() > 200 {
+            s.push_str(&format!("{}...[{} bytes]", &a[..120], a.len()));
+        } else {
+            s.push_str(&a);
+        }
+    }
+    s
+}
+
+/// The last `n` lines of `s`.
+pub fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Run to completion (a panic if it cannot start).
+pub fn output(cmd: &mut Command) -> Output {
+    cmd.output()
+        .unwrap_or_else(|e| panic!("cannot run `{}`: {e}", describe(cmd)))
+}
+
+/// `cmd`, its status and the tails of its output, for messages.
+pub fn show(cmd: &Command, out: &Output) -> String {
+    format!(
+        "`{}` ({}):\n--- stdout\n{}\n--- stderr\n{}",
+        describe(cmd),
+        out.status,
+        tail(&String::from_utf8_lossy(&out.stdout), 60),
+        tail(&String::from_utf8_lossy(&out.stderr), 60)
+    )
+}
+
+/// Run to completion; panic with the command line and its output unless it
+/// exits 0.
+pub fn run_ok(cmd: &mut Command) -> Output {
+    let out = output(cmd);
+    assert!(out.status.success(), "failed: {}", show(cmd, &out));
+    out
+}
+
+/// [`run_ok`]'s standard output as text.
+pub fn run_text(cmd: &mut Command) -> String {
+    String::from_utf8(run_ok(cmd).stdout).expect("UTF-8 output")
+}
+
+/// Panics (a failure, not a skip) unless `tool --version` runs.
+pub fn require_tool(tool: &str, install: &str) {
+    let ok = Command::new(tool)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        ok,
+        "required tool `{tool}` is missing or broken: {install}; this test cannot run without it"
+    );
+}
+
+/// The first of `names` that exists (absolute paths as given, others
+/// looked up on `PATH`); panics saying what to install otherwise.
+pub fn find_tool(names: &[&str], install: &str) -> PathBuf {
+    for n in names {
+        let p = Path::new(n);
+        if p.is_absolute() {
+            if p.is_file() {
+                return p.to_path_buf();
+            }
+            continue;
+        }
+        for dir in std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()) {
+            if dir.join(n).is_file() {
+                return dir.join(n);
             }
         }
     }
-    let mut roots: Vec<PathBuf> = Vec::new();
-    if let Some(r) = std::env::var_os("PYENV_ROOT") {
-        roots.push(r.into());
-    }
-    if let Some(h) = std::env::var_os("HOME") {
-        roots.push(Path::new(&h).join(".pyenv"));
-    }
-    roots.push("/root/.pyenv".into());
-    for r in &roots {
-        let p = r.join("versions").join(version);
-        if p.join("bin").is_dir() {
-            return p;
+    panic!(
+        "tool missing: none of {names:?} is installed; {install}; this test cannot run without it"
+    )
+}
+
+/// A command running a stock interpreter with no `PYTHON*` variable
+/// inherited.
+pub fn clean_python(exe: &Path) -> Command {
+    let mut cmd = Command::new(exe);
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("PYTHON") {
+            cmd.env_remove(k);
         }
     }
-    panic!(
-        "reference interpreter missing: pyenv CPython {version} is not installed \
-         (`pyenv prefix {version}` failed; looked in {roots:?}). \
-         Install it with `pyenv install {version}`; this test cannot run without it."
-    );
+    cmd
 }
 
-/// The interpreter's `LIBPL` (where `libpython3.X.a` lives).
-pub fn libpl(prefix: &Path, xy: &str) -> PathBuf {
-    libpl_of(&prefix.join("bin").join(format!("python{xy}")))
+/// Our binary.
+pub fn ours() -> Command {
+    clean_python(Path::new(env!("CARGO_BIN_EXE_pyfreeze-obj")))
 }
 
-/// `LIBPL` of the interpreter at `python`.
-pub fn libpl_of(python: &Path) -> PathBuf {
-    let out = Command::new(python)
-        .args([
-            "-c",
-            "import sysconfig; print(sysconfig.get_config_var('LIBPL'))",
-        ])
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", python.display()));
-    assert!(
-        out.status.success(),
-        "{} failed: {}",
-        python.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
-}
-
-/// "3.12.1" -> "3.12".
-fn major_minor(version: &str) -> &str {
-    version.rsplit_once('.').map_or(version, |(a, _)| a)
-}
-
-/// The `python3.X` interpreter of pyenv's CPython `version`.
-pub fn pyenv_python(version: &str) -> PathBuf {
-    let p = pyenv_prefix(version)
-        .join("bin")
-        .join(format!("python{}", major_minor(version)));
-    assert!(
-        p.is_file(),
-        "pyenv CPython {version} has no interpreter at {}",
-        p.display()
-    );
-    p
-}
-
-/// `libpython3.X.a` of pyenv's CPython `version`.
-pub fn pyenv_archive(version: &str) -> PathBuf {
-    interpreter_archive(&pyenv_python(version), major_minor(version))
-}
-
-/// An interpreter outside pyenv (e.g. Debian's `/usr/bin/python3.11`);
-/// panics with instructions when it is missing.
-pub fn system_python(path: &str, package: &str) -> PathBuf {
-    let p = PathBuf::from(path);
-    assert!(
-        p.is_file(),
-        "reference interpreter missing: {path} does not exist. Install it with \
-         `apt-get install {package}`; this test cannot run without it."
-    );
-    p
-}
-
-/// `libpython<xy>.a` in the `LIBPL` of the interpreter `python`; panics
-/// when the interpreter has none.
-pub fn interpreter_archive(python: &Path, xy: &str) -> PathBuf {
-    let a = libpl_of(python).join(format!("libpython{xy}.a"));
-    assert!(
-        a.is_file(),
-        "{} has no static library at {} (pyenv: build with the default static \
-         libpython; Debian: `apt-get install libpython{xy}-dev`)",
-        python.display(),
-        a.display()
-    );
-    a
+/// A fresh, empty folder for one test, under cargo's per-target tmp dir
+/// (kept after the run, for inspection).
+pub fn work_dir(name: &str) -> PathBuf {
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap_or_else(|e| panic!("mkdir {}: {e}", d.display()));
+    d
 }
 
 /// A fresh, uniquely named directory under the system temp dir, removed
@@ -136,6 +176,12 @@ impl TempDir {
     }
     pub fn path(&self) -> &Path {
         &self.0
+    }
+    /// Write `bytes` to `name` inside; its path.
+    pub fn write(&self, name: &str, bytes: &[u8]) -> PathBuf {
+        let p = self.0.join(name);
+        std::fs::write(&p, bytes).unwrap_or_else(|e| panic!("write {}: {e}", p.display()));
+        p
     }
 }
 
@@ -162,53 +208,15 @@ pub fn frozen_header(symbol: &str, data: &[u8]) -> String {
     s
 }
 
-/// Run `cmd`; its standard output, or a panic with its output unless it
-/// succeeds.
-pub fn stdout_of(cmd: &mut Command) -> Vec<u8> {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({}):\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
-}
-
-/// Run our binary with `args`; panic with its stderr unless it succeeds.
-pub fn run_ours(args: &[&std::ffi::OsStr]) {
-    let bin = env!("CARGO_BIN_EXE_pyfreeze-obj");
-    let out = Command::new(bin)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {bin}: {e}"));
-    assert!(
-        out.status.success(),
-        "pyfreeze-obj {:?} failed ({}): {}",
-        args,
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// `pyfreeze-obj emit --python X.Y --modules-from ARCHIVE -o OUT` (plus
-/// `extra` arguments); returns the object's bytes.
-pub fn emit_from_archive(python: &str, archive: &Path, extra: &[&str]) -> Vec<u8> {
-    let dir = TempDir::new("emit");
-    let out = dir.path().join("deepfreeze.o");
-    let mut args: Vec<&std::ffi::OsStr> = vec![
-        "emit".as_ref(),
-        "--python".as_ref(),
-        python.as_ref(),
-        "--modules-from".as_ref(),
-        archive.as_os_str(),
-        "-o".as_ref(),
-        out.as_os_str(),
-    ];
-    args.extend(extra.iter().map(std::ffi::OsStr::new));
-    run_ours(&args);
-    std::fs::read(&out).unwrap_or_else(|e| panic!("read {}: {e}", out.display()))
+/// Marshal bytes of `source` compiled as `<frozen NAME>` by the reference
+/// interpreter of build `id`.
+pub fn compiled(id: BuildId, source: &str, name: &str) -> Vec<u8> {
+    run_ok(build(id).host_python().args([
+        "-c",
+        "import sys, marshal; sys.stdout.buffer.write(marshal.dumps(compile(sys.argv[1], \
+         '<frozen ' + sys.argv[2] + '>', 'exec')))",
+        source,
+        name,
+    ]))
+    .stdout
 }

@@ -13,9 +13,9 @@
 //!   the object an accessor function returns (and what else it touches,
 //!   e.g. the reference count it increments) from its instructions and
 //!   the relocations inside them.
-//! * [`PyModel`]: how big a Python object is and which of its pointer
-//!   fields point to plain C strings rather than objects, per CPython
-//!   version and pointer size ([`PY312_X64`], [`PY311_X64`]).
+//! * [`Model`]: how big a Python object is, what its fields are called and
+//!   which of its pointer fields point to raw data rather than objects, per
+//!   CPython version ([`model`]), from the library's layout tables.
 //!
 //! [`Comparer`] walks two graphs in lock step from a pair of roots and
 //! reports the first difference with a path from the root.
@@ -405,6 +405,25 @@ impl<'d> ObjFile<'d> {
         }
         let b = self.bytes(at, 4)?;
         Ok(u32::from_le_bytes(b.try_into().unwrap()))
+    }
+}
+
+/// File offset of `loc` in the object file `bytes`.
+pub fn file_offset(bytes: &[u8], loc: Loc) -> usize {
+    let file = object::File::parse(bytes).unwrap();
+    let s = file
+        .section_by_index(object::SectionIndex(loc.section))
+        .unwrap();
+    s.file_range().unwrap().0 as usize + loc.offset as usize
+}
+
+impl ObjFile<'_> {
+    /// The object a pointer field of the object at `at` points to.
+    pub fn follow(&self, at: Loc, field: u64) -> Loc {
+        match &self.reloc_at(at.add(field as i64)).unwrap().target {
+            Target::Local(l) => *l,
+            t => panic!("field {field} points to {t:?}"),
+        }
     }
 }
 
@@ -835,34 +854,362 @@ fn aarch64_accessor(code: &[u8], relocs: &[(u64, &Reloc)]) -> Result<AccessorCod
 }
 
 // ---------------------------------------------------------------------------
-// Python object model
+// Python object model, from the library's layout tables (the one place the
+// tests read them; `tests/layout_dwarf.rs` checks them against DWARF)
 // ---------------------------------------------------------------------------
+
+pub use pyfreeze_obj::layout::Layout;
+use pyfreeze_obj::layout::{Field, IntSize};
 
 /// A pointer field that points to raw data rather than to an object.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RawPtr {
-    /// A NUL-terminated byte string (3.12 `utf8`): compared by content.
+    /// A NUL-terminated byte string (`utf8`): compared by content.
     CString,
     /// A place inside the same object (3.11 `wstr`, the string's own
     /// data): compared by its distance from the object's start.
     Interior,
 }
 
-/// How the Python objects of one CPython version and pointer size look.
-pub trait PyModel {
-    /// Pointer size in bytes.
-    fn ptr_size(&self) -> u64;
+/// Struct fields as (offset, size, name).
+pub type Fields = Vec<(u64, u8, &'static str)>;
+
+/// How the Python objects of one CPython version look on a 64-bit
+/// little-endian target: sizes, field names (for messages and paths) and
+/// which pointer fields point to raw data.
+pub struct Model {
+    pub l: &'static Layout,
+    /// `PyVarObject`.
+    pub head: Fields,
+    /// `PyCodeObject` up to `co_code_adaptive`.
+    pub code: Fields,
+    /// `PyASCIIObject`, and what `PyCompactUnicodeObject` adds.
+    pub ascii: Fields,
+    pub compact: Fields,
+    /// `PyLongObject` up to its digits.
+    pub long: Fields,
+}
+
+/// The model of CPython `X.Y`.
+pub fn model(xy: &str) -> &'static Model {
+    static CELLS: [std::sync::OnceLock<Model>; 2] = [const { std::sync::OnceLock::new() }; 2];
+    let (cell, minor) = match xy {
+        "3.12" => (&CELLS[0], 12),
+        "3.11" => (&CELLS[1], 11),
+        _ => panic!("no layout table for CPython {xy}"),
+    };
+    cell.get_or_init(|| Model::new(Layout::for_version(3, minor).unwrap()))
+}
+
+fn fields(v: &[(Field, &'static str)]) -> Fields {
+    let mut out: Fields = v.iter().map(|(f, n)| (f.off as u64, f.size, *n)).collect();
+    out.sort();
+    out
+}
+
+impl Model {
+    fn new(l: &'static Layout) -> Model {
+        let (c, s) = (&l.code, &l.str_);
+        let head = [(l.head.refcnt, "ob_refcnt"), (l.head.type_, "ob_type")];
+        let mut code = vec![
+            (c.consts, "co_consts"),
+            (c.names, "co_names"),
+            (c.exceptiontable, "co_exceptiontable"),
+            (c.flags, "co_flags"),
+            (c.argcount, "co_argcount"),
+            (c.posonlyargcount, "co_posonlyargcount"),
+            (c.kwonlyargcount, "co_kwonlyargcount"),
+            (c.stacksize, "co_stacksize"),
+            (c.firstlineno, "co_firstlineno"),
+            (c.nlocalsplus, "co_nlocalsplus"),
+            (c.nlocals, "co_nlocals"),
+            (c.ncellvars, "co_ncellvars"),
+            (c.nfreevars, "co_nfreevars"),
+            (c.localsplusnames, "co_localsplusnames"),
+            (c.localspluskinds, "co_localspluskinds"),
+            (c.filename, "co_filename"),
+            (c.name, "co_name"),
+            (c.qualname, "co_qualname"),
+            (c.linetable, "co_linetable"),
+        ];
+        for (x, n) in [
+            (c.framesize, "co_framesize"),
+            (c.version, "co_version"),
+            (c.firsttraceable, "_co_firsttraceable"),
+            (c.nplaincellvars, "co_nplaincellvars"),
+        ] {
+            code.extend(x.map(|x| (x, n)));
+        }
+        const FIXED: [&str; 4] = ["fixed[0]", "fixed[1]", "fixed[2]", "fixed[3]"];
+        const STATE: [&str; 6] = [
+            "runtime_state[0]",
+            "runtime_state[1]",
+            "runtime_state[2]",
+            "runtime_state[3]",
+            "runtime_state[4]",
+            "runtime_state[5]",
+        ];
+        code.extend(c.fixed.iter().zip(FIXED).map(|((f, _), n)| (*f, n)));
+        code.extend(c.runtime_state.iter().zip(STATE).map(|(f, n)| (*f, n)));
+        let mut ascii = vec![(s.length, "length"), (s.hash, "hash"), (s.state, "state")];
+        let mut compact = vec![(s.utf8_length, "utf8_length"), (s.utf8, "utf8")];
+        if let Some((w, wl)) = s.wstr {
+            ascii.push((w, "wstr"));
+            compact.push((wl, "wstr_length"));
+        }
+        let size = match l.int.size {
+            IntSize::LvTag(f) => (f, "lv_tag"),
+            IntSize::SignedObSize => (l.head.size, "ob_size"),
+        };
+        let with_head = |v: &[(Field, &'static str)]| fields(&[&head[..], v].concat());
+        Model {
+            l,
+            head: with_head(&[(l.head.size, "ob_size")]),
+            code: with_head(&[&[(l.head.size, "ob_size")][..], &code].concat()),
+            ascii: with_head(&ascii),
+            compact: fields(&compact),
+            long: with_head(&[size]),
+        }
+    }
+
+    /// `3.12`.
+    pub fn xy(&self) -> String {
+        format!("{}.{}", self.l.version.0, self.l.version.1)
+    }
+
+    pub fn ptr_size(&self) -> u64 {
+        self.l.ptr_size as u64
+    }
+
+    /// Static objects are immortal: accessors leave the refcount alone.
+    pub fn immortal(&self) -> bool {
+        self.l.head.immortal
+    }
+
+    /// The runtime's functions `_Py_Deepfreeze_Init` calls (code objects,
+    /// result checked) and `_Py_Deepfreeze_Fini` calls (code objects, then
+    /// 3.11's every string).
+    pub fn init_callee(&self) -> &'static str {
+        self.l.sym.code_init
+    }
+    pub fn fini_callees(&self) -> Vec<&'static str> {
+        let mut v = vec![self.l.sym.code_fini];
+        v.extend(self.l.sym.str_fini);
+        v
+    }
+    /// Every function the runtime provides to Init and Fini.
+    pub fn callees(&self) -> Vec<&'static str> {
+        let mut v = vec![self.init_callee()];
+        v.extend(self.fini_callees());
+        v
+    }
+
+    /// The runtime's objects our object may import: type objects,
+    /// singletons, `_PyRuntime`.
+    pub fn runtime_objects(&self) -> Vec<&'static str> {
+        let s = &self.l.sym;
+        let mut v = self.types().to_vec();
+        v.extend([s.none, s.true_, s.false_, s.ellipsis, self.l.runtime.symbol]);
+        v
+    }
+
+    /// What the lazy scheme calls besides: frozensets, and releasing them.
+    pub fn lazy_callees(&self) -> [&'static str; 2] {
+        [self.l.sym.frozenset_new, self.l.sym.decref]
+    }
+
+    fn types(&self) -> [&'static str; 7] {
+        let s = &self.l.sym;
+        [
+            s.code_type,
+            s.bytes_type,
+            s.str_type,
+            s.tuple_type,
+            s.int_type,
+            s.float_type,
+            s.complex_type,
+        ]
+    }
+
+    /// The object structs the writer fills: the archive member whose DWARF
+    /// describes each, its C name, where the bytes the writer fills end,
+    /// and the table's fields in it.
+    pub fn structs(&self) -> Vec<(&'static str, &'static str, u64, Fields)> {
+        let l = self.l;
+        let (c, s, code) = ("codeobject.o", &l.str_, self.code.clone());
+        let shash = fields(&[(l.bytes.shash, "ob_shash")]);
+        vec![
+            (
+                c,
+                "PyVarObject",
+                l.head.size.off as u64 + 8,
+                self.head.clone(),
+            ),
+            (c, "PyCodeObject", l.code.code_adaptive as u64, code),
+            (c, "PyASCIIObject", s.ascii_size as u64, self.ascii.clone()),
+            (
+                c,
+                "PyCompactUnicodeObject",
+                s.compact_size as u64,
+                self.compact.clone(),
+            ),
+            (c, "PyBytesObject", l.bytes.sval as u64, shash),
+            (
+                "longobject.o",
+                "PyLongObject",
+                l.int.digits as u64,
+                self.long.clone(),
+            ),
+            (
+                "floatobject.o",
+                "PyFloatObject",
+                l.float.fval as u64 + 8,
+                vec![],
+            ),
+            (
+                "complexobject.o",
+                "PyComplexObject",
+                l.float.cval as u64 + 16,
+                vec![],
+            ),
+            (c, "PyTupleObject", l.tuple.items as u64, vec![]),
+        ]
+    }
+
+    /// Where the runtime's shared objects the writer addresses lie inside
+    /// `_PyRuntime`: from the first to past the last.
+    pub fn runtime_objects_range(&self) -> std::ops::Range<u64> {
+        let r = &self.l.runtime;
+        let singles = [r.small_ints, r.bytes_empty, r.tuple_empty];
+        let arrays = [
+            r.bytes_characters.map(|(o, s)| (o, s, 256)),
+            r.ascii_chars.map(|(o, s)| (o, s, 128)),
+            r.latin1_chars.map(|(o, s)| (o, s, 128)),
+        ];
+        let ends = (singles
+            .iter()
+            .chain(r.global_strings.iter().map(|(_, o)| o)))
+        .map(|&o| o as u64)
+        .chain(
+            arrays
+                .into_iter()
+                .flatten()
+                .map(|(o, s, n)| (o + s * n) as u64),
+        );
+        *singles.iter().min().unwrap() as u64..ends.max().unwrap()
+    }
+
+    /// Whether an external symbol name is one of the type objects.
+    pub fn is_type(&self, name: &str) -> bool {
+        self.types().contains(&name)
+    }
+
+    /// (kind, ascii) of a str.
+    fn str_kind(&self, obj: &[u8]) -> Result<(u64, bool), String> {
+        let s = &self.l.str_;
+        let state = le(obj, s.state.off as usize, s.state.size as usize)?;
+        Ok(((state >> s.kind_shift) & 7, (state >> s.ascii_bit) & 1 == 1))
+    }
+
+    fn int(&self, obj: &[u8], f: Field) -> Result<u64, String> {
+        le(obj, f.off as usize, f.size as usize)
+    }
+
     /// Size of the object's struct (no trailing padding), from its type
     /// and the bytes from its start to the end of its section.
-    fn object_size(&self, ty: &str, obj: &[u8]) -> Result<u64, String>;
+    pub fn object_size(&self, ty: &str, obj: &[u8]) -> Result<u64, String> {
+        let (l, s) = (self.l, &self.l.sym);
+        let n = || self.int(obj, l.head.size);
+        Ok(match ty {
+            t if t == s.code_type => l.code.code_adaptive as u64 + 2 * n()?,
+            t if t == s.tuple_type => l.tuple.items as u64 + self.ptr_size() * n()?,
+            t if t == s.bytes_type => l.bytes.sval as u64 + n()? + 1,
+            t if t == s.str_type => {
+                let (kind, ascii) = self.str_kind(obj)?;
+                if !matches!(kind, 1 | 2 | 4) {
+                    return Err(format!("str kind {kind}"));
+                }
+                let len = self.int(obj, l.str_.length)?;
+                let header = if ascii {
+                    l.str_.ascii_size
+                } else {
+                    l.str_.compact_size
+                };
+                header as u64 + (len + 1) * kind
+            }
+            t if t == s.int_type => {
+                let digits = match l.int.size {
+                    IntSize::LvTag(f) => self.int(obj, f)? >> 3,
+                    IntSize::SignedObSize => (n()? as i64).unsigned_abs(),
+                };
+                l.int.digits as u64 + l.int.digit_size as u64 * digits.max(1)
+            }
+            t if t == s.float_type => l.float.float_size as u64,
+            t if t == s.complex_type => l.float.complex_size as u64,
+            _ => return Err(format!("unknown type {ty}")),
+        })
+    }
+
     /// Offsets of pointer fields that point to raw data rather than to
     /// objects, and what kind of data.
-    fn raw_pointer_fields(&self, ty: &str, obj: &[u8]) -> Vec<(u64, RawPtr)>;
+    pub fn raw_pointer_fields(&self, ty: &str, obj: &[u8]) -> Vec<(u64, RawPtr)> {
+        let s = &self.l.str_;
+        match (ty == self.l.sym.str_type, self.str_kind(obj)) {
+            (true, Ok((_, false))) => {
+                let mut v = vec![(s.utf8.off as u64, RawPtr::CString)];
+                v.extend(s.wstr.map(|(w, _)| (w.off as u64, RawPtr::Interior)));
+                v
+            }
+            _ => vec![],
+        }
+    }
+
     /// A name for the field holding byte `off` of the object `obj` (for
     /// messages and paths).
-    fn field_name(&self, ty: &str, obj: &[u8], off: u64) -> String;
-    /// Whether an external symbol name is one of the type objects.
-    fn is_type(&self, name: &str) -> bool;
+    pub fn field_name(&self, ty: &str, obj: &[u8], off: u64) -> String {
+        let (l, s) = (self.l, &self.l.sym);
+        let past = |base: u32| off.saturating_sub(base as u64);
+        match ty {
+            t if t == s.code_type => named(&self.code, off)
+                .unwrap_or_else(|| format!("co_code_adaptive[{}]", past(l.code.code_adaptive))),
+            t if t == s.tuple_type => named(&self.head, off).unwrap_or_else(|| {
+                let i = past(l.tuple.items);
+                match i % 8 {
+                    0 => format!("[{}]", i / 8),
+                    r => format!("[{}]+{r}", i / 8),
+                }
+            }),
+            t if t == s.bytes_type => named(&self.head, off)
+                .or_else(|| named(&fields(&[(l.bytes.shash, "ob_shash")]), off))
+                .unwrap_or_else(|| format!("ob_sval[{}]", past(l.bytes.sval))),
+            t if t == s.str_type => {
+                let ascii = self.str_kind(obj).map_or(true, |k| k.1);
+                let header = if ascii {
+                    l.str_.ascii_size
+                } else {
+                    l.str_.compact_size
+                };
+                named(&self.ascii, off)
+                    .or_else(|| named(&self.compact, off).filter(|_| !ascii))
+                    .unwrap_or_else(|| format!("data+{}", past(header)))
+            }
+            t if t == s.int_type => named(&self.long, off)
+                .unwrap_or_else(|| format!("ob_digit[{}]", past(l.int.digits) / 4)),
+            t if t == s.float_type || t == s.complex_type => {
+                let (f, c) = (l.float.fval as u64, l.float.cval as u64);
+                let v = [
+                    (f, 8, "ob_fval"),
+                    (c, 8, "cval.real"),
+                    (c + 8, 8, "cval.imag"),
+                ];
+                let v = if t == s.float_type { &v[..1] } else { &v[1..] };
+                named(&self.head[..2], off)
+                    .or_else(|| named(v, off))
+                    .unwrap_or_else(|| format!("+{off}"))
+            }
+            _ => format!("+{off}"),
+        }
+    }
 }
 
 fn le(b: &[u8], off: usize, n: usize) -> Result<u64, String> {
@@ -874,170 +1221,9 @@ fn le(b: &[u8], off: usize, n: usize) -> Result<u64, String> {
     Ok(u64::from_le_bytes(v))
 }
 
-/// How an int stores its sign and digit count (at byte 16).
-#[derive(Clone, Copy, Debug)]
-pub enum IntSize {
-    /// 3.12 `lv_tag`: ndigits << 3 | sign bits.
-    LvTag,
-    /// 3.11 `ob_size`: sign * ndigits.
-    SignedObSize,
-}
-
-/// Struct fields as (offset, size, name).
-type Fields = &'static [(u64, u64, &'static str)];
-
-/// The objects of one CPython version on a 64-bit little-endian target,
-/// as data. The parts all versions share (the object and var-object
-/// headers, bytes, tuples, floats, complex numbers) are fixed here.
-pub struct X64Model {
-    /// e.g. "3.12", for messages.
-    pub version: &'static str,
-    /// `PyCodeObject` up to `co_code_adaptive`.
-    pub code_fields: Fields,
-    /// Offset of `co_code_adaptive`.
-    pub code_header: u64,
-    /// `PyASCIIObject`.
-    pub ascii_fields: Fields,
-    pub ascii_header: u64,
-    /// The fields `PyCompactUnicodeObject` adds after `PyASCIIObject`.
-    pub compact_fields: Fields,
-    pub compact_header: u64,
-    /// Pointer fields of a non-ASCII compact str that point to raw data.
-    pub compact_raw: &'static [(u64, RawPtr)],
-    pub int_size: IntSize,
-    pub int_size_name: &'static str,
-}
-
-const HEAD: Fields = &[(0, 8, "ob_refcnt"), (8, 8, "ob_type"), (16, 8, "ob_size")];
-
-/// CPython 3.12 (pyenv 3.12.1's DWARF).
-pub const PY312_X64: X64Model = X64Model {
-    version: "3.12",
-    code_fields: &[
-        (0, 8, "ob_refcnt"),
-        (8, 8, "ob_type"),
-        (16, 8, "ob_size"),
-        (24, 8, "co_consts"),
-        (32, 8, "co_names"),
-        (40, 8, "co_exceptiontable"),
-        (48, 4, "co_flags"),
-        (52, 4, "co_argcount"),
-        (56, 4, "co_posonlyargcount"),
-        (60, 4, "co_kwonlyargcount"),
-        (64, 4, "co_stacksize"),
-        (68, 4, "co_firstlineno"),
-        (72, 4, "co_nlocalsplus"),
-        (76, 4, "co_framesize"),
-        (80, 4, "co_nlocals"),
-        (84, 4, "co_ncellvars"),
-        (88, 4, "co_nfreevars"),
-        (92, 4, "co_version"),
-        (96, 8, "co_localsplusnames"),
-        (104, 8, "co_localspluskinds"),
-        (112, 8, "co_filename"),
-        (120, 8, "co_name"),
-        (128, 8, "co_qualname"),
-        (136, 8, "co_linetable"),
-        (144, 8, "co_weakreflist"),
-        (152, 8, "_co_cached"),
-        (160, 8, "_co_instrumentation_version"),
-        (168, 8, "_co_monitoring"),
-        (176, 4, "_co_firsttraceable"),
-        (184, 8, "co_extra"),
-    ],
-    code_header: 192,
-    ascii_fields: &[
-        (0, 8, "ob_refcnt"),
-        (8, 8, "ob_type"),
-        (16, 8, "length"),
-        (24, 8, "hash"),
-        (32, 4, "state"),
-    ],
-    ascii_header: 40,
-    compact_fields: &[(40, 8, "utf8_length"), (48, 8, "utf8")],
-    compact_header: 56,
-    compact_raw: &[(48, RawPtr::CString)],
-    int_size: IntSize::LvTag,
-    int_size_name: "lv_tag",
-};
-
-/// CPython 3.11 (pyenv 3.11.7's DWARF; Debian's 3.11.2 has the same
-/// layout, checked by graph equality with its deepfreeze.o).
-pub const PY311_X64: X64Model = X64Model {
-    version: "3.11",
-    code_fields: &[
-        (0, 8, "ob_refcnt"),
-        (8, 8, "ob_type"),
-        (16, 8, "ob_size"),
-        (24, 8, "co_consts"),
-        (32, 8, "co_names"),
-        (40, 8, "co_exceptiontable"),
-        (48, 4, "co_flags"),
-        (52, 2, "co_warmup"),
-        (54, 2, "_co_linearray_entry_size"),
-        (56, 4, "co_argcount"),
-        (60, 4, "co_posonlyargcount"),
-        (64, 4, "co_kwonlyargcount"),
-        (68, 4, "co_stacksize"),
-        (72, 4, "co_firstlineno"),
-        (76, 4, "co_nlocalsplus"),
-        (80, 4, "co_nlocals"),
-        (84, 4, "co_nplaincellvars"),
-        (88, 4, "co_ncellvars"),
-        (92, 4, "co_nfreevars"),
-        (96, 8, "co_localsplusnames"),
-        (104, 8, "co_localspluskinds"),
-        (112, 8, "co_filename"),
-        (120, 8, "co_name"),
-        (128, 8, "co_qualname"),
-        (136, 8, "co_linetable"),
-        (144, 8, "co_weakreflist"),
-        (152, 8, "_co_code"),
-        (160, 8, "_co_linearray"),
-        (168, 4, "_co_firsttraceable"),
-        (176, 8, "co_extra"),
-    ],
-    code_header: 184,
-    ascii_fields: &[
-        (0, 8, "ob_refcnt"),
-        (8, 8, "ob_type"),
-        (16, 8, "length"),
-        (24, 8, "hash"),
-        (32, 4, "state"),
-        (40, 8, "wstr"),
-    ],
-    ascii_header: 48,
-    compact_fields: &[
-        (48, 8, "utf8_length"),
-        (56, 8, "utf8"),
-        (64, 8, "wstr_length"),
-    ],
-    compact_header: 72,
-    compact_raw: &[(40, RawPtr::Interior), (56, RawPtr::CString)],
-    int_size: IntSize::SignedObSize,
-    int_size_name: "ob_size",
-};
-
-impl X64Model {
-    /// (kind, ascii) of a str.
-    fn str_kind(obj: &[u8]) -> Result<(u64, bool), String> {
-        let state = le(obj, 32, 4)?;
-        Ok(((state >> 2) & 7, (state >> 6) & 1 == 1))
-    }
-
-    /// Number of 30-bit digits of an int.
-    fn int_digits(&self, obj: &[u8]) -> Result<u64, String> {
-        let v = le(obj, 16, 8)?;
-        Ok(match self.int_size {
-            IntSize::LvTag => v >> 3,
-            IntSize::SignedObSize => (v as i64).unsigned_abs(),
-        })
-    }
-}
-
-fn named(fields: &[(u64, u64, &str)], off: u64) -> Option<String> {
+fn named(fields: &[(u64, u8, &str)], off: u64) -> Option<String> {
     fields.iter().find_map(|&(o, n, name)| {
-        (o..o + n).contains(&off).then(|| {
+        (o..o + n as u64).contains(&off).then(|| {
             if off == o {
                 name.to_string()
             } else {
@@ -1047,114 +1233,6 @@ fn named(fields: &[(u64, u64, &str)], off: u64) -> Option<String> {
     })
 }
 
-impl PyModel for X64Model {
-    fn ptr_size(&self) -> u64 {
-        8
-    }
-
-    fn object_size(&self, ty: &str, obj: &[u8]) -> Result<u64, String> {
-        Ok(match ty {
-            "PyCode_Type" => self.code_header + 2 * le(obj, 16, 8)?,
-            "PyTuple_Type" => 24 + 8 * le(obj, 16, 8)?,
-            "PyBytes_Type" => 32 + le(obj, 16, 8)? + 1,
-            "PyUnicode_Type" => {
-                let (kind, ascii) = Self::str_kind(obj)?;
-                if !matches!(kind, 1 | 2 | 4) {
-                    return Err(format!("str kind {kind}"));
-                }
-                let len = le(obj, 16, 8)?;
-                let header = if ascii {
-                    self.ascii_header
-                } else {
-                    self.compact_header
-                };
-                header + (len + 1) * kind
-            }
-            "PyLong_Type" => 24 + 4 * self.int_digits(obj)?.max(1),
-            "PyFloat_Type" => 24,
-            "PyComplex_Type" => 32,
-            _ => return Err(format!("unknown type {ty}")),
-        })
-    }
-
-    fn raw_pointer_fields(&self, ty: &str, obj: &[u8]) -> Vec<(u64, RawPtr)> {
-        match (ty, Self::str_kind(obj)) {
-            ("PyUnicode_Type", Ok((_, false))) => self.compact_raw.to_vec(),
-            _ => vec![],
-        }
-    }
-
-    fn field_name(&self, ty: &str, obj: &[u8], off: u64) -> String {
-        let name = match ty {
-            "PyCode_Type" => named(self.code_fields, off).or_else(|| {
-                Some(format!(
-                    "co_code_adaptive[{}]",
-                    off.checked_sub(self.code_header)?
-                ))
-            }),
-            "PyTuple_Type" => named(HEAD, off).or_else(|| {
-                let i = off.checked_sub(24)?;
-                Some(if i % 8 == 0 {
-                    format!("[{}]", i / 8)
-                } else {
-                    format!("[{}]+{}", i / 8, i % 8)
-                })
-            }),
-            "PyBytes_Type" => named(HEAD, off).or_else(|| match off {
-                24..=31 => named(&[(24, 8, "ob_shash")], off),
-                _ => Some(format!("ob_sval[{}]", off - 32)),
-            }),
-            "PyUnicode_Type" => {
-                let ascii = Self::str_kind(obj).map_or(true, |k| k.1);
-                let header = if ascii {
-                    self.ascii_header
-                } else {
-                    self.compact_header
-                };
-                named(self.ascii_fields, off)
-                    .or_else(|| named(self.compact_fields, off).filter(|_| !ascii))
-                    .or_else(|| Some(format!("data+{}", off.saturating_sub(header))))
-            }
-            "PyLong_Type" => named(
-                &[
-                    (0, 8, "ob_refcnt"),
-                    (8, 8, "ob_type"),
-                    (16, 8, self.int_size_name),
-                ],
-                off,
-            )
-            .or_else(|| Some(format!("ob_digit[{}]", (off - 24) / 4))),
-            "PyFloat_Type" => named(
-                &[(0, 8, "ob_refcnt"), (8, 8, "ob_type"), (16, 8, "ob_fval")],
-                off,
-            ),
-            "PyComplex_Type" => named(
-                &[
-                    (0, 8, "ob_refcnt"),
-                    (8, 8, "ob_type"),
-                    (16, 8, "cval.real"),
-                    (24, 8, "cval.imag"),
-                ],
-                off,
-            ),
-            _ => None,
-        };
-        name.unwrap_or_else(|| format!("+{off}"))
-    }
-
-    fn is_type(&self, name: &str) -> bool {
-        matches!(
-            name,
-            "PyCode_Type"
-                | "PyTuple_Type"
-                | "PyBytes_Type"
-                | "PyUnicode_Type"
-                | "PyLong_Type"
-                | "PyFloat_Type"
-                | "PyComplex_Type"
-        )
-    }
-}
 // ---------------------------------------------------------------------------
 // Comparing
 // ---------------------------------------------------------------------------
@@ -1263,7 +1341,7 @@ pub struct Stats {
 pub struct Comparer<'a, 'd> {
     a: &'a ObjFile<'d>,
     b: &'a ObjFile<'d>,
-    model: &'a dyn PyModel,
+    model: &'a Model,
     known: &'a [KnownDifference],
     labels: (&'a str, &'a str),
     visited: HashSet<(Loc, Loc)>,
@@ -1308,7 +1386,7 @@ impl<'a, 'd> Comparer<'a, 'd> {
     pub fn new(
         a: &'a ObjFile<'d>,
         b: &'a ObjFile<'d>,
-        model: &'a dyn PyModel,
+        model: &'a Model,
         known: &'a [KnownDifference],
     ) -> Self {
         Comparer {
@@ -1605,7 +1683,7 @@ impl<'a, 'd> Comparer<'a, 'd> {
 
 /// Every object in `f`: the places whose pointer-sized field after the
 /// refcount is a type pointer the model knows (the `ob_type` field).
-pub fn all_objects(f: &ObjFile, model: &dyn PyModel) -> HashSet<Loc> {
+pub fn all_objects(f: &ObjFile, model: &Model) -> HashSet<Loc> {
     let ptr = model.ptr_size() as i64;
     f.relocs
         .iter()
@@ -1620,7 +1698,7 @@ pub fn all_objects(f: &ObjFile, model: &dyn PyModel) -> HashSet<Loc> {
 /// objects, not the C-string fields).
 pub fn reachable_objects(
     f: &ObjFile,
-    model: &dyn PyModel,
+    model: &Model,
     roots: &[Loc],
 ) -> Result<HashSet<Loc>, String> {
     let mut seen = HashSet::new();

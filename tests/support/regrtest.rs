@@ -1,0 +1,305 @@
+//! The one runner of CPython's own test modules on two interpreters linked
+//! from the same build, ours and the stock link, requiring the same
+//! outcomes: regrtest's per-module verdicts, per-module counts and every
+//! test case's outcome (from `--junit-xml`, summarized by
+//! `tests/relink_support/junit_summary.py`), and its totals.
+
+use super::builds::Build;
+use super::{output, run_text};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+/// What to run and what to require.
+pub struct Suite<'a> {
+    pub tests: &'a [&'a str],
+    /// `-jN` (1: in-process).
+    pub jobs: u32,
+    /// Run the stock link and ours at the same time (slow interpreters:
+    /// qemu), rather than one after the other.
+    pub concurrent: bool,
+    /// Test cases each run must have, at least.
+    pub min_cases: usize,
+    /// A `test` package put on `PYTHONPATH` (alone) instead of the build's
+    /// own.
+    pub test_package: Option<&'a Path>,
+    /// Test cases that differ by construction, with the reason; the
+    /// verdicts and counts of their modules are not compared.
+    pub expected: &'a [(&'a str, &'a str)],
+}
+
+/// One `python -m test` run, digested.
+#[derive(Debug)]
+pub struct SuiteRun {
+    /// regrtest's per-module verdict line: `test_code` -> `passed`.
+    pub modules: BTreeMap<String, String>,
+    /// junit test case id -> passed/skipped/failure/error.
+    pub cases: BTreeMap<String, String>,
+    pub log: String,
+}
+
+/// `test.test_x.A.t1` -> `test_x`.
+fn module_of(id: &str) -> String {
+    id.split('.').nth(1).unwrap_or(id).to_string()
+}
+
+impl SuiteRun {
+    /// Per top-level test module: [total, passed, skipped, failure, error].
+    pub fn counts(&self) -> BTreeMap<String, [usize; 5]> {
+        let mut m: BTreeMap<String, [usize; 5]> = BTreeMap::new();
+        for (id, outcome) in &self.cases {
+            let c = m.entry(module_of(id)).or_default();
+            c[0] += 1;
+            let i = ["passed", "skipped", "failure"]
+                .iter()
+                .position(|o| o == outcome);
+            c[1 + i.unwrap_or(3)] += 1;
+        }
+        m
+    }
+}
+
+/// regrtest prints `... [3/9] test_x passed` / `[4/9/1] test_y failed (2
+/// failures) (1 min 3 sec)`: name and verdict without timings.
+pub fn parse_verdicts(log: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for line in log.lines() {
+        let Some(open) = line.find('[') else { continue };
+        let Some(close) = line[open..].find("] ") else {
+            continue;
+        };
+        let counter = &line[open + 1..open + close];
+        if !counter.contains('/') || !counter.chars().all(|c| c.is_ascii_digit() || c == '/') {
+            continue;
+        }
+        let Some((name, verdict)) = line[open + close + 2..].split_once(' ') else {
+            continue;
+        };
+        if !name.starts_with("test_") {
+            continue;
+        }
+        let mut v = verdict.trim().to_string();
+        // drop trailing timing groups: "(12.3 sec)", "(1 min 2 sec)"
+        while let Some(p) = v.rfind(" (") {
+            if [" sec)", " ms)", " min)"]
+                .iter()
+                .any(|t| v[p..].ends_with(t))
+            {
+                v.truncate(p);
+            } else {
+                break;
+            }
+        }
+        out.insert(name.to_string(), v);
+    }
+    out
+}
+
+/// regrtest's summary lines: "Total tests: ...", "Total test files: ...",
+/// "Result: ..." (3.11.7, 3.12), "Tests result: ...", "All 9 tests OK.",
+/// "1 test OK." (3.11.2 prints only these).
+pub fn totals(log: &str) -> Option<String> {
+    let heads = [
+        "Total tests:",
+        "Total test files:",
+        "Result:",
+        "Tests result:",
+    ];
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| {
+            heads.iter().any(|h| l.starts_with(h))
+                || (l.ends_with(" OK.") && l.split_whitespace().any(|w| w.parse::<u32>().is_ok()))
+        })
+        .collect();
+    (!lines.is_empty()).then(|| lines.join("\n"))
+}
+
+/// `python -m test` under `exe` (linked from `b`), with junit output, in
+/// a fresh `DIR/cwd-TAG`.
+pub fn run(b: &Build, exe: &Path, dir: &Path, tag: &str, tests: &[&str], s: &Suite) -> SuiteRun {
+    let cwd = dir.join(format!("cwd-{tag}"));
+    let _ = std::fs::remove_dir_all(&cwd);
+    std::fs::create_dir_all(&cwd).unwrap();
+    let xml = dir.join(format!("junit-{tag}.xml"));
+    let _ = std::fs::remove_file(&xml);
+    let mut cmd = b.python(exe, &cwd);
+    if let Some(pkg) = s.test_package {
+        let path = dir.join("pythonpath");
+        if !path.join("test").exists() {
+            std::fs::create_dir_all(&path).unwrap();
+            std::os::unix::fs::symlink(pkg, path.join("test")).unwrap();
+        }
+        cmd.env("PYTHONPATH", &path);
+    }
+    cmd.args(["-m", "test", "--timeout=900", "--junit-xml"])
+        .arg(&xml);
+    if s.jobs > 1 {
+        cmd.arg(format!("-j{}", s.jobs));
+    }
+    let out = output(cmd.args(tests));
+    // The exit status is deliberately not required to be 0: a test failing
+    // on the stock link as well is not ours to fix; equality is what counts.
+    let log = format!(
+        "[{tag}: exit {}]\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        xml.is_file(),
+        "regrtest wrote no junit file for {tag}:\n{log}"
+    );
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/relink_support/junit_summary.py"
+    );
+    let summary = run_text(b.host_python().arg("-I").arg(script).arg(&xml));
+    let cases = (summary.lines())
+        .filter_map(|l| l.split_once('\t'))
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+    SuiteRun {
+        modules: parse_verdicts(&log),
+        cases,
+        log,
+    }
+}
+
+/// Top-level test modules on which the two runs disagree, with reasons;
+/// `expected` differences left out.
+pub fn disagreements(
+    ours: &SuiteRun,
+    stock: &SuiteRun,
+    expected: &[(&str, &str)],
+) -> BTreeMap<String, Vec<String>> {
+    let mut bad: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let ids: BTreeSet<&String> = ours.cases.keys().chain(stock.cases.keys()).collect();
+    let mut excused = BTreeSet::new();
+    for id in ids {
+        let (a, b) = (ours.cases.get(id), stock.cases.get(id));
+        if a != b {
+            if expected.iter().any(|(e, _)| e == id) {
+                excused.insert(module_of(id));
+                continue;
+            }
+            let list = bad.entry(module_of(id)).or_default();
+            if list.len() < 40 {
+                list.push(format!("{id}: ours {a:?}, stock {b:?}"));
+            }
+        }
+    }
+    let top = |m: &str| m.split('.').next().unwrap().to_string();
+    let names: BTreeSet<&String> = ours.modules.keys().chain(stock.modules.keys()).collect();
+    for n in names {
+        let (a, b) = (ours.modules.get(n), stock.modules.get(n));
+        if a != b && !excused.contains(&top(n)) {
+            (bad.entry(top(n)).or_default()).push(format!("verdict: ours {a:?}, stock {b:?}"));
+        }
+    }
+    let (ca, cb) = (ours.counts(), stock.counts());
+    for n in ca.keys().chain(cb.keys()).collect::<BTreeSet<_>>() {
+        let (a, b) = (ca.get(n), cb.get(n));
+        if a != b && !excused.contains(n) {
+            bad.entry(n.clone()).or_default().push(format!(
+                "counts [total, passed, skipped, failure, error]: ours {a:?}, stock {b:?}"
+            ));
+        }
+    }
+    bad
+}
+
+/// Run `s` on the stock link and on ours and require the same outcomes
+/// (after one serial re-run of the disagreeing modules on both sides, to
+/// tell a flaky test from a real difference); both runs must really have
+/// run the suite. Returns our run.
+pub fn check_matches_stock(
+    b: &Build,
+    stock: &Path,
+    ours: &Path,
+    dir: &Path,
+    s: &Suite,
+) -> SuiteRun {
+    let started = std::time::Instant::now();
+    let both = |tag: &str, tests: &[&str], s: &Suite| -> (SuiteRun, SuiteRun) {
+        let run_stock = || run(b, stock, dir, &format!("stock{tag}"), tests, s);
+        let run_ours = || run(b, ours, dir, &format!("ours{tag}"), tests, s);
+        if s.concurrent {
+            std::thread::scope(|scope| {
+                let st = scope.spawn(run_stock);
+                (run_ours(), st.join().unwrap())
+            })
+        } else {
+            let st = run_stock();
+            (run_ours(), st)
+        }
+    };
+    let (ours_run, stock_run) = both("", s.tests, s);
+    for (tag, r) in [("stock", &stock_run), ("ours", &ours_run)] {
+        let counts = r.counts();
+        for m in s.tests {
+            let n = counts.get(*m).map_or(0, |c| c[0]);
+            assert!(n >= 3, "{tag}: {n} junit results for {m}:\n{}", r.log);
+        }
+        let n = r.cases.len();
+        assert!(
+            n > s.min_cases,
+            "{tag}: only {n} test cases ran:\n{}",
+            r.log
+        );
+        if s.jobs > 1 {
+            // (in-process runs print no verdict for a passing module)
+            assert_eq!(
+                r.modules.len(),
+                s.tests.len(),
+                "{tag}: verdicts:\n{}",
+                r.log
+            );
+        }
+    }
+    let mut bad = disagreements(&ours_run, &stock_run, s.expected);
+    let expected_seen: Vec<String> = (s.expected.iter())
+        .filter(|(id, _)| ours_run.cases.get(*id) != stock_run.cases.get(*id))
+        .map(|(id, why)| format!("{id}: {why}"))
+        .collect();
+    if bad.is_empty() && expected_seen.is_empty() {
+        // regrtest's own totals ("Total tests: run=2,140 skipped=110")
+        let (a, b) = (totals(&ours_run.log), totals(&stock_run.log));
+        assert_eq!(
+            a, b,
+            "regrtest totals differ:\n{}\n\n{}",
+            ours_run.log, stock_run.log
+        );
+        assert!(a.is_some(), "no totals line:\n{}", ours_run.log);
+    } else if !bad.is_empty() {
+        let again: Vec<String> = bad.keys().cloned().collect();
+        let again: Vec<&str> = again.iter().map(String::as_str).collect();
+        eprintln!("re-running {again:?} after a first disagreement: {bad:#?}");
+        let serial = Suite { jobs: 1, ..*s };
+        let (o2, s2) = both("-rerun", &again, &serial);
+        bad = disagreements(&o2, &s2, s.expected);
+        assert!(
+            bad.is_empty(),
+            "ours and stock disagree (after a re-run): {bad:#?}\n\n{}\n\n{}",
+            o2.log,
+            s2.log
+        );
+    }
+    for e in expected_seen {
+        eprintln!("  expected difference: {e}");
+    }
+    let summary: Vec<String> = (ours_run.counts().iter())
+        .map(|(m, [t, p, s, f, e])| {
+            format!("{m}: {t} run, {p} passed, {s} skipped, {f} failed, {e} errors")
+        })
+        .collect();
+    eprintln!(
+        "{}: CPython test suite{}, identical on ours and stock ({:.1} s):\n  {}",
+        b.label,
+        s.test_package
+            .map(|p| format!(" from {}", p.display()))
+            .unwrap_or_default(),
+        started.elapsed().as_secs_f64(),
+        summary.join("\n  ")
+    );
+    ours_run
+}
