@@ -46,13 +46,17 @@
 //! are installed by `tests/setup/cpython-build.sh` (run from here; `.ci/run`
 //! may run it first); anything still missing is a failure, never a skip.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
+use support::regrtest::{self, Suite, SuiteRun};
+use support::{describe, output as run, run_ok, tail};
+
+mod support;
 
 /// Bumped when the harness changes what a cached build contains.
 const STAMP: &str = "makefrag-harness-2";
@@ -110,44 +114,12 @@ fn cache() -> PathBuf {
 
 // -- running things ------------------------------------------------------------
 
-fn describe(cmd: &Command) -> String {
-    let mut s = cmd.get_program().to_string_lossy().into_owned();
-    for a in cmd.get_args() {
-        s.push(' ');
-        s.push_str(&a.to_string_lossy());
-    }
-    s
-}
-
 fn text(out: &Output) -> String {
     format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
-}
-
-fn run(cmd: &mut Command) -> Output {
-    cmd.output()
-        .unwrap_or_else(|e| panic!("cannot run `{}`: {e}", describe(cmd)))
-}
-
-fn run_ok(cmd: &mut Command) -> Output {
-    let out = run(cmd);
-    assert!(
-        out.status.success(),
-        "`{}` failed ({}):\n{}",
-        describe(cmd),
-        out.status,
-        tail(&text(&out), 60)
-    );
-    out
-}
-
-/// The last `n` lines of `s`.
-fn tail(s: &str, n: usize) -> String {
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 /// Run with stdout and stderr into `log` (interleaved, as a terminal shows
@@ -618,173 +590,65 @@ fn check_no_deepfreeze_c(b: &Build) {
 
 // -- CPython's test suite ------------------------------------------------------------
 
-/// What regrtest (`-v`) said about each test module.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-struct ModuleResult {
-    /// "passed", "failed", "skipped", ... (first word after the name)
-    verdict: String,
-    /// unittest's summaries: "Ran N tests" + "OK (skipped=2)" per run
-    summaries: Vec<String>,
-}
-
-#[derive(Debug, Default)]
-struct SuiteRun {
-    modules: BTreeMap<String, ModuleResult>,
-    /// "test_x (test.test_m.Class.test_x)" -> ok / FAIL / ERROR / skipped / ...
-    cases: BTreeMap<String, String>,
-    /// "Tests result: SUCCESS"
-    result: String,
-    log: String,
-}
-
-/// A regrtest progress line: `0:00:04 load avg: 1.2 [ 2/7/1] test_code failed (...)`.
-fn progress(line: &str) -> Option<(&str, &str)> {
-    let open = line.find('[')?;
-    let close = open + line[open..].find("] ")?;
-    let counter = line[open + 1..close].trim();
-    if !counter.contains('/')
-        || !counter
-            .chars()
-            .all(|c| c.is_ascii_digit() || c == '/' || c == ' ')
-    {
-        return None;
-    }
-    let mut words = line[close + 2..].split_whitespace();
-    let name = words.next()?;
-    let verdict = words.next().unwrap_or("");
-    name.starts_with("test").then_some((name, verdict))
-}
-
-fn parse_regrtest(log: &str) -> SuiteRun {
-    let mut run = SuiteRun {
-        log: log.to_string(),
-        ..Default::default()
-    };
-    let mut current: Option<String> = None;
-    let mut ran: Option<String> = None;
-    for line in log.lines() {
-        if let Some((name, verdict)) = progress(line) {
-            let m = run.modules.entry(name.to_string()).or_default();
-            m.verdict = verdict.trim_end_matches(':').to_string();
-            current = Some(name.to_string());
-            continue;
-        }
-        if let Some(r) = line.strip_prefix("Tests result: ") {
-            run.result = r.trim().to_string();
-        }
-        let Some(cur) = &current else { continue };
-        if line.starts_with("Ran ") && line.contains(" test") {
-            // "Ran 12 tests in 0.5s": the count, without the time
-            ran = Some(line.split(" in ").next().unwrap().to_string());
-        } else if line == "OK" || line.starts_with("OK (") || line.starts_with("FAILED (") {
-            let m = run.modules.get_mut(cur).unwrap();
-            m.summaries
-                .push(format!("{} / {line}", ran.take().unwrap_or_default()));
-        } else if let Some((case, outcome)) = line.rsplit_once(" ... ") {
-            if case.starts_with("test") && case.ends_with(')') {
-                let o = outcome.trim();
-                let o = if o.starts_with("skipped") {
-                    "skipped"
-                } else {
-                    o
-                };
-                if [
-                    "ok",
-                    "FAIL",
-                    "ERROR",
-                    "skipped",
-                    "expected failure",
-                    "unexpected success",
-                ]
-                .contains(&o)
-                {
-                    run.cases.insert(case.to_string(), o.to_string());
-                }
-            }
-        }
-    }
-    run
-}
-
-/// `python -m test -v [-jN] TESTS` on a build, from a scratch directory.
-fn run_suite(b: &Build, tag: &str, tests: &[&str], jobs: usize) -> SuiteRun {
-    let cwd = b.root.join(format!("cwd-{tag}"));
-    let _ = fs::remove_dir_all(&cwd);
-    fs::create_dir_all(&cwd).unwrap();
-    let mut cmd = b.python_cmd();
-    cmd.current_dir(&cwd)
-        .args(["-m", "test", "-v", "--timeout=900"]);
-    if jobs > 1 {
-        cmd.arg(format!("-j{jobs}"));
-    }
-    cmd.args(tests);
+/// `python -m test [-jN] TESTS` on a build, from a scratch directory
+/// (`tests/support/regrtest.rs`: verdicts, junit test cases, totals); the
+/// log and junit file stay in the build's `suite` folder.
+fn run_suite(b: &Build, tag: &str, tests: &[&str], jobs: u32) -> SuiteRun {
     let t0 = Instant::now();
-    let out = run(&mut cmd);
-    let log = text(&out);
-    fs::write(b.root.join(format!("suite-{tag}.log")), &log).unwrap();
+    let dir = b.root.join("suite");
+    fs::create_dir_all(&dir).unwrap();
+    let run = regrtest::run(
+        b.python_cmd(),
+        host_python(),
+        &dir,
+        tag,
+        tests,
+        &suite(tests, jobs),
+    );
     eprintln!(
-        "makefrag: {} {tag}: {:?} in {:.0} s ({})",
+        "makefrag: {} {tag}: {:?} in {:.0} s",
         b.variant.name(),
         tests,
-        t0.elapsed().as_secs_f64(),
-        out.status
+        t0.elapsed().as_secs_f64()
     );
-    let run = parse_regrtest(&log);
     for t in tests {
         assert!(
             run.modules.contains_key(*t),
             "{tag}: regrtest reported nothing for {t}:\n{}",
-            tail(&log, 60)
+            tail(&run.log, 60)
         );
     }
     run
 }
 
-/// Modules on which two runs disagree, with the differences.
-fn disagreements(ours: &SuiteRun, stock: &SuiteRun) -> BTreeMap<String, Vec<String>> {
-    let mut bad: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    let names: BTreeSet<&String> = ours.modules.keys().chain(stock.modules.keys()).collect();
-    for n in names {
-        let (a, b) = (ours.modules.get(n), stock.modules.get(n));
-        if a != b {
-            bad.entry(n.clone())
-                .or_default()
-                .push(format!("ours {a:?}\nstock {b:?}"));
-        }
+fn suite<'a>(tests: &'a [&'a str], jobs: u32) -> Suite<'a> {
+    Suite {
+        tests,
+        jobs,
+        concurrent: false,
+        min_cases: 0,
+        test_package: None,
+        expected: &[],
     }
-    for (case, o) in &ours.cases {
-        if let Some(s) = stock.cases.get(case) {
-            if o != s {
-                // "test_x (test.test_mod.Class.test_x)" -> test_mod
-                let module = case
-                    .split('(')
-                    .nth(1)
-                    .and_then(|q| q.split('.').nth(1))
-                    .unwrap_or("?")
-                    .to_string();
-                bad.entry(module)
-                    .or_default()
-                    .push(format!("{case}: ours {o}, stock {s}"));
-            }
-        }
-    }
-    bad
+}
+
+/// Debian's host interpreter (the tree's version): summarizes junit files.
+fn host_python() -> Command {
+    support::clean_python(Path::new("/usr/bin/python3.11"))
 }
 
 /// The stock build's subset results: cached next to the build.
 fn stock_subset(b: &Build) -> SuiteRun {
-    let cached = b.root.join(format!(
-        "suite-stock-subset-{}.log",
+    let tag = format!(
+        "stock-subset-{}",
         fingerprint(&[SUBSET.join(" ").as_bytes()])
-    ));
+    );
     if !b.fresh {
-        if let Ok(log) = fs::read_to_string(&cached) {
-            return parse_regrtest(&log);
+        if let Some(run) = regrtest::load(host_python(), &b.root.join("suite"), &tag) {
+            return run;
         }
     }
-    let run = run_suite(b, "stock-subset", SUBSET, 2);
-    fs::write(&cached, &run.log).unwrap();
-    run
+    run_suite(b, &tag, SUBSET, 2)
 }
 
 // -- the tests ---------------------------------------------------------------------------
@@ -835,37 +699,22 @@ fn slow_native_subset_matches_stock() {
         let stock = build(Variant::Stock);
         stock_subset(&stock)
     };
-    let b = build(Variant::Frag);
-    let ours = run_suite(&b, "frag-subset", SUBSET, 2);
-    let mut bad = disagreements(&ours, &stock_run);
-    if !bad.is_empty() {
-        // one serial re-run of the disagreeing modules on both sides tells a
-        // flaky test from a real difference
-        let again: Vec<String> = bad.keys().cloned().collect();
-        let again: Vec<&str> = again.iter().map(String::as_str).collect();
-        eprintln!("makefrag: re-running {again:?} after a disagreement: {bad:#?}");
-        let ours2 = run_suite(&b, "frag-rerun", &again, 1);
-        drop(b);
-        let stock = build(Variant::Stock);
-        let stock2 = run_suite(&stock, "stock-rerun", &again, 1);
-        bad = disagreements(&ours2, &stock2);
-    }
-    assert!(
-        bad.is_empty(),
-        "the build with Makefile.frag and the stock build disagree: {bad:#?}"
-    );
-    assert!(
-        ours.cases.len() > 1000,
-        "only {} test cases were parsed from the subset's log",
-        ours.cases.len()
-    );
-    for t in SUBSET {
-        let v = &ours.modules[*t].verdict;
-        assert!(
-            !ours.modules[*t].summaries.is_empty() || v == "skipped",
-            "{t}: no unittest summary ({v})"
-        );
-    }
+    // the frag build against the stock one (its results cached with it)
+    let both = |tag: &str, tests: &[&str], s: &Suite| -> (SuiteRun, SuiteRun) {
+        let ours = run_suite(&build(Variant::Frag), &format!("frag{tag}"), tests, s.jobs);
+        match tag {
+            "" => (ours, stock_run.clone()),
+            _ => (
+                ours,
+                run_suite(&build(Variant::Stock), "stock-rerun", tests, s.jobs),
+            ),
+        }
+    };
+    let subset = Suite {
+        min_cases: 1000,
+        ..suite(SUBSET, 2)
+    };
+    regrtest::compare_with_stock("makefrag: Makefile.frag vs stock build", &both, &subset);
 }
 
 /// Puts the private tree's Lib/os.py back, whatever happens.
@@ -1028,11 +877,16 @@ fn slow_cross_aarch64_build_runs_under_qemu() {
     let run = run_suite(&b, "cross-subset", CROSS_SUBSET, 2);
     for t in CROSS_SUBSET {
         assert_eq!(
-            run.modules[*t].verdict,
+            run.modules[*t],
             "passed",
             "{t} under qemu:\n{}",
             tail(&run.log, 80)
         );
     }
-    assert_eq!(run.result, "SUCCESS", "{}", tail(&run.log, 40));
+    let totals = regrtest::totals(&run.log).unwrap_or_default();
+    assert!(
+        totals.contains("Tests result: SUCCESS"),
+        "{}",
+        tail(&run.log, 40)
+    );
 }

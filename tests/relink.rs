@@ -388,6 +388,12 @@ fn regrtest_output_parsing() {
         "1 test OK.\nTests result: SUCCESS"
     );
     assert_eq!(parse_verdicts(log_3112)["test_support"], "passed");
+    // padded counters (3.11.2, 10 tests or more), an in-process run
+    let v = parse_verdicts("0:00:04 load avg: 1.2 [ 2/25/1] test_os failed\n[1/2] test_code\n");
+    assert_eq!(
+        (v["test_os"].as_str(), v["test_code"].as_str()),
+        ("failed", "")
+    );
     let run = |cases: &[(&str, &str)]| SuiteRun {
         modules: BTreeMap::new(),
         cases: cases
