@@ -35,6 +35,7 @@
 //! the two CPython test modules under qemu on both interpreters in parallel
 //! (~10 s; skip it with `-- --skip slow_`).
 
+#[macro_use]
 mod support;
 
 use object::{Object, ObjectSection, RelocationFlags};
@@ -43,24 +44,17 @@ use support::builds::{build, relinked, BuildId::*, Scheme};
 use support::objgraph::{accessor_code, file_offset, model, Comparer, Loc, ObjFile, Reloc, Target};
 use support::{disasm, regrtest, relinked as check};
 
-#[test]
-fn py311_hello_world() {
-    check::check_hello(relinked(DebianArm64, Scheme::Eager));
-}
-
-#[test]
-fn py311_hello_world_lazy() {
-    check::check_hello(relinked(DebianArm64, Scheme::Lazy));
-}
-
-#[test]
-fn py311_frozen_code_equals_stock() {
-    check::check_frozen_code(relinked(DebianArm64, Scheme::Eager));
-}
-
-#[test]
-fn py311_frozen_code_equals_stock_lazy() {
-    check::check_frozen_code(relinked(DebianArm64, Scheme::Lazy));
+tests! {
+    py311_hello_world: check::check_hello(relinked(DebianArm64, Scheme::Eager));
+    py311_hello_world_lazy: check::check_hello(relinked(DebianArm64, Scheme::Lazy));
+    py311_frozen_code_equals_stock: check::check_frozen_code(relinked(DebianArm64, Scheme::Eager));
+    py311_frozen_code_equals_stock_lazy: check::check_frozen_code(relinked(DebianArm64, Scheme::Lazy));
+    py311_relocation_types: relocation_types(Scheme::Eager);
+    py311_relocation_types_lazy: relocation_types(Scheme::Lazy);
+    py311_stubs_disassemble_as_intended: stubs(DebianArm64, Scheme::Eager);
+    py311_stubs_disassemble_as_intended_lazy: stubs(DebianArm64, Scheme::Lazy);
+    py312_stubs_disassemble_as_intended: stubs(Pyenv312, Scheme::Eager);
+    py312_stubs_disassemble_as_intended_lazy: stubs(Pyenv312, Scheme::Lazy);
 }
 
 #[test]
@@ -123,16 +117,6 @@ fn relocation_types(scheme: Scheme) {
     assert_eq!(kinds, want, "relocation types per section: {seen:?}");
 }
 
-#[test]
-fn py311_relocation_types() {
-    relocation_types(Scheme::Eager);
-}
-
-#[test]
-fn py311_relocation_types_lazy() {
-    relocation_types(Scheme::Lazy);
-}
-
 // --- 3.12: aarch64 vs x86_64, both ours ------------------------------------------------
 
 /// The 3.12 comparison (both sides ours, from the same code) can fail:
@@ -159,9 +143,7 @@ fn py312_negative_flipped_byte_is_found() {
         bent.accessor_object(name).unwrap(),
         theirs.accessor_object(name).unwrap(),
     );
-    let err = cmp
-        .compare("os toplevel", ra, rb)
-        .expect_err("a flipped byte went unnoticed");
+    let err = cmp.expect_mismatch("os toplevel", ra, rb, "a flipped byte went unnoticed");
     assert!(
         err.path == "os toplevel" && err.what.contains("co_firstlineno"),
         "unexpected report: {err}"
@@ -179,26 +161,6 @@ fn stubs(id: support::BuildId, scheme: Scheme) {
         Scheme::Eager => disasm::check_stubs(path, bytes, model(b.xy)),
         Scheme::Lazy => disasm::check_lazy_stubs(path, bytes, model(b.xy)),
     }
-}
-
-#[test]
-fn py311_stubs_disassemble_as_intended() {
-    stubs(DebianArm64, Scheme::Eager);
-}
-
-#[test]
-fn py311_stubs_disassemble_as_intended_lazy() {
-    stubs(DebianArm64, Scheme::Lazy);
-}
-
-#[test]
-fn py312_stubs_disassemble_as_intended() {
-    stubs(Pyenv312, Scheme::Eager);
-}
-
-#[test]
-fn py312_stubs_disassemble_as_intended_lazy() {
-    stubs(Pyenv312, Scheme::Lazy);
 }
 
 // ---------------------------------------------------------------------------

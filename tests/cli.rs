@@ -364,28 +364,23 @@ fn every_target_gets_its_object_format() {
     let d = d.path();
     std::fs::write(d.join("m.marshal"), compile312("x = 1\n", "m")).unwrap();
     // (target, leading bytes of the object)
+    const ELF: &[u8] = b"\x7fELF\x02\x01";
+    const MACHO_X64: &[u8] = &[0xcf, 0xfa, 0xed, 0xfe, 0x07, 0x00, 0x00, 0x01];
+    const MACHO_A64: &[u8] = &[0xcf, 0xfa, 0xed, 0xfe, 0x0c, 0x00, 0x00, 0x01];
+    let (coff_x64, coff_a64): (&[u8], &[u8]) = (&[0x64, 0x86], &[0x64, 0xaa]);
     let cases: [(&str, &[u8]); 12] = [
-        ("x86_64-w64-mingw32", &[0x64, 0x86]),
-        (
-            "x86_64-apple-macosx11.0",
-            &[0xcf, 0xfa, 0xed, 0xfe, 0x07, 0x00, 0x00, 0x01],
-        ),
-        ("x86_64-linux", b"\x7fELF\x02\x01"),
-        ("x86_64-unknown-linux-gnu", b"\x7fELF\x02\x01"),
-        ("aarch64-linux", b"\x7fELF\x02\x01"),
-        ("aarch64-unknown-linux-gnu", b"\x7fELF\x02\x01"),
-        (
-            "x86_64-macos",
-            &[0xcf, 0xfa, 0xed, 0xfe, 0x07, 0x00, 0x00, 0x01],
-        ),
-        (
-            "aarch64-apple-darwin",
-            &[0xcf, 0xfa, 0xed, 0xfe, 0x0c, 0x00, 0x00, 0x01],
-        ),
-        ("x86_64-windows", &[0x64, 0x86]),
-        ("x86_64-pc-windows-gnu", &[0x64, 0x86]),
-        ("aarch64-windows", &[0x64, 0xaa]),
-        ("aarch64-pc-windows-msvc", &[0x64, 0xaa]),
+        ("x86_64-w64-mingw32", coff_x64),
+        ("x86_64-apple-macosx11.0", MACHO_X64),
+        ("x86_64-linux", ELF),
+        ("x86_64-unknown-linux-gnu", ELF),
+        ("aarch64-linux", ELF),
+        ("aarch64-unknown-linux-gnu", ELF),
+        ("x86_64-macos", MACHO_X64),
+        ("aarch64-apple-darwin", MACHO_A64),
+        ("x86_64-windows", coff_x64),
+        ("x86_64-pc-windows-gnu", coff_x64),
+        ("aarch64-windows", coff_a64),
+        ("aarch64-pc-windows-msvc", coff_a64),
     ];
     for (t, magic) in cases {
         // Outside Linux the runtime's layout is not known: refused unless asked.

@@ -99,10 +99,7 @@ fn negative_different_modules_differ(id: BuildId) {
     let a = t.accessor_object("_Py_get_os_toplevel").unwrap();
     let b = t.accessor_object("_Py_get_stat_toplevel").unwrap();
     let mut cmp = Comparer::new(t, t, model, &[]).labels("os", "stat");
-    let err = cmp
-        .compare("os/stat toplevel", a, b)
-        .expect_err("os and stat compared equal");
-    eprintln!("expected mismatch: {err}");
+    cmp.expect_mismatch("os/stat toplevel", a, b, "os and stat compared equal");
     // And a module against itself is equal.
     let mut cmp = Comparer::new(t, t, model, &[]);
     cmp.compare("os toplevel", a, a).unwrap();
@@ -140,10 +137,7 @@ fn negative_flipped_byte_is_found(id: BuildId) {
     let ra = bent.accessor_object("_Py_get_os_toplevel").unwrap();
     let rb = inp.ours.accessor_object("_Py_get_os_toplevel").unwrap();
     assert_eq!(ra, rb);
-    let err = cmp
-        .compare("os toplevel", ra, rb)
-        .expect_err("a flipped byte went unnoticed");
-    eprintln!("expected mismatch: {err}");
+    let err = cmp.expect_mismatch("os toplevel", ra, rb, "a flipped byte went unnoticed");
     assert!(
         err.path.starts_with("os toplevel -> co_consts[")
             && err.path.ends_with("-> co_linetable")
@@ -170,10 +164,7 @@ fn negative_swapped_pointers_are_found(id: BuildId) {
     ours.relocs.get_mut(&p0).unwrap().target = t1;
     ours.relocs.get_mut(&p1).unwrap().target = t0;
     let mut cmp = Comparer::new(&ours, &inp.ours, model, &[]);
-    let err = cmp
-        .compare("os toplevel", top, top)
-        .expect_err("swapped pointers went unnoticed");
-    eprintln!("expected mismatch: {err}");
+    let err = cmp.expect_mismatch("os toplevel", top, top, "swapped pointers went unnoticed");
     assert!(
         err.path == "os toplevel -> co_names[0]" || err.path == "os toplevel -> co_names",
         "unexpected report: {err}"
@@ -238,19 +229,23 @@ fn negative_bent_wstr_is_found(id: BuildId) {
     );
     let ra = bent.accessor_object(top).unwrap();
     let mut cmp = Comparer::new(&bent, &inp.theirs, inp.model, known_vs_gcc(inp.model));
-    let err = cmp
-        .compare("__hello__ toplevel", ra, rb)
-        .expect_err("a bent wstr passed against gcc's");
-    eprintln!("expected mismatch: {err}");
+    let err = cmp.expect_mismatch(
+        "__hello__ toplevel",
+        ra,
+        rb,
+        "a bent wstr passed against gcc's",
+    );
     assert!(
         err.path.ends_with("-> wstr") && err.what.starts_with("only ours has a pointer here"),
         "unexpected report: {err}"
     );
     let mut cmp = Comparer::new(&bent, &inp.ours, inp.model, &[]);
-    let err = cmp
-        .compare("__hello__ toplevel", ra, ro)
-        .expect_err("a bent wstr passed against our own");
-    eprintln!("expected mismatch: {err}");
+    let err = cmp.expect_mismatch(
+        "__hello__ toplevel",
+        ra,
+        ro,
+        "a bent wstr passed against our own",
+    );
     assert!(
         err.path.ends_with("-> wstr")
             && err.what.starts_with(

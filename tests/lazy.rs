@@ -41,6 +41,7 @@
 //! interpreters are failures, never skips. Each test collects every problem
 //! it finds and fails once with the whole list.
 
+#[macro_use]
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -152,22 +153,32 @@ fn failures(p: &mut Problems, what: &str, out: &str, want_checked: usize) {
 // ---------------------------------------------------------------------------
 // (i) relinked interpreters: added modules behave like stock frozen ones
 
+/// The stock link and an interpreter from `pyfreeze-obj relink`.
 struct Pair {
     dir: PathBuf,
     stock: PathBuf,
     ours: PathBuf,
 }
 
-fn pair_i(id: BuildId) -> &'static Pair {
-    static CELLS: [OnceLock<Pair>; 2] = [const { OnceLock::new() }; 2];
-    CELLS[id as usize].get_or_init(|| {
+/// `relink ARGS` of build `id` into `DIR/python-TAG` (once per test binary;
+/// `slot` tells the interpreters apart), timed.
+fn relinked_pair(id: BuildId, slot: usize, tag: &str, args: &[&str]) -> &'static Pair {
+    static CELLS: [OnceLock<Pair>; 4] = [const { OnceLock::new() }; 4];
+    CELLS[2 * slot + id as usize].get_or_init(|| {
         let v = build(id);
-        let dir = v.work_dir("lazy-added");
+        let dir = v.work_dir(&format!("lazy-{tag}"));
         let stock = stock_link(id).stock.clone();
-        let ours = dir.join("python-lazy");
-        relink(v, &ours, &["--freeze", FREEZE_I, "--trace", TRACE_I]);
+        let ours = dir.join(format!("python-{tag}"));
+        let t = Instant::now();
+        relink(v, &ours, args);
+        let secs = t.elapsed().as_secs_f64();
+        eprintln!("CPython {}: relink {args:?} took {secs:.2} s", v.version);
         Pair { dir, stock, ours }
     })
+}
+
+fn pair_i(id: BuildId) -> &'static Pair {
+    relinked_pair(id, 0, "added", &["--freeze", FREEZE_I, "--trace", TRACE_I])
 }
 
 /// `frame\tWHERE\tLINENO\tNAME\tTB-LINE\tSOURCE-LINE` lines, per traceback.
@@ -319,16 +330,6 @@ fn added_modules_like_stock_frozen(id: BuildId) {
     p.finish(&format!("CPython {} added modules", v.version));
 }
 
-#[test]
-fn relinked_312_added_modules_like_stock_frozen() {
-    added_modules_like_stock_frozen(BuildId::Pyenv312);
-}
-
-#[test]
-fn relinked_311_added_modules_like_stock_frozen() {
-    added_modules_like_stock_frozen(BuildId::Pyenv311);
-}
-
 // ---------------------------------------------------------------------------
 // (ii) an embedding program, three init/fini cycles, lazy teardown
 
@@ -379,16 +380,6 @@ fn embed_three_cycles(id: BuildId) {
     p.finish(&format!("CPython {} embedding", v.version));
 }
 
-#[test]
-fn embed_312_three_cycles_restore_pristine_code() {
-    embed_three_cycles(BuildId::Pyenv312);
-}
-
-#[test]
-fn embed_311_three_cycles_restore_pristine_code() {
-    embed_three_cycles(BuildId::Pyenv311);
-}
-
 // ---------------------------------------------------------------------------
 // (iii) the whole pure-Python standard library
 
@@ -436,29 +427,9 @@ fn measured(v: &Build, cmd: &Command) -> Measured {
 /// is not measured against a concurrent relink.
 static HEAVY: Mutex<()> = Mutex::new(());
 
-struct Stdlib {
-    dir: PathBuf,
-    stock: PathBuf,
-    ours: PathBuf,
-}
-
-fn stdlib_pair(id: BuildId) -> &'static Stdlib {
-    static CELLS: [OnceLock<Stdlib>; 2] = [const { OnceLock::new() }; 2];
-    CELLS[id as usize].get_or_init(|| {
-        let _g = HEAVY.lock().unwrap_or_else(|e| e.into_inner());
-        let v = build(id);
-        let dir = v.work_dir("lazy-stdlib");
-        let stock = stock_link(id).stock.clone();
-        let ours = dir.join("python-stdlib");
-        let t = Instant::now();
-        relink(v, &ours, &["--freeze", "stdlib"]);
-        eprintln!(
-            "CPython {}: relink --freeze stdlib took {:.2} s",
-            v.version,
-            t.elapsed().as_secs_f64()
-        );
-        Stdlib { dir, stock, ours }
-    })
+fn stdlib_pair(id: BuildId) -> &'static Pair {
+    let _g = HEAVY.lock().unwrap_or_else(|e| e.into_inner());
+    relinked_pair(id, 1, "stdlib", &["--freeze", "stdlib"])
 }
 
 /// Modules not imported by the import check: `__main__` modules run their
@@ -473,14 +444,8 @@ fn stdlib_emit_and_import(id: BuildId) {
 
     // emit: time and memory
     let obj = dir.join("stdlib.o");
-    let mut emit = support::ours();
-    emit.args(["emit", "--python", v.xy, "--lazy", "--frozen-tables"])
-        .arg("--modules-from")
-        .arg(&v.archive)
-        .arg("--compile-with")
-        .arg(&v.python)
-        .args(["--freeze", "stdlib", "-v", "-o"])
-        .arg(&obj);
+    let args = ["--lazy", "--frozen-tables", "--freeze", "stdlib", "-v"];
+    let emit = v.emit_cmd(&obj, v.target, &args);
     let runs: Vec<Measured> = {
         let _g = HEAVY.lock().unwrap_or_else(|e| e.into_inner());
         // once to warm the page cache and the .pyc files the selection
@@ -501,16 +466,19 @@ fn stdlib_emit_and_import(id: BuildId) {
         .collect::<Vec<_>>()
         .join("\n  ");
     let secs = best.wall;
+    // The bounds are for the release build; `cargo test` without --release
+    // (what CI runs) measures the unoptimized tool: three times the time.
+    let (bound, profile) = if cfg!(debug_assertions) {
+        (9.0, "debug build")
+    } else {
+        (3.0, "release build")
+    };
     eprintln!(
         "CPython {}: emit --lazy --frozen-tables --freeze stdlib ({}): {secs:.2} s wall \
          (runs: {}), {:.2} s CPU, peak RSS {:.1} MB (goal 1 s, 500 MB; asserted 3 s, 500 MB \
          for release, 9 s for debug)\n  {summary}",
         v.version,
-        if cfg!(debug_assertions) {
-            "debug build"
-        } else {
-            "release build"
-        },
+        profile,
         runs.iter()
             .map(|r| format!("{:.2} s", r.wall))
             .collect::<Vec<_>>()
@@ -526,13 +494,6 @@ fn stdlib_emit_and_import(id: BuildId) {
     // On a busy machine (wall well above CPU: the emit waited for a core)
     // the bound applies to the CPU time instead.
     let busy = secs > 1.5 * best.cpu;
-    // The bounds are for the release build; `cargo test` without --release
-    // (what CI runs) measures the unoptimized tool: three times the time.
-    let (bound, profile) = if cfg!(debug_assertions) {
-        (9.0, "debug build")
-    } else {
-        (3.0, "release build")
-    };
     let (what, value) = if busy {
         ("CPU time (the machine was busy)", best.cpu)
     } else {
@@ -699,16 +660,6 @@ fn stdlib_emit_and_import(id: BuildId) {
     p.finish(&format!("CPython {} stdlib", v.version));
 }
 
-#[test]
-fn slow_stdlib_312_emit_and_import() {
-    stdlib_emit_and_import(BuildId::Pyenv312);
-}
-
-#[test]
-fn slow_stdlib_311_emit_and_import() {
-    stdlib_emit_and_import(BuildId::Pyenv311);
-}
-
 // ---------------------------------------------------------------------------
 // CPython's own tests on the stdlib-frozen interpreter vs stock
 
@@ -771,12 +722,13 @@ fn cpython_tests_match_stock(id: BuildId) {
     support::regrtest::check_matches_stock(build(id), &s.stock, &s.ours, &dir, &suite);
 }
 
-#[test]
-fn slow_stdlib_312_cpython_tests_match_stock() {
-    cpython_tests_match_stock(BuildId::Pyenv312);
-}
-
-#[test]
-fn slow_stdlib_311_cpython_tests_match_stock() {
-    cpython_tests_match_stock(BuildId::Pyenv311);
+tests! {
+    relinked_312_added_modules_like_stock_frozen: added_modules_like_stock_frozen(BuildId::Pyenv312);
+    relinked_311_added_modules_like_stock_frozen: added_modules_like_stock_frozen(BuildId::Pyenv311);
+    embed_312_three_cycles_restore_pristine_code: embed_three_cycles(BuildId::Pyenv312);
+    embed_311_three_cycles_restore_pristine_code: embed_three_cycles(BuildId::Pyenv311);
+    slow_stdlib_312_emit_and_import: stdlib_emit_and_import(BuildId::Pyenv312);
+    slow_stdlib_311_emit_and_import: stdlib_emit_and_import(BuildId::Pyenv311);
+    slow_stdlib_312_cpython_tests_match_stock: cpython_tests_match_stock(BuildId::Pyenv312);
+    slow_stdlib_311_cpython_tests_match_stock: cpython_tests_match_stock(BuildId::Pyenv311);
 }

@@ -58,73 +58,43 @@ pub struct Spec {
     pub qemu: bool,
 }
 
+/// A row: (id, who built it, version, X.Y, machine, PIE, qemu).
+macro_rules! row {
+    ($id:ident, $who:literal, $slug:literal, $v:literal, $xy:literal, $m:literal, $pie:expr, $qemu:expr) => {
+        Spec {
+            id: BuildId::$id,
+            label: concat!($who, " ", $v),
+            slug: concat!($slug, "-", $v),
+            version: $v,
+            xy: $xy,
+            target: concat!($m, "-linux"),
+            machine: $m,
+            pie: $pie,
+            qemu: $qemu,
+        }
+    };
+}
+
 /// The matrix, in [`BuildId`] order.
 pub const BUILDS: [Spec; 4] = [
-    Spec {
-        id: BuildId::Pyenv312,
-        label: "pyenv 3.12.1",
-        slug: "pyenv-3.12.1",
-        version: "3.12.1",
-        xy: "3.12",
-        target: "x86_64-linux",
-        machine: "x86_64",
-        pie: true,
-        qemu: false,
-    },
-    Spec {
-        id: BuildId::Pyenv311,
-        label: "pyenv 3.11.7",
-        slug: "pyenv-3.11.7",
-        version: "3.11.7",
-        xy: "3.11",
-        target: "x86_64-linux",
-        machine: "x86_64",
-        pie: true,
-        qemu: false,
-    },
-    Spec {
-        id: BuildId::Debian311,
-        label: "Debian 3.11.2",
-        slug: "debian-3.11.2",
-        version: "3.11.2",
-        xy: "3.11",
-        target: "x86_64-linux",
-        machine: "x86_64",
-        pie: false,
-        qemu: false,
-    },
-    Spec {
-        id: BuildId::DebianArm64,
-        label: "Debian arm64 3.11.2",
-        slug: "debian-arm64-3.11.2",
-        version: "3.11.2",
-        xy: "3.11",
-        target: "aarch64-linux",
-        machine: "aarch64",
-        pie: false,
-        qemu: true,
-    },
+    row!(Pyenv312, "pyenv", "pyenv", "3.12.1", "3.12", "x86_64", true, false),
+    row!(Pyenv311, "pyenv", "pyenv", "3.11.7", "3.11", "x86_64", true, false),
+    row!(Debian311, "Debian", "debian", "3.11.2", "3.11", "x86_64", false, false),
+    row!(
+        DebianArm64,
+        "Debian arm64",
+        "debian-arm64",
+        "3.11.2",
+        "3.11",
+        "aarch64",
+        false,
+        true
+    ),
 ];
 
 impl BuildId {
-    pub const ALL: [BuildId; 4] = [
-        BuildId::Pyenv312,
-        BuildId::Pyenv311,
-        BuildId::Debian311,
-        BuildId::DebianArm64,
-    ];
-
     pub fn spec(self) -> &'static Spec {
         &BUILDS[self as usize]
-    }
-
-    /// pyenv's build of `X.Y` (the interpreters most tests compile with).
-    pub fn pyenv(xy: &str) -> BuildId {
-        match xy {
-            "3.12" => BuildId::Pyenv312,
-            "3.11" => BuildId::Pyenv311,
-            _ => panic!("no pyenv reference build of CPython {xy}"),
-        }
     }
 }
 
@@ -307,34 +277,31 @@ fn locate(spec: &'static Spec) -> Build {
         spec.version
     );
     let split = |s: &str| s.split_whitespace().map(String::from).collect::<Vec<_>>();
-    let (home, libpl, compile_home, cc, link_flags) = if spec.qemu {
+    let (home, libpl, compile_home, cc, link_flags, static_libs) = if spec.qemu {
         let root = arm64_root();
         let lib = root.join("usr/lib/aarch64-linux-gnu");
-        let mut flags = vec![
-            lib.join("libexpat.a").display().to_string(),
-            lib.join("libz.a").display().to_string(),
-        ];
-        for p in &flags {
-            assert!(
-                Path::new(p).is_file(),
-                "{p} is missing: run `{ARM64_SETUP}`"
-            );
-        }
-        flags.extend(split("-ldl -lm -lpthread -lutil -Xlinker -export-dynamic"));
+        let (expat, z) = (lib.join("libexpat.a"), lib.join("libz.a"));
+        let flags = format!(
+            "{} {} -ldl -lm -lpthread -lutil -Xlinker -export-dynamic",
+            expat.display(),
+            z.display()
+        );
         let libpl = root.join("usr/lib/python3.11/config-3.11-aarch64-linux-gnu");
         let usr = root.join("usr");
+        let cc = "aarch64-linux-gnu-gcc";
         (
             usr.clone(),
             libpl,
             Some(usr),
-            "aarch64-linux-gnu-gcc",
-            flags,
+            cc,
+            split(&flags),
+            vec![expat, z],
         )
     } else {
         require_tool("cc", "install the Debian package `gcc`");
         require_tool("ar", "install the Debian package `binutils`");
         let flags = split(lines.get(4).copied().unwrap_or(""));
-        (lines[1].into(), lines[2].into(), None, "cc", flags)
+        (lines[1].into(), lines[2].into(), None, "cc", flags, vec![])
     };
     let missing = if spec.qemu {
         format!("run `{ARM64_SETUP}` (it unpacks Debian's arm64 packages)")
@@ -349,7 +316,7 @@ fn locate(spec: &'static Spec) -> Build {
         pic
     };
     let python_o = libpl.join("python.o");
-    for p in [&archive, &python_o] {
+    for p in [&archive, &python_o].into_iter().chain(&static_libs) {
         assert!(
             p.is_file(),
             "{label}: {} is missing; {missing}",
@@ -385,6 +352,12 @@ impl Build {
     /// has something to compile (`--trace`, `--freeze`, a `.py`); other
     /// platforms than Linux get `--assume-linux-runtime`.
     pub fn emit(&self, out: &Path, target: &str, extra: &[&str]) {
+        run_ok(&mut self.emit_cmd(out, target, extra));
+        assert!(out.is_file(), "emit did not write {}", out.display());
+    }
+
+    /// The command [`Build::emit`] runs.
+    pub fn emit_cmd(&self, out: &Path, target: &str, extra: &[&str]) -> Command {
         let mut cmd = super::ours();
         cmd.args(["emit", "--python", self.xy, "--target", target, "-o"])
             .arg(out)
@@ -401,8 +374,8 @@ impl Build {
         if !target.contains("linux") {
             cmd.arg("--assume-linux-runtime");
         }
-        run_ok(cmd.args(extra));
-        assert!(out.is_file(), "emit did not write {}", out.display());
+        cmd.args(extra);
+        cmd
     }
 
     /// Our object for the build's stock module set, for `target` (the

@@ -82,6 +82,11 @@ pub fn disassemble(path: &Path, f: &ObjFile) -> BTreeMap<String, Vec<Insn>> {
             let at = u64::from_str_radix(at.trim(), 16).unwrap();
             let insn = (insns.iter_mut().rev().find(|i| i.addr <= at))
                 .unwrap_or_else(|| panic!("relocation before any instruction: {line}"));
+            let a64 = f.arch == Architecture::Aarch64;
+            assert!(
+                !a64 || insn.addr == at,
+                "relocation not at an instruction: {line}"
+            );
             insn.relocs.push((kind.to_string(), c_name(sym)));
             continue;
         }
@@ -204,20 +209,20 @@ pub struct Walk {
 /// code objects and `n_str` strings: every code object (Init checks the
 /// result), then (3.11 Fini) every string.
 pub fn walks(model: &Model, n_code: usize, n_str: usize) -> (Vec<Walk>, Vec<Walk>) {
-    let (nc, ns) = (4 * n_code as u64, 4 * n_str as u64);
-    let walk = |callee, start, end, check, ty| Walk {
+    let (nc, ns, s) = (4 * n_code as u64, 4 * n_str as u64, &model.l.sym);
+    let walk = |(callee, start, end, check, ty)| Walk {
         callee,
         start,
         end,
         check,
         ty,
     };
-    let code = model.l.sym.code_type;
-    let init = vec![walk(model.init_callee(), 0, nc, true, code)];
-    let mut fini = vec![walk(model.l.sym.code_fini, 0, nc, false, code)];
-    if let Some(s) = model.l.sym.str_fini {
-        fini.push(walk(s, nc, nc + ns, false, model.l.sym.str_type));
-    }
+    let init = vec![walk((s.code_init, 0, nc, true, s.code_type))];
+    let mut fini = vec![walk((s.code_fini, 0, nc, false, s.code_type))];
+    fini.extend(
+        s.str_fini
+            .map(|f| walk((f, nc, nc + ns, false, s.str_type))),
+    );
     (init, fini)
 }
 
@@ -512,8 +517,9 @@ fn anchor_loc(f: &ObjFile, name: &str) -> Loc {
 /// each accessor is the intended instructions, loads the anchor of its
 /// module's code object (and 3.11 increments its refcount), nothing else;
 /// Init and Fini are the intended table walks inside an ABI-conforming
-/// frame, and each table lists every object of its type once; there are
-/// no other functions.
+/// frame, and each table lists every object of its type once (the code
+/// objects, then the strings, then a 0 sentinel); there are no other
+/// functions.
 pub fn check_stubs(path: &Path, bytes: &[u8], model: &Model) {
     let f = ObjFile::parse(bytes).unwrap();
     let funcs = disassemble(path, &f);
@@ -590,6 +596,22 @@ pub fn check_stubs(path: &Path, bytes: &[u8], model: &Model) {
             );
         }
     }
+    // The table section (from `pyfreeze_table_0`): every code object once,
+    // then (both versions lay it out; 3.11's Fini walks it) every str once;
+    // it ends with a 0 sentinel (other tables may come in between).
+    let table = anchor_loc(&f, &table_anchor(0));
+    assert_eq!(table.offset, 0, "{}", table_anchor(0));
+    let words: Vec<i64> = (f.tail(table).unwrap().chunks_exact(4))
+        .map(|w| u32::from_le_bytes(w.try_into().unwrap()) as i64)
+        .collect();
+    let mut at = 0;
+    for ty in [model.l.sym.code_type, model.l.sym.str_type] {
+        let n = count(ty);
+        let listed: BTreeSet<Loc> = words[at..at + n].iter().map(|&w| data.add(w)).collect();
+        assert_eq!(&listed, &by_type[ty], "table of every {ty}");
+        at += n;
+    }
+    assert!(words.len() > at && words.last() == Some(&0), "no sentinel");
 }
 
 /// What a lazy object's stubs must keep, however they are written: every

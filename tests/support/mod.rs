@@ -16,6 +16,14 @@
 
 #![allow(dead_code)]
 
+/// Tests that each call one check: `tests! { name: check(args); ... }`.
+#[allow(unused_macros)]
+macro_rules! tests {
+    ($($name:ident: $check:expr;)*) => {
+        $(#[test] fn $name() { $check; })*
+    };
+}
+
 pub mod builds;
 pub mod compare;
 pub mod disasm;

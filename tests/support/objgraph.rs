@@ -940,17 +940,13 @@ impl Model {
         ] {
             code.extend(x.map(|x| (x, n)));
         }
-        const FIXED: [&str; 4] = ["fixed[0]", "fixed[1]", "fixed[2]", "fixed[3]"];
-        const STATE: [&str; 6] = [
-            "runtime_state[0]",
-            "runtime_state[1]",
-            "runtime_state[2]",
-            "runtime_state[3]",
-            "runtime_state[4]",
-            "runtime_state[5]",
-        ];
-        code.extend(c.fixed.iter().zip(FIXED).map(|((f, _), n)| (*f, n)));
-        code.extend(c.runtime_state.iter().zip(STATE).map(|(f, n)| (*f, n)));
+        let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
+        for (i, (f, _)) in c.fixed.iter().enumerate() {
+            code.push((*f, leak(format!("fixed[{i}]"))));
+        }
+        for (i, f) in c.runtime_state.iter().enumerate() {
+            code.push((*f, leak(format!("runtime_state[{i}]"))));
+        }
         let mut ascii = vec![(s.length, "length"), (s.hash, "hash"), (s.state, "state")];
         let mut compact = vec![(s.utf8_length, "utf8_length"), (s.utf8, "utf8")];
         if let Some((w, wl)) = s.wstr {
@@ -1407,6 +1403,14 @@ impl<'a, 'd> Comparer<'a, 'd> {
         self
     }
 
+    /// [`Comparer::compare`], which must find a difference (`what` says
+    /// otherwise); the mismatch, also printed.
+    pub fn expect_mismatch(&mut self, root: &str, ra: Loc, rb: Loc, what: &str) -> Mismatch {
+        let err = self.compare(root, ra, rb).expect_err(what);
+        eprintln!("expected mismatch: {err}");
+        err
+    }
+
     /// Compare the graphs reachable from `ra` in `a` and `rb` in `b`;
     /// `root` names the pair in paths (e.g. `os toplevel`).
     pub fn compare(&mut self, root: &str, ra: Loc, rb: Loc) -> Result<(), Mismatch> {
@@ -1515,7 +1519,12 @@ impl<'a, 'd> Comparer<'a, 'd> {
                     return Err(fail(format!("relocation differs: {na} {a:?}, {nb} {b:?}")));
                 }
                 if a.target != b.target {
-                    if let Some(k) = self.known_pointer(&ty, via, i, &a.target, &b.target) {
+                    if let Some(k) = self.known_at(
+                        &ty,
+                        via,
+                        i,
+                        |k| matches!(k, Accept::Pointer(f) if f(&a.target, &b.target)),
+                    ) {
                         *self.stats.known_used.entry(k).or_default() += 1;
                         i += a.size as u64;
                         ia += 1;
@@ -1591,7 +1600,7 @@ impl<'a, 'd> Comparer<'a, 'd> {
             for j in i..next {
                 let (x, y) = (da[j as usize], db[j as usize]);
                 if x != y {
-                    match self.known_match(&ty, via, j, x, y) {
+                    match self.known_at(&ty, via, j, |k| matches!(k, Accept::Byte(f) if f(x, y))) {
                         Some(k) => *self.stats.known_used.entry(k).or_default() += 1,
                         None => {
                             return Err(format!(
@@ -1655,28 +1664,20 @@ impl<'a, 'd> Comparer<'a, 'd> {
         out
     }
 
-    fn known_match(&self, ty: &str, via: Option<&str>, off: u64, x: u8, y: u8) -> Option<usize> {
-        self.known.iter().position(|k| {
-            k.ty == ty
-                && k.via.is_none_or(|v| Some(v) == via)
-                && k.bytes.contains(&off)
-                && matches!(k.accept, Accept::Byte(f) if f(x, y))
-        })
-    }
-
-    fn known_pointer(
+    /// The first known difference for byte `off` of a `ty` reached through
+    /// `via` whose rule `accepts`.
+    fn known_at(
         &self,
         ty: &str,
         via: Option<&str>,
         off: u64,
-        x: &Target,
-        y: &Target,
+        accepts: impl Fn(&Accept) -> bool,
     ) -> Option<usize> {
         self.known.iter().position(|k| {
             k.ty == ty
                 && k.via.is_none_or(|v| Some(v) == via)
                 && k.bytes.contains(&off)
-                && matches!(k.accept, Accept::Pointer(f) if f(x, y))
+                && accepts(&k.accept)
         })
     }
 }

@@ -67,12 +67,10 @@ pub fn check_hello(r: &Relinked) {
     }
 }
 
-fn frozen_code_script() -> &'static str {
-    concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/relink_support/frozen_code.py"
-    )
-}
+const FROZEN_CODE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/relink_support/frozen_code.py"
+);
 
 /// `frozen_code.py compare` output: modules, code objects, bad lines,
 /// tolerated lines.
@@ -82,7 +80,7 @@ pub fn compare_frozen_code(
     stock_dump: &Path,
 ) -> (usize, usize, Vec<String>, Vec<String>) {
     let mut cmd = r.build.python(&r.ours, cwd);
-    cmd.arg(frozen_code_script()).arg("compare").arg(stock_dump);
+    cmd.arg(FROZEN_CODE).arg("compare").arg(stock_dump);
     if r.scheme == Scheme::Lazy {
         cmd.arg("lazy");
     }
@@ -109,7 +107,7 @@ pub fn dump_stock_frozen_code(r: &Relinked, name: &str) -> std::path::PathBuf {
     let cwd = r.build.work_dir(name);
     let mut cmd = r.build.python(&r.stock, &cwd);
     run_text(
-        cmd.arg(frozen_code_script())
+        cmd.arg(FROZEN_CODE)
             .arg("dump")
             .arg(cwd.join("stock-frozen")),
     );
