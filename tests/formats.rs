@@ -492,6 +492,26 @@ fn underscore(c_name: &str) -> String {
     format!("_{c_name}")
 }
 
+/// The symbols an object must have (names spelled by `name`) and how a
+/// tool describes each: [function, data, undefined] from `kind`.
+fn expected_symbols<K: Clone>(
+    id: BuildId,
+    name: fn(&str) -> String,
+    kind: [K; 3],
+) -> BTreeMap<String, K> {
+    let c = census(id);
+    let [text, data, undefined] = kind;
+    let functions = c
+        .accessors
+        .keys()
+        .map(String::as_str)
+        .chain(["_Py_Deepfreeze_Init", "_Py_Deepfreeze_Fini"]);
+    let mut m: BTreeMap<String, K> = functions.map(|n| (name(n), text.clone())).collect();
+    m.extend(py(id).1.l.sym.next_func_version.map(|n| (name(n), data)));
+    m.extend(c.undefined.iter().map(|n| (name(n), undefined.clone())));
+    m
+}
+
 /// Every symbol has the leading underscore; functions are private
 /// externs in `__TEXT,__text`, the undefined ones are exactly the
 /// reference's; local anchors sit in `__DATA,__data` / `__TEXT,__const` at
@@ -500,8 +520,6 @@ fn underscore(c_name: &str) -> String {
 /// should be.
 fn macho_symbols_and_sections(id: BuildId, arch: &str) {
     let (path, bytes) = emitted(id, &format!("{arch}-macos"));
-    let c = census(id);
-
     let syms = nm_macho(path);
     let bad: Vec<&String> = syms.keys().filter(|n| !n.starts_with('_')).collect();
     assert!(
@@ -509,23 +527,15 @@ fn macho_symbols_and_sections(id: BuildId, arch: &str) {
         "names without the leading underscore: {bad:?}"
     );
 
-    let mut expected: BTreeMap<String, String> = BTreeMap::new();
-    let text = "(__TEXT,__text) private external";
-    for name in c.accessors.keys() {
-        expected.insert(underscore(name), text.into());
-    }
-    for name in ["_Py_Deepfreeze_Init", "_Py_Deepfreeze_Fini"] {
-        expected.insert(underscore(name), text.into());
-    }
-    if py(id).1.l.sym.next_func_version.is_some() {
-        expected.insert(
-            underscore("_Py_next_func_version"),
-            "(__DATA,__data) private external".into(),
-        );
-    }
-    for name in &c.undefined {
-        expected.insert(underscore(name), "(undefined) external".into());
-    }
+    let expected = expected_symbols(
+        id,
+        underscore,
+        [
+            "(__TEXT,__text) private external",
+            "(__DATA,__data) private external",
+            "(undefined) external",
+        ],
+    );
     for must in [
         "__Py_get_os_toplevel",
         "__Py_Deepfreeze_Init",
@@ -535,10 +545,10 @@ fn macho_symbols_and_sections(id: BuildId, arch: &str) {
     ] {
         assert!(expected.contains_key(must), "expected set lacks {must}");
     }
-    let got: BTreeMap<String, String> = syms
+    let got: BTreeMap<String, &str> = syms
         .iter()
         .filter(|(n, _)| !n.starts_with("_pyfreeze_"))
-        .map(|(n, (d, _))| (n.clone(), d.clone()))
+        .map(|(n, (d, _))| (n.clone(), d.as_str()))
         .collect();
     assert_eq!(got, expected, "llvm-nm -m: symbols differ");
 
@@ -973,18 +983,7 @@ fn coff_symbols_and_sections(id: BuildId, arch: &str) {
     let (path, bytes) = emitted(id, &format!("{arch}-windows"));
     let c = census(id);
     let syms = nm_plain(path);
-    let mut expected: BTreeMap<String, char> = BTreeMap::new();
-    for n in c.accessors.keys() {
-        expected.insert(n.clone(), 'T');
-    }
-    expected.insert("_Py_Deepfreeze_Init".into(), 'T');
-    expected.insert("_Py_Deepfreeze_Fini".into(), 'T');
-    if py(id).1.l.sym.next_func_version.is_some() {
-        expected.insert("_Py_next_func_version".into(), 'D');
-    }
-    for n in &c.undefined {
-        expected.insert(n.clone(), 'U');
-    }
+    let expected = expected_symbols(id, str::to_string, ['T', 'D', 'U']);
     let got: BTreeMap<String, char> = syms
         .iter()
         .filter(|(n, _)| !n.starts_with("pyfreeze_") && !n.starts_with('.'))
@@ -1748,6 +1747,13 @@ fn graph_equals_reference(id: BuildId, target: &'static str) {
         model: m,
     };
     pair.assert_same_symbols();
+    let count = |f: &ObjFile| objects_by_type(f, m).into_iter().map(|(t, o)| (t, o.len()));
+    let counts: BTreeMap<String, usize> = count(&ours).collect();
+    assert_eq!(
+        counts,
+        count(&theirs).collect(),
+        "{target}: objects by type"
+    );
     let stats = pair.assert_graphs_equal(compare::known_vs_linux(m, target));
     pair.assert_every_object_reached();
     eprintln!("{target}: _PyRuntime offsets moved by {shift}; {stats:?}");

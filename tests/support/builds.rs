@@ -310,11 +310,8 @@ fn locate(spec: &'static Spec) -> Build {
     };
     let archive = libpl.join(format!("libpython{}.a", spec.xy));
     let pic = libpl.join(format!("libpython{}-pic.a", spec.xy));
-    let pic_archive = if spec.pie || !pic.is_file() {
-        archive.clone()
-    } else {
-        pic
-    };
+    let pic_archive = Some(pic).filter(|p| !spec.pie && p.is_file());
+    let pic_archive = pic_archive.unwrap_or_else(|| archive.clone());
     let python_o = libpl.join("python.o");
     for p in [&archive, &python_o].into_iter().chain(&static_libs) {
         assert!(

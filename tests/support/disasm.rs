@@ -229,26 +229,26 @@ pub fn walks(model: &Model, n_code: usize, n_str: usize) -> (Vec<Walk>, Vec<Walk
 /// The intended accessor: the address of the code object at `anchor`
 /// into the return register, 3.11 increments its refcount, return.
 pub fn expected_accessor(arch: Architecture, anchor: &str, incref: bool) -> Vec<String> {
-    let v: Vec<String> = if arch == Architecture::Aarch64 {
-        let mut v = vec![
-            format!("adrp x0 [page {anchor}]"),
-            format!("add x0, x0, #0 [lo12 {anchor}]"),
-        ];
-        if incref {
-            v.extend(["ldr x1, [x0]", "add x1, x1, #1", "str x1, [x0]"].map(String::from));
-        }
-        v.push("ret".into());
-        v
-    } else {
-        let mut v = vec![];
-        if incref {
-            v.push(format!("addq $1, (%rip) [pcrel {anchor}]"));
-        }
-        v.push(format!("leaq (%rip), %rax [pcrel {anchor}]"));
-        v.push("retq".into());
-        v
+    let v: &[&str] = match (arch == Architecture::Aarch64, incref) {
+        (true, false) => &["adrp x0 [page A]", "add x0, x0, #0 [lo12 A]", "ret"],
+        (true, true) => &[
+            "adrp x0 [page A]",
+            "add x0, x0, #0 [lo12 A]",
+            "ldr x1, [x0]",
+            "add x1, x1, #1",
+            "str x1, [x0]",
+            "ret",
+        ],
+        (false, false) => &["leaq (%rip), %rax [pcrel A]", "retq"],
+        (false, true) => &[
+            "addq $1, (%rip) [pcrel A]",
+            "leaq (%rip), %rax [pcrel A]",
+            "retq",
+        ],
     };
-    v
+    v.iter()
+        .map(|s| s.replace(" A]", &format!(" {anchor}]")))
+        .collect()
 }
 
 /// The intended body of Init or Fini between prologue and epilogue, whose

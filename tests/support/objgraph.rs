@@ -428,17 +428,12 @@ impl ObjFile<'_> {
 }
 
 fn read_signed(data: &[u8], offset: u64, size: u8) -> Result<i64, String> {
-    let at = offset as usize;
-    let b = data
-        .get(at..at + size as usize)
-        .ok_or_else(|| format!("implicit addend at {offset:#x} outside its section"))?;
-    Ok(match size {
-        1 => b[0] as i8 as i64,
-        2 => i16::from_le_bytes(b.try_into().unwrap()) as i64,
-        4 => i32::from_le_bytes(b.try_into().unwrap()) as i64,
-        8 => i64::from_le_bytes(b.try_into().unwrap()),
-        _ => return Err(format!("implicit addend of {size} bytes")),
-    })
+    if ![1, 2, 4, 8].contains(&size) {
+        return Err(format!("implicit addend of {size} bytes"));
+    }
+    let v = le(data, offset as usize, size as usize)
+        .map_err(|_| format!("implicit addend at {offset:#x} outside its section"))?;
+    Ok((v << (64 - 8 * size as u32)) as i64 >> (64 - 8 * size as u32))
 }
 
 /// How to read the addend of an AArch64 instruction relocation in a
