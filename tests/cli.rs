@@ -109,9 +109,32 @@ fn unsupported_targets_and_versions() {
     let d = d.path();
     let e = emit_fails(d, &["--target", "sparc-sun-solaris", "a.h:a"]);
     assert!(
-        e.contains("sparc-sun-solaris") && e.contains("not one pyfreeze-obj targets"),
+        e.contains("sparc-sun-solaris") && e.contains("operating system solaris is not one"),
         "{e}"
     );
+    // An OS whose runtime layout is unknown is refused, whatever its
+    // object format (FreeBSD's ELF is not Linux's runtime).
+    for (target, what) in [
+        (
+            "x86_64-unknown-freebsd",
+            "operating system freebsd is not one",
+        ),
+        (
+            "aarch64-unknown-netbsd",
+            "operating system netbsd is not one",
+        ),
+        (
+            "powerpc64le-unknown-linux-gnu",
+            "x86_64 and aarch64 only, not powerpc64le",
+        ),
+        (
+            "riscv64gc-unknown-linux-gnu",
+            "x86_64 and aarch64 only, not riscv64gc",
+        ),
+    ] {
+        let e = emit_fails(d, &["--target", target, "a.h:a"]);
+        assert!(e.contains(target) && e.contains(what), "{target}: {e}");
+    }
     let e = emit_fails(d, &["--target", "nonsense", "a.h:a"]);
     assert!(e.contains("unknown target 'nonsense'"), "{e}");
     for (python, want) in [
@@ -207,7 +230,7 @@ fn compile_with_refuses_other_versions() {
     std::fs::write(d.join("m.py"), "x = 1\n").unwrap();
     let py311 = build(BuildId::Pyenv311).python.to_str().unwrap();
     let e = emit_fails(d, &["--compile-with", py311, "m.py:m"]);
-    assert!(e.contains("interpreter is Python 3.11, not 3.12"), "{e}");
+    assert!(e.contains("interpreter is CPython 3.11.7, not 3.12"), "{e}");
     let e = emit_fails(d, &["m.py:m"]);
     assert!(e.contains("--compile-with"), "{e}");
     std::fs::write(d.join("bad.py"), "def (:\n").unwrap();
@@ -240,13 +263,31 @@ fn errors_leave_existing_output_untouched() {
     std::fs::write(d.join("m.marshal"), compile312("x = 1\n", "m")).unwrap();
     std::fs::create_dir_all(d.join("dir.o")).unwrap();
     let e = fails(&mut emit_cmd(d, "dir.o", &["m.marshal:m"]));
-    assert!(e.contains("dir.o: cannot write output"), "{e}");
+    assert!(e.contains("dir.o: output is a folder"), "{e}");
     assert!(
         d.join("dir.o").is_dir(),
         "the directory in the way must stay"
     );
     let e = fails(&mut emit_cmd(d, "no/such/dir/x.o", &["m.marshal:m"]));
-    assert!(e.contains("cannot write output"), "{e}");
+    assert!(
+        e.contains("output folder no/such/dir does not exist"),
+        "{e}"
+    );
+    // relink refuses alike, before any work (it used to create the folder).
+    let py = python312();
+    let relink = [
+        "relink",
+        "--python",
+        py.to_str().unwrap(),
+        "-o",
+        "no/such/dir/py",
+    ];
+    let e = fails(bin().current_dir(d).args(relink));
+    assert!(
+        e.contains("output folder no/such/dir does not exist"),
+        "{e}"
+    );
+    assert!(!d.join("no").exists(), "relink created the missing folder");
     let no_tmp = || {
         let names: Vec<String> = std::fs::read_dir(d)
             .unwrap()

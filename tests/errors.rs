@@ -7,9 +7,9 @@ use pyfreeze_obj::emit::{build_object, read_graph, Options};
 use pyfreeze_obj::graph::Graph;
 use pyfreeze_obj::input::header;
 use pyfreeze_obj::input::{Marshalled, OffsetMap};
-use pyfreeze_obj::layout::Layout;
 use pyfreeze_obj::marshal;
 use pyfreeze_obj::target::Target;
+use pyfreeze_obj::version::Version;
 
 mod support;
 use support::{build, run_ok, BuildId, TARGETS};
@@ -40,7 +40,7 @@ fn build_for(
 ) -> pyfreeze_obj::error::Result<()> {
     let opts = Options {
         target: Target::parse(target).unwrap(),
-        layout: Layout::for_version(3, minor).unwrap(),
+        version: Version::get(3, minor).unwrap(),
         inputs: vec![],
         modules_from: None,
         compile_with: None,
@@ -49,6 +49,7 @@ fn build_for(
         trace: vec![],
         frozen_tables: false,
         assume_linux_runtime: true,
+        stdlib: None,
         verbose: false,
     };
     build_object(&opts, graph, None).map(|_| ())

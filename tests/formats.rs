@@ -427,7 +427,7 @@ fn loaded_addresses(arch: &str, img: &Image, start: u64) -> Vec<(String, u64)> {
                 8
             }
             [0x48, 0x39, 0xeb, ..] | [0x4c, 0x01, ..] => 3,
-            [0x73 | 0xeb, ..] | [0x8b, ..] | [0x85, 0xc0, ..] | [0x31, 0xc0, ..] => 2,
+            [0x73 | 0x78 | 0xeb, ..] | [0x8b, ..] | [0x85, 0xc0, ..] | [0x31, 0xc0, ..] => 2,
             [0xe8, ..] | [0xb8, ..] => 5,
             [0x0f, 0x88, ..] => 6,
             _ => panic!("unknown instruction at {pc:#x}: {b:02x?}"),
@@ -448,12 +448,14 @@ fn accessor_target(arch: &str, img: &Image, start: u64) -> (u64, Option<u64>) {
         .unwrap_or_else(|| panic!("accessor at {start:#x} loads no address: {loads:?}"))
         .1;
     let inc = if arch == "aarch64" {
-        // ldr x1, [x0]; add x1, x1, #1; str x1, [x0] right after the address.
+        // adrp x16, A; add x16, x16, :lo12:A; then ldr x17, [x16];
+        // add x17, x17, #1; str x17, [x16].
         let after = start + 8;
-        (img.u32(after) == 0xf940_0001
-            && img.u32(after + 4) == 0x9100_0421
-            && img.u32(after + 8) == 0xf900_0001)
-            .then_some(ret)
+        (img.u32(after) == 0xf940_0211
+            && img.u32(after + 4) == 0x9100_0631
+            && img.u32(after + 8) == 0xf900_0211)
+            .then(|| loads.iter().find(|(r, _)| r == "x16").map(|x| x.1))
+            .flatten()
     } else {
         loads.iter().find(|(r, _)| r == "inc").map(|x| x.1)
     };
@@ -507,7 +509,7 @@ fn expected_symbols<K: Clone>(
         .map(String::as_str)
         .chain(["_Py_Deepfreeze_Init", "_Py_Deepfreeze_Fini"]);
     let mut m: BTreeMap<String, K> = functions.map(|n| (name(n), text.clone())).collect();
-    m.extend(py(id).1.l.sym.next_func_version.map(|n| (name(n), data)));
+    m.extend(py(id).1.next_func_version().map(|n| (name(n), data)));
     m.extend(c.undefined.iter().map(|n| (name(n), undefined.clone())));
     m
 }
@@ -691,8 +693,8 @@ fn macho_relocations(id: BuildId, arch: &str) {
         }
     }
     assert_eq!(calls, callees, "calls");
-    let n_walks = 2 + py(id).1.l.sym.str_fini.is_some() as usize;
-    let expected_addresses = STOCK_MODULES * (1 + (arch == "x86_64" && !py(id).1.immortal()) as usize)
+    let n_walks = 2 + py(id).1.str_fini().is_some() as usize;
+    let expected_addresses = STOCK_MODULES * (1 + !py(id).1.immortal() as usize)
         + 3 * n_walks // data base, table start, table end
         - (n_walks - 2); // Fini's second walk reuses the data base
     assert_eq!(
@@ -1479,7 +1481,7 @@ fn coff_x64_wine_runtime(id: BuildId, scheme: Scheme) {
         "Fini: {fini:?}"
     );
     let strings = r.line("strings");
-    let ns = if py(id).1.l.sym.str_fini.is_some() {
+    let ns = if py(id).1.str_fini().is_some() {
         c.strings.len().to_string()
     } else {
         "0".into()

@@ -174,7 +174,7 @@ pub fn build(id: BuildId) -> &'static Build {
 }
 
 /// The installation prefix of pyenv's CPython `version` (e.g. "3.12.1").
-fn pyenv_prefix(version: &str) -> PathBuf {
+pub fn pyenv_prefix(version: &str) -> PathBuf {
     if let Ok(out) = Command::new("pyenv").args(["prefix", version]).output() {
         if out.status.success() {
             let p = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());

@@ -175,7 +175,7 @@ impl<'a, 'd> Pair<'a, 'd> {
             );
         }
         let sides = [(na, self.ours), (nb, self.theirs)];
-        match self.model.l.sym.next_func_version {
+        match self.model.next_func_version() {
             None => {
                 for (label, f) in sides {
                     assert!(

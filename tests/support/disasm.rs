@@ -217,12 +217,14 @@ pub fn walks(model: &Model, n_code: usize, n_str: usize) -> (Vec<Walk>, Vec<Walk
         check,
         ty,
     };
-    let init = vec![walk((s.code_init, 0, nc, true, s.code_type))];
-    let mut fini = vec![walk((s.code_fini, 0, nc, false, s.code_type))];
-    fini.extend(
-        s.str_fini
-            .map(|f| walk((f, nc, nc + ns, false, s.str_type))),
-    );
+    let init = vec![walk((model.init_callee(), 0, nc, true, s.code_type))];
+    let fini_code = model
+        .c
+        .code_fini_hook()
+        .expect("a per-code-object fini hook");
+    let mut fini = vec![walk((fini_code, 0, nc, false, s.code_type))];
+    let str_walk = |f| walk((f, nc, nc + ns, false, s.str_type));
+    fini.extend(model.str_fini().map(str_walk));
     (init, fini)
 }
 
@@ -231,12 +233,15 @@ pub fn walks(model: &Model, n_code: usize, n_str: usize) -> (Vec<Walk>, Vec<Walk
 pub fn expected_accessor(arch: Architecture, anchor: &str, incref: bool) -> Vec<String> {
     let v: &[&str] = match (arch == Architecture::Aarch64, incref) {
         (true, false) => &["adrp x0 [page A]", "add x0, x0, #0 [lo12 A]", "ret"],
+        // the reference count (at offset 0) through IP0 and IP1
         (true, true) => &[
+            "adrp x16 [page A]",
+            "add x16, x16, #0 [lo12 A]",
+            "ldr x17, [x16]",
+            "add x17, x17, #1",
+            "str x17, [x16]",
             "adrp x0 [page A]",
             "add x0, x0, #0 [lo12 A]",
-            "ldr x1, [x0]",
-            "add x1, x1, #1",
-            "str x1, [x0]",
             "ret",
         ],
         (false, false) => &["leaq (%rip), %rax [pcrel A]", "retq"],
@@ -283,9 +288,10 @@ pub fn expected_walks(arch: Architecture, win64: bool, walks: &[Walk], base: usi
             v.push(format!("top{k}:"));
             v.push("cmp x19, x20".into());
             v.push(format!("b.hs <next{k}>"));
-            v.push("ldr w0, [x19], #4".into());
+            v.push("ldr w0, [x19]".into());
             v.push("add x0, x21, x0".into());
             v.push(format!("bl [call {}]", w.callee));
+            v.push("add x19, x19, #4".into());
             if w.check {
                 v.push("tbnz w0, #31, <fail>".into());
             }

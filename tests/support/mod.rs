@@ -98,6 +98,11 @@ pub fn run_ok(cmd: &mut Command) -> Output {
     out
 }
 
+/// [`run_ok`]'s standard output.
+pub fn stdout_of(cmd: &mut Command) -> Vec<u8> {
+    run_ok(cmd).stdout
+}
+
 /// [`run_ok`]'s standard output as text.
 pub fn run_text(cmd: &mut Command) -> String {
     String::from_utf8(run_ok(cmd).stdout).expect("UTF-8 output")
@@ -135,6 +140,31 @@ pub fn find_tool(names: &[&str], install: &str) -> PathBuf {
     panic!(
         "tool missing: none of {names:?} is installed; {install}; this test cannot run without it"
     )
+}
+
+/// The interpreter of pyenv's CPython `version` outside the matrix
+/// (`tests/layout_dwarf.rs`'s 3.13.0, which has no deep-freezing).
+pub fn pyenv_python(version: &str) -> PathBuf {
+    let xy = version.rsplit_once('.').map_or(version, |(a, _)| a);
+    let p = builds::pyenv_prefix(version).join(format!("bin/python{xy}"));
+    assert!(p.is_file(), "pyenv CPython {version}: no {}", p.display());
+    p
+}
+
+/// `libpythonX.Y.a` in the `LIBPL` of [`pyenv_python`]`(version)`.
+pub fn pyenv_archive(version: &str) -> PathBuf {
+    let python = pyenv_python(version);
+    let code =
+        "import sysconfig as s; print(s.get_config_var('LIBPL'), s.get_config_var('LIBRARY'))";
+    let text = run_text(clean_python(&python).args(["-I", "-c", code]));
+    let (libpl, library) = text.trim().split_once(' ').expect("LIBPL LIBRARY");
+    let a = Path::new(libpl).join(library);
+    assert!(
+        a.is_file(),
+        "pyenv CPython {version} has no static library at {}",
+        a.display()
+    );
+    a
 }
 
 /// A command running a stock interpreter with no `PYTHON*` variable

@@ -855,6 +855,7 @@ fn aarch64_accessor(code: &[u8], relocs: &[(u64, &Reloc)]) -> Result<AccessorCod
 
 pub use pyfreeze_obj::layout::Layout;
 use pyfreeze_obj::layout::{Field, IntSize};
+use pyfreeze_obj::version::{Contract, Version};
 
 /// A pointer field that points to raw data rather than to an object.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -874,6 +875,8 @@ pub type Fields = Vec<(u64, u8, &'static str)>;
 /// which pointer fields point to raw data.
 pub struct Model {
     pub l: &'static Layout,
+    /// How the version's runtime and our object cooperate.
+    pub c: &'static Contract,
     /// `PyVarObject`.
     pub head: Fields,
     /// `PyCodeObject` up to `co_code_adaptive`.
@@ -893,7 +896,7 @@ pub fn model(xy: &str) -> &'static Model {
         "3.11" => (&CELLS[1], 11),
         _ => panic!("no layout table for CPython {xy}"),
     };
-    cell.get_or_init(|| Model::new(Layout::for_version(3, minor).unwrap()))
+    cell.get_or_init(|| Model::new(Version::get(3, minor).unwrap()))
 }
 
 fn fields(v: &[(Field, &'static str)]) -> Fields {
@@ -903,7 +906,8 @@ fn fields(v: &[(Field, &'static str)]) -> Fields {
 }
 
 impl Model {
-    fn new(l: &'static Layout) -> Model {
+    fn new(v: &'static Version) -> Model {
+        let l = v.layout;
         let (c, s) = (&l.code, &l.str_);
         let head = [(l.head.refcnt, "ob_refcnt"), (l.head.type_, "ob_type")];
         let mut code = vec![
@@ -955,6 +959,7 @@ impl Model {
         let with_head = |v: &[(Field, &'static str)]| fields(&[&head[..], v].concat());
         Model {
             l,
+            c: v.contract,
             head: with_head(&[(l.head.size, "ob_size")]),
             code: with_head(&[&[(l.head.size, "ob_size")][..], &code].concat()),
             ascii: with_head(&ascii),
@@ -981,12 +986,22 @@ impl Model {
     /// result checked) and `_Py_Deepfreeze_Fini` calls (code objects, then
     /// 3.11's every string).
     pub fn init_callee(&self) -> &'static str {
-        self.l.sym.code_init
+        self.c
+            .code_init_hook()
+            .expect("a per-code-object init hook")
     }
     pub fn fini_callees(&self) -> Vec<&'static str> {
-        let mut v = vec![self.l.sym.code_fini];
-        v.extend(self.l.sym.str_fini);
+        let mut v: Vec<_> = self.c.code_fini_hook().into_iter().collect();
+        v.extend(self.c.str_fini_hook());
         v
+    }
+    /// The runtime function 3.11's Fini calls on every string we emit.
+    pub fn str_fini(&self) -> Option<&'static str> {
+        self.c.str_fini_hook()
+    }
+    /// The 32-bit counter the object defines (3.12 `_Py_next_func_version`).
+    pub fn next_func_version(&self) -> Option<&'static str> {
+        self.c.precompute.version_counter
     }
     /// Every function the runtime provides to Init and Fini.
     pub fn callees(&self) -> Vec<&'static str> {
@@ -1006,7 +1021,7 @@ impl Model {
 
     /// What the lazy scheme calls besides: frozensets, and releasing them.
     pub fn lazy_callees(&self) -> [&'static str; 2] {
-        [self.l.sym.frozenset_new, self.l.sym.decref]
+        [self.c.hooks.frozenset_new, self.c.hooks.decref]
     }
 
     fn types(&self) -> [&'static str; 7] {

@@ -45,7 +45,7 @@ pub fn check_hello(r: &Relinked) {
         "_Py_get___hello___toplevel",
         "_Py_get_importlib__bootstrap_toplevel",
     ];
-    want.extend(m.l.sym.next_func_version);
+    want.extend(m.next_func_version());
     for w in want {
         assert!(f.symbol(w).is_some(), "{w} not defined by our object");
     }
