@@ -195,12 +195,10 @@ fn nm_plain(path: &Path) -> BTreeMap<String, (char, Option<u64>)> {
 /// One relocation as `llvm-objdump --macho -r` prints it.
 #[derive(Debug, Clone)]
 struct MachoReloc {
-    address: u64,
     pcrel: bool,
     length: String,
     external: bool,
     kind: String,
-    symbol: String,
 }
 
 /// `llvm-objdump --macho -r`: section (`__TEXT,__text`) -> relocations.
@@ -221,12 +219,10 @@ fn macho_relocs(path: &Path) -> BTreeMap<String, Vec<MachoReloc>> {
         let n = t.len();
         // The length column can be two tokens ("?( 3)").
         m.get_mut(cur.as_ref().unwrap()).unwrap().push(MachoReloc {
-            address: u64::from_str_radix(t[0], 16).unwrap(),
             pcrel: t[1] == "True",
             length: t[2..n - 4].join(" "),
             external: t[n - 4] == "True",
             kind: t[n - 3].to_string(),
-            symbol: t[n - 1].to_string(),
         });
         assert_eq!(t[n - 2], "False", "scattered relocation: {line}");
     }
@@ -657,57 +653,22 @@ fn macho_relocations(id: BuildId, arch: &str) {
         relocs.keys().cloned().collect::<Vec<_>>(),
         ["__DATA,__data", "__TEXT,__text"]
     );
-    let callees: BTreeSet<String> = py(id).1.callees().iter().map(|c| underscore(c)).collect();
+    // Code: only these kinds, PC-relative or not, external, 32-bit (which
+    // instruction has which, against which symbol: the stub checker,
+    // `disassembly`).
     let text = &relocs["__TEXT,__text"];
-    let by_addr: BTreeMap<u64, &MachoReloc> = text.iter().map(|r| (r.address, r)).collect();
-    let mut calls = BTreeSet::new();
-    let (mut pairs, mut rip) = (0, 0);
+    let kinds = [
+        ("aarch64", "PAGE21", true),
+        ("aarch64", "PAGOF12", false),
+        ("aarch64", "BR26", true),
+        ("x86_64", "SIGNED", true),
+        ("x86_64", "BRANCH", true),
+    ];
     for r in text {
         assert!(r.external && r.length == "long", "{r:?}");
-        match (arch, r.kind.as_str()) {
-            ("aarch64", "PAGE21") => {
-                assert!(r.pcrel && r.symbol.starts_with("_pyfreeze_"), "{r:?}");
-                let lo = by_addr.get(&(r.address + 4)).unwrap_or_else(|| {
-                    panic!("PAGE21 at {:#x} has no PAGEOFF12 after it", r.address)
-                });
-                assert_eq!(
-                    (lo.kind.as_str(), lo.symbol.as_str(), lo.pcrel),
-                    ("PAGOF12", r.symbol.as_str(), false),
-                    "{r:?}"
-                );
-                pairs += 1;
-            }
-            ("aarch64", "PAGOF12") => {
-                let hi = by_addr.get(&(r.address - 4)).map(|h| h.kind.as_str());
-                assert_eq!(hi, Some("PAGE21"), "PAGEOFF12 without its PAGE21: {r:?}");
-            }
-            ("aarch64", "BR26") | ("x86_64", "BRANCH") => {
-                assert!(r.pcrel && callees.contains(&r.symbol), "{r:?}");
-                calls.insert(r.symbol.clone());
-            }
-            ("x86_64", "SIGNED") => {
-                assert!(r.pcrel && r.symbol.starts_with("_pyfreeze_"), "{r:?}");
-                rip += 1;
-            }
-            _ => panic!("unexpected code relocation {r:?}"),
-        }
+        let want = (arch, r.kind.as_str(), r.pcrel);
+        assert!(kinds.contains(&want), "unexpected code relocation {r:?}");
     }
-    assert_eq!(calls, callees, "calls");
-    let n_walks = 2 + py(id).1.str_fini().is_some() as usize;
-    let expected_addresses = STOCK_MODULES * (1 + !py(id).1.immortal() as usize)
-        + 3 * n_walks // data base, table start, table end
-        - (n_walks - 2); // Fini's second walk reuses the data base
-    assert_eq!(
-        pairs + rip,
-        expected_addresses,
-        "address relocations (pairs {pairs}, rip {rip})"
-    );
-    let n_calls = text
-        .iter()
-        .filter(|r| r.kind == "BR26" || r.kind == "BRANCH")
-        .count();
-    assert_eq!(n_calls, n_walks, "call relocations");
-
     // Data: UNSIGNED 64-bit everywhere, as many as the reference's.
     let data = &relocs["__DATA,__data"];
     for r in data {
@@ -1109,50 +1070,22 @@ fn coff_relocations(id: BuildId, arch: &str) {
     };
     let bad: Vec<_> = relocs[".pdata"].iter().filter(|r| r.1 != nb).collect();
     assert!(bad.is_empty(), ".pdata relocations not {nb}: {bad:?}");
-    let callees: BTreeSet<String> = py(id).1.callees().iter().map(|c| c.to_string()).collect();
-    let text = &relocs[".text"];
-    let at: BTreeMap<u64, (&str, &str)> = text
-        .iter()
-        .map(|(o, t, s)| (*o, (t.as_str(), s.as_str())))
-        .collect();
-    let mut calls = BTreeSet::new();
-    for (off, ty, sym) in text {
-        match (arch, ty.as_str()) {
-            ("x86_64", "IMAGE_REL_AMD64_REL32_1") => {
-                // addq $1, X(%rip): the field ends one byte before the
-                // instruction does.
-                assert!(sym.starts_with("pyfreeze_"), "REL32_1 to {sym}");
-            }
-            ("x86_64", "IMAGE_REL_AMD64_REL32") => {
-                if callees.contains(sym) {
-                    calls.insert(sym.clone());
-                } else {
-                    assert!(sym.starts_with("pyfreeze_"), "REL32 to {sym}");
-                }
-            }
-            ("aarch64", "IMAGE_REL_ARM64_PAGEBASE_REL21") => {
-                assert!(sym.starts_with("pyfreeze_"), "{ty} to {sym}");
-                assert_eq!(
-                    at.get(&(off + 4)),
-                    Some(&("IMAGE_REL_ARM64_PAGEOFFSET_12A", sym.as_str())),
-                    "PAGEBASE_REL21 at {off:#x} without its PAGEOFFSET_12A"
-                );
-            }
-            ("aarch64", "IMAGE_REL_ARM64_PAGEOFFSET_12A") => {
-                assert_eq!(
-                    at.get(&(off - 4)).map(|x| x.0),
-                    Some("IMAGE_REL_ARM64_PAGEBASE_REL21"),
-                    "PAGEOFFSET_12A at {off:#x} without its PAGEBASE_REL21"
-                );
-            }
-            ("aarch64", "IMAGE_REL_ARM64_BRANCH26") => {
-                assert!(callees.contains(sym), "BRANCH26 to {sym}");
-                calls.insert(sym.clone());
-            }
-            _ => panic!("unexpected code relocation {ty} at {off:#x} to {sym}"),
-        }
+    // Code: only these kinds (which instruction has which, against which
+    // symbol: the stub checker, `disassembly`).
+    let kinds: &[&str] = match arch {
+        "aarch64" => &[
+            "IMAGE_REL_ARM64_PAGEBASE_REL21",
+            "IMAGE_REL_ARM64_PAGEOFFSET_12A",
+            "IMAGE_REL_ARM64_BRANCH26",
+        ],
+        _ => &["IMAGE_REL_AMD64_REL32", "IMAGE_REL_AMD64_REL32_1"],
+    };
+    for (off, ty, sym) in &relocs[".text"] {
+        assert!(
+            kinds.contains(&ty.as_str()),
+            "unexpected code relocation {ty} at {off:#x} to {sym}"
+        );
     }
-    assert_eq!(calls, callees);
     let want = if arch == "aarch64" {
         "IMAGE_REL_ARM64_ADDR64"
     } else {

@@ -261,37 +261,18 @@ macro_rules! case_tests {
     ($($module:ident: $id:ident [$($extra:ident),*];)*) => {$(
         mod $module {
             use super::*;
-            $(#[test] fn $extra() { super::$extra(BuildId::$id) })*
-            #[test]
-            fn object_graph_equals_gcc_for_every_module() {
-                super::object_graph_equals_gcc_for_every_module(BuildId::$id)
-            }
-            #[test]
-            fn every_object_is_reached_from_an_accessor() {
-                super::every_object_is_reached_from_an_accessor(BuildId::$id)
-            }
-            #[test]
-            fn same_accessors_and_symbols() {
-                super::same_accessors_and_symbols(BuildId::$id)
-            }
-            #[test]
-            fn accessors_return_new_references() {
-                super::accessors_return_new_references(BuildId::$id)
-            }
-            #[test]
-            fn negative_different_modules_differ() {
-                super::negative_different_modules_differ(BuildId::$id)
-            }
-            #[test]
-            fn negative_flipped_byte_is_found() {
-                super::negative_flipped_byte_is_found(BuildId::$id)
-            }
-            #[test]
-            fn negative_swapped_pointers_are_found() {
-                super::negative_swapped_pointers_are_found(BuildId::$id)
-            }
+            checks!($id: $($extra,)* object_graph_equals_gcc_for_every_module,
+                every_object_is_reached_from_an_accessor, same_accessors_and_symbols,
+                accessors_return_new_references, negative_different_modules_differ,
+                negative_flipped_byte_is_found, negative_swapped_pointers_are_found);
         }
     )*};
+}
+
+macro_rules! checks {
+    ($id:ident: $($check:ident),*) => {
+        $(#[test] fn $check() { super::$check(BuildId::$id) })*
+    };
 }
 
 case_tests! {

@@ -45,6 +45,7 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Mutex, OnceLock};
@@ -540,13 +541,26 @@ fn stdlib_emit_and_import(id: BuildId) {
     // every frozen code object equals compile() of its source. The checks
     // run with -S: site-packages' .pth files may swap stdlib modules for
     // others (pyenv 3.11.7's setuptools shims `distutils`).
-    let out = p.run(
-        "check_stdlib.py code",
-        v.python(&s.ours, &cwd)
-            .arg("-S")
+    // `python -S check_stdlib.py WHAT ARGS...` under `exe`
+    let check = |p: &mut Problems, exe: &Path, what: &str, args: &[&OsStr]| {
+        let mut cmd = v.python(exe, &cwd);
+        cmd.arg("-S")
             .arg(support("check_stdlib.py"))
-            .arg("code"),
-    );
+            .arg(what)
+            .args(args);
+        p.run(
+            &format!("{} check_stdlib.py {what}", exe.display()),
+            &mut cmd,
+        )
+    };
+    // its `WHAT A<TAB>B` lines
+    let pairs = |out: &str, what: &str| -> BTreeMap<String, String> {
+        (out.lines()
+            .filter_map(|l| l.strip_prefix(what)?.strip_prefix(' ')?.split_once('\t')))
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect()
+    };
+    let out = check(&mut p, &s.ours, "code", &[]);
     failures(&mut p, "code", &out, names.len());
     let nosource: Vec<&str> = out
         .lines()
@@ -566,20 +580,10 @@ fn stdlib_emit_and_import(id: BuildId) {
     // every frozen module imports, as the stock link imports it from source
     let to_import: Vec<&String> = names.iter().filter(|n| !import_skipped(n)).collect();
     let import = |p: &mut Problems, exe: &Path| {
-        let out = p.run(
-            &format!("{} check_stdlib.py import", exe.display()),
-            v.python(exe, &cwd)
-                .arg("-S")
-                .arg(support("check_stdlib.py"))
-                .arg("import")
-                .args(&to_import),
-        );
+        let args: Vec<&OsStr> = to_import.iter().map(|n| OsStr::new(n.as_str())).collect();
+        let out = check(p, exe, "import", &args);
         failures(p, "import", &out, to_import.len());
-        out.lines()
-            .filter_map(|l| l.strip_prefix("import "))
-            .filter_map(|l| l.split_once('\t'))
-            .map(|(a, b)| (a.to_string(), b.to_string()))
-            .collect::<BTreeMap<String, String>>()
+        pairs(&out, "import")
     };
     let ours = import(&mut p, &s.ours);
     let stock = import(&mut p, &s.stock);
@@ -625,19 +629,7 @@ fn stdlib_emit_and_import(id: BuildId) {
         let tmp = s.dir.join(format!("resources-{tag}"));
         let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir_all(&tmp).unwrap();
-        let out = p.run(
-            &format!("{} check_stdlib.py resources", exe.display()),
-            v.python(exe, &cwd)
-                .arg("-S")
-                .arg(support("check_stdlib.py"))
-                .arg("resources")
-                .arg(&tmp),
-        );
-        out.lines()
-            .filter_map(|l| l.strip_prefix("resources "))
-            .filter_map(|l| l.split_once('\t'))
-            .map(|(a, b)| (a.to_string(), b.to_string()))
-            .collect::<BTreeMap<String, String>>()
+        pairs(&check(p, exe, "resources", &[tmp.as_os_str()]), "resources")
     };
     let ours_res = resources(&mut p, &s.ours, "ours");
     let stock_res = resources(&mut p, &s.stock, "stock");
