@@ -65,8 +65,7 @@ fn slow_py311_cpython_tests_match_stock() {
         jobs: 1,
         concurrent: true,
         min_cases: 24,
-        test_package: None,
-        expected: &[],
+        ..Default::default()
     };
     let dir = r.build.work_dir("cpython-tests");
     regrtest::check_matches_stock(r.build, &r.stock, &r.ours, &dir, &suite);

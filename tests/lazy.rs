@@ -706,10 +706,9 @@ fn cpython_tests_match_stock(id: BuildId) {
     let suite = support::regrtest::Suite {
         tests: SUITE,
         jobs: 2,
-        concurrent: false,
         min_cases: 1500,
-        test_package: None,
         expected: SUITE_EXPECTED,
+        ..Default::default()
     };
     support::regrtest::check_matches_stock(build(id), &s.stock, &s.ours, &dir, &suite);
 }

@@ -625,10 +625,8 @@ fn suite<'a>(tests: &'a [&'a str], jobs: u32) -> Suite<'a> {
     Suite {
         tests,
         jobs,
-        concurrent: false,
-        min_cases: 0,
-        test_package: None,
-        expected: &[],
+        verbose: true,
+        ..Default::default()
     }
 }
 
@@ -644,7 +642,7 @@ fn stock_subset(b: &Build) -> SuiteRun {
         fingerprint(&[SUBSET.join(" ").as_bytes()])
     );
     if !b.fresh {
-        if let Some(run) = regrtest::load(host_python(), &b.root.join("suite"), &tag) {
+        if let Some(run) = regrtest::load(host_python(), &b.root.join("suite"), &tag, true) {
             return run;
         }
     }

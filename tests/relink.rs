@@ -338,10 +338,9 @@ fn check_suite(id: BuildId, tests: &[&str], min_cases: usize, test_package: Opti
     let suite = Suite {
         tests,
         jobs: 2,
-        concurrent: false,
         min_cases,
         test_package,
-        expected: &[],
+        ..Default::default()
     };
     regrtest::check_matches_stock(r.build, &r.stock, &r.ours, &dir, &suite);
 }
@@ -388,6 +387,11 @@ fn regrtest_output_parsing() {
         "1 test OK.\nTests result: SUCCESS"
     );
     assert_eq!(parse_verdicts(log_3112)["test_support"], "passed");
+    // not -v's chatter
+    assert_eq!(
+        totals("Trying 20 threads ... 3.1 ms OK.\nAll 25 tests OK.").unwrap(),
+        "All 25 tests OK."
+    );
     // padded counters (3.11.2, 10 tests or more), an in-process run
     let v = parse_verdicts("0:00:04 load avg: 1.2 [ 2/25/1] test_os failed\n[1/2] test_code\n");
     assert_eq!(

@@ -11,6 +11,7 @@ use std::path::Path;
 use std::process::Command;
 
 /// What to run and what to require.
+#[derive(Default)]
 pub struct Suite<'a> {
     pub tests: &'a [&'a str],
     /// `-jN` (1: in-process).
@@ -26,6 +27,9 @@ pub struct Suite<'a> {
     /// Test cases that differ by construction, with the reason; the
     /// verdicts and counts of their modules are not compared.
     pub expected: &'a [(&'a str, &'a str)],
+    /// Test cases from `-v`'s log rather than `--junit-xml` (which needs
+    /// pyexpat, missing from a plain build of Debian's tree).
+    pub verbose: bool,
 }
 
 /// One `python -m test` run, digested.
@@ -108,12 +112,13 @@ pub fn totals(log: &str) -> Option<String> {
         "Result:",
         "Tests result:",
     ];
-    let lines: Vec<&str> = log
-        .lines()
-        .filter(|l| {
-            heads.iter().any(|h| l.starts_with(h))
-                || (l.ends_with(" OK.") && l.split_whitespace().any(|w| w.parse::<u32>().is_ok()))
-        })
+    // ("All 9 tests OK.", "1 test OK.", not -v's "Trying 20 threads ... OK.")
+    let ok = |l: &str| match l.split_whitespace().collect::<Vec<_>>()[..] {
+        ["All", n, "tests", "OK."] | [n, "test" | "tests", "OK."] => n.parse::<u32>().is_ok(),
+        _ => false,
+    };
+    let lines: Vec<&str> = (log.lines())
+        .filter(|l| heads.iter().any(|h| l.starts_with(h)) || ok(l))
         .collect();
     (!lines.is_empty()).then(|| lines.join("\n"))
 }
@@ -144,8 +149,11 @@ pub fn run(
         }
         cmd.env("PYTHONPATH", &path);
     }
-    cmd.args(["-m", "test", "--timeout=900", "--junit-xml"])
-        .arg(&xml);
+    cmd.args(["-m", "test", "--timeout=900"]);
+    match s.verbose {
+        true => cmd.arg("-v"),
+        false => cmd.arg("--junit-xml").arg(&xml),
+    };
     if s.jobs > 1 {
         cmd.arg(format!("-j{}", s.jobs));
     }
@@ -159,30 +167,61 @@ pub fn run(
         String::from_utf8_lossy(&out.stderr)
     );
     std::fs::write(dir.join(format!("log-{tag}.txt")), &log).unwrap();
-    load(host, dir, tag).unwrap_or_else(|| panic!("regrtest wrote no junit file for {tag}:\n{log}"))
+    let run = load(host, dir, tag, s.verbose);
+    run.unwrap_or_else(|| panic!("regrtest reported no test case for {tag}:\n{log}"))
 }
 
-/// The run [`run`] left in `dir` under `tag`, if it is there.
-pub fn load(mut host: Command, dir: &Path, tag: &str) -> Option<SuiteRun> {
+/// The run [`run`] left in `dir` under `tag`, if it is there and ran
+/// test cases.
+pub fn load(mut host: Command, dir: &Path, tag: &str, verbose: bool) -> Option<SuiteRun> {
     let xml = dir.join(format!("junit-{tag}.xml"));
     let log = std::fs::read_to_string(dir.join(format!("log-{tag}.txt"))).ok()?;
-    if !xml.is_file() {
-        return None;
-    }
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/relink_support/junit_summary.py"
-    );
-    let summary = run_text(host.arg("-I").arg(script).arg(&xml));
-    let cases = (summary.lines())
-        .filter_map(|l| l.split_once('\t'))
-        .map(|(a, b)| (a.to_string(), b.to_string()))
-        .collect();
-    Some(SuiteRun {
+    let cases = if verbose {
+        verbose_cases(&log)
+    } else {
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/relink_support/junit_summary.py"
+        );
+        let summary = run_text(
+            host.arg("-I")
+                .arg(script)
+                .arg(xml.is_file().then_some(&xml)?),
+        );
+        (summary.lines())
+            .filter_map(|l| l.split_once('\t'))
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    };
+    let cases: BTreeMap<String, String> = cases;
+    (!cases.is_empty()).then(|| SuiteRun {
         modules: parse_verdicts(&log),
         cases,
         log,
     })
+}
+
+/// `-v`'s `test_x (test.test_m.C.test_x) ... ok` lines: test id -> outcome,
+/// in junit's words where it has them.
+fn verbose_cases(log: &str) -> BTreeMap<String, String> {
+    let case = |l: &str| -> Option<(String, String)> {
+        let (case, outcome) = l.rsplit_once(" ... ")?;
+        let id = case
+            .strip_suffix(')')?
+            .split_once(" (")
+            .filter(|c| c.0.starts_with("test"))?
+            .1;
+        let outcome = match outcome.trim() {
+            "ok" => "passed",
+            "FAIL" => "failure",
+            "ERROR" => "error",
+            o if o.starts_with("skipped") => "skipped",
+            o @ ("expected failure" | "unexpected success") => o,
+            _ => return None,
+        };
+        Some((id.to_string(), outcome.to_string()))
+    };
+    log.lines().filter_map(case).collect()
 }
 
 /// Top-level test modules on which the two runs disagree, with reasons;
