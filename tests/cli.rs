@@ -16,8 +16,9 @@ fn python312() -> PathBuf {
     build(BuildId::Pyenv312).python.clone()
 }
 
-fn tmpdir(name: &str) -> support::TempDir {
-    support::TempDir::new(&format!("cli-{name}"))
+/// A fresh folder under the temp dir (kept, for inspection).
+fn tmpdir(name: &str) -> &'static Path {
+    Box::leak(Box::new(support::TempDir::new(&format!("cli-{name}")))).path()
 }
 
 /// Run and expect failure with exit code 1 and exactly one line on stderr.
@@ -106,7 +107,6 @@ fn usage_errors_are_one_line() {
 #[test]
 fn unsupported_targets_and_versions() {
     let d = tmpdir("targets");
-    let d = d.path();
     let e = emit_fails(d, &["--target", "sparc-sun-solaris", "a.h:a"]);
     assert!(
         e.contains("sparc-sun-solaris") && e.contains("operating system solaris is not one"),
@@ -155,7 +155,6 @@ fn unsupported_targets_and_versions() {
 #[test]
 fn input_errors_name_file_and_offset() {
     let d = tmpdir("inputs");
-    let d = d.path();
     let good = compile312("x = (1, 'two', 3.0)\n", "m");
     // Missing file.
     let e = emit_fails(d, &["nope.marshal:m"]);
@@ -226,7 +225,6 @@ fn input_errors_name_file_and_offset() {
 #[test]
 fn compile_with_refuses_other_versions() {
     let d = tmpdir("compile");
-    let d = d.path();
     std::fs::write(d.join("m.py"), "x = 1\n").unwrap();
     let py311 = build(BuildId::Pyenv311).python.to_str().unwrap();
     let e = emit_fails(d, &["--compile-with", py311, "m.py:m"]);
@@ -251,7 +249,6 @@ fn compile_with_refuses_other_versions() {
 #[test]
 fn errors_leave_existing_output_untouched() {
     let d = tmpdir("atomic");
-    let d = d.path();
     std::fs::write(d.join("out.o"), b"previous contents").unwrap();
     std::fs::write(d.join("t.marshal"), b"c\x00\x00").unwrap();
     fails(&mut emit_cmd(d, "out.o", &["t.marshal:m"]));
@@ -331,8 +328,7 @@ fn headers_pyc_marshal_and_archive_agree_and_output_is_reproducible() {
     let layout = support::objgraph::model("3.12").l;
     let mods = pyfreeze_obj::input::archive::read(ar, layout).unwrap();
     assert_eq!(mods.len(), 23, "pyenv 3.12.1 deep-freezes 23 modules");
-    let tmp = tmpdir("agree");
-    let d = tmp.path();
+    let d = tmpdir("agree");
     let (mut headers, mut pycs, mut raws) = (vec![], vec![], vec![]);
     for (i, m) in mods.iter().enumerate() {
         let data = &m
@@ -387,7 +383,6 @@ fn headers_pyc_marshal_and_archive_agree_and_output_is_reproducible() {
     );
     // Reproducible: again, from another working directory, with absolute paths.
     let other = tmpdir("agree-other");
-    let other = other.path();
     let abs: Vec<String> = headers
         .iter()
         .map(|h| format!("{}/{h}", d.display()))
@@ -402,7 +397,6 @@ fn headers_pyc_marshal_and_archive_agree_and_output_is_reproducible() {
 #[test]
 fn every_target_gets_its_object_format() {
     let d = tmpdir("formats");
-    let d = d.path();
     std::fs::write(d.join("m.marshal"), compile312("x = 1\n", "m")).unwrap();
     // (target, leading bytes of the object)
     const ELF: &[u8] = b"\x7fELF\x02\x01";
@@ -451,7 +445,6 @@ fn every_target_gets_its_object_format() {
 #[test]
 fn depfile_lists_every_input() {
     let d = tmpdir("depfile");
-    let d = d.path();
     std::fs::write(d.join("a b.marshal"), compile312("x = 1\n", "a")).unwrap();
     std::fs::write(d.join("m.py"), "y = 2\n").unwrap();
     let py = python312();
@@ -496,7 +489,6 @@ fn depfile_lists_every_input() {
 #[test]
 fn linux_without_glibc_is_refused_unless_asked() {
     let d = tmpdir("musl");
-    let d = d.path();
     std::fs::write(d.join("m.marshal"), compile312("x = 1\n", "m")).unwrap();
     for t in ["x86_64-unknown-linux-musl", "aarch64-linux-android"] {
         let e = emit_fails(d, &["--target", t, "m.marshal:m"]);

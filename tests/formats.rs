@@ -1111,12 +1111,7 @@ fn coff_relocations(id: BuildId, arch: &str) {
 /// reference.
 fn implicit_addends(id: BuildId) {
     use object::{macho, pe, RelocationFlags};
-    for target in [
-        "x86_64-macos",
-        "x86_64-windows",
-        "aarch64-macos",
-        "aarch64-windows",
-    ] {
+    for target in &TARGETS[2..] {
         let bytes = emitted(id, target).1;
         let file = object::File::parse(bytes).unwrap();
         let arch = file.architecture();
@@ -1250,26 +1245,21 @@ fn wine_runs() -> &'static BTreeMap<(BuildId, Scheme), WineRun> {
         let prefix = dir.path().join("wineprefix");
         std::fs::create_dir_all(&prefix).unwrap();
         let mut out = BTreeMap::new();
-        let ids = [BuildId::Pyenv312, BuildId::Pyenv311];
-        for (id, scheme) in ids
-            .into_iter()
-            .flat_map(|i| [(i, Scheme::Eager), (i, Scheme::Lazy)])
-        {
+        let ids = [Scheme::Eager, Scheme::Lazy]
+            .map(|s| [BuildId::Pyenv312, BuildId::Pyenv311].map(|i| (i, s)));
+        for (id, scheme) in ids.into_iter().flatten() {
             let (b, m) = py(id);
             let (obj, obj_bytes) = b.object_at(Some("x86_64-windows"), scheme);
-            let accessors: Vec<String> = census(id)
-                .accessors
-                .keys()
-                .map(|n| format!("X({n})"))
-                .collect();
-            let exe = dir
-                .path()
-                .join(format!("harness{}-{}.exe", b.xy, scheme.tag()));
+            let accessors = census(id).accessors.keys().map(|n| format!("X({n})"));
+            let exe = dir.0.join(format!("harness{}-{}.exe", b.xy, scheme.tag()));
             let f = ObjFile::parse(obj_bytes).unwrap();
             let mut cc = Command::new(&gcc);
             cc.args(["-O0", "-g0", "-Wall", "-o"]).arg(&exe);
             cc.arg(format!("-DRUNTIME_SIZE={}", runtime_size(id, &f)));
-            cc.arg(format!("-DACCESSORS={}", accessors.join(" ")));
+            cc.arg(format!(
+                "-DACCESSORS={}",
+                accessors.collect::<Vec<_>>().join(" ")
+            ));
             cc.arg(format!("-DCODE_INIT={}", m.init_callee()));
             cc.args((scheme == Scheme::Lazy).then_some("-DLAZY"));
             for (k, v) in ["-DCODE_FINI", "-DSTR_FINI"].iter().zip(m.fini_callees()) {

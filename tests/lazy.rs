@@ -655,18 +655,6 @@ fn stdlib_emit_and_import(id: BuildId) {
 // ---------------------------------------------------------------------------
 // CPython's own tests on the stdlib-frozen interpreter vs stock
 
-const SUITE: &[&str] = &[
-    "test_frozen",
-    "test_code",
-    "test_importlib",
-    "test_site",
-    "test_sys",
-    "test_inspect",
-    "test_traceback",
-    "test_linecache",
-    "test_pydoc",
-];
-
 /// Test cases whose outcome differs by construction once the whole stdlib
 /// is frozen: each assumes that some stdlib module is *not* frozen (loaded
 /// by a path finder, with `__cached__`, or usable as "a module that is not
@@ -704,7 +692,7 @@ fn cpython_tests_match_stock(id: BuildId) {
     let dir = s.dir.join("suite");
     std::fs::create_dir_all(&dir).unwrap();
     let suite = support::regrtest::Suite {
-        tests: SUITE,
+        tests: &support::regrtest::frozen_and_code(&["test_linecache", "test_pydoc"]),
         jobs: 2,
         min_cases: 1500,
         expected: SUITE_EXPECTED,

@@ -22,16 +22,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Mutex, OnceLock};
 
-/// A row of the matrix.
+/// A row of the matrix ([`BUILDS`] says what each is).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum BuildId {
-    /// pyenv's CPython 3.12.1 (PIE link).
     Pyenv312,
-    /// pyenv's CPython 3.11.7 (PIE link).
     Pyenv311,
-    /// Debian bookworm's CPython 3.11.2 (non-PIC archive: `-no-pie`).
     Debian311,
-    /// Debian bookworm's arm64 CPython 3.11.2, run under qemu.
     DebianArm64,
 }
 
@@ -108,14 +104,6 @@ pub enum Scheme {
 }
 
 impl Scheme {
-    /// Extra `emit` arguments.
-    pub fn emit_args(self) -> &'static [&'static str] {
-        match self {
-            Scheme::Eager => &[],
-            Scheme::Lazy => &["--lazy"],
-        }
-    }
-
     /// Suffix for folder and file names.
     pub fn tag(self) -> &'static str {
         match self {
@@ -395,7 +383,8 @@ impl Build {
         let (path, bytes) = cell.get_or_init(|| {
             let dir = work_dir(&format!("objects/{key}"));
             let path = dir.join("deepfreeze.o");
-            self.emit(&path, target, scheme.emit_args());
+            let lazy = (scheme == Scheme::Lazy).then_some("--lazy");
+            self.emit(&path, target, &Vec::from_iter(lazy));
             let bytes = std::fs::read(&path).unwrap();
             (path, Vec::leak(bytes))
         });

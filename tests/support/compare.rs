@@ -213,8 +213,13 @@ impl<'a, 'd> Pair<'a, 'd> {
             objects.contains(&at)
                 && matches!(self.theirs.reloc_at(at.add(8)).map(|r| &r.target),
                     Some(Target::Extern { name, addend: 0 }) if name == "PyUnicode_Type")
-                && (self.theirs.bytes(at, w.data))
-                    .is_ok_and(|b| str_kind(&view(at, b)) == (4, true))
+                && (self.theirs.bytes(at, w.data)).is_ok_and(|bytes| {
+                    str_kind(&View {
+                        at,
+                        bytes,
+                        relocs: &[],
+                    }) == (4, true)
+                })
         };
         let mut patchups = 0;
         for name in accessor_names(self.theirs) {
@@ -387,14 +392,6 @@ pub fn wstr_layout() -> WstrLayout {
         utf8: s.utf8.off as u64,
         wstr_length: wl.off as u64,
         data: s.compact_size as u64,
-    }
-}
-
-fn view<'v>(at: Loc, bytes: &'v [u8]) -> View<'v> {
-    View {
-        at,
-        bytes,
-        relocs: &[],
     }
 }
 

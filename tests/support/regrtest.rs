@@ -10,6 +10,19 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::Command;
 
+/// The test modules that exercise frozen modules and code objects
+/// (`tests/relink.rs` and `tests/lazy.rs` each add two).
+pub fn frozen_and_code(more: &[&'static str]) -> Vec<&'static str> {
+    let core = [
+        "test_frozen",
+        "test_code",
+        "test_importlib",
+        "test_site",
+        "test_sys",
+    ];
+    [&core[..], &["test_inspect", "test_traceback"], more].concat()
+}
+
 /// What to run and what to require.
 #[derive(Default)]
 pub struct Suite<'a> {
