@@ -26,10 +26,13 @@
 //!
 //! Inputs of the 3.11 object: the modules named by the archive's
 //! `frozen.o`, compiled by the host's Debian `/usr/bin/python3.11` (the same
-//! 3.11.2 source) from the *arm64 package's* stdlib (`PYTHONHOME` at the
-//! unpacked tree), because Debian's security updates change frozen modules'
-//! sources between package revisions (e.g. `posixpath.expandvars`), and the
-//! host's revision may differ from the one apt downloads.
+//! 3.11.2 release), run as a user would (README's cross-freeze recipe: no
+//! `PYTHONHOME`): the tool takes the sources from the target's stdlib beside
+//! the archive. `py311_cross_freeze_takes_the_targets_sources` proves it on a
+//! target revision that differs from the host's (Debian's security updates
+//! change frozen modules' sources between revisions, e.g.
+//! `posixpath.expandvars`); graph_gcc.rs's arm64 row finds the result equal
+//! to the target's own gcc-built `deepfreeze.o`.
 //!
 //! Time: a few seconds for everything but the `slow_` test; that one runs
 //! the two CPython test modules under qemu on both interpreters in parallel
@@ -319,4 +322,88 @@ fn aarch64_rule_is_strict() {
     // an unrecognized store through the object's address (str w1, [x0])
     let e = decode(&[0x9000_0000, 0x9100_0000, 0xb900_0001, 0xd65f_03c0], &both);
     assert!(e.is_err(), "{e:?}");
+}
+
+/// Issue #15: the cross-freeze of README, run as written (no `PYTHONHOME`),
+/// compiles the target's own stdlib, not the host interpreter's. Proven on a
+/// target revision that differs from the host's, with frozen modules whose
+/// sources differ between the two: the default object differs from one
+/// made from the host's sources (`--stdlib` at the host's stdlib), and
+/// graph_gcc.rs's arm64 row finds the default one equal to the target's own
+/// gcc-built `deepfreeze.o`.
+#[test]
+fn py311_cross_freeze_takes_the_targets_sources() {
+    let b = build(DebianArm64);
+    let root = b.home.parent().expect("the unpacked root").to_path_buf();
+    let stamp = std::fs::read_to_string(root.join(".packages")).unwrap();
+    let target_rev = stamp
+        .lines()
+        .find_map(|l| l.strip_prefix("libpython3.11-stdlib "))
+        .expect("tests/setup/arm64.sh records the unpacked revisions")
+        .to_string();
+    let host_rev = String::from_utf8(support::stdout_of(
+        std::process::Command::new("dpkg-query").args([
+            "-W",
+            "-f",
+            "${Version}",
+            "libpython3.11-stdlib",
+        ]),
+    ))
+    .unwrap();
+    assert_ne!(
+        target_rev, host_rev,
+        "the proof needs a target revision other than the host's (the host's Debian \
+         python3.11 is {host_rev}; tests/setup/arm64.sh unpacked {target_rev})"
+    );
+    let (host_lib, target_lib) = (
+        std::path::Path::new("/usr/lib/python3.11"),
+        b.home.join("lib/python3.11"),
+    );
+    // Sources of frozen modules (3.11's stock set) that Debian patched
+    // between the two revisions.
+    let frozen = [
+        "posixpath.py",
+        "ntpath.py",
+        "os.py",
+        "site.py",
+        "importlib/_bootstrap_external.py",
+        "importlib/_bootstrap.py",
+        "genericpath.py",
+        "stat.py",
+        "codecs.py",
+        "io.py",
+        "abc.py",
+        "_collections_abc.py",
+        "_sitebuiltins.py",
+        "zipimport.py",
+        "importlib/util.py",
+        "importlib/machinery.py",
+        "runpy.py",
+    ];
+    let differing: Vec<&str> = frozen
+        .iter()
+        .copied()
+        .filter(|f| std::fs::read(host_lib.join(f)).ok() != std::fs::read(target_lib.join(f)).ok())
+        .collect();
+    assert!(
+        !differing.is_empty(),
+        "no frozen module's source differs between host {host_rev} and target {target_rev}: \
+         this revision pair cannot tell whose sources were frozen"
+    );
+    let dir = b.work_dir("cross-freeze");
+    let (ours, host) = (dir.join("target-sources.o"), dir.join("host-sources.o"));
+    support::run_ok(&mut b.emit_cmd(&ours, "aarch64-linux", &[]));
+    let host_lib_arg = host_lib.to_str().unwrap();
+    support::run_ok(&mut b.emit_cmd(&host, "aarch64-linux", &["--stdlib", host_lib_arg]));
+    let data = |p: &std::path::Path| {
+        let bytes = std::fs::read(p).unwrap();
+        let f = object::File::parse(&*bytes).unwrap();
+        f.section_by_name(".data").unwrap().data().unwrap().to_vec()
+    };
+    assert_ne!(
+        data(&ours),
+        data(&host),
+        "the default cross-freeze froze the same code as the host's sources give \
+         (differing sources: {differing:?})"
+    );
 }

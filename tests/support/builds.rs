@@ -126,10 +126,6 @@ pub struct Build {
     /// and is the `--compile-with` of 3.11 emits (3.11's `frozen.o` keeps
     /// no marshal bytes).
     pub python: PathBuf,
-    /// `PYTHONHOME` under which `python` compiles this build's modules
-    /// (arm64: the package's own stdlib, since Debian's security updates
-    /// change frozen modules' sources between package revisions).
-    compile_home: Option<PathBuf>,
     /// `$LIBPL/libpythonX.Y.a`, unmodified.
     pub archive: PathBuf,
     /// An archive of position-independent objects holding the same members
@@ -265,7 +261,7 @@ fn locate(spec: &'static Spec) -> Build {
         spec.version
     );
     let split = |s: &str| s.split_whitespace().map(String::from).collect::<Vec<_>>();
-    let (home, libpl, compile_home, cc, link_flags, static_libs) = if spec.qemu {
+    let (home, libpl, cc, link_flags, static_libs) = if spec.qemu {
         let root = arm64_root();
         let lib = root.join("usr/lib/aarch64-linux-gnu");
         let (expat, z) = (lib.join("libexpat.a"), lib.join("libz.a"));
@@ -277,19 +273,12 @@ fn locate(spec: &'static Spec) -> Build {
         let libpl = root.join("usr/lib/python3.11/config-3.11-aarch64-linux-gnu");
         let usr = root.join("usr");
         let cc = "aarch64-linux-gnu-gcc";
-        (
-            usr.clone(),
-            libpl,
-            Some(usr),
-            cc,
-            split(&flags),
-            vec![expat, z],
-        )
+        (usr, libpl, cc, split(&flags), vec![expat, z])
     } else {
         require_tool("cc", "install the Debian package `gcc`");
         require_tool("ar", "install the Debian package `binutils`");
         let flags = split(lines.get(4).copied().unwrap_or(""));
-        (lines[1].into(), lines[2].into(), None, "cc", flags, vec![])
+        (lines[1].into(), lines[2].into(), "cc", flags, vec![])
     };
     let missing = if spec.qemu {
         format!("run `{ARM64_SETUP}` (it unpacks Debian's arm64 packages)")
@@ -312,7 +301,6 @@ fn locate(spec: &'static Spec) -> Build {
         spec,
         home,
         python,
-        compile_home,
         archive,
         pic_archive,
         python_o,
@@ -352,9 +340,6 @@ impl Build {
             |a: &&str| a.starts_with("--trace") || a.starts_with("--freeze") || a.contains(".py:");
         if self.xy == "3.11" || extra.iter().any(compiles) {
             cmd.arg("--compile-with").arg(&self.python);
-        }
-        if let Some(home) = &self.compile_home {
-            cmd.env("PYTHONHOME", home);
         }
         if !target.contains("linux") {
             cmd.arg("--assume-linux-runtime");
