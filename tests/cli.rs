@@ -517,128 +517,88 @@ fn mismatched_archives_and_interpreters_are_refused() {
         build(BuildId::Pyenv312),
         build(BuildId::Debian311),
     );
+    // `emit --python X.Y -o x.o ARGS...` fails with a message containing
+    // every one of `want`.
+    let refused = |xy: &str, args: &[&std::ffi::OsStr], want: &[&str]| {
+        let e = fails(
+            bin()
+                .current_dir(d)
+                .args(["emit", "--python", xy, "-o", "x.o"])
+                .args(args),
+        );
+        assert!(want.iter().all(|w| e.contains(w)), "{want:?}: {e}");
+    };
+    let (ar, cw): (&std::ffi::OsStr, &std::ffi::OsStr) =
+        ("--modules-from".as_ref(), "--compile-with".as_ref());
+    fn os(p: &Path) -> &std::ffi::OsStr {
+        p.as_os_str()
+    }
     // --python 3.11 with a 3.12 archive, and the other way round.
-    let e = fails(
-        bin()
-            .current_dir(d)
-            .args(["emit", "--python", "3.11", "-o", "x.o", "--compile-with"])
-            .arg(&p311.python)
-            .arg("--modules-from")
-            .arg(&p312.archive),
+    refused(
+        "3.11",
+        &[cw, os(&p311.python), ar, os(&p312.archive)],
+        &["archive is CPython 3.12.1, not 3.11 (--python 3.11)"],
     );
-    assert!(
-        e.contains("archive is CPython 3.12.1, not 3.11 (--python 3.11)"),
-        "{e}"
-    );
-    let e = fails(
-        bin()
-            .current_dir(d)
-            .args(["emit", "--python", "3.12", "-o", "x.o", "--modules-from"])
-            .arg(&deb.archive),
-    );
-    assert!(
-        e.contains("archive is CPython 3.11.2, not 3.12 (--python 3.12)"),
-        "{e}"
+    refused(
+        "3.12",
+        &[ar, os(&deb.archive)],
+        &["archive is CPython 3.11.2, not 3.12 (--python 3.12)"],
     );
     // Debian's 3.11.2 archive compiled by pyenv's 3.11.7: both named.
-    let e = fails(
-        bin()
-            .current_dir(d)
-            .args(["emit", "--python", "3.11", "-o", "x.o", "--compile-with"])
-            .arg(&p311.python)
-            .arg("--modules-from")
-            .arg(&deb.archive),
-    );
-    assert!(
-        e.contains("--compile-with is CPython 3.11.7") && e.contains("is 3.11.2"),
-        "{e}"
+    refused(
+        "3.11",
+        &[cw, os(&p311.python), ar, os(&deb.archive)],
+        &["--compile-with is CPython 3.11.7", "is 3.11.2"],
     );
     // The archive's modules need compiling: the message says with what.
-    let e = fails(
-        bin()
-            .current_dir(d)
-            .args(["emit", "--python", "3.11", "-o", "x.o", "--modules-from"])
-            .arg(&deb.archive),
-    );
-    assert!(
-        e.contains("keeps no marshal bytes") && e.contains("--compile-with"),
-        "{e}"
+    refused(
+        "3.11",
+        &[ar, os(&deb.archive)],
+        &["keeps no marshal bytes", "--compile-with"],
     );
     // A .py input without --compile-with names the file and the version.
     std::fs::write(d.join("m.py"), "x = 1\n").unwrap();
-    let e = fails(
-        bin()
-            .current_dir(d)
-            .args(["emit", "--python", "3.11", "-o", "x.o", "m.py:m"]),
-    );
-    assert!(
-        e.contains("m.py: a .py input needs --compile-with") && e.contains("3.11"),
-        "{e}"
+    refused(
+        "3.11",
+        &["m.py:m".as_ref()],
+        &["m.py: a .py input needs --compile-with", "3.11"],
     );
     // --stdlib must be a stdlib.
-    let e = fails(
-        bin()
-            .current_dir(d)
-            .args([
-                "emit",
-                "--python",
-                "3.11",
-                "-o",
-                "x.o",
-                "--stdlib",
-                ".",
-                "--compile-with",
-            ])
-            .arg(&deb.python)
-            .arg("--modules-from")
-            .arg(&deb.archive),
-    );
-    assert!(
-        e.contains("--stdlib: not a CPython standard library folder"),
-        "{e}"
+    refused(
+        "3.11",
+        &[
+            "--stdlib".as_ref(),
+            ".".as_ref(),
+            cw,
+            os(&deb.python),
+            ar,
+            os(&deb.archive),
+        ],
+        &["--stdlib: not a CPython standard library folder"],
     );
     // A failing interpreter (a launcher explaining itself over several
     // lines) is summarized on the one line, not cut to its last line.
     let shim = d.join("python-shim");
     std::fs::write(&shim, "#!/bin/sh\necho 'pyenv: python3.11: command not found' >&2\necho >&2\necho 'The `python3.11` command exists in these Python versions:' >&2\necho '  3.11.7' >&2\nexit 127\n").unwrap();
     std::fs::set_permissions(&shim, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let e = fails(
-        bin()
-            .current_dir(d)
-            .args([
-                "emit",
-                "--python",
-                "3.11",
-                "-o",
-                "x.o",
-                "m.py:m",
-                "--compile-with",
-            ])
-            .arg(&shim),
-    );
-    assert!(
-        e.contains("command not found") && e.contains("3.11.7"),
-        "{e}"
+    refused(
+        "3.11",
+        &["m.py:m".as_ref(), cw, os(&shim)],
+        &["command not found", "3.11.7"],
     );
     // Traced code that exits says so, with its status.
-    let e = fails(
-        bin()
-            .current_dir(d)
-            .args([
-                "emit",
-                "--python",
-                "3.12",
-                "-o",
-                "x.o",
-                "--trace",
-                "raise SystemExit(3)",
-                "--compile-with",
-            ])
-            .arg(&p312.python)
-            .arg("--modules-from")
-            .arg(&p312.archive),
+    refused(
+        "3.12",
+        &[
+            "--trace".as_ref(),
+            "raise SystemExit(3)".as_ref(),
+            cw,
+            os(&p312.python),
+            ar,
+            os(&p312.archive),
+        ],
+        &["exited with status 3 without a message"],
     );
-    assert!(e.contains("exited with status 3 without a message"), "{e}");
     // clap's hint survives on the one line.
     let e = fails(bin().args(["emit", "--pythn", "3.12", "-o", "x.o"]));
     assert!(
