@@ -12,7 +12,7 @@ mod types;
 #[cfg(test)]
 mod tests;
 
-pub use types::{Array, Bits, Member, Types};
+pub use types::{Array, Base, Bits, Member, TypeChain, Types};
 
 use std::borrow::Cow;
 use std::collections::HashMap;

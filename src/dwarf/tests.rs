@@ -1,8 +1,9 @@
 //! The reader on a small relocatable ELF object built here: hand-assembled
 //! DWARF 4 whose names reach `.debug_str` only through relocations (so a
 //! reader that does not apply them sees every name as the first string),
-//! an anonymous union, a bit field, an array, a typedef, a pointer and a
-//! variable with an initializer holding a relocation.
+//! an anonymous union, a bit field, arrays, typedefs (a chain of two
+//! behind `const`), a pointer and a variable with an initializer holding
+//! a relocation.
 
 use super::*;
 use gimli::constants::*;
@@ -144,6 +145,7 @@ fn object_bytes(with_debug: bool) -> Vec<u8> {
             (DW_AT_data_member_location, DW_FORM_data1),
         ],
     );
+    d.abbrev(13, DW_TAG_const_type, false, &[(DW_AT_type, DW_FORM_ref4)]);
     d.abbrev.push(0);
 
     // CU header (DWARF 4, 32-bit): length, version, abbrev offset, address size.
@@ -190,6 +192,22 @@ fn object_bytes(with_debug: bool) -> Vec<u8> {
     d.end_children();
     d.die("array", 8, &[V::Ref("long")]);
     d.die("range", 9, &[V::U8(2)]);
+    d.end_children();
+    // typedef long __ssize_t; typedef __ssize_t Py_ssize_t;
+    // struct T { const Py_ssize_t n; PyObject objs[2]; }
+    d.die("__ssize_t", 6, &[V::Str("__ssize_t"), V::Ref("long")]);
+    d.die(
+        "Py_ssize_t",
+        6,
+        &[V::Str("Py_ssize_t"), V::Ref("__ssize_t")],
+    );
+    d.die("const", 13, &[V::Ref("Py_ssize_t")]);
+    d.die("T", 3, &[V::Str("T"), V::U8(40)]);
+    d.die("n", 4, &[V::Str("n"), V::Ref("const"), V::U8(0)]);
+    d.die("objs", 4, &[V::Str("objs"), V::Ref("objects"), V::U8(8)]);
+    d.end_children();
+    d.die("objects", 8, &[V::Ref("PyObject")]);
+    d.die("range2", 9, &[V::U8(1)]);
     d.end_children();
     d.die("the_s", 10, &[V::Str("the_s"), V::Ref("S"), V::Flag]);
     d.end_children();
@@ -348,6 +366,48 @@ fn struct_queries_follow_relocated_names() {
     );
     let whole = t.member("struct S", "items").unwrap();
     assert!(t.embedded(&whole, "PyObject").unwrap().is_empty());
+}
+
+#[test]
+fn type_chains_and_array_elements() {
+    let t = types();
+    let chain = |ty: &str, path: &str| t.type_chain(&t.member(ty, path).unwrap()).unwrap();
+    let names = |c: &TypeChain| c.typedefs.join(" ");
+    // Through `const` and both typedefs, outermost first.
+    let n = chain("struct T", "n");
+    assert_eq!(names(&n), "Py_ssize_t __ssize_t");
+    assert_eq!(n.base, Base::Scalar("long".into()));
+    let n = t.member("struct T", "n").unwrap();
+    assert_eq!(t.type_name_of(&n), Ok("Py_ssize_t".into()));
+    assert!(t.element(&n).is_err());
+    assert_eq!(chain("struct S", "ob_base.ob_type").base, Base::Pointer);
+    assert_eq!(
+        chain("struct S", "st.kind").base,
+        Base::Scalar("unsigned int".into())
+    );
+    let base = chain("struct S", "ob_base");
+    assert_eq!(
+        (names(&base), base.base),
+        ("PyObject".into(), Base::Composite)
+    );
+    // An array of structs: its length, then element 0 and its members.
+    let objs = t.member("struct T", "objs").unwrap();
+    let c = t.type_chain(&objs).unwrap();
+    assert_eq!((names(&c), c.base), (String::new(), Base::Array(Some(2))));
+    assert_eq!(chain("struct S", "items").base, Base::Array(Some(3)));
+    let e = t.element(&objs).unwrap();
+    assert_eq!((e.name.as_str(), e.offset, e.size), ("objs[0]", 8, 16));
+    assert_eq!(names(&t.type_chain(&e).unwrap()), "PyObject");
+    let inner = t.members_in(&e).unwrap();
+    assert_eq!(
+        inner
+            .iter()
+            .map(|m| (m.name.as_str(), m.offset))
+            .collect::<Vec<_>>(),
+        [("", 8), ("ob_type", 16)]
+    );
+    let anon = t.type_chain(&inner[0]).unwrap();
+    assert_eq!((anon.typedefs.len(), anon.base), (0, Base::Composite));
 }
 
 #[test]

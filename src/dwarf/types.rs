@@ -60,6 +60,34 @@ pub struct Array {
     pub count: Option<u64>,
 }
 
+/// A type read through its typedefs and qualifiers ([`Types::type_chain`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TypeChain {
+    /// The typedef names crossed, outermost first: `Py_hash_t`,
+    /// `Py_ssize_t`, `ssize_t`, `__ssize_t` for a `Py_hash_t` member
+    /// (empty when the type is spelled without a typedef).
+    pub typedefs: Vec<String>,
+    /// What the last typedef names.
+    pub base: Base,
+}
+
+/// What a chain of typedefs and qualifiers ends in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Base {
+    /// A C base type, as DWARF names it (`long int`, `long unsigned int`,
+    /// `_Bool`).
+    Scalar(String),
+    Enum,
+    Pointer,
+    /// A struct, union or class: its members with [`Types::members_in`].
+    Composite,
+    /// An array: the length of its first dimension (`None` for a flexible
+    /// array member); its element with [`Types::element`].
+    Array(Option<u64>),
+    /// A function type, or `void`.
+    Other,
+}
+
 /// The types (and global variables) described by one object's DWARF.
 pub struct Types {
     pub object: String,
@@ -616,8 +644,7 @@ impl Types {
     /// as far as needed to tell types apart: the struct/typedef name,
     /// or `*NAME` for pointers.
     pub fn member_type_name(&self, ty: &str, path: &str) -> Result<String> {
-        let m = self.member(ty, path)?;
-        self.type_name(m.ty)
+        self.type_name_of(&self.member(ty, path)?)
     }
 
     fn type_name(&self, t: Option<usize>) -> Result<String> {
@@ -709,6 +736,75 @@ impl Types {
         }
         let t = m.ty.ok_or_else(|| format!("{}: member of void", m.name))?;
         Ok(self.die(self.strip(t)?)?.tag == gimli::DW_TAG_pointer_type)
+    }
+
+    /// The type of member `m` (as returned by a query) through its
+    /// typedefs and qualifiers: the typedef names crossed and what they
+    /// end in.
+    pub fn type_chain(&self, m: &Member) -> Result<TypeChain> {
+        let mut typedefs = Vec::new();
+        let Some(mut t) = m.ty else {
+            return Ok(TypeChain {
+                typedefs,
+                base: Base::Other,
+            });
+        };
+        for _ in 0..64 {
+            let d = self.die(t)?;
+            let base = match d.tag {
+                gimli::DW_TAG_typedef
+                | gimli::DW_TAG_const_type
+                | gimli::DW_TAG_volatile_type
+                | gimli::DW_TAG_restrict_type
+                | gimli::DW_TAG_atomic_type => {
+                    if d.tag == gimli::DW_TAG_typedef {
+                        typedefs.push(d.name.clone().unwrap_or_default());
+                    }
+                    match d.ty {
+                        Some(n) => {
+                            t = n;
+                            continue;
+                        }
+                        None => Base::Other,
+                    }
+                }
+                gimli::DW_TAG_base_type => Base::Scalar(d.name.clone().unwrap_or_default()),
+                gimli::DW_TAG_enumeration_type => Base::Enum,
+                gimli::DW_TAG_pointer_type => Base::Pointer,
+                gimli::DW_TAG_structure_type
+                | gimli::DW_TAG_union_type
+                | gimli::DW_TAG_class_type => Base::Composite,
+                gimli::DW_TAG_array_type => Base::Array(self.array_die(t)?.count),
+                _ => Base::Other,
+            };
+            return Ok(TypeChain { typedefs, base });
+        }
+        Err(format!("{}: typedef loop", self.object))
+    }
+
+    /// Element 0 of array member `m` (as returned by a query), as a member
+    /// of the type `m` was found in: named `NAME[0]`, of the array's
+    /// element type (after every dimension: `int` for `int x[2][3]`).
+    pub fn element(&self, m: &Member) -> Result<Member> {
+        let t = m.ty.ok_or_else(|| format!("{}: member of void", m.name))?;
+        let a = self.strip(t)?;
+        self.array_die(a)?;
+        let elem = self.dies[&a]
+            .ty
+            .ok_or_else(|| format!("{}: array of nothing", self.object))?;
+        Ok(Member {
+            name: format!("{}[0]", m.name),
+            offset: m.offset,
+            size: self.sizeof_die(elem)?,
+            bits: None,
+            ty: Some(elem),
+        })
+    }
+
+    /// The C spelling of member `m`'s type, as [`Types::member_type_name`]
+    /// gives it.
+    pub fn type_name_of(&self, m: &Member) -> Result<String> {
+        self.type_name(m.ty)
     }
 
     /// Every object of typedef `name` that member `m` holds in place
