@@ -1764,7 +1764,7 @@ fn object_fields_do_not_depend_on_long(id: BuildId) {
                     "{sname}.{name} (+{off}, 8 bytes): not a pointer, Py_ssize_t or \
                      Py_hash_t: {:?}",
                     here.iter()
-                        .map(|x| format!("{}: {:?}", x.path, x.type_name))
+                        .map(|x| format!("{}: {}", x.path, x.type_name))
                         .collect::<Vec<_>>()
                 ));
             }
