@@ -43,6 +43,17 @@ pub struct Reloc {
     pub owner: u32,
 }
 
+/// A module table entry's marshal bytes, which stand for the module's code
+/// object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Blob {
+    /// Data offset of the bytes.
+    pub data: u64,
+    pub size: u64,
+    /// The module (accessor index).
+    pub module: u32,
+}
+
 /// One frozen module's accessor.
 #[derive(Clone, Debug)]
 pub struct Accessor {
@@ -79,6 +90,8 @@ pub struct Image {
     pub frozenset_tuples: Vec<u64>,
     /// The external symbols [`Target::Extern`] names, each once.
     pub externs: Vec<&'static str>,
+    /// The module tables' marshal bytes, in table order.
+    pub blobs: Vec<Blob>,
 }
 
 /// Pointers that lazy initialization relocates itself, per module.

@@ -57,6 +57,8 @@ fn write_entry(img: &mut Image, l: &Layout, at: u64, e: &Entry) {
         offset: at + fl.name.off as u64,
         target: Target::Data(name),
     });
+    let module =
+        (e.get_code.as_ref()).and_then(|g| img.accessors.iter().position(|a| a.symbol == *g));
     if let (Some((bytes, _)), true) = (&e.code, fl.keeps_marshal) {
         let code = img.alloc(bytes.len() as u64);
         img.data[code as usize..code as usize + bytes.len()].copy_from_slice(bytes);
@@ -71,6 +73,13 @@ fn write_entry(img: &mut Image, l: &Layout, at: u64, e: &Entry) {
             fl.size.size,
             bytes.len() as u64,
         );
+        if let Some(m) = module {
+            img.blobs.push(crate::place::Blob {
+                data: code,
+                size: bytes.len() as u64,
+                module: m as u32,
+            });
+        }
     }
     put(
         img,
@@ -78,14 +87,12 @@ fn write_entry(img: &mut Image, l: &Layout, at: u64, e: &Entry) {
         fl.is_package.size,
         e.is_package as u64,
     );
-    if let Some(get_code) = &e.get_code {
-        if let Some(i) = img.accessors.iter().position(|a| a.symbol == *get_code) {
-            img.relocs.push(crate::place::Reloc {
-                owner: crate::graph::SHARED,
-                offset: at + fl.get_code.off as u64,
-                target: Target::Accessor(i as u32),
-            });
-        }
+    if let (Some(i), Some(get_code)) = (module, fl.get_code) {
+        img.relocs.push(crate::place::Reloc {
+            owner: crate::graph::SHARED,
+            offset: at + get_code.off as u64,
+            target: Target::Accessor(i as u32),
+        });
     }
 }
 

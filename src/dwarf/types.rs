@@ -807,6 +807,23 @@ impl Types {
         self.type_name(m.ty)
     }
 
+    /// The members of the struct or union pointer member `m` points to
+    /// (offsets from the pointee's start); `None` when it points to
+    /// anything else (`void`, a scalar).
+    pub fn pointee_members(&self, m: &Member) -> Result<Option<Vec<Member>>> {
+        let t = m.ty.ok_or_else(|| format!("{}: member of void", m.name))?;
+        let p = self.die(self.strip(t)?)?;
+        if p.tag != gimli::DW_TAG_pointer_type {
+            return Err(format!("{}: {} is not a pointer", self.object, m.name));
+        }
+        let Some(to) = p.ty else { return Ok(None) };
+        let s = self.strip(to)?;
+        match self.die(s)?.tag {
+            gimli::DW_TAG_structure_type | gimli::DW_TAG_union_type => self.members_of(s).map(Some),
+            _ => Ok(None),
+        }
+    }
+
     /// Every object of typedef `name` that member `m` holds in place
     /// (itself, or nested in struct and union members and array
     /// elements; never behind a pointer): path below `m` (`.a.b[1]`,

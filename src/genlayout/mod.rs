@@ -16,17 +16,31 @@
 //!   come from the interpreter), and the objects whose `ob_type` points at
 //!   them;
 //! - the module tables: `frozen.o`'s DWARF variables, data and relocations;
+//! - where the hooks find the main interpreter, its function version
+//!   counter and configuration: the DWARF of `pylifecycle.o`
+//!   (`_PyRuntimeState`, `PyInterpreterState`, `PyThreadState`);
+//! - how the runtime releases what it hangs on a code object: the DWARF of
+//!   the blocks it points to, `PyCode_Type`'s `tp_weaklistoffset`
+//!   (codeobject.o's data) and the archive's symbols (tier 2);
+//! - 3.13+ quickening: `_PyOpcode_Caches` and `_PyOpcode_Deopt` from
+//!   compile.o's data, the counters from the headers' macros laid out by
+//!   `_Py_BackoffCounter`'s bit fields, checked against the bytecode the
+//!   interpreter's own constructor writes;
 //! - macros (the static refcount, `CO_FAST_*`, `_PY_NSMALL*INTS`,
-//!   `FRAME_SPECIALS_SIZE`, `QUICKENING_INITIAL_WARMUP_VALUE`): the headers;
-//! - opcode `RESUME`, the `.pyc` magic and the version: the interpreter.
+//!   `FRAME_SPECIALS_SIZE`, `QUICKENING_INITIAL_WARMUP_VALUE`, the backoff
+//!   counters): the headers;
+//! - opcode numbers, the `.pyc` magic and the version: the interpreter.
 //!
 //! - that the archive is the interpreter's build: `PY_VERSION` in
 //!   `getversion.o`.
 //!
 //! What the inputs cannot say is in small documented tables here:
 //! [`FILLED`] (the code object pointers CPython's generator fills; every
-//! other pointer member is runtime state), [`FIXED`] (code members every
-//! static code object resets to a macro's value) and [`GLIBC_MUTEX`]
+//! other pointer member is runtime state), [`OWNED`] (how the runtime
+//! releases each runtime-state pointer), [`RESET`] (scalar runtime
+//! state), [`FIXED`] (code members every static code object resets to a
+//! macro's value), [`QUICKEN`] (which opcodes get which initial counter)
+//! and [`GLIBC_MUTEX`]
 //! (glibc's `pthread_mutex_t` per architecture, for the per-architecture
 //! runtime shift; a build whose mutex is not glibc's is refused, so the
 //! table is known on Linux/glibc only).
@@ -84,12 +98,20 @@ pub struct Notes {
     pub fixed: Vec<String>,
     /// Member names of `code.runtime_state`.
     pub runtime_state: Vec<String>,
+    /// Member names of `code.runtime_scalars`.
+    pub runtime_scalars: Vec<String>,
+    /// One line per opcode group of `code.quicken.counters`.
+    pub quicken: Vec<String>,
+    /// Where each member of `interp` is (path), and the mutexes before it.
+    pub interp: Vec<String>,
     /// How `frame_specials_size` was computed (empty without `co_framesize`).
     pub frame_specials: String,
     /// Path of the singletons in `_PyRuntimeState`.
     pub singletons: String,
     /// `pthread_mutex_t` members before the singletons.
     pub mutexes: Vec<String>,
+    /// The shared arrays used are the ones gcc's deepfreeze.o points into.
+    pub shared_by_generator: bool,
 }
 
 /// Generate the table for `opts`.
@@ -109,7 +131,8 @@ pub fn generate(opts: &Options) -> Result<Generated> {
     let float = cx.float()?;
     let tuple = cx.tuple()?;
     let frozen = cx.frozen()?;
-    let runtime = cx.runtime(&head, &mut str_, &int, &mut notes)?;
+    let runtime = cx.runtime(&head, &mut str_, &int, &frozen, &mut notes)?;
+    let interp = cx.interp(&mut notes)?;
     let sym = cx.symbols(&head, &int, &runtime)?;
     let (major, minor, _) = cx.py.version;
     let layout: &'static Layout = Box::leak(Box::new(Layout {
@@ -126,6 +149,7 @@ pub fn generate(opts: &Options) -> Result<Generated> {
         runtime,
         sym,
         frozen,
+        interp,
     }));
     cx.verify_shared(layout)?;
     let text = write::table(layout, &notes);
@@ -175,6 +199,90 @@ pub const FIXED: &[(&str, &str, &str)] = &[(
     "QUICKENING_INITIAL_WARMUP_VALUE",
 )];
 
+/// How the runtime releases each pointer member of `PyCodeObject` it fills
+/// in (what its code dealloc does), by member name; a runtime-state
+/// member missing here is refused. What each kind needs of the build is
+/// checked: the weak reference list is the one `PyCode_Type`'s
+/// `tp_weaklistoffset` names, an object pointer is a `PyObject *`, a
+/// block's members are read from its DWARF (object pointers dropped,
+/// other pointers freed), and tier-2 executors exist only in a build
+/// that defines [`TIER2`].
+pub const OWNED: &[(&str, Own)] = &[
+    ("co_weakreflist", Own::WeakRefs),
+    // 3.11
+    ("_co_code", Own::Object),
+    ("_co_linearray", Own::Block),
+    // 3.12+
+    ("_co_cached", Own::Block),
+    ("_co_monitoring", Own::Block),
+    // Freed as one block: the free functions registered for it are not
+    // called (as 3.12's `_PyStaticCode_Fini` did not).
+    ("co_extra", Own::Block),
+    // 3.13+
+    ("co_executors", Own::Tier2),
+];
+
+/// How a member of [`OWNED`] is released.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Own {
+    WeakRefs,
+    Object,
+    Block,
+    /// Filled in only by the tier-2 optimizer.
+    Tier2,
+}
+
+/// The symbol only a build with the tier-2 optimizer defines
+/// (Python/optimizer.c is all `#ifdef _Py_TIER2`).
+pub const TIER2: &str = "_PyOptimizer_Optimize";
+
+/// `PyCodeObject` members that are not pointers and that the runtime moves
+/// from 0 while the code runs (the instrumentation version it last
+/// instrumented the code for). Applied when the member exists.
+pub const RESET: &[&str] = &["_co_instrumentation_version"];
+
+/// What `_PyCode_Quicken` (Python/specialize.c, 3.13) writes into the
+/// first cache entry of an instruction with cache entries, for the
+/// opcodes named; every other such instruction gets [`WARMUP`]. Used when
+/// `_Py_CODEUNIT` has a backoff `counter` (3.13+); gen-layout checks the
+/// result against the interpreter's own quickened bytecode.
+pub const QUICKEN: &[(&[&str], Counter)] = &[
+    (
+        &["JUMP_BACKWARD"],
+        Counter::Backoff(
+            "internal/pycore_backoff.h",
+            "JUMP_BACKWARD_INITIAL_VALUE",
+            "JUMP_BACKWARD_INITIAL_BACKOFF",
+        ),
+    ),
+    (
+        &[
+            "POP_JUMP_IF_FALSE",
+            "POP_JUMP_IF_TRUE",
+            "POP_JUMP_IF_NONE",
+            "POP_JUMP_IF_NOT_NONE",
+        ],
+        // "Alternating 0, 1 bits": a literal in specialize.c.
+        Counter::Literal(0x5555),
+    ),
+];
+
+/// `adaptive_counter_warmup()` (internal/pycore_code.h).
+pub const WARMUP: Counter = Counter::Backoff(
+    "internal/pycore_code.h",
+    "ADAPTIVE_WARMUP_VALUE",
+    "ADAPTIVE_WARMUP_BACKOFF",
+);
+
+/// A cache entry's initial value.
+#[derive(Clone, Copy, Debug)]
+pub enum Counter {
+    /// A backoff counter from (header, value macro, backoff macro), laid
+    /// out as `_Py_BackoffCounter`'s bit fields say.
+    Backoff(&'static str, &'static str, &'static str),
+    Literal(u16),
+}
+
 /// glibc's `pthread_mutex_t` size per architecture (`__SIZEOF_PTHREAD_MUTEX_T`
 /// in sysdeps/<arch>/nptl/bits/pthreadtypes-arch.h). Each mutex embedded in
 /// `_PyRuntimeState` before its shared objects moves them by the difference
@@ -183,8 +291,12 @@ pub const FIXED: &[(&str, &str, &str)] = &[(
 /// grows from 4 to 8 bytes on aarch64 into tail padding).
 pub const GLIBC_MUTEX: &[(Arch, u64)] = &[(Arch::X86_64, 40), (Arch::Aarch64, 48)];
 
+/// Per-architecture growth of an offset.
+type Shift = &'static [(Arch, u32)];
+
 /// Facts the interpreter gives.
 struct Interp {
+    exe: PathBuf,
     version: (u8, u8, u8),
     /// `PY_VERSION`: `3.12.1`, `3.13.0rc1`, ...
     release: String,
@@ -203,6 +315,49 @@ print(opcode.opmap['RESUME'])\n\
 print(importlib.util.MAGIC_NUMBER.hex())\n\
 print(*(t.__name__ for t in (types.CodeType, bytes, str, tuple, int, float, complex,\n\
       type(None), bool, type(...))))\n";
+
+/// Code the quickening probe compiles: a loop (JUMP_BACKWARD), tests
+/// (POP_JUMP_IF_*), attribute loads, calls and operators (warmup).
+const QUICKEN_PROBE: &str = "def f(a, b):\n    for i in a:\n        if i:\n            \
+     b.append(i + 1)\n        if i is None:\n            continue\n        if i is not None \
+     and not i:\n            break\n    while a:\n        a = a.x\n    return b\n";
+
+/// What [`Cx::quicken_probe`] reads.
+struct Probe {
+    opcodes: HashMap<&'static str, u8>,
+    /// (co_code, _co_code_adaptive) of each code object.
+    codes: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// Run `script` in the interpreter (isolated): its standard output.
+fn run_interpreter(exe: &Path, script: &str) -> Result<String> {
+    let out = Command::new(exe)
+        .args(["-I", "-c", script])
+        .output()
+        .map_err(|e| Error::file(exe, format!("cannot run: {e}")))?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        return Err(Error::file(
+            exe,
+            format!(
+                "failed ({}): {}",
+                out.status,
+                err.lines().last().unwrap_or("").trim()
+            ),
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    (s.as_bytes().chunks(2))
+        .map(|h| u8::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok())
+        .collect()
+}
 
 /// `X.Y` from `libpythonX.Y.a`.
 fn archive_version(archive: &Path) -> Option<(u8, u8)> {
@@ -238,22 +393,7 @@ fn interpreter(opts: &Options) -> Result<Interp> {
             p
         }
     };
-    let out = Command::new(&exe)
-        .args(["-I", "-c", INTERP_SCRIPT])
-        .output()
-        .map_err(|e| Error::file(&exe, format!("cannot run: {e}")))?;
-    if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr);
-        return Err(Error::file(
-            &exe,
-            format!(
-                "failed ({}): {}",
-                out.status,
-                err.lines().last().unwrap_or("").trim()
-            ),
-        ));
-    }
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = run_interpreter(&exe, INTERP_SCRIPT)?;
     let bad = |what: &str| Error::file(&exe, format!("unexpected output ({what}): {text:?}"));
     let lines: Vec<&str> = text.lines().collect();
     let [version, include, resume, magic, names] = lines.as_slice() else {
@@ -275,6 +415,7 @@ fn interpreter(opts: &Options) -> Result<Interp> {
         .collect::<Option<Vec<u8>>>()
         .ok_or_else(|| bad("magic"))?;
     Ok(Interp {
+        exe: exe.clone(),
         version: (*a, *b, *c),
         release: release.to_owned(),
         include: PathBuf::from(include),
@@ -300,6 +441,8 @@ struct Cx {
     life: Types,
     life_data: ObjectData,
     frozen_data: ObjectData,
+    /// codeobject.o: `PyCode_Type`.
+    code_data: ObjectData,
     /// gcc's deepfreeze.o (CPython 3.13 has none).
     gcc: Option<ObjectData>,
 }
@@ -373,6 +516,7 @@ impl Cx {
         Ok(Cx {
             life_data: data("pylifecycle.o")?,
             frozen_data: data("frozen.o")?,
+            code_data: data("codeobject.o")?,
             gcc,
             headers: Headers::new(&include),
             archive,
@@ -383,6 +527,12 @@ impl Cx {
             frozen,
             life,
         })
+    }
+
+    /// The data, symbols and relocations of archive member `name`.
+    fn data_member(&self, name: &str) -> Result<ObjectData> {
+        let b = self.ar.member(name).map_err(|e| self.err(e))?;
+        ObjectData::parse(name, b.bytes()).map_err(|e| self.err(e))
     }
 
     fn err(&self, msg: impl Into<String>) -> Error {
@@ -537,10 +687,19 @@ impl Cx {
             || "PyCodeObject does not start with a PyVarObject".into(),
         )?;
         let mut runtime_state = Vec::new();
+        let mut release = Vec::new();
         for m in self.dw(c.struct_layout(CO))? {
             if self.dw(c.is_pointer(&m))? && !FILLED.contains(&m.name.as_str()) {
+                release.push(self.release(&m)?);
                 runtime_state.push(self.field(c, CO, &m.name)?);
                 notes.runtime_state.push(m.name.clone());
+            }
+        }
+        let mut runtime_scalars = Vec::new();
+        for member in RESET {
+            if let Some(f) = opt(member)? {
+                runtime_scalars.push(f);
+                notes.runtime_scalars.push((*member).to_owned());
             }
         }
         let mut fixed = Vec::new();
@@ -599,10 +758,215 @@ impl Cx {
             nplaincellvars: opt("co_nplaincellvars")?,
             fixed: leak(fixed),
             runtime_state: leak(runtime_state),
+            release: leak(release),
+            runtime_scalars: leak(runtime_scalars),
+            quicken: self.quicken(notes)?,
             opcode_resume: self.py.resume,
             co_fast_local: fast("CO_FAST_LOCAL")?,
             co_fast_cell: fast("CO_FAST_CELL")?,
             co_fast_free: fast("CO_FAST_FREE")?,
+        })
+    }
+
+    /// How the runtime releases runtime-state member `m` of the code
+    /// object ([`OWNED`]).
+    fn release(&self, m: &crate::dwarf::Member) -> Result<Release> {
+        let c = &self.code;
+        let own = OWNED.iter().find(|(n, _)| *n == m.name).map(|x| x.1);
+        let Some(own) = own else {
+            return Err(self.err(format!(
+                "unsupported layout: PyCodeObject.{} is a pointer the runtime fills in, and how \
+                 it is released is not known (genlayout::OWNED)",
+                m.name
+            )));
+        };
+        let ty = self.dw(c.type_name_of(m))?;
+        Ok(match own {
+            Own::WeakRefs => {
+                let tp = self.dw(c.member_path_offset("PyTypeObject", "tp_weaklistoffset"))?;
+                let ty_obj = self.dw(self.code_data.variable("PyCode_Type"))?;
+                let off = rd(&ty_obj.bytes, tp, 8);
+                self.require(off == m.offset, || {
+                    format!(
+                        "PyCode_Type.tp_weaklistoffset is {off}, not {}'s offset {}",
+                        m.name, m.offset
+                    )
+                })?;
+                Release::WeakRefs
+            }
+            Own::Object => {
+                self.require(ty == "*PyObject", || {
+                    format!("PyCodeObject.{} is {ty}, not an object pointer", m.name)
+                })?;
+                Release::Object
+            }
+            Own::Block => {
+                let (mut decref, mut free) = (Vec::new(), Vec::new());
+                for x in self.dw(c.pointee_members(m))?.unwrap_or_default() {
+                    if !self.dw(c.is_pointer(&x))? {
+                        continue;
+                    }
+                    let off = self.u32_(x.offset, &x.name)?;
+                    if self.dw(c.type_name_of(&x))? == "*PyObject" {
+                        decref.push(off);
+                    } else {
+                        free.push(off);
+                    }
+                }
+                Release::Block {
+                    decref: leak(decref),
+                    free: leak(free),
+                }
+            }
+            Own::Tier2 => {
+                let index = self.dw(self.ar.symbol_index())?;
+                self.require(!index.contains_key(TIER2), || {
+                    format!(
+                        "a build with the tier-2 optimizer ({TIER2} in {}): PyCodeObject.{} \
+                         holds executors no teardown here releases",
+                        index[TIER2], m.name
+                    )
+                })?;
+                Release::Unused
+            }
+        })
+    }
+
+    /// [`QUICKEN`] as data, where `_Py_CODEUNIT` has a backoff counter:
+    /// opcodes from the interpreter, cache sizes and deoptimizations from
+    /// compile.o's `_PyOpcode_Caches` and `_PyOpcode_Deopt`, counters from
+    /// the headers' macros laid out by `_Py_BackoffCounter`'s bit fields;
+    /// checked against the interpreter's own quickened bytecode.
+    fn quicken(&self, notes: &mut Notes) -> Result<Option<Quicken>> {
+        let c = &self.code;
+        if c.member_type_name("_Py_CODEUNIT", "counter")
+            .ok()
+            .as_deref()
+            != Some("_Py_BackoffCounter")
+        {
+            return Ok(None);
+        }
+        let value = self.dw(c.bitfield("_Py_BackoffCounter", "value"))?;
+        let backoff = self.dw(c.bitfield("_Py_BackoffCounter", "backoff"))?;
+        self.require(
+            self.dw(c.sizeof("_Py_BackoffCounter"))? == 2
+                && value.offset + value.size <= 16
+                && backoff.offset + backoff.size <= 16,
+            || "_Py_BackoffCounter is not 16 bits".into(),
+        )?;
+        let counter = |k: &Counter| -> Result<u16> {
+            Ok(match *k {
+                Counter::Literal(v) => v,
+                Counter::Backoff(h, v, b) => {
+                    let (v, b) = (self.macro_value(h, v)?, self.macro_value(h, b)?);
+                    let fits = |x: i64, bits: u64| x >= 0 && x < 1 << bits;
+                    self.require(fits(v, value.size) && fits(b, backoff.size), || {
+                        format!("backoff counter ({v}, {b}) does not fit its bit fields")
+                    })?;
+                    ((v << value.offset) | (b << backoff.offset)) as u16
+                }
+            })
+        };
+        let names: Vec<&'static str> = QUICKEN
+            .iter()
+            .flat_map(|(n, _)| n.iter().copied())
+            .collect();
+        let probe = self.quicken_probe(&names)?;
+        let mut counters = Vec::new();
+        for (ops, k) in QUICKEN {
+            let v = counter(k)?;
+            for op in *ops {
+                counters.push((probe.opcodes[*op], v));
+            }
+            notes.quicken.push(format!("{} {v:#06x}", ops.join(", ")));
+        }
+        let warmup = counter(&WARMUP)?;
+        let compile = self.data_member("compile.o")?;
+        let table = |name: &str| -> Result<Vec<u8>> {
+            let v = self.dw(compile.variable(name))?;
+            self.require(v.bytes.len() == 256, || {
+                format!("compile.o: {name} is {} bytes, not 256", v.bytes.len())
+            })?;
+            Ok(v.bytes)
+        };
+        let (caches, deopt) = (table("_PyOpcode_Caches")?, table("_PyOpcode_Deopt")?);
+        let q = Quicken {
+            caches: leak((0..=255u8).zip(caches).filter(|&(_, n)| n != 0).collect()),
+            deopt: leak((0..=255u8).zip(deopt).filter(|&(o, d)| o != d).collect()),
+            counters: leak(counters),
+            warmup,
+        };
+        // The interpreter's own constructor agrees on every code object of
+        // the probe, which uses every kind of counter.
+        let mut seen = std::collections::BTreeSet::new();
+        for (raw, adaptive) in &probe.codes {
+            let mut ours = raw.clone();
+            q.apply(&mut ours);
+            self.require(ours == *adaptive, || {
+                format!(
+                    "quickening differs from the interpreter's: raw {}, interpreter {}, ours {}",
+                    hex(raw),
+                    hex(adaptive),
+                    hex(&ours)
+                )
+            })?;
+            for (r, a) in raw.chunks(2).zip(adaptive.chunks(2)) {
+                if r != a {
+                    seen.insert(u16::from_le_bytes([a[0], a[1]]));
+                }
+            }
+        }
+        for v in q.counters.iter().map(|c| c.1).chain([q.warmup]) {
+            self.require(seen.contains(&v), || {
+                format!("the quickening probe never shows the counter {v:#06x}")
+            })?;
+        }
+        Ok(Some(q))
+    }
+
+    /// Compile the quickening probe in the interpreter: the opcodes of
+    /// `names`, and each code object's raw and quickened bytecode.
+    fn quicken_probe(&self, names: &[&'static str]) -> Result<Probe> {
+        let script = format!(
+            "import opcode\n\
+             print(*(opcode.opmap[n] for n in {names:?}))\n\
+             src = {QUICKEN_PROBE:?}\n\
+             todo = [compile(src, '<probe>', 'exec')]\n\
+             while todo:\n\
+             \x20   co = todo.pop()\n\
+             \x20   print(co.co_code.hex(), co._co_code_adaptive.hex())\n\
+             \x20   todo += [c for c in co.co_consts if hasattr(c, 'co_code')]\n"
+        );
+        let out = run_interpreter(&self.py.exe, &script)?;
+        let bad = |what: &str| {
+            Error::file(
+                &self.py.exe,
+                format!("unexpected quickening probe output ({what}): {out:?}"),
+            )
+        };
+        let mut lines = out.lines();
+        let ops: Vec<u8> = (lines.next().unwrap_or(""))
+            .split_whitespace()
+            .map(|x| x.parse().map_err(|_| bad("opcodes")))
+            .collect::<Result<_>>()?;
+        if ops.len() != names.len() {
+            return Err(bad("opcodes"));
+        }
+        let mut codes = Vec::new();
+        for l in lines {
+            let (a, b) = l.split_once(' ').ok_or_else(|| bad("bytecode"))?;
+            let (a, b) = (
+                unhex(a).ok_or_else(|| bad("hex"))?,
+                unhex(b).ok_or_else(|| bad("hex"))?,
+            );
+            if a.len() != b.len() {
+                return Err(bad("lengths"));
+            }
+            codes.push((a, b));
+        }
+        Ok(Probe {
+            opcodes: names.iter().copied().zip(ops).collect(),
+            codes,
         })
     }
 
@@ -622,6 +986,17 @@ impl Cx {
             })?;
             self.u32_(b.offset, m)
         };
+        let interned = self.dw(c.bitfield(AS, "state.interned"))?;
+        self.require(
+            interned.size <= 8 && interned.offset + interned.size <= 32,
+            || {
+                format!(
+                    "state.interned is {} bits at bit {}",
+                    interned.size, interned.offset
+                )
+            },
+        )?;
+        let interned_mask = ((1u32 << interned.size) - 1) << interned.offset;
         let wstr = match self.opt_field(c, AS, "wstr")? {
             Some(p) => Some((p, self.field(c, CU, "wstr_length")?)),
             None => None,
@@ -638,6 +1013,7 @@ impl Cx {
             compact_bit: bit("compact", 1)?,
             ascii_bit: bit("ascii", 1)?,
             static_bits: 0,
+            interned_mask,
             wstr,
         })
     }
@@ -722,11 +1098,125 @@ impl Cx {
         Ok(out)
     }
 
+    /// The size of glibc's `pthread_mutex_t` on the archive's (x86_64)
+    /// architecture, or a refusal.
+    fn own_mutex(&self) -> Result<u64> {
+        let arch = match self.life_data.architecture {
+            object::Architecture::X86_64 => Arch::X86_64,
+            object::Architecture::Aarch64 => Arch::Aarch64,
+            a => return Err(self.err(format!("unsupported architecture {a:?}"))),
+        };
+        self.require(arch == Arch::X86_64, || {
+            "the tables hold x86_64 offsets; this archive is for another architecture".into()
+        })?;
+        let mutex = self.life.sizeof("pthread_mutex_t").ok();
+        let own = GLIBC_MUTEX.iter().find(|(a, _)| *a == arch).map(|x| x.1);
+        own.filter(|o| mutex == Some(*o)).ok_or_else(|| {
+            self.err(format!(
+                "pthread_mutex_t is {mutex:?} bytes: not a glibc Linux build"
+            ))
+        })
+    }
+
+    /// The per-architecture growth of offset `off` in `ty`: every
+    /// `pthread_mutex_t` held in place before it ([`GLIBC_MUTEX`]); and
+    /// their paths.
+    fn mutexes_before(
+        &self,
+        t: &Types,
+        ty: &str,
+        off: u64,
+    ) -> Result<(Shift, Vec<String>)> {
+        let own = self.own_mutex()?;
+        let mut names = Vec::new();
+        for m in self.dw(t.struct_layout(ty))? {
+            for e in self.dw(t.embedded(&m, "pthread_mutex_t"))? {
+                if e.offset < off {
+                    names.push(format!("{}{}", m.name, e.name));
+                }
+            }
+        }
+        let n = names.len() as u64;
+        let mut shift = Vec::new();
+        for &(a, size) in GLIBC_MUTEX {
+            if n > 0 && size != own {
+                let grow = size.checked_sub(own).ok_or_else(|| {
+                    self.err(format!(
+                        "pthread_mutex_t is smaller on {a:?}: offsets would shrink"
+                    ))
+                })?;
+                shift.push((a, self.u32_(n * grow, "arch_shift")?));
+            }
+        }
+        Ok((leak(shift), names))
+    }
+
+    /// The member at `path` of `ty` (pylifecycle.o's DWARF), with its
+    /// per-architecture growth; a note naming it and what moves it.
+    fn arch_field(&self, ty: &str, path: &str, notes: &mut Notes) -> Result<ArchField> {
+        let t = &self.life;
+        let m = self.dw(t.member(ty, path))?;
+        self.require(m.bits.is_none(), || format!("{ty}.{path} is a bit field"))?;
+        let (shift, mutexes) = self.mutexes_before(t, ty, m.offset)?;
+        let moved = if mutexes.is_empty() {
+            String::new()
+        } else {
+            format!(" (after pthread_mutex_t {})", mutexes.join(", "))
+        };
+        notes.interp.push(format!("{ty}.{path}{moved}"));
+        Ok(ArchField {
+            field: Field {
+                off: self.u32_(m.offset, path)?,
+                // A struct (the main interpreter) is only an address.
+                size: if m.size <= 8 { m.size as u8 } else { 0 },
+            },
+            shift,
+        })
+    }
+
+    /// [`InterpLayout`]: the main interpreter inside the runtime variable,
+    /// and the thread and interpreter state members the hooks read.
+    fn interp(&self, notes: &mut Notes) -> Result<InterpLayout> {
+        const RT: &str = "_PyRuntimeState";
+        const IS: &str = "PyInterpreterState";
+        let t = &self.life;
+        self.require(
+            self.dw(t.member_type_name(RT, "_main_interpreter"))? == IS,
+            || "_PyRuntimeState._main_interpreter is not a PyInterpreterState".into(),
+        )?;
+        self.require(
+            self.dw(t.member_type_name("PyThreadState", "interp"))? == format!("*{IS}"),
+            || "PyThreadState.interp is not a PyInterpreterState pointer".into(),
+        )?;
+        let main = self.arch_field(RT, "_main_interpreter", notes)?;
+        // 3.11 numbers functions from a global counter instead.
+        let next = match t.member(IS, "func_state.next_version") {
+            Ok(_) => Some(self.arch_field(IS, "func_state.next_version", notes)?),
+            Err(_) => None,
+        };
+        let ranges = self.arch_field(IS, "config.code_debug_ranges", notes)?;
+        self.require(
+            next.is_none_or(|n| n.field.size == 4) && ranges.field.size == 4,
+            || "func_state.next_version or config.code_debug_ranges is not 32 bits".into(),
+        )?;
+        let tstate_interp = self.arch_field("PyThreadState", "interp", notes)?;
+        self.require(tstate_interp.field.size == 8, || {
+            "PyThreadState.interp is not 64 bits".into()
+        })?;
+        Ok(InterpLayout {
+            main,
+            tstate_interp,
+            next_func_version: next,
+            requires: leak(vec![ranges]),
+        })
+    }
+
     fn runtime(
         &self,
         head: &HeadLayout,
         str_: &mut StrLayout,
         int: &IntLayout,
+        frozen: &FrozenLayout,
         notes: &mut Notes,
     ) -> Result<RuntimeLayout> {
         const RT: &str = "_PyRuntimeState";
@@ -744,19 +1234,29 @@ impl Cx {
         let s_ = self.singletons_path(t, RT)?;
         notes.singletons.clone_from(&s_);
         let arr = |path: &str| self.dw(t.array(RT, &format!("{s_}.{path}")));
-        let refs = self.gcc_refs(symbol)?;
+        // A build that deep-freezes (its `struct _frozen` has `get_code`)
+        // says through gcc's object which shared arrays CPython's generator
+        // points at; without a generator (3.13+), each one-character or
+        // one-byte constant is the runtime's, as unmarshalling gives it.
+        let refs = match frozen.get_code {
+            Some(_) => Some(self.gcc_refs(symbol)?),
+            None => None,
+        };
+        notes.shared_by_generator = refs.is_some();
         // An array of shared objects, if gcc's object points into it.
         let used = |path: &str, n: u64| -> Result<Option<(u32, u32)>> {
             let a = arr(path)?;
             self.require(a.count == Some(n), || {
                 format!("{s_}.{path} has not {n} elements")
             })?;
-            if refs
-                .range(a.offset..a.offset + a.stride * n)
-                .next()
-                .is_none()
-            {
-                return Ok(None);
+            if let Some(refs) = &refs {
+                if refs
+                    .range(a.offset..a.offset + a.stride * n)
+                    .next()
+                    .is_none()
+                {
+                    return Ok(None);
+                }
             }
             Ok(Some((
                 self.u32_(a.offset, path)?,
@@ -822,42 +1322,10 @@ impl Cx {
         str_.static_bits = self.static_bits(str_, state, notes)?;
 
         // Per-architecture shift: pthread_mutex_t members before the singletons.
-        let arch = match self.life_data.architecture {
-            object::Architecture::X86_64 => Arch::X86_64,
-            object::Architecture::Aarch64 => Arch::Aarch64,
-            a => return Err(self.err(format!("unsupported architecture {a:?}"))),
-        };
-        self.require(arch == Arch::X86_64, || {
-            "the tables hold x86_64 offsets; this archive is for another architecture".into()
-        })?;
-        let mutex = t.sizeof("pthread_mutex_t").ok();
-        let own = GLIBC_MUTEX.iter().find(|(a, _)| *a == arch).map(|x| x.1);
-        let Some(own) = own.filter(|o| mutex == Some(*o)) else {
-            return Err(self.err(format!(
-                "pthread_mutex_t is {mutex:?} bytes: not a glibc Linux build"
-            )));
-        };
         let top = s_.split('.').next().unwrap_or(&s_);
         let holder = self.dw(t.member(RT, top))?;
-        for m in self.dw(t.struct_layout(RT))? {
-            if m.offset < holder.offset {
-                for e in self.dw(t.embedded(&m, "pthread_mutex_t"))? {
-                    notes.mutexes.push(format!("{}{}", m.name, e.name));
-                }
-            }
-        }
-        let n = notes.mutexes.len() as u64;
-        let mut arch_shift = Vec::new();
-        for &(a, size) in GLIBC_MUTEX {
-            if n > 0 && size != own {
-                let grow = size.checked_sub(own).ok_or_else(|| {
-                    self.err(format!(
-                        "pthread_mutex_t is smaller on {a:?}: offsets would shrink"
-                    ))
-                })?;
-                arch_shift.push((a, self.u32_(n * grow, "arch_shift")?));
-            }
-        }
+        let (arch_shift, mutexes) = self.mutexes_before(t, RT, holder.offset)?;
+        notes.mutexes = mutexes;
         Ok(RuntimeLayout {
             symbol: leak_str(symbol),
             small_ints: self.u32_(small.offset, "small_ints")?,
@@ -870,7 +1338,7 @@ impl Cx {
             ascii_chars: used("strings.ascii", 128)?,
             latin1_chars: used("strings.latin1", 128)?,
             global_strings: leak(strings),
-            arch_shift: leak(arch_shift),
+            arch_shift,
             known_on: &[Os::Linux],
         })
     }
@@ -1117,7 +1585,9 @@ impl Cx {
         let t = &self.frozen;
         let d = &self.frozen_data;
         let fl = |m: &str| self.field(t, FR, m);
-        let (name, code, size, get_code) = (fl("name")?, fl("code")?, fl("size")?, fl("get_code")?);
+        let (name, code, size) = (fl("name")?, fl("code")?, fl("size")?);
+        // 3.13 dropped the accessor: every entry's code is its marshal bytes.
+        let get_code = self.opt_field(t, FR, "get_code")?;
         let alias = self.dw(t.struct_layout("struct _module_alias"))?;
         self.require(
             alias
@@ -1148,7 +1618,8 @@ impl Cx {
                 continue;
             };
             // Walk the entries up to the NULL name: deep-frozen ones (with a
-            // get_code) keep their marshal bytes or not.
+            // get_code, or all without the member) keep their marshal bytes
+            // or not.
             let (sec, mut e) = d
                 .place(target, *addend)
                 .ok_or_else(|| self.err(format!("frozen.o: {v} does not point into frozen.o")))?;
@@ -1157,7 +1628,11 @@ impl Cx {
                 .get(&sec)
                 .ok_or_else(|| self.err(format!("frozen.o: {v} points into {sec}")))?;
             while d.reloc(&sec, e + u64::from(name.off)).is_some() {
-                if d.reloc(&sec, e + u64::from(get_code.off)).is_some() {
+                let deep_frozen = match get_code {
+                    Some(g) => d.reloc(&sec, e + u64::from(g.off)).is_some(),
+                    None => true,
+                };
+                if deep_frozen {
                     let marshal = d.reloc(&sec, e + u64::from(code.off)).is_some();
                     let sz = rd(data, e + u64::from(size.off), size.size);
                     deep.push((marshal, marshal == (sz != 0)));

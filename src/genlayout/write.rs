@@ -107,6 +107,7 @@ pub fn table(l: &Layout, n: &Notes) -> String {
         runtime,
         sym,
         frozen,
+        interp,
     } = l;
     let (major, minor) = version;
     let mut w = W(String::new());
@@ -128,6 +129,7 @@ pub fn table(l: &Layout, n: &Notes) -> String {
     w.wrapped(0, "//!", &doc);
     w.line(0, "");
     w.line(0, "use super::*;");
+    w.line(0, "use crate::arch::Arch;");
     w.line(0, "");
     w.line(0, "pub static LAYOUT: Layout = Layout {");
     w.item(1, "version", format!("({major}, {minor})"));
@@ -144,6 +146,7 @@ pub fn table(l: &Layout, n: &Notes) -> String {
     write_runtime(&mut w, runtime, n);
     write_symbols(&mut w, sym);
     write_frozen(&mut w, frozen);
+    write_interp(&mut w, interp, n);
     w.line(0, "};");
     write_global_strings(&mut w, runtime.global_strings);
     w.0
@@ -204,6 +207,9 @@ fn write_code(w: &mut W, c: &CodeLayout, n: &Notes) {
         nplaincellvars,
         fixed,
         runtime_state,
+        release,
+        runtime_scalars,
+        quicken,
         opcode_resume,
         co_fast_local,
         co_fast_cell,
@@ -258,6 +264,22 @@ fn write_code(w: &mut W, c: &CodeLayout, n: &Notes) {
     w.array(2, "runtime_state", &rs);
     w.comment(
         2,
+        "Released as the runtime's code dealloc does (genlayout::OWNED; blocks: offsets of the \
+         object pointers dropped, of the heap pointers freed)",
+    );
+    let rel: Vec<String> = release.iter().map(release_text).collect();
+    w.array(2, "release", &rel);
+    if !n.runtime_scalars.is_empty() {
+        w.comment(
+            2,
+            &format!("0 until the code runs: {}", n.runtime_scalars.join(", ")),
+        );
+    }
+    let sc: Vec<String> = runtime_scalars.iter().map(|f| fld(*f)).collect();
+    w.array(2, "runtime_scalars", &sc);
+    write_quicken(w, quicken.as_ref(), n);
+    w.comment(
+        2,
         "opcode.opmap['RESUME']; CO_FAST_* from internal/pycore_code.h",
     );
     w.item(2, "opcode_resume", opcode_resume);
@@ -280,6 +302,7 @@ fn write_str(w: &mut W, s: &StrLayout, n: &Notes) {
         compact_bit,
         ascii_bit,
         static_bits,
+        interned_mask,
         wstr,
     } = s;
     w.open(1, "str_", "StrLayout");
@@ -295,6 +318,8 @@ fn write_str(w: &mut W, s: &StrLayout, n: &Notes) {
     w.item(2, "ascii_bit", ascii_bit);
     w.comment(2, &format!("state.{}", n.static_bits.join(", state.")));
     w.item(2, "static_bits", format!("{static_bits:#x}"));
+    w.comment(2, "state.interned");
+    w.item(2, "interned_mask", format!("{interned_mask:#x}"));
     let wstr = wstr.map_or_else(
         || "None".into(),
         |(p, l)| format!("Some(({}, {}))", fld(p), fld(l)),
@@ -382,7 +407,11 @@ fn write_runtime(w: &mut W, r: &RuntimeLayout, n: &Notes) {
     w.item(2, "bytes_empty", bytes_empty);
     w.comment(
         2,
-        "Shared arrays are Some when gcc's deepfreeze.o points into them.",
+        if n.shared_by_generator {
+            "Shared arrays are Some when gcc's deepfreeze.o points into them."
+        } else {
+            "No deep-freezing generator: every shared array is used (as unmarshalling does)."
+        },
     );
     w.item(2, "bytes_characters", pair(*bytes_characters));
     w.item(2, "tuple_empty", tuple_empty);
@@ -398,7 +427,7 @@ fn write_runtime(w: &mut W, r: &RuntimeLayout, n: &Notes) {
     w.comment(2, &format!("{mutexes} (genlayout::GLIBC_MUTEX)"));
     let shift: Vec<String> = arch_shift
         .iter()
-        .map(|(a, s)| format!("(crate::arch::Arch::{a:?}, {s})"))
+        .map(|(a, s)| format!("(Arch::{a:?}, {s})"))
         .collect();
     w.array(2, "arch_shift", &shift);
     let os: Vec<String> = known_on
@@ -461,12 +490,104 @@ fn write_frozen(w: &mut W, f: &FrozenLayout) {
     w.item(2, "code", fld(*code));
     w.item(2, "size", fld(*size));
     w.item(2, "is_package", fld(*is_package));
-    w.item(2, "get_code", fld(*get_code));
+    w.item(2, "get_code", opt(*get_code));
     let tables: Vec<String> = tables.iter().map(|t| format!("{t:?}")).collect();
     w.array(2, "tables", &tables);
     w.item(2, "aliases", format!("{aliases:?}"));
     w.item(2, "custom", format!("{custom:?}"));
     w.item(2, "keeps_marshal", keeps_marshal);
+    w.close(1);
+}
+
+fn release_text(r: &Release) -> String {
+    let list = |v: &[u32]| {
+        let items: Vec<String> = v.iter().map(u32::to_string).collect();
+        format!("&[{}]", items.join(", "))
+    };
+    match r {
+        Release::WeakRefs => "Release::WeakRefs".into(),
+        Release::Object => "Release::Object".into(),
+        Release::Block { decref, free } => format!("block({}, {})", list(decref), list(free)),
+        Release::Unused => "Release::Unused".into(),
+    }
+}
+
+fn write_quicken(w: &mut W, q: Option<&Quicken>, n: &Notes) {
+    let Some(q) = q else {
+        w.comment(
+            2,
+            "_Py_CODEUNIT has no backoff counter: quickened at run time",
+        );
+        w.item(2, "quicken", "None");
+        return;
+    };
+    let Quicken {
+        caches,
+        deopt,
+        counters,
+        warmup,
+    } = q;
+    w.comment(
+        2,
+        "_PyCode_Quicken: _PyOpcode_Caches and _PyOpcode_Deopt from compile.o; counters \
+         (genlayout::QUICKEN) from the headers, checked against the interpreter's quickened \
+         bytecode",
+    );
+    w.line(2, "quicken: Some(Quicken {");
+    let pairs =
+        |v: &[(u8, u8)]| -> Vec<String> { v.iter().map(|(a, b)| format!("({a}, {b})")).collect() };
+    w.array(3, "caches", &pairs(caches));
+    w.array(3, "deopt", &pairs(deopt));
+    for note in &n.quicken {
+        w.comment(3, note);
+    }
+    let c: Vec<String> = counters
+        .iter()
+        .map(|(a, b)| format!("({a}, {b:#06x})"))
+        .collect();
+    w.array(3, "counters", &c);
+    w.comment(3, "adaptive_counter_warmup()");
+    w.item(3, "warmup", format!("{warmup:#06x}"));
+    w.line(2, "}),");
+}
+
+fn arch_field(a: &ArchField) -> String {
+    let shift: Vec<String> = a
+        .shift
+        .iter()
+        .map(|(x, s)| format!("(Arch::{x:?}, {s})"))
+        .collect();
+    format!("af({}, &[{}])", fld(a.field), shift.join(", "))
+}
+
+fn write_interp(w: &mut W, i: &InterpLayout, n: &Notes) {
+    let InterpLayout {
+        main,
+        tstate_interp,
+        next_func_version,
+        requires,
+    } = i;
+    w.open(1, "interp", "InterpLayout");
+    let mut notes = n.interp.iter();
+    let mut note = |w: &mut W| {
+        if let Some(t) = notes.next() {
+            w.comment(2, t);
+        }
+    };
+    note(w);
+    w.item(2, "main", arch_field(main));
+    match next_func_version {
+        Some(f) => {
+            note(w);
+            w.item(2, "next_func_version", format!("Some({})", arch_field(f)));
+        }
+        None => w.item(2, "next_func_version", "None"),
+    }
+    note(w);
+    let r: Vec<String> = requires.iter().map(arch_field).collect();
+    w.array(2, "requires", &r);
+    note(w);
+    w.item(2, "tstate_interp", arch_field(tstate_interp));
     w.close(1);
 }
 

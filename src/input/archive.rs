@@ -142,8 +142,8 @@ pub fn read_tables(path: &Path, layout: &Layout) -> Result<(Tables, Identity)> {
                     ))
                 }
             };
-            let get_code = match fr.pointer(tsec, at + fl.get_code.off as u64) {
-                Ptr::Extern(n) => Some(n),
+            let get_code = match fl.get_code.map(|g| fr.pointer(tsec, at + g.off as u64)) {
+                Some(Ptr::Extern(n)) => Some(n),
                 _ => None,
             };
             let size = fr.read_u32(tsec, at + fl.size.off as u64).unwrap_or(0) as i32;
@@ -175,7 +175,30 @@ pub fn read_tables(path: &Path, layout: &Layout) -> Result<(Tables, Identity)> {
         tables.push(entries);
     }
     let aliases = fr.aliases(&obj, fl);
+    if fl.get_code.is_none() {
+        name_blobs(&mut tables, &aliases);
+    }
     Ok((Tables { tables, aliases }, identity))
+}
+
+/// Without `get_code` (3.13+), every entry's code is its marshal bytes, and
+/// entries sharing them (aliases: `os.path` and `posixpath`) are one
+/// module: each entry gets the accessor of its bytes' module, named by the
+/// first entry holding them, or by the original that entry is an alias of
+/// (`_frozen_importlib` is `importlib._bootstrap`).
+fn name_blobs(tables: &mut [Vec<Entry>], aliases: &[(String, Option<String>)]) {
+    let mut names: HashMap<u64, String> = HashMap::new();
+    for e in tables.iter_mut().flatten() {
+        let Some((_, off)) = &e.code else { continue };
+        let name =
+            names
+                .entry(*off)
+                .or_insert_with(|| match aliases.iter().find(|(a, _)| *a == e.name) {
+                    Some((_, Some(orig))) if !orig.starts_with('<') => orig.clone(),
+                    _ => e.name.clone(),
+                });
+        e.get_code = Some(accessor_symbol(name));
+    }
 }
 
 /// The NUL-terminated strings in the data sections of `obj`.

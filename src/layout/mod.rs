@@ -11,9 +11,11 @@
 
 mod py311;
 mod py312;
+mod py313;
 
 pub use py311::LAYOUT as PY311;
 pub use py312::LAYOUT as PY312;
+pub use py313::LAYOUT as PY313;
 
 /// A field of a C struct: byte offset and size.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,6 +26,16 @@ pub struct Field {
 
 pub const fn f(off: u32, size: u8) -> Field {
     Field { off, size }
+}
+
+/// An [`ArchField`].
+pub const fn af(field: Field, shift: &'static [(crate::arch::Arch, u32)]) -> ArchField {
+    ArchField { field, shift }
+}
+
+/// A [`Release::Block`].
+pub const fn block(decref: &'static [u32], free: &'static [u32]) -> Release {
+    Release::Block { decref, free }
 }
 
 /// `PyObject` / `PyVarObject` header.
@@ -78,12 +90,126 @@ pub struct CodeLayout {
     /// Pointers the runtime fills in while the code runs (cached objects,
     /// extra data, weak references, monitoring data). While all are NULL,
     /// finalizing a code object amounts to restoring its bytecode and the
-    /// `fixed` fields; otherwise the runtime's per-code fini must run.
+    /// `fixed` fields; otherwise the runtime's per-code fini must run (or,
+    /// without one, each is released as `release` says).
     pub runtime_state: &'static [Field],
+    /// How each of `runtime_state` is released (parallel to it), as the
+    /// runtime's code dealloc does.
+    pub release: &'static [Release],
+    /// Members that are not pointers and that the runtime changes from 0
+    /// while the code runs (3.12+ `_co_instrumentation_version`).
+    pub runtime_scalars: &'static [Field],
+    /// What the runtime's code constructor writes into the bytecode's cache
+    /// entries (3.13+), where the build's counters can be written at emit
+    /// time.
+    pub quicken: Option<Quicken>,
     pub opcode_resume: u8,
     pub co_fast_local: u8,
     pub co_fast_cell: u8,
     pub co_fast_free: u8,
+}
+
+/// How the runtime releases a pointer member of a code object it filled
+/// in (what its code dealloc does with it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Release {
+    /// The object's weak reference list (`tp_weaklistoffset`): the
+    /// runtime's weak reference hook clears it.
+    WeakRefs,
+    /// An object reference: dropped.
+    Object,
+    /// A heap block (`PyMem_Malloc`): each object pointer at a `decref`
+    /// offset dropped, each heap pointer at a `free` offset freed, then the
+    /// block itself freed.
+    Block {
+        decref: &'static [u32],
+        free: &'static [u32],
+    },
+    /// Filled in only by machinery this build lacks (3.13's tier-2
+    /// executors): always NULL.
+    Unused,
+}
+
+/// `_PyCode_Quicken`'s writes, as data: for each instruction with cache
+/// entries (after deoptimizing its opcode), the first cache entry gets the
+/// opcode's counter, or `warmup`.
+#[derive(Clone, Debug)]
+pub struct Quicken {
+    /// `_PyOpcode_Caches`: (opcode, number of cache entries), nonzero ones.
+    pub caches: &'static [(u8, u8)],
+    /// `_PyOpcode_Deopt`: (opcode, base opcode) where they differ.
+    pub deopt: &'static [(u8, u8)],
+    /// (opcode, first cache entry) for opcodes with their own initial value.
+    pub counters: &'static [(u8, u16)],
+    /// The first cache entry of every other instruction with caches.
+    pub warmup: u16,
+}
+
+impl Quicken {
+    /// `code` (raw bytecode, 2-byte units) with the cache entries the
+    /// runtime's constructor writes.
+    pub fn apply(&self, code: &mut [u8]) {
+        let mut caches = [0u8; 256];
+        let mut deopt: [u8; 256] = std::array::from_fn(|i| i as u8);
+        for &(op, n) in self.caches {
+            caches[op as usize] = n;
+        }
+        for &(op, base) in self.deopt {
+            deopt[op as usize] = base;
+        }
+        let units = code.len() / 2;
+        let mut i = 0;
+        while i < units {
+            let op = deopt[code[2 * i] as usize];
+            let n = caches[op as usize] as usize;
+            if n > 0 && i + 1 < units {
+                let v = (self.counters.iter())
+                    .find(|c| c.0 == op)
+                    .map_or(self.warmup, |c| c.1);
+                code[2 * i + 2..2 * i + 4].copy_from_slice(&v.to_le_bytes());
+            }
+            i += 1 + n;
+        }
+    }
+}
+
+/// A member whose offset grows on some architectures (each glibc
+/// `pthread_mutex_t` before it is larger on aarch64 than on x86_64).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ArchField {
+    pub field: Field,
+    pub shift: &'static [(crate::arch::Arch, u32)],
+}
+
+impl ArchField {
+    /// The member on `arch`.
+    pub fn on(&self, arch: crate::arch::Arch) -> Field {
+        let grow = (self.shift.iter())
+            .find(|(a, _)| *a == arch)
+            .map_or(0, |&(_, s)| s);
+        Field {
+            off: self.field.off + grow,
+            size: self.field.size,
+        }
+    }
+}
+
+/// Where the runtime keeps what hooks of the object read: the main
+/// interpreter, its counters and configuration.
+#[derive(Clone, Debug)]
+pub struct InterpLayout {
+    /// The main interpreter's `PyInterpreterState` inside the runtime
+    /// variable (`_PyRuntime._main_interpreter`; size 0: a struct).
+    pub main: ArchField,
+    /// `PyThreadState.interp`.
+    pub tstate_interp: ArchField,
+    /// `PyInterpreterState.func_state.next_version`: the next code
+    /// object's `co_version` (3.12+).
+    pub next_func_version: Option<ArchField>,
+    /// `int` members of `PyInterpreterState` that are nonzero when code
+    /// objects are built as marshal data says (`config.code_debug_ranges`:
+    /// without it, the constructor drops column positions).
+    pub requires: &'static [ArchField],
 }
 
 /// `PyASCIIObject` / `PyCompactUnicodeObject`.
@@ -105,6 +231,9 @@ pub struct StrLayout {
     /// Further state bits every static string gets
     /// (3.12 `statically_allocated`, 3.11 `ready`).
     pub static_bits: u32,
+    /// The bits of `state` that say whether and how the string is
+    /// interned (`state.interned`).
+    pub interned_mask: u32,
     /// 3.11's `wstr` pointer and `wstr_length` (see
     /// [`crate::version::Precompute::wstr`]).
     pub wstr: Option<(Field, Field)>,
@@ -208,7 +337,8 @@ pub struct FrozenLayout {
     pub code: Field,
     pub size: Field,
     pub is_package: Field,
-    pub get_code: Field,
+    /// The accessor of a deep-frozen module (3.11, 3.12; 3.13 has none).
+    pub get_code: Option<Field>,
     /// Global pointers to the bootstrap, stdlib and test tables, in order.
     pub tables: &'static [&'static str],
     /// Global pointer to the alias table: {alias name, original name} pairs.
@@ -237,6 +367,8 @@ pub struct Layout {
     pub runtime: RuntimeLayout,
     pub sym: Symbols,
     pub frozen: FrozenLayout,
+    /// Where the runtime keeps its interpreters' state.
+    pub interp: InterpLayout,
 }
 
 impl Layout {

@@ -6,6 +6,7 @@
 //! `tests/layout_dwarf.rs` checks it is what the generator writes for pyenv's build.
 
 use super::*;
+use crate::arch::Arch;
 
 pub static LAYOUT: Layout = Layout {
     version: (3, 11),
@@ -51,6 +52,17 @@ pub static LAYOUT: Layout = Layout {
         fixed: &[(f(52, 2), 0xfff8)],
         // NULL until the code runs: co_weakreflist, _co_code, _co_linearray, co_extra
         runtime_state: &[f(144, 8), f(152, 8), f(160, 8), f(176, 8)],
+        // Released as the runtime's code dealloc does (genlayout::OWNED; blocks: offsets of the
+        // object pointers dropped, of the heap pointers freed)
+        release: &[
+            Release::WeakRefs,
+            Release::Object,
+            block(&[], &[]),
+            block(&[], &[]),
+        ],
+        runtime_scalars: &[],
+        // _Py_CODEUNIT has no backoff counter: quickened at run time
+        quicken: None,
         // opcode.opmap['RESUME']; CO_FAST_* from internal/pycore_code.h
         opcode_resume: 151,
         co_fast_local: 0x20,
@@ -70,6 +82,8 @@ pub static LAYOUT: Layout = Layout {
         ascii_bit: 6,
         // state.ready
         static_bits: 0x80,
+        // state.interned
+        interned_mask: 0x3,
         wstr: Some((f(40, 8), f(64, 8))),
     },
     bytes: BytesLayout {
@@ -108,7 +122,7 @@ pub static LAYOUT: Layout = Layout {
         global_strings: GLOBAL_STRINGS,
         // pthread_mutex_t before global_objects: ceval.gil.mutex, ceval.gil.switch_mutex
         // (genlayout::GLIBC_MUTEX)
-        arch_shift: &[(crate::arch::Arch::Aarch64, 16)],
+        arch_shift: &[(Arch::Aarch64, 16)],
         known_on: &[crate::target::Os::Linux],
     },
     sym: Symbols {
@@ -130,7 +144,7 @@ pub static LAYOUT: Layout = Layout {
         code: f(8, 8),
         size: f(16, 4),
         is_package: f(20, 4),
-        get_code: f(24, 8),
+        get_code: Some(f(24, 8)),
         tables: &[
             "_PyImport_FrozenBootstrap",
             "_PyImport_FrozenStdlib",
@@ -139,6 +153,16 @@ pub static LAYOUT: Layout = Layout {
         aliases: "_PyImport_FrozenAliases",
         custom: "PyImport_FrozenModules",
         keeps_marshal: false,
+    },
+    interp: InterpLayout {
+        // _PyRuntimeState._main_interpreter (after pthread_mutex_t ceval.gil.mutex,
+        // ceval.gil.switch_mutex)
+        main: af(f(58936, 0), &[(Arch::Aarch64, 16)]),
+        next_func_version: None,
+        // PyInterpreterState.config.code_debug_ranges
+        requires: &[af(f(1012, 4), &[])],
+        // PyThreadState.interp
+        tstate_interp: af(f(16, 8), &[]),
     },
 };
 

@@ -6,6 +6,7 @@
 //! `tests/layout_dwarf.rs` checks it is what the generator writes for pyenv's build.
 
 use super::*;
+use crate::arch::Arch;
 
 pub static LAYOUT: Layout = Layout {
     version: (3, 12),
@@ -52,6 +53,18 @@ pub static LAYOUT: Layout = Layout {
         fixed: &[],
         // NULL until the code runs: co_weakreflist, _co_cached, _co_monitoring, co_extra
         runtime_state: &[f(144, 8), f(152, 8), f(168, 8), f(184, 8)],
+        // Released as the runtime's code dealloc does (genlayout::OWNED; blocks: offsets of the
+        // object pointers dropped, of the heap pointers freed)
+        release: &[
+            Release::WeakRefs,
+            block(&[0, 8, 16, 24], &[]),
+            block(&[], &[32, 40, 48, 56, 64]),
+            block(&[], &[]),
+        ],
+        // 0 until the code runs: _co_instrumentation_version
+        runtime_scalars: &[f(160, 8)],
+        // _Py_CODEUNIT has no backoff counter: quickened at run time
+        quicken: None,
         // opcode.opmap['RESUME']; CO_FAST_* from internal/pycore_code.h
         opcode_resume: 151,
         co_fast_local: 0x20,
@@ -71,6 +84,8 @@ pub static LAYOUT: Layout = Layout {
         ascii_bit: 6,
         // state.statically_allocated
         static_bits: 0x80,
+        // state.interned
+        interned_mask: 0x3,
         wstr: None,
     },
     bytes: BytesLayout {
@@ -130,7 +145,7 @@ pub static LAYOUT: Layout = Layout {
         code: f(8, 8),
         size: f(16, 4),
         is_package: f(20, 4),
-        get_code: f(24, 8),
+        get_code: Some(f(24, 8)),
         tables: &[
             "_PyImport_FrozenBootstrap",
             "_PyImport_FrozenStdlib",
@@ -139,6 +154,18 @@ pub static LAYOUT: Layout = Layout {
         aliases: "_PyImport_FrozenAliases",
         custom: "PyImport_FrozenModules",
         keeps_marshal: true,
+    },
+    interp: InterpLayout {
+        // _PyRuntimeState._main_interpreter
+        main: af(f(76392, 0), &[]),
+        // PyInterpreterState.func_state.next_version (after pthread_mutex_t _gil.mutex,
+        // _gil.switch_mutex)
+        next_func_version: Some(af(f(269816, 4), &[(Arch::Aarch64, 16)])),
+        // PyInterpreterState.config.code_debug_ranges (after pthread_mutex_t _gil.mutex,
+        // _gil.switch_mutex)
+        requires: &[af(f(1328, 4), &[(Arch::Aarch64, 16)])],
+        // PyThreadState.interp
+        tstate_interp: af(f(16, 8), &[]),
     },
 };
 
