@@ -86,6 +86,25 @@ fn check_runtime_known(opts: &Options) -> Result<()> {
     )))
 }
 
+/// Whether the version's objects always replace `frozen.o` (a load hook
+/// recognizes modules by the marshal bytes of the tables it writes).
+pub fn needs_tables(v: &Version) -> bool {
+    !v.contract.entry.wrapped().is_empty()
+}
+
+/// The reason tables are needed, for an error about them.
+fn tables_needed(v: &Version, e: Error) -> Error {
+    if !needs_tables(v) {
+        return e;
+    }
+    let (a, b) = v.layout.version;
+    Error::msg(format!(
+        "CPython {a}.{b}: the object replaces frozen.o (the runtime loads frozen modules from the \
+         module tables' marshal bytes, which the object recognizes): give --modules-from \
+         LIBPYTHON.a, whose frozen.o the tables start from"
+    ))
+}
+
 /// Lay the graph out and write the object file's bytes.
 pub fn build_object(
     opts: &Options,
@@ -136,7 +155,30 @@ pub fn lay_out(opts: &Options, graph: &Graph, tables: Option<&Tables>) -> Result
     if let Some(t) = tables {
         crate::tables::append(&mut image, l, t);
     }
-    let scheme = if opts.lazy {
+    let wrapped = matches!(v.contract.entry, crate::version::Entry::Wrapped(_));
+    if !wrapped {
+        // Only a load hook looks modules up by their marshal bytes.
+        image.blobs.clear();
+    }
+    let mut slots = stubs::Slots::default();
+    if stubs::needs_main_interp(v.contract) {
+        let at = image.alloc(l.ptr_size as u64);
+        let main = l.interp.main.on(opts.target.arch).off;
+        let target = image.extern_target(l.runtime.symbol, main);
+        image.relocs.push(place::Reloc {
+            offset: at,
+            target,
+            owner: crate::graph::SHARED,
+        });
+        slots.main_interp = at;
+    }
+    if let (Some(lo), Some(hi)) = (
+        image.blobs.iter().map(|b| b.data).min(),
+        image.blobs.iter().map(|b| b.data + b.size).max(),
+    ) {
+        slots.blobs = (lo, hi);
+    }
+    let scheme = if opts.lazy || !v.contract.entry.has_eager() {
         image.defer_relocations();
         let flags = image.add_module_flags();
         Scheme::Lazy {
@@ -148,7 +190,14 @@ pub fn lay_out(opts: &Options, graph: &Graph, tables: Option<&Tables>) -> Result
     };
     let pristine = stubs::needs_pristine(v.contract, scheme).then_some(l.code.code_adaptive);
     let rodata = RoTables::build(&image, pristine)?;
-    let program = stubs::program(v, &image.accessors, &rodata, scheme);
+    let program = stubs::program(
+        v,
+        &image.accessors,
+        &rodata,
+        scheme,
+        slots,
+        opts.target.arch,
+    );
     let stubs = opts.target.arch.lower(opts.target.conv, &program);
     let stats = Stats {
         modules: graph.modules.len(),
@@ -191,11 +240,19 @@ pub struct Kept {
 fn run_keeping(opts: &Options, output: &Path, depfile: Option<&Path>) -> Result<(Stats, Kept)> {
     let t0 = Instant::now();
     let collected = collect(opts)?;
-    let tables = if opts.frozen_tables {
-        Some(module_tables(&collected)?)
+    let tables = if opts.frozen_tables || needs_tables(opts.version) {
+        Some(module_tables(&collected).map_err(|e| tables_needed(opts.version, e))?)
     } else {
         None
     };
+    let flags = opts.version.contract.entry.link_flags();
+    if !flags.is_empty() {
+        log(
+            opts,
+            t0,
+            format_args!("link the interpreter with: {}", flags.join(" ")),
+        );
+    }
     let mods = collected.mods;
     log(
         opts,

@@ -1,4 +1,4 @@
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use pyfreeze_obj::emit::{self, Options};
 use pyfreeze_obj::target::Target;
 use pyfreeze_obj::version::Version;
@@ -7,7 +7,9 @@ use std::process::ExitCode;
 
 /// Write CPython's deep-frozen code objects straight into a relocatable
 /// object file: a drop-in for the `deepfreeze.o` that CPython 3.11/3.12
-/// build from a generated C file, with no C compiler involved.
+/// build from a generated C file, with no C compiler involved; for 3.13,
+/// which unmarshals its frozen modules at every start, static code objects
+/// its loading reaches through the link.
 #[derive(Parser)]
 #[command(name = "pyfreeze-obj", version, propagate_version = true)]
 struct Cli {
@@ -17,7 +19,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Emit a deep-freeze object (drop-in for CPython's deepfreeze.o).
+    /// Emit a deep-freeze object (drop-in for CPython's deepfreeze.o; for
+    /// 3.13, a replacement for frozen.o whose link needs the flags below).
     ///
     /// Examples:
     ///
@@ -34,7 +37,7 @@ enum Cmd {
         /// x86_64-windows, aarch64-windows).
         #[arg(long, default_value = "x86_64-linux")]
         target: String,
-        /// CPython version whose layout to write: 3.11 or 3.12.
+        /// CPython version whose layout to write: 3.11, 3.12 or 3.13.
         #[arg(long, value_name = "X.Y")]
         python: String,
         /// Output object file (written atomically).
@@ -63,7 +66,8 @@ enum Cmd {
         depfile: Option<PathBuf>,
         /// Initialize each module's code objects when its code is first
         /// requested, not all of them at start-up (CPython's scheme, the
-        /// default); Fini finalizes only what was initialized.
+        /// default for 3.11 and 3.12; 3.13 has only this one); Fini
+        /// finalizes only what was initialized.
         #[arg(long)]
         lazy: bool,
         /// Add modules, found and compiled by --compile-with: NAME (a module
@@ -79,6 +83,7 @@ enum Cmd {
         /// Also write the module tables (bootstrap, stdlib, test, aliases,
         /// PyImport_FrozenModules) so the object replaces frozen.o too;
         /// added modules go into the stdlib table. Needs --modules-from.
+        /// Always on for 3.13.
         #[arg(long)]
         frozen_tables: bool,
         /// For macOS and Windows targets: emit although where the runtime
@@ -95,12 +100,13 @@ enum Cmd {
         #[arg(value_name = "FILE:MODNAME")]
         inputs: Vec<String>,
     },
-    /// Build a faster interpreter from an installed CPython 3.11/3.12.
+    /// Build a faster interpreter from an installed CPython 3.11, 3.12 or 3.13.
     ///
     /// Re-freezes its stock modules plus the requested ones with lazy
-    /// per-module initialization, replaces deepfreeze.o and frozen.o in a
-    /// copy of its static libpython, and links its python.o against that
-    /// with the flags of its own build. The interpreter must ship its static
+    /// per-module initialization, replaces deepfreeze.o (3.11, 3.12) and
+    /// frozen.o in a copy of its static libpython, and links its python.o
+    /// against that with the flags of its own build (and, for 3.13, the
+    /// --wrap flags the object needs). The interpreter must ship its static
     /// archive and python.o (pyenv builds and Debian's python3.X-dev do).
     ///
     /// Examples:
@@ -121,7 +127,8 @@ enum Cmd {
         /// Code whose imported pure-Python modules to add, as for `emit --trace`.
         #[arg(long, value_name = "CODE")]
         trace: Vec<String>,
-        /// Initialize every code object at start-up, as CPython does.
+        /// Initialize every code object at start-up, as CPython 3.11 and
+        /// 3.12 do (3.13 has no such scheme).
         #[arg(long)]
         eager: bool,
         /// The new interpreter.
@@ -172,8 +179,28 @@ enum Cmd {
     },
 }
 
+/// What `emit --help` adds: the link flags each version's objects need.
+fn link_help() -> String {
+    let mut s = String::from("Linking the object into an interpreter needs:\n");
+    for v in pyfreeze_obj::version::VERSIONS {
+        let (a, b) = v.layout.version;
+        let flags = v.contract.entry.link_flags();
+        let what = if flags.is_empty() {
+            "nothing more (the runtime calls the object)".to_string()
+        } else {
+            format!("{} (frozen.o removed from the archive)", flags.join(" "))
+        };
+        s.push_str(&format!("  CPython {a}.{b}: {what}\n"));
+    }
+    s
+}
+
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let parsed = Cli::command()
+        .mut_subcommand("emit", |c| c.after_help(link_help()))
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m));
+    let cli = match parsed {
         Ok(c) => c,
         Err(e) => {
             use clap::error::ErrorKind::*;

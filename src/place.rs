@@ -9,7 +9,7 @@
 use crate::error::{Error, Result};
 use crate::graph::{BigInt, Code, Graph, Obj, ObjId, Str};
 use crate::layout::{Field, IntSize, Layout};
-use crate::version::{Precompute, Version};
+use crate::version::{InitStep, Precompute, Version};
 use std::cmp::Ordering;
 
 /// What a pointer in the data refers to (16 bytes: there is one for each
@@ -92,6 +92,21 @@ pub struct Image {
     pub externs: Vec<&'static str>,
     /// The module tables' marshal bytes, in table order.
     pub blobs: Vec<Blob>,
+    /// Per module, the string fields its first use interns.
+    pub interns: Vec<Interns>,
+    /// Data offset of a pointer to the main interpreter's state (for
+    /// wrapped entries).
+    pub main_interp: Option<u64>,
+}
+
+/// The string fields a module's code objects intern, as (data offset of
+/// the field, data offset of the string it holds), sorted; each field once.
+#[derive(Debug, Default, Clone)]
+pub struct Interns {
+    /// Names: made immortal.
+    pub immortal: Vec<(u32, u32)>,
+    /// Identifier-like constants, file name, name, qualified name.
+    pub mortal: Vec<(u32, u32)>,
 }
 
 /// Pointers that lazy initialization relocates itself, per module.
@@ -283,10 +298,12 @@ pub fn place(
     p.mark_reachable();
     let (order, per_module) = graph.code_postorder();
     p.img.module_codes = per_module;
-    for (i, id) in order.iter().enumerate() {
-        p.version[id.0 as usize] = pre.versions_from + i as u32;
+    if let Some(from) = pre.versions_from {
+        for (i, id) in order.iter().enumerate() {
+            p.version[id.0 as usize] = from + i as u32;
+        }
+        p.img.next_func_version = from + order.len() as u32;
     }
-    p.img.next_func_version = pre.versions_from + order.len() as u32;
     // Children always have smaller ids than their parents (the arena is
     // built bottom-up), so one pass in id order finds every child placed.
     for i in 0..n {
@@ -297,6 +314,13 @@ pub fn place(
         }
     }
     p.owner = crate::graph::SHARED;
+    if v.contract
+        .init
+        .iter()
+        .any(|s| matches!(s, InitStep::Intern { .. }))
+    {
+        p.img.interns = p.intern_slots(&order);
+    }
     for id in order {
         if let Place::At(Target::Data(off)) = p.place[id.0 as usize] {
             if let Obj::Code(c) = graph.get(id) {
@@ -635,11 +659,12 @@ impl Placer<'_> {
         }
         let nlocalsplus = kinds.len() as u64;
         let int = |v: i32| v as i64 as u64;
+        let stacksize = c.stacksize.max(self.pre.min_stacksize);
         self.put(obj, cl.flags, int(c.flags));
         self.put(obj, cl.argcount, int(c.argcount));
         self.put(obj, cl.posonlyargcount, int(c.posonlyargcount));
         self.put(obj, cl.kwonlyargcount, int(c.kwonlyargcount));
-        self.put(obj, cl.stacksize, int(c.stacksize));
+        self.put(obj, cl.stacksize, int(stacksize));
         self.put(obj, cl.firstlineno, int(c.firstlineno));
         self.put(obj, cl.nlocalsplus, nlocalsplus);
         self.put(obj, cl.nlocals, nlocals);
@@ -652,7 +677,7 @@ impl Placer<'_> {
             self.put(obj, f, nplaincells);
         }
         if let Some(f) = cl.framesize {
-            let size = int(c.stacksize) + nlocalsplus + cl.frame_specials_size as u64;
+            let size = int(stacksize) + nlocalsplus + cl.frame_specials_size as u64;
             self.put(obj, f, size);
         }
         if let Some(f) = cl.version {
@@ -667,7 +692,112 @@ impl Placer<'_> {
             self.put(obj, f, first as u64);
         }
         self.put_bytes(obj + cl.code_adaptive as u64, &c.code);
+        if let (true, Some(q)) = (self.pre.quicken, &cl.quicken) {
+            let at = (obj + cl.code_adaptive as u64) as usize;
+            q.apply(&mut self.img.data[at..at + c.code.len()]);
+        }
         Target::Data(obj)
+    }
+
+    /// The string fields each module's code objects intern (its code
+    /// objects are contiguous in `order`, modules in order): what the
+    /// runtime's code constructor interns, where it holds one of our
+    /// strings (the runtime's own are interned already).
+    fn intern_slots(&self, order: &[ObjId]) -> Vec<Interns> {
+        let mut out = Vec::new();
+        let mut codes = order.iter();
+        for &n in &self.img.module_codes {
+            let (mut imm, mut mor) = (Vec::new(), Vec::new());
+            for &id in codes.by_ref().take(n) {
+                let (Obj::Code(c), Place::At(Target::Data(obj))) =
+                    (self.graph.get(id), self.place[id.0 as usize])
+                else {
+                    continue;
+                };
+                let cl = &self.l.code;
+                for (f, s) in [
+                    (cl.filename, c.filename),
+                    (cl.name, c.name),
+                    (cl.qualname, c.qualname),
+                ] {
+                    if let Some(t) = self.own_str(s) {
+                        mor.push(((obj + f.off as u64) as u32, t));
+                    }
+                }
+                for names in [c.names, c.localsplusnames] {
+                    self.tuple_strs(names, &mut |slot, t, _| imm.push((slot, t)));
+                }
+                self.identifier_consts(c.consts, &mut mor);
+            }
+            imm.sort_unstable();
+            imm.dedup();
+            mor.sort_unstable();
+            mor.dedup();
+            mor.retain(|x| imm.binary_search(x).is_err());
+            out.push(Interns {
+                immortal: imm,
+                mortal: mor,
+            });
+        }
+        out
+    }
+
+    /// Data offset of `id` if it is a string we emitted.
+    fn own_str(&self, id: ObjId) -> Option<u32> {
+        match (self.graph.get(id), self.place[id.0 as usize]) {
+            (Obj::Str(_), Place::At(Target::Data(off))) => Some(off as u32),
+            _ => None,
+        }
+    }
+
+    /// The items of tuple or frozenset `id` in the order its tuple holds
+    /// them, and where that tuple is.
+    fn placed_items(&self, id: ObjId) -> Option<(u64, Vec<ObjId>)> {
+        let Place::At(Target::Data(obj)) = self.place[id.0 as usize] else {
+            return None;
+        };
+        match self.graph.get(id) {
+            Obj::Tuple(items) => Some((obj, items.clone())),
+            Obj::FrozenSet(items) => {
+                let mut sorted = items.clone();
+                sorted.sort_by(|&a, &b| py_order(self.graph, a, b));
+                Some((obj, sorted))
+            }
+            _ => None,
+        }
+    }
+
+    /// `f(slot, string, value)` for each item of tuple (or frozenset) `id`
+    /// that is a string we emitted.
+    fn tuple_strs(&self, id: ObjId, f: &mut dyn FnMut(u32, u32, &Str)) {
+        let Some((obj, items)) = self.placed_items(id) else {
+            return;
+        };
+        let (ptr, base) = (self.l.ptr_size as u64, self.l.tuple.items as u64);
+        for (i, &item) in items.iter().enumerate() {
+            if let (Some(t), Obj::Str(s)) = (self.own_str(item), self.graph.get(item)) {
+                f((obj + base + ptr * i as u64) as u32, t, s);
+            }
+        }
+    }
+
+    /// The identifier-like strings among constants `id` (in nested tuples
+    /// and frozensets too), as the code constructor interns them.
+    fn identifier_consts(&self, id: ObjId, out: &mut Vec<(u32, u32)>) {
+        self.tuple_strs(id, &mut |slot, t, s| {
+            let ident = (s.0.iter())
+                .all(|&c| c < 0x80 && ((c as u8).is_ascii_alphanumeric() || c == '_' as u32));
+            if ident {
+                out.push((slot, t));
+            }
+        });
+        if let Some((_, items)) = self.placed_items(id) {
+            for item in items {
+                if matches!(self.graph.get(item), Obj::Tuple(_) | Obj::FrozenSet(_)) {
+                    self.identifier_consts(item, out);
+                }
+            }
+        }
     }
 }
 

@@ -1,8 +1,9 @@
-//! `relink`: turn an installed CPython 3.11/3.12 that ships its static
+//! `relink`: turn an installed CPython (3.11+) that ships its static
 //! archive into a faster interpreter: re-freeze its stock modules plus the
-//! requested ones with lazy initialization, replace `deepfreeze.o` and
-//! `frozen.o` in a copy of its `libpython3.X.a`, and link `python.o`
-//! against it with the flags of that interpreter's own build.
+//! requested ones with lazy initialization, replace `deepfreeze.o` (where
+//! the build has one) and `frozen.o` in a copy of its `libpython3.X.a`, and
+//! link `python.o` against it with the flags of that interpreter's own
+//! build and those the version's object needs (3.13: `--wrap`).
 
 use crate::emit::{self, Options};
 use crate::error::{Error, Result};
@@ -97,6 +98,13 @@ pub fn relink(o: &RelinkOptions) -> Result<()> {
     let t0 = Instant::now();
     let b = query(&o.python)?;
     let version = Version::parse(&b.version)?;
+    if o.eager && !version.contract.entry.has_eager() {
+        return Err(Error::msg(format!(
+            "--eager: CPython {} has no eager scheme to follow (it does not deep-freeze: the \
+             object initializes each module on its first load); drop --eager",
+            b.version
+        )));
+    }
     let archive = b.libpl.join(&b.library);
     if !b.library.ends_with(".a") || !archive.is_file() {
         return Err(Error::file(
@@ -152,13 +160,15 @@ pub fn relink(o: &RelinkOptions) -> Result<()> {
         let lib = work.join(&b.library);
         std::fs::copy(&archive, &lib)
             .map_err(|e| Error::file(&lib, format!("cannot copy the archive: {e}")))?;
+        let replaced = members_present(&archive, &["deepfreeze.o", "frozen.o"])?;
         run(
-            Command::new("ar")
-                .arg("d")
-                .arg(&lib)
-                .args(["deepfreeze.o", "frozen.o"]),
-            "ar d deepfreeze.o frozen.o",
+            Command::new("ar").arg("d").arg(&lib).args(&replaced),
+            &format!("ar d {}", replaced.join(" ")),
         )?;
+        let wrap = version.contract.entry.link_flags();
+        if !wrap.is_empty() {
+            log(o, t0, format_args!("linking with {}", wrap.join(" ")));
+        }
 
         let tmp_out = work.join("python");
         let link = |extra: &[&str]| {
@@ -169,7 +179,8 @@ pub fn relink(o: &RelinkOptions) -> Result<()> {
                 .arg(&python_o)
                 .arg(&obj)
                 .arg(&lib)
-                .args(&b.flags);
+                .args(&b.flags)
+                .args(&wrap);
             run(&mut cmd, "link")
         };
         // A non-PIC archive (Debian's) cannot go into a PIE: retry without.
@@ -190,6 +201,28 @@ pub fn relink(o: &RelinkOptions) -> Result<()> {
     result.map_err(|e| without_work_folder(e, &work, &o.output))?;
     log(o, t0, format_args!("wrote {}", o.output.display()));
     Ok(())
+}
+
+/// Which of `names` the archive holds (the object replaces them).
+fn members_present(archive: &Path, names: &[&'static str]) -> Result<Vec<&'static str>> {
+    let data =
+        std::fs::read(archive).map_err(|e| Error::file(archive, format!("cannot read: {e}")))?;
+    let ar = object::read::archive::ArchiveFile::parse(&*data)
+        .map_err(|e| Error::at(archive, 0, format!("not an ar archive: {e}")))?;
+    let mut found = Vec::new();
+    for m in ar.members() {
+        let m = m.map_err(|e| Error::file(archive, format!("corrupt archive: {e}")))?;
+        if let Some(n) = names.iter().find(|n| n.as_bytes() == m.name()) {
+            found.push(*n);
+        }
+    }
+    if !found.contains(&"frozen.o") {
+        return Err(Error::file(
+            archive,
+            "no frozen.o member: not a CPython static library",
+        ));
+    }
+    Ok(found)
 }
 
 /// An error about the (removed) work folder's files, told about the

@@ -40,10 +40,19 @@ pub enum Table {
     /// Per code object, parallel to [`Table::Codes`]: `(u32 offset of its
     /// pristine bytecode from the start of this section, u32 length)`.
     Pristine,
+    /// `(u32 field offset, u32 string offset)`: a string field a module's
+    /// first use interns immortal, and the string we put there.
+    InternImmortal,
+    /// As [`Table::InternImmortal`], interned mortal.
+    InternMortal,
+    /// `(u32 data offset, u32 size, u32 module, u32 code)`: marshal bytes of
+    /// the module tables, the module they stand for and the data offset of
+    /// its top-level code object.
+    Blobs,
 }
 
 impl Table {
-    pub const ALL: [Table; 7] = [
+    pub const ALL: [Table; 10] = [
         Table::Codes,
         Table::Strs,
         Table::Modules,
@@ -51,6 +60,9 @@ impl Table {
         Table::ExternFixups,
         Table::Frozensets,
         Table::Pristine,
+        Table::InternImmortal,
+        Table::InternMortal,
+        Table::Blobs,
     ];
 
     /// Bytes per entry.
@@ -58,7 +70,12 @@ impl Table {
         match self {
             Table::Codes | Table::Strs | Table::Fixups => 4,
             Table::Modules => ModuleRecord::SIZE,
-            Table::ExternFixups | Table::Frozensets | Table::Pristine => 8,
+            Table::ExternFixups
+            | Table::Frozensets
+            | Table::Pristine
+            | Table::InternImmortal
+            | Table::InternMortal => 8,
+            Table::Blobs => 16,
         }
     }
 
@@ -89,7 +106,8 @@ impl Span {
 }
 
 /// A module's record in [`Table::Modules`]: 64 bytes, sixteen 32-bit
-/// fields, of which the [`ModuleRecord::SPANS`] use ten; the rest is zero.
+/// fields, of which the [`ModuleRecord::SPANS`] use fourteen; the rest is
+/// zero.
 pub struct ModuleRecord;
 
 impl ModuleRecord {
@@ -116,13 +134,23 @@ impl ModuleRecord {
         table: Table::Strs,
         at: 32,
     };
+    pub const INTERN_IMMORTAL: Span = Span {
+        table: Table::InternImmortal,
+        at: 40,
+    };
+    pub const INTERN_MORTAL: Span = Span {
+        table: Table::InternMortal,
+        at: 48,
+    };
     /// Every span, in field order.
-    pub const SPANS: [Span; 5] = [
+    pub const SPANS: [Span; 7] = [
         Self::CODES,
         Self::FIXUPS,
         Self::EXTERN_FIXUPS,
         Self::FROZENSETS,
         Self::STRS,
+        Self::INTERN_IMMORTAL,
+        Self::INTERN_MORTAL,
     ];
 }
 
@@ -139,7 +167,7 @@ const _: () = {
 /// The section's contents, built from an [`Image`].
 #[derive(Debug, Default)]
 pub struct RoTables {
-    tables: [Vec<u32>; 7],
+    tables: [Vec<u32>; 10],
     blob: Vec<u8>,
     /// How many of [`Table::Strs`]' entries, at its end, are shared.
     shared_strs: u64,
@@ -162,10 +190,15 @@ impl RoTables {
             .collect();
         by_owner.sort_by_key(|&(owner, _)| owner);
         let shared_strs = image.shared_strs();
-        let mut t: [Vec<u32>; 7] = Default::default();
+        let mut t: [Vec<u32>; 10] = Default::default();
+        let no_interns = crate::place::Interns::default();
+        let interns = |m: usize| {
+            let i = image.interns.get(m).unwrap_or(&no_interns);
+            (&i.immortal, &i.mortal)
+        };
         t[Table::Codes.index()] = offs(&mut image.codes.iter().copied())?;
         t[Table::Strs.index()] = offs(&mut by_owner.iter().map(|&(_, s)| s))?;
-        let mut next = [0u32; 5];
+        let mut next = [0u32; ModuleRecord::SPANS.len()];
         for (m, &codes) in image.module_codes.iter().enumerate() {
             let m32 = m as u32;
             let strs_start = by_owner.partition_point(|&(o, _)| o < m32);
@@ -180,7 +213,11 @@ impl RoTables {
                     Table::ExternFixups => (next[k], len2(&f.external)),
                     Table::Frozensets => (next[k], len2(&f.frozensets)),
                     Table::Strs => (strs_start as u32, strs_end - strs_start),
-                    Table::Modules | Table::Pristine => unreachable!("no such span"),
+                    Table::InternImmortal => (next[k], interns(m).0.len()),
+                    Table::InternMortal => (next[k], interns(m).1.len()),
+                    Table::Modules | Table::Pristine | Table::Blobs => {
+                        unreachable!("no such span")
+                    }
                 };
                 let count = count as u32;
                 record[(span.at / 4) as usize] = first;
@@ -195,6 +232,18 @@ impl RoTables {
         };
         t[Table::ExternFixups.index()] = pairs(&f.external);
         t[Table::Frozensets.index()] = pairs(&f.frozensets);
+        let flat = |v: &mut dyn Iterator<Item = &(u32, u32)>| -> Vec<u32> {
+            v.flat_map(|&(a, b)| [a, b]).collect()
+        };
+        t[Table::InternImmortal.index()] =
+            flat(&mut image.interns.iter().flat_map(|i| &i.immortal));
+        t[Table::InternMortal.index()] = flat(&mut image.interns.iter().flat_map(|i| &i.mortal));
+        for b in &image.blobs {
+            let code = image.accessors.get(b.module as usize).map_or(0, |a| a.code);
+            for v in [b.data, b.size, b.module as u64, code] {
+                t[Table::Blobs.index()].push(u32::try_from(v).map_err(|_| too_big())?);
+            }
+        }
         let mut out = RoTables {
             tables: t,
             blob: Vec::new(),
@@ -234,7 +283,7 @@ impl RoTables {
 
     /// Byte offset of the zero word after the last table.
     pub fn sentinel(&self) -> u64 {
-        self.end(Table::Pristine)
+        self.end(Table::ALL[Table::ALL.len() - 1])
     }
 
     /// Byte offset of the pristine blob.

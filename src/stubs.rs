@@ -8,21 +8,30 @@
 //! * Eager scheme (CPython's): the contract's entry points run its init
 //!   steps over every code object, and its fini steps.
 //! * Lazy scheme: a local helper initializes module `i` on the first call
-//!   of its accessor (applying its fixups once per process, making its
-//!   frozensets, then the init steps over its code objects) and sets its
-//!   flag; the init entry does nothing; the fini entry undoes this for
-//!   every module whose flag is set, then runs the string steps over the
-//!   shared strings.
+//!   of its accessor (applying its fixups once per process, then the init
+//!   steps over its code objects) and sets its flag. With an entry the
+//!   runtime calls, the init entry does nothing and the fini entry undoes
+//!   the init steps for every module whose flag is set, then runs the
+//!   string steps over the shared strings.
+//! * Wrapped entry (lazy only): the load wrapper hands out a module's code
+//!   object for its marshal bytes (initializing it on first use), the code
+//!   teardown wrapper is the fini entry's work for the main interpreter,
+//!   the strings wrapper resets the strings after the runtime's own
+//!   teardown of its interned strings; each then reaches the runtime's
+//!   function (`__real_F`).
 //!
 //! Adding a step: a variant in [`crate::version`], its logic here (one
 //! function writing instructions), and its place in a contract. Nothing
 //! per instruction set.
 
-use crate::arch::ir::{Builder, Callee, Cond, Func, Inst, Mem, Operand, Program, Reg, Sym, Width};
-use crate::layout::Layout;
+use crate::arch::ir::{
+    Builder, Callee, Cond, Func, Inst, Label, Mem, Operand, Program, Reg, Sym, Width,
+};
+use crate::arch::Arch;
+use crate::layout::{Layout, Release};
 use crate::place::Accessor;
 use crate::rotables::{ModuleRecord, RoTables, Span, Table};
-use crate::version::{Contract, FiniStep, InitStep, Version};
+use crate::version::{Contract, Entry, FiniStep, InitStep, Version, Wraps};
 
 /// Register roles, by job.
 /// A cursor into a table, and its end.
@@ -34,10 +43,13 @@ const DATA: Reg = Reg::Saved(2);
 const MODULE: Reg = Reg::Saved(3);
 /// The module's record, or a second cursor.
 const AUX: Reg = Reg::Saved(4);
+/// A heap block being released.
+const BLOCK: Reg = Reg::Saved(5);
 const T0: Reg = Reg::Temp(0);
 const T1: Reg = Reg::Temp(1);
 const T2: Reg = Reg::Temp(2);
 const ARG0: Reg = Reg::Arg(0);
+const ARG1: Reg = Reg::Arg(1);
 const RET: Reg = Reg::Ret;
 
 /// When the contract's init steps run.
@@ -57,56 +69,112 @@ pub enum Scheme {
     },
 }
 
+/// Data the program reads beyond the tables, where the contract needs it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Slots {
+    /// Data offset of the pointer to the main interpreter's state.
+    pub main_interp: u64,
+    /// Data offsets `[start, end)` spanning every marshal blob of the
+    /// module tables (empty: none).
+    pub blobs: (u64, u64),
+}
+
 /// Whether the program restores pristine bytecode (so the read-only
 /// section must carry it).
 pub fn needs_pristine(contract: &Contract, scheme: Scheme) -> bool {
     contract.fini.iter().any(|s| match (s, scheme) {
         (FiniStep::CodeFini { hook: Some(_) }, Scheme::Eager) => false,
         (FiniStep::CodeFini { .. }, _) => true,
-        (FiniStep::StrHook(_), _) => false,
+        (FiniStep::StrHook(_) | FiniStep::InternRestore | FiniStep::StrReset, _) => false,
     })
 }
 
-/// The whole stub program.
+/// Whether the contract's steps read the main interpreter (so the data
+/// must hold a pointer to it, [`Slots::main_interp`]).
+pub fn needs_main_interp(contract: &Contract) -> bool {
+    matches!(contract.entry, Entry::Wrapped(_))
+        || (contract.init.iter()).any(|s| matches!(s, InitStep::Intern { .. } | InitStep::Versions))
+}
+
+/// The whole program, for `arch` (where the runtime's structures differ
+/// by architecture).
 pub fn program(
     version: &Version,
     accessors: &[Accessor],
     tables: &RoTables,
     scheme: Scheme,
+    slots: Slots,
+    arch: Arch,
 ) -> Program {
     let p = Writer {
         c: version.contract,
         l: version.layout,
         t: tables,
         modules: accessors.len() as u32,
+        slots,
+        arch,
     };
     let mut funcs = Vec::new();
-    match scheme {
-        Scheme::Eager => {
+    match (scheme, &p.c.entry) {
+        (Scheme::Eager, Entry::Called { init, fini }) => {
             for a in accessors {
                 let mut b = Builder::new(&a.symbol, true);
                 p.return_code(&mut b, a.code);
                 funcs.push(b.finish());
             }
-            funcs.push(p.eager_init());
-            funcs.push(p.eager_fini());
+            funcs.push(p.eager_init(init));
+            funcs.push(p.eager_fini(fini));
         }
-        Scheme::Lazy {
-            flags,
-            extern_table,
-        } => {
+        (
+            Scheme::Lazy {
+                flags,
+                extern_table,
+            },
+            entry,
+        ) => {
             // Function 0: the helper the accessors call.
             funcs.push(p.init_module(flags, extern_table));
             for (i, a) in accessors.iter().enumerate() {
                 funcs.push(p.lazy_accessor(&a.symbol, a.code, flags + i as u64, i as u32));
             }
-            let mut init = Builder::new(p.c.entry.init, true);
-            init.return_int(0);
-            funcs.push(init.finish());
-            funcs.push(p.lazy_fini(flags));
+            match entry {
+                Entry::Called { init, fini } => {
+                    let mut b = Builder::new(*init, true);
+                    b.return_int(0);
+                    funcs.push(b.finish());
+                    let mut b = Builder::new(*fini, true);
+                    p.lazy_fini(&mut b, flags);
+                    p.strings_fini(&mut b);
+                    b.return_int(0);
+                    funcs.push(b.finish());
+                }
+                Entry::Wrapped(w) => {
+                    funcs.push(p.load_wrapper(w, flags));
+                    funcs.push(p.code_fini_wrapper(w, flags));
+                    funcs.push(p.strings_fini_wrapper(w));
+                }
+            }
+        }
+        (Scheme::Eager, Entry::Wrapped(_)) => {
+            unreachable!("a wrapped entry has no eager scheme (emit chooses the lazy one)")
         }
     }
     Program { funcs }
+}
+
+/// `__wrap_F` and `__real_F` of a wrapped function `F`.
+pub fn wrap_symbols(f: &str) -> (String, &'static str) {
+    let real: &'static str = Box::leak(format!("__real_{f}").into_boxed_str());
+    (format!("__wrap_{f}"), real)
+}
+
+/// Which entries of a table a step runs over.
+#[derive(Clone, Copy)]
+enum Sel {
+    /// All of them (eager scheme, teardown of strings).
+    All,
+    /// Module `MODULE`'s span (lazy scheme).
+    Module,
 }
 
 struct Writer<'a> {
@@ -114,6 +182,8 @@ struct Writer<'a> {
     l: &'static Layout,
     t: &'a RoTables,
     modules: u32,
+    slots: Slots,
+    arch: Arch,
 }
 
 impl Writer<'_> {
@@ -150,9 +220,31 @@ impl Writer<'_> {
             .push(Inst::AddShl(END, CUR, T1, shift));
     }
 
+    /// `CUR, END` = the entries of `span`'s table that `sel` selects.
+    fn select(&self, b: &mut Builder, sel: Sel, span: Span) {
+        match sel {
+            Sel::All => self.range(b, self.t.start(span.table), self.t.end(span.table)),
+            Sel::Module => {
+                self.record(b);
+                self.span(b, span);
+            }
+        }
+    }
+
+    /// `reg` = the main interpreter's state.
+    fn main_interp(&self, b: &mut Builder, reg: Reg) {
+        b.load(Width::W64, reg, Mem::Sym(Sym::Data(self.slots.main_interp)));
+    }
+
+    /// `reg` = the code object `CUR` points at (`DATA` + its entry).
+    fn code_at_cur(&self, b: &mut Builder, reg: Reg) {
+        b.load(Width::W32, reg, Mem::at(CUR, 0))
+            .add(reg, DATA, Operand::Reg(reg));
+    }
+
     /// Call `hook(data + entry)` on each 32-bit entry of `[CUR, END)`;
     /// with `fail`, a negative `int` result jumps there.
-    fn walk(&self, b: &mut Builder, hook: &'static str, fail: Option<crate::arch::ir::Label>) {
+    fn walk(&self, b: &mut Builder, hook: &'static str, fail: Option<Label>) {
         let top = b.here();
         let next = b.label();
         b.branch(Width::W64, CUR, Cond::GeU, Operand::Reg(END), next)
@@ -167,28 +259,86 @@ impl Writer<'_> {
     }
 
     /// Return 0; `fail` returns -1.
-    fn return_status(&self, b: &mut Builder, fail: crate::arch::ir::Label) {
+    fn return_status(&self, b: &mut Builder, fail: Label) {
         b.return_int(0).bind(fail).return_int(-1);
     }
 
-    fn eager_init(&self) -> Func {
-        let mut b = Builder::new(self.c.entry.init, true);
-        let fail = b.label();
-        b.addr(DATA, Sym::Data(0));
+    /// The contract's init steps over what `sel` selects (`DATA` set;
+    /// lazy: `MODULE` too).
+    fn init_steps(&self, b: &mut Builder, sel: Sel, fail: Label) {
         for step in self.c.init {
             match *step {
-                InitStep::CodeHook(hook) => {
-                    self.range(&mut b, self.t.start(Table::Codes), self.t.end(Table::Codes));
-                    self.walk(&mut b, hook, Some(fail));
+                // The eager scheme leaves the tuples (CPython's).
+                InitStep::Frozensets => {
+                    if let Sel::Module = sel {
+                        self.make_frozensets(b, fail);
+                    }
                 }
+                InitStep::CodeHook(hook) => {
+                    self.select(b, sel, ModuleRecord::CODES);
+                    self.walk(b, hook, Some(fail));
+                }
+                InitStep::Intern { immortal, mortal } => {
+                    self.intern(b, sel, ModuleRecord::INTERN_IMMORTAL, immortal);
+                    self.intern(b, sel, ModuleRecord::INTERN_MORTAL, mortal);
+                }
+                InitStep::Versions => self.versions(b, sel),
             }
         }
+    }
+
+    /// `f(interp, data + field)` on each intern entry of `span`.
+    fn intern(&self, b: &mut Builder, sel: Sel, span: Span, f: &'static str) {
+        self.select(b, sel, span);
+        let top = b.here();
+        let done = b.label();
+        b.branch(Width::W64, CUR, Cond::GeU, Operand::Reg(END), done)
+            .load(Width::W32, ARG1, Mem::at(CUR, 0))
+            .add(ARG1, DATA, Operand::Reg(ARG1));
+        self.main_interp(b, ARG0);
+        b.call(Callee::Extern(f))
+            .add(CUR, CUR, Operand::Imm(8))
+            .jump(top)
+            .bind(done);
+    }
+
+    /// Each selected code object's `co_version` from the interpreter's
+    /// counter, which moves past them (a counter at 0 stays there: the
+    /// runtime's "versions exhausted").
+    fn versions(&self, b: &mut Builder, sel: Sel) {
+        let (Some(next), Some(ver)) = (self.l.interp.next_func_version, self.l.code.version) else {
+            return;
+        };
+        let next = next.on(self.arch);
+        self.select(b, sel, ModuleRecord::CODES);
+        self.main_interp(b, AUX);
+        let counter = Mem::at(AUX, next.off as i32);
+        b.load(Width::W32, T1, counter);
+        let top = b.here();
+        let (done, same) = (b.label(), b.label());
+        b.branch(Width::W64, CUR, Cond::GeU, Operand::Reg(END), done);
+        self.code_at_cur(b, T0);
+        b.store(Width::W32, Mem::at(T0, ver.off as i32), Operand::Reg(T1))
+            .branch(Width::W32, T1, Cond::Eq, Operand::Imm(0), same)
+            .add(T1, T1, Operand::Imm(1))
+            .bind(same)
+            .add(CUR, CUR, Operand::Imm(4))
+            .jump(top)
+            .bind(done)
+            .store(Width::W32, counter, Operand::Reg(T1));
+    }
+
+    fn eager_init(&self, name: &'static str) -> Func {
+        let mut b = Builder::new(name, true);
+        let fail = b.label();
+        b.addr(DATA, Sym::Data(0));
+        self.init_steps(&mut b, Sel::All, fail);
         self.return_status(&mut b, fail);
         b.finish()
     }
 
-    fn eager_fini(&self) -> Func {
-        let mut b = Builder::new(self.c.entry.fini, true);
+    fn eager_fini(&self, name: &'static str) -> Func {
+        let mut b = Builder::new(name, true);
         b.addr(DATA, Sym::Data(0));
         for step in self.c.fini {
             match *step {
@@ -205,6 +355,8 @@ impl Writer<'_> {
                     self.range(&mut b, self.t.start(Table::Strs), self.t.end(Table::Strs));
                     self.walk(&mut b, hook, None);
                 }
+                FiniStep::InternRestore => self.intern_restore(&mut b, Sel::All),
+                FiniStep::StrReset => self.str_reset(&mut b),
             }
         }
         b.return_int(0);
@@ -212,23 +364,14 @@ impl Writer<'_> {
     }
 
     /// `int init_module(unsigned i)`: module i's fixups (once per
-    /// process), frozensets and init steps; then its flag.
+    /// process) and init steps; then its flag.
     fn init_module(&self, flags: u64, extern_table: u64) -> Func {
         let mut b = Builder::new("pyfreeze_init_module", false);
         let fail = b.label();
         b.push(Inst::Mov(Width::W32, MODULE, ARG0))
             .addr(DATA, Sym::Data(0));
         self.fixups(&mut b, flags, extern_table);
-        self.make_frozensets(&mut b, fail);
-        for step in self.c.init {
-            match *step {
-                InitStep::CodeHook(hook) => {
-                    self.record(&mut b);
-                    self.span(&mut b, ModuleRecord::CODES);
-                    self.walk(&mut b, hook, Some(fail));
-                }
-            }
-        }
+        self.init_steps(&mut b, Sel::Module, fail);
         b.addr(T0, Sym::Data(flags)).store(
             Width::W8,
             Mem::indexed(T0, MODULE, 0, 0),
@@ -279,7 +422,7 @@ impl Writer<'_> {
     /// `CUR, END` = the module's frozenset entries; then for each, `T0` =
     /// field offset, `T1` = the tuple's address, `T2` = what the field
     /// holds, and `body` runs (it may jump to `next`).
-    fn each_frozenset(&self, b: &mut Builder, body: impl Fn(&mut Builder, crate::arch::ir::Label)) {
+    fn each_frozenset(&self, b: &mut Builder, body: impl Fn(&mut Builder, Label)) {
         self.record(b);
         self.span(b, ModuleRecord::FROZENSETS);
         let top = b.here();
@@ -298,7 +441,7 @@ impl Writer<'_> {
 
     /// A real frozenset, made from its tuple, in each of the module's
     /// frozenset fields that still holds the tuple.
-    fn make_frozensets(&self, b: &mut Builder, fail: crate::arch::ir::Label) {
+    fn make_frozensets(&self, b: &mut Builder, fail: Label) {
         let new = self.c.hooks.frozenset_new;
         self.each_frozenset(b, |b, next| {
             b.branch(Width::W64, T2, Cond::Ne, Operand::Reg(T1), next)
@@ -340,11 +483,11 @@ impl Writer<'_> {
         b.finish()
     }
 
-    /// Fini: for every module whose fixups ran, its strings' steps, and
-    /// if it is initialized, its flag cleared, its frozensets dropped and
-    /// its code objects' steps; then the shared strings' steps.
-    fn lazy_fini(&self, flags: u64) -> Func {
-        let mut b = Builder::new(self.c.entry.fini, true);
+    /// The lazy teardown: for every module whose fixups ran, its strings'
+    /// steps, and if it is initialized, its flag cleared, its frozensets
+    /// dropped and its code objects' steps; then the shared strings'
+    /// steps.
+    fn lazy_fini(&self, b: &mut Builder, flags: u64) {
         b.addr(DATA, Sym::Data(0))
             .push(Inst::MovImm(Width::W32, MODULE, 0));
         let top = b.here();
@@ -366,22 +509,26 @@ impl Writer<'_> {
         .load(Width::W8, T1, Mem::indexed(T0, MODULE, 0, 0))
         .branch(Width::W32, T1, Cond::Eq, Operand::Imm(0), strings)
         .store(Width::W8, Mem::indexed(T0, MODULE, 0, 0), Operand::Imm(0));
-        self.drop_frozensets(&mut b);
+        self.drop_frozensets(b);
         for step in self.c.fini {
-            if let FiniStep::CodeFini { hook } = *step {
-                self.record(&mut b);
-                self.span(&mut b, ModuleRecord::CODES);
-                b.addr(AUX, Sym::Rodata(self.t.start(Table::Pristine)))
-                    .push(Inst::AddShl(AUX, AUX, T0, Table::Pristine.entry_shift()));
-                self.restore_codes(&mut b, hook);
+            match *step {
+                FiniStep::CodeFini { hook } => {
+                    self.record(b);
+                    self.span(b, ModuleRecord::CODES);
+                    b.addr(AUX, Sym::Rodata(self.t.start(Table::Pristine)))
+                        .push(Inst::AddShl(AUX, AUX, T0, Table::Pristine.entry_shift()));
+                    self.restore_codes(b, hook);
+                }
+                FiniStep::InternRestore => self.intern_restore(b, Sel::Module),
+                FiniStep::StrHook(_) | FiniStep::StrReset => {}
             }
         }
         b.bind(strings);
         for step in self.c.fini {
             if let FiniStep::StrHook(hook) = *step {
-                self.record(&mut b);
-                self.span(&mut b, ModuleRecord::STRS);
-                self.walk(&mut b, hook, None);
+                self.record(b);
+                self.span(b, ModuleRecord::STRS);
+                self.walk(b, hook, None);
             }
         }
         b.bind(next)
@@ -393,18 +540,167 @@ impl Writer<'_> {
                 // Strings owned by no single module always have valid
                 // pointers.
                 let (start, end) = self.t.shared_strs();
-                self.range(&mut b, start, end);
-                self.walk(&mut b, hook, None);
+                self.range(b, start, end);
+                self.walk(b, hook, None);
             }
         }
-        b.return_int(0);
+    }
+
+    /// The string steps that run once the runtime has torn down its
+    /// interned strings ([`FiniStep::StrReset`]).
+    fn strings_fini(&self, b: &mut Builder) {
+        for step in self.c.fini {
+            if let FiniStep::StrReset = step {
+                self.str_reset(b);
+            }
+        }
+    }
+
+    /// Each interned field of what `sel` selects holds our string again;
+    /// the string it held instead is dropped.
+    fn intern_restore(&self, b: &mut Builder, sel: Sel) {
+        let decref = self.c.hooks.decref;
+        for span in [ModuleRecord::INTERN_IMMORTAL, ModuleRecord::INTERN_MORTAL] {
+            self.select(b, sel, span);
+            let top = b.here();
+            let (next, done) = (b.label(), b.label());
+            b.branch(Width::W64, CUR, Cond::GeU, Operand::Reg(END), done)
+                .load(Width::W32, T0, Mem::at(CUR, 0))
+                .add(T0, DATA, Operand::Reg(T0))
+                .load(Width::W32, T1, Mem::at(CUR, 4))
+                .add(T1, DATA, Operand::Reg(T1))
+                .load(Width::W64, ARG0, Mem::at(T0, 0))
+                .branch(Width::W64, ARG0, Cond::Eq, Operand::Reg(T1), next)
+                .store(Width::W64, Mem::at(T0, 0), Operand::Reg(T1))
+                .call(Callee::Extern(decref))
+                .bind(next)
+                .add(CUR, CUR, Operand::Imm(8))
+                .jump(top)
+                .bind(done);
+        }
+    }
+
+    /// Every string object we emit: hash "not computed" again.
+    fn str_reset(&self, b: &mut Builder) {
+        let hash = self.l.str_.hash;
+        b.addr(DATA, Sym::Data(0));
+        self.range(b, self.t.start(Table::Strs), self.t.end(Table::Strs));
+        let top = b.here();
+        let done = b.label();
+        b.branch(Width::W64, CUR, Cond::GeU, Operand::Reg(END), done);
+        self.code_at_cur(b, T0);
+        b.store(
+            width(hash.size),
+            Mem::at(T0, hash.off as i32),
+            Operand::Imm(-1),
+        )
+        .add(CUR, CUR, Operand::Imm(4))
+        .jump(top)
+        .bind(done);
+    }
+
+    /// `PyObject *load(data, size)`: the static code object of the module
+    /// whose marshal bytes `data` are, for the main interpreter (see
+    /// [`Wraps::load`]); anything else is the runtime's.
+    fn load_wrapper(&self, w: &Wraps, flags: u64) -> Func {
+        let (name, real) = wrap_symbols(w.load);
+        let mut b = Builder::new(name, true);
+        let (real_l, next, found, ready, fail) =
+            (b.label(), b.label(), b.label(), b.label(), b.label());
+        let arch = self.arch;
+        b.push(Inst::Mov(Width::W64, CUR, ARG0))
+            .push(Inst::Mov(Width::W64, END, ARG1))
+            .call(Callee::Extern(w.tstate))
+            .branch(Width::W64, RET, Cond::Eq, Operand::Imm(0), real_l);
+        let interp = self.l.interp.tstate_interp.on(arch);
+        b.load(Width::W64, T0, Mem::at(RET, interp.off as i32));
+        self.main_interp(&mut b, T1);
+        b.branch(Width::W64, T0, Cond::Ne, Operand::Reg(T1), real_l);
+        for r in self.l.interp.requires {
+            let f = r.on(arch);
+            b.load(width(f.size), T2, Mem::at(T1, f.off as i32)).branch(
+                Width::W32,
+                T2,
+                Cond::Eq,
+                Operand::Imm(0),
+                real_l,
+            );
+        }
+        let (lo, hi) = self.slots.blobs;
+        b.addr(DATA, Sym::Data(0))
+            .addr(T0, Sym::Data(lo))
+            .branch(Width::W64, CUR, Cond::LtU, Operand::Reg(T0), real_l)
+            .addr(T0, Sym::Data(hi))
+            .branch(Width::W64, CUR, Cond::GeU, Operand::Reg(T0), real_l)
+            .addr(AUX, Sym::Rodata(self.t.start(Table::Blobs)));
+        let top = b.here();
+        b.addr(T0, Sym::Rodata(self.t.end(Table::Blobs)))
+            .branch(Width::W64, AUX, Cond::GeU, Operand::Reg(T0), real_l)
+            .load(Width::W32, T0, Mem::at(AUX, 0))
+            .add(T0, DATA, Operand::Reg(T0))
+            .branch(Width::W64, T0, Cond::Ne, Operand::Reg(CUR), next)
+            .load(Width::W32, T0, Mem::at(AUX, 4))
+            .branch(Width::W64, T0, Cond::Eq, Operand::Reg(END), found)
+            .bind(next)
+            .add(AUX, AUX, Operand::Imm(Table::Blobs.entry_size() as i32))
+            .jump(top)
+            .bind(found)
+            .load(Width::W32, MODULE, Mem::at(AUX, 8))
+            .addr(T0, Sym::Data(flags))
+            .load(Width::W8, T1, Mem::indexed(T0, MODULE, 0, 0))
+            .branch(Width::W32, T1, Cond::Ne, Operand::Imm(0), ready)
+            .push(Inst::Mov(Width::W32, ARG0, MODULE))
+            .call(Callee::Local(0))
+            .branch(Width::W32, RET, Cond::LtS, Operand::Imm(0), fail)
+            .bind(ready)
+            .load(Width::W32, T0, Mem::at(AUX, 12))
+            .add(RET, DATA, Operand::Reg(T0))
+            .push(Inst::Return)
+            // NULL, with the exception set.
+            .bind(fail)
+            .push(Inst::MovImm(Width::W64, RET, 0))
+            .push(Inst::Return)
+            .bind(real_l)
+            .push(Inst::Mov(Width::W64, ARG0, CUR))
+            .push(Inst::Mov(Width::W64, ARG1, END))
+            .push(Inst::TailCall(Callee::Extern(real)));
+        b.finish()
+    }
+
+    /// `void code_fini(PyInterpreterState *)`: for the main interpreter,
+    /// the lazy teardown of the code objects; then the runtime's.
+    fn code_fini_wrapper(&self, w: &Wraps, flags: u64) -> Func {
+        let (name, real) = wrap_symbols(w.code_fini);
+        let mut b = Builder::new(name, true);
+        let real_l = b.label();
+        self.main_interp(&mut b, T0);
+        b.branch(Width::W64, ARG0, Cond::Ne, Operand::Reg(T0), real_l);
+        self.lazy_fini(&mut b, flags);
+        self.main_interp(&mut b, ARG0);
+        b.bind(real_l).push(Inst::TailCall(Callee::Extern(real)));
+        b.finish()
+    }
+
+    /// `void strings_fini(PyInterpreterState *)`: the runtime's; then, for
+    /// the main interpreter, the string steps.
+    fn strings_fini_wrapper(&self, w: &Wraps) -> Func {
+        let (name, real) = wrap_symbols(w.strings_fini);
+        let mut b = Builder::new(name, true);
+        let real_l = b.label();
+        self.main_interp(&mut b, T0);
+        b.branch(Width::W64, ARG0, Cond::Ne, Operand::Reg(T0), real_l)
+            .call(Callee::Extern(real));
+        self.strings_fini(&mut b);
+        b.push(Inst::Return)
+            .bind(real_l)
+            .push(Inst::TailCall(Callee::Extern(real)));
         b.finish()
     }
 
     /// Each code object of `[CUR, END)` (`AUX` = its pristine entry) back
     /// to its emitted state: where the runtime left state behind, `hook`
-    /// first (or, without one, that state cleared); the fixed fields; the
-    /// pristine bytecode.
+    /// first (or, without one, that state released as the layout says);
+    /// the fixed fields; the pristine bytecode.
     fn restore_codes(&self, b: &mut Builder, hook: Option<&'static str>) {
         let code = &self.l.code;
         let top = b.here();
@@ -427,7 +723,10 @@ impl Writer<'_> {
                     .bind(copy);
             }
             None => {
-                for f in code.runtime_state {
+                for (f, r) in code.runtime_state.iter().zip(code.release) {
+                    self.release(b, *f, *r);
+                }
+                for f in code.runtime_scalars {
                     b.store(width(f.size), Mem::at(ARG0, f.off as i32), Operand::Imm(0));
                 }
             }
@@ -469,6 +768,48 @@ impl Writer<'_> {
             .jump(top)
             .bind(next);
     }
+
+    /// Release runtime-state field `f` of the code object `CUR` points at
+    /// as `r` says, leaving it NULL; `ARG0` = the code object before and
+    /// after.
+    fn release(&self, b: &mut Builder, f: crate::layout::Field, r: Release) {
+        let h = &self.c.hooks;
+        let at = Mem::at(ARG0, f.off as i32);
+        if r == Release::Unused {
+            return;
+        }
+        let skip = b.label();
+        match r {
+            Release::Unused => {}
+            Release::WeakRefs => {
+                b.load(Width::W64, T0, at)
+                    .branch(Width::W64, T0, Cond::Eq, Operand::Imm(0), skip)
+                    .call(Callee::Extern(h.clear_weakrefs));
+            }
+            Release::Object => {
+                b.load(Width::W64, T0, at)
+                    .branch(Width::W64, T0, Cond::Eq, Operand::Imm(0), skip)
+                    .store(Width::W64, at, Operand::Imm(0))
+                    .push(Inst::Mov(Width::W64, ARG0, T0))
+                    .call(Callee::Extern(h.decref));
+            }
+            Release::Block { decref, free } => {
+                b.load(Width::W64, BLOCK, at)
+                    .branch(Width::W64, BLOCK, Cond::Eq, Operand::Imm(0), skip)
+                    .store(Width::W64, at, Operand::Imm(0));
+                for (offs, hook) in [(decref, h.decref), (free, h.free)] {
+                    for &o in offs {
+                        b.load(Width::W64, ARG0, Mem::at(BLOCK, o as i32))
+                            .call(Callee::Extern(hook));
+                    }
+                }
+                b.push(Inst::Mov(Width::W64, ARG0, BLOCK))
+                    .call(Callee::Extern(h.free));
+            }
+        }
+        self.code_at_cur(b, ARG0);
+        b.bind(skip);
+    }
 }
 
 fn width(size: u8) -> Width {
@@ -493,12 +834,12 @@ impl Max32 for Width {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::arch::{aarch64, check::check, x86_64, Arch, Conv};
-    use crate::place::{Fixups, Image};
-    use crate::version::{PY311, PY312};
+    use crate::arch::{aarch64, check::check, x86_64, Conv};
+    use crate::place::{Blob, Fixups, Image, Interns};
+    use crate::version::{PY311, PY312, PY313};
 
     /// Three modules: code objects, strings (one shared), fixups of both
-    /// kinds, a frozenset, pristine bytecode.
+    /// kinds, a frozenset, pristine bytecode, interned fields, blobs.
     fn image() -> Image {
         let mut img = Image {
             data: vec![0; 4096],
@@ -524,8 +865,36 @@ mod tests {
             externs: vec!["PyCode_Type", "_PyRuntime"],
             extern_table: 3072,
         });
+        img.interns = vec![
+            Interns {
+                immortal: vec![(48, 1024)],
+                mortal: vec![(112, 1088)],
+            },
+            Interns::default(),
+            Interns {
+                immortal: vec![],
+                mortal: vec![(624, 1152)],
+            },
+        ];
+        img.blobs = vec![
+            Blob {
+                data: 3200,
+                size: 64,
+                module: 0,
+            },
+            Blob {
+                data: 3264,
+                size: 32,
+                module: 2,
+            },
+        ];
         img
     }
+
+    const SLOTS: Slots = Slots {
+        main_interp: 3400,
+        blobs: (3200, 3296),
+    };
 
     const CONVENTIONS: [(Arch, &Conv); 3] = [
         (Arch::X86_64, &x86_64::SYSV),
@@ -533,21 +902,42 @@ mod tests {
         (Arch::Aarch64, &aarch64::AAPCS64),
     ];
 
+    const LAZY: Scheme = Scheme::Lazy {
+        flags: 3584,
+        extern_table: 3072,
+    };
+
     /// A contract whose code teardown has no runtime hook (the object
-    /// clears the runtime-state fields itself), under both schemes.
+    /// releases the runtime-state fields itself), under both schemes.
     fn hookless(v: &'static Version) -> &'static Version {
         let c = v.contract;
         let contract = Box::leak(Box::new(Contract {
-            precompute: crate::version::Precompute { ..c.precompute },
-            entry: crate::version::Entry { ..c.entry },
-            hooks: crate::version::Hooks { ..c.hooks },
-            init: c.init,
             fini: &[FiniStep::CodeFini { hook: None }],
+            ..*c
         }));
         Box::leak(Box::new(Version {
             layout: v.layout,
             contract,
         }))
+    }
+
+    /// The schemes a version's objects come in.
+    fn schemes(v: &Version) -> Vec<Scheme> {
+        if v.contract.entry.has_eager() {
+            vec![Scheme::Eager, LAZY]
+        } else {
+            vec![LAZY]
+        }
+    }
+
+    /// The functions the runtime reaches.
+    fn entry_points(v: &Version) -> Vec<String> {
+        match &v.contract.entry {
+            Entry::Called { init, fini } => vec![init.to_string(), fini.to_string()],
+            Entry::Wrapped(_) => (v.contract.entry.wrapped().iter())
+                .map(|f| wrap_symbols(f).0)
+                .collect(),
+        }
     }
 
     /// The whole program, for every version, scheme and convention,
@@ -558,25 +948,24 @@ mod tests {
     #[test]
     fn every_program_keeps_the_invariants() {
         let img = image();
-        let lazy = Scheme::Lazy {
-            flags: 3584,
-            extern_table: 3072,
-        };
-        for v in [&PY311, &PY312, hookless(&PY311), hookless(&PY312)] {
-            for scheme in [Scheme::Eager, lazy] {
+        for v in [&PY311, &PY312, &PY313, hookless(&PY311), hookless(&PY312)] {
+            for scheme in schemes(v) {
                 let pristine =
                     needs_pristine(v.contract, scheme).then_some(v.layout.code.code_adaptive);
                 let t = RoTables::build(&img, pristine).unwrap();
-                let p = program(v, &img.accessors, &t, scheme);
                 for (arch, conv) in CONVENTIONS {
+                    let p = program(v, &img.accessors, &t, scheme, SLOTS, arch);
                     let what = format!("{:?} {scheme:?} {}", v.layout.version, conv.name);
                     let stubs = check(arch, conv, &p).unwrap_or_else(|e| panic!("{what}: {e}"));
                     let names: Vec<&str> = stubs.funcs.iter().map(|f| f.name.as_str()).collect();
-                    for want in [v.contract.entry.init, v.contract.entry.fini]
+                    for want in entry_points(v)
                         .into_iter()
-                        .chain(img.accessors.iter().map(|a| a.symbol.as_str()))
+                        .chain(img.accessors.iter().map(|a| a.symbol.clone()))
                     {
-                        assert!(names.contains(&want), "{what}: no {want} in {names:?}");
+                        assert!(
+                            names.contains(&want.as_str()),
+                            "{what}: no {want} in {names:?}"
+                        );
                     }
                     for f in &stubs.funcs {
                         // Windows needs unwind data for every function
@@ -597,16 +986,10 @@ mod tests {
     #[test]
     fn hooks_are_called() {
         let img = image();
-        for v in [&PY311, &PY312] {
+        for v in [&PY311, &PY312, &PY313] {
             let t = RoTables::build(&img, Some(v.layout.code.code_adaptive)).unwrap();
-            for scheme in [
-                Scheme::Eager,
-                Scheme::Lazy {
-                    flags: 3584,
-                    extern_table: 3072,
-                },
-            ] {
-                let p = program(v, &img.accessors, &t, scheme);
+            for scheme in schemes(v) {
+                let p = program(v, &img.accessors, &t, scheme, SLOTS, Arch::X86_64);
                 let stubs = Arch::X86_64.lower(&x86_64::SYSV, &p);
                 let called: Vec<&str> = (stubs.relocs.iter())
                     .filter_map(|r| match r.target {
@@ -615,10 +998,24 @@ mod tests {
                     })
                     .collect();
                 let c = v.contract;
-                for h in [c.code_init_hook(), c.code_fini_hook(), c.str_fini_hook()]
-                    .into_iter()
-                    .flatten()
-                {
+                let mut want: Vec<&str> =
+                    [c.code_init_hook(), c.code_fini_hook(), c.str_fini_hook()]
+                        .into_iter()
+                        .flatten()
+                        .collect();
+                for step in c.init {
+                    if let InitStep::Intern { immortal, mortal } = step {
+                        want.extend([*immortal, *mortal]);
+                    }
+                }
+                if let Entry::Wrapped(w) = &c.entry {
+                    want.push(w.tstate);
+                    want.extend(c.entry.wrapped().iter().map(|f| wrap_symbols(f).1));
+                }
+                if c.fini.contains(&FiniStep::CodeFini { hook: None }) {
+                    want.extend([c.hooks.free, c.hooks.clear_weakrefs, c.hooks.decref]);
+                }
+                for h in want {
                     assert!(called.contains(&h), "{scheme:?}: {h} is never called");
                 }
                 let lazy = matches!(scheme, Scheme::Lazy { .. });

@@ -23,12 +23,12 @@ pub struct Version {
 }
 
 /// How the frozen object cooperates with a version's runtime.
-#[derive(Debug)]
+#[derive(Clone, Copy, Debug)]
 pub struct Contract {
     /// What placement computes at emit time beyond the marshalled values
     /// and the fields every layout has.
     pub precompute: Precompute,
-    /// Functions the object defines for the runtime.
+    /// How the runtime reaches the object's functions.
     pub entry: Entry,
     /// Public API the lazy scheme's own machinery calls.
     pub hooks: Hooks,
@@ -41,7 +41,7 @@ pub struct Contract {
 }
 
 /// Emit-time work that differs between versions.
-#[derive(Debug)]
+#[derive(Clone, Copy, Debug)]
 pub struct Precompute {
     /// Non-ASCII strings carry their UTF-8 form (`utf8`, `utf8_length`).
     pub utf8: bool,
@@ -49,33 +49,113 @@ pub struct Precompute {
     /// point their `wstr` at their own data (3.11's generator patches this
     /// in at run time; we write it with a relocation).
     pub wstr: bool,
-    /// `co_version`, where the layout has it: numbered from `first` in
-    /// generation order.
-    pub versions_from: u32,
+    /// `co_version`, where the layout has it: numbered from this in
+    /// generation order (`None`: 0, for [`InitStep::Versions`]).
+    pub versions_from: Option<u32>,
     /// A 32-bit counter the object defines, one past the last `co_version`
     /// (3.12: `_Py_next_func_version`).
     pub version_counter: Option<&'static str>,
+    /// `co_stacksize` is at least this (3.13's constructor makes 0 a 1).
+    pub min_stacksize: i32,
+    /// Bytecode is written quickened, as the runtime's constructor would
+    /// ([`crate::layout::CodeLayout::quicken`]).
+    pub quicken: bool,
 }
 
-/// The functions a frozen object defines for the runtime (besides one
-/// accessor per module).
-#[derive(Debug)]
-pub struct Entry {
-    /// `int init(void)`: 0, or -1 with an exception set.
-    pub init: &'static str,
-    /// `void fini(void)`.
-    pub fini: &'static str,
+/// How the runtime reaches a frozen object (besides its one accessor per
+/// module).
+#[derive(Clone, Copy, Debug)]
+pub enum Entry {
+    /// The runtime calls the object's `int init(void)` (0, or -1 with an
+    /// exception set) and `void fini(void)`: CPython's eager scheme runs
+    /// the init steps there, the lazy one on each module's first use.
+    Called {
+        init: &'static str,
+        fini: &'static str,
+    },
+    /// The runtime calls nothing of the object: the link redirects its
+    /// calls of runtime functions to the object's wrappers (GNU ld's and
+    /// lld's `--wrap=F`: a call of `F` from another object reaches
+    /// `__wrap_F`, which reaches the runtime's as `__real_F`). Lazy scheme
+    /// only.
+    Wrapped(Wraps),
 }
 
-/// Public API the lazy scheme calls for frozenset constants (which it
+/// The runtime functions an [`Entry::Wrapped`] object wraps, and what it
+/// calls to decide.
+#[derive(Clone, Copy, Debug)]
+pub struct Wraps {
+    /// `PyObject *F(const char *data, Py_ssize_t size)`, through which the
+    /// runtime loads every frozen module: for the marshal bytes of one of
+    /// the object's module tables, called by the main interpreter with a
+    /// thread state and every [`crate::layout::InterpLayout::requires`]
+    /// set, the module's static code object (initialized on first use);
+    /// anything else goes to the runtime's.
+    pub load: &'static str,
+    /// `void F(PyInterpreterState *)`, called as an interpreter's code
+    /// objects are finalized: for the main interpreter, the fini steps of
+    /// the code objects (then the runtime's).
+    pub code_fini: &'static str,
+    /// `void F(PyInterpreterState *)`, which empties an interpreter's
+    /// interned strings: for the main interpreter, after the runtime's, the
+    /// fini steps of the string objects.
+    pub strings_fini: &'static str,
+    /// `PyThreadState *F(void)`: the current thread state, or NULL.
+    pub tstate: &'static str,
+}
+
+impl Entry {
+    /// The object's `init` function the runtime calls, if it calls one.
+    pub fn init(&self) -> Option<&'static str> {
+        match *self {
+            Entry::Called { init, .. } => Some(init),
+            Entry::Wrapped(_) => None,
+        }
+    }
+    /// The object's `fini` function the runtime calls, if it calls one.
+    pub fn fini(&self) -> Option<&'static str> {
+        match *self {
+            Entry::Called { fini, .. } => Some(fini),
+            Entry::Wrapped(_) => None,
+        }
+    }
+    /// Whether CPython's eager scheme exists (the runtime calls `init`).
+    pub fn has_eager(&self) -> bool {
+        matches!(self, Entry::Called { .. })
+    }
+    /// The runtime functions wrapped, in [`Wraps`] order.
+    pub fn wrapped(&self) -> Vec<&'static str> {
+        match self {
+            Entry::Called { .. } => Vec::new(),
+            Entry::Wrapped(w) => vec![w.load, w.code_fini, w.strings_fini],
+        }
+    }
+    /// What the interpreter's link needs for the object (the `--wrap`
+    /// options, in the C compiler driver's spelling), or nothing.
+    pub fn link_flags(&self) -> Vec<String> {
+        let w = self.wrapped();
+        if w.is_empty() {
+            return Vec::new();
+        }
+        let opts: Vec<String> = w.iter().map(|f| format!("--wrap={f}")).collect();
+        vec![format!("-Wl,{}", opts.join(","))]
+    }
+}
+
+/// Public API the lazy scheme calls: for frozenset constants (which it
 /// turns into real frozensets; the eager scheme is CPython's and leaves
-/// them as sorted tuples).
-#[derive(Debug)]
+/// them as sorted tuples), and to release what the runtime hung on code
+/// objects when no runtime function does it.
+#[derive(Clone, Copy, Debug)]
 pub struct Hooks {
     /// `PyObject *f(PyObject *tuple)`: a new frozenset (NULL on error).
     pub frozenset_new: &'static str,
-    /// `void f(PyObject *)`: drop a reference.
+    /// `void f(PyObject *)`: drop a reference (NULL allowed).
     pub decref: &'static str,
+    /// `void f(void *)`: free a `PyMem_Malloc` block (NULL allowed).
+    pub free: &'static str,
+    /// `void f(PyObject *)`: clear the object's weak references.
+    pub clear_weakrefs: &'static str,
 }
 
 /// A step of initialization. Its logic is written once, in
@@ -83,10 +163,25 @@ pub struct Hooks {
 /// runtime functions they call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum InitStep {
+    /// Lazy scheme: each frozenset constant made a real frozenset from the
+    /// tuple standing for it (the eager scheme leaves the tuples).
+    Frozensets,
     /// `int hook(PyCodeObject *)` on each code object being initialized;
     /// a negative result fails the initialization (with the runtime's
     /// exception set).
     CodeHook(&'static str),
+    /// `void f(PyInterpreterState *, PyObject **)` on each string field
+    /// the runtime's code constructor interns: `immortal` for names
+    /// (`co_names`, `co_localsplusnames`), `mortal` for identifier-like
+    /// constants and `co_filename`, `co_name`, `co_qualname`. The field
+    /// takes the interned string (the teardown puts ours back).
+    Intern {
+        immortal: &'static str,
+        mortal: &'static str,
+    },
+    /// Each code object's `co_version` taken from the interpreter's
+    /// counter, as its constructor does (unique among live code objects).
+    Versions,
 }
 
 /// A step of teardown (see [`InitStep`]).
@@ -102,17 +197,22 @@ pub enum FiniStep {
     /// `void hook(PyObject *)` on each string object we emit whose
     /// pointers are valid, after the code objects.
     StrHook(&'static str),
+    /// Each field [`InitStep::Intern`] interned holds our string again
+    /// (the interned one it held dropped).
+    InternRestore,
+    /// Each string object we emit gets its hash back to "not computed"
+    /// (the next runtime may hash with another secret); after the runtime
+    /// has emptied its interned strings.
+    StrReset,
 }
 
 impl Contract {
     /// The runtime function initialization calls on each code object.
     pub fn code_init_hook(&self) -> Option<&'static str> {
-        self.init
-            .iter()
-            .map(|s| match *s {
-                InitStep::CodeHook(h) => h,
-            })
-            .next()
+        self.init.iter().find_map(|s| match *s {
+            InitStep::CodeHook(h) => Some(h),
+            _ => None,
+        })
     }
     /// The runtime function teardown calls on code objects.
     pub fn code_fini_hook(&self) -> Option<&'static str> {
@@ -132,7 +232,7 @@ impl Contract {
 
 /// 3.11 and 3.12: the runtime calls `_Py_Deepfreeze_Init` and `_Fini`,
 /// which hand each code object to `_PyStaticCode_Init` and `_Fini`.
-const DEEPFREEZE_ENTRY: Entry = Entry {
+const DEEPFREEZE_ENTRY: Entry = Entry::Called {
     init: "_Py_Deepfreeze_Init",
     fini: "_Py_Deepfreeze_Fini",
 };
@@ -140,6 +240,8 @@ const DEEPFREEZE_ENTRY: Entry = Entry {
 const API: Hooks = Hooks {
     frozenset_new: "PyFrozenSet_New",
     decref: "Py_DecRef",
+    free: "PyMem_Free",
+    clear_weakrefs: "PyObject_ClearWeakRefs",
 };
 
 pub static PY311: Version = Version {
@@ -148,12 +250,17 @@ pub static PY311: Version = Version {
         precompute: Precompute {
             utf8: false,
             wstr: true,
-            versions_from: 1,
+            versions_from: Some(1),
             version_counter: None,
+            min_stacksize: 0,
+            quicken: false,
         },
         entry: DEEPFREEZE_ENTRY,
         hooks: API,
-        init: &[InitStep::CodeHook("_PyStaticCode_InternStrings")],
+        init: &[
+            InitStep::Frozensets,
+            InitStep::CodeHook("_PyStaticCode_InternStrings"),
+        ],
         fini: &[
             FiniStep::CodeFini {
                 hook: Some("_PyStaticCode_Dealloc"),
@@ -169,20 +276,67 @@ pub static PY312: Version = Version {
         precompute: Precompute {
             utf8: true,
             wstr: false,
-            versions_from: 1,
+            versions_from: Some(1),
             version_counter: Some("_Py_next_func_version"),
+            min_stacksize: 0,
+            quicken: false,
         },
         entry: DEEPFREEZE_ENTRY,
         hooks: API,
-        init: &[InitStep::CodeHook("_PyStaticCode_Init")],
+        init: &[
+            InitStep::Frozensets,
+            InitStep::CodeHook("_PyStaticCode_Init"),
+        ],
         fini: &[FiniStep::CodeFini {
             hook: Some("_PyStaticCode_Fini"),
         }],
     },
 };
 
+/// 3.13: no deep-freezing in the runtime. Every frozen module is loaded
+/// through `PyMarshal_ReadObjectFromString`, which the link wraps; static
+/// code objects are complete at emit time (quickened, derived fields) but
+/// for what needs the running interpreter, done on a module's first use:
+/// interning as the code constructor does, and `co_version`s from the
+/// interpreter's counter. The teardown undoes it as the interpreter's code
+/// objects are finalized, and resets the strings once it has emptied its
+/// interned strings.
+pub static PY313: Version = Version {
+    layout: &crate::layout::PY313,
+    contract: &Contract {
+        precompute: Precompute {
+            utf8: true,
+            wstr: false,
+            versions_from: None,
+            version_counter: None,
+            min_stacksize: 1,
+            quicken: true,
+        },
+        entry: Entry::Wrapped(Wraps {
+            load: "PyMarshal_ReadObjectFromString",
+            code_fini: "_PyCode_Fini",
+            strings_fini: "_PyUnicode_ClearInterned",
+            tstate: "PyThreadState_GetUnchecked",
+        }),
+        hooks: API,
+        init: &[
+            InitStep::Intern {
+                immortal: "_PyUnicode_InternImmortal",
+                mortal: "_PyUnicode_InternMortal",
+            },
+            InitStep::Frozensets,
+            InitStep::Versions,
+        ],
+        fini: &[
+            FiniStep::InternRestore,
+            FiniStep::CodeFini { hook: None },
+            FiniStep::StrReset,
+        ],
+    },
+};
+
 /// Every version the tool knows, oldest first.
-pub static VERSIONS: &[&Version] = &[&PY311, &PY312];
+pub static VERSIONS: &[&Version] = &[&PY311, &PY312, &PY313];
 
 impl Version {
     /// The version `major.minor`, or an error explaining why there is none.
@@ -196,13 +350,14 @@ impl Version {
             .collect::<Vec<_>>()
             .join(", ");
         Err(Error::msg(match (major, minor) {
-            (3, m) if m >= 13 => format!(
-                "CPython 3.{m} is not supported yet (3.13 removed deep-freezing and the get_code \
-                 member of struct _frozen); supported: {known}"
+            (3, m) if m >= 14 => format!(
+                "CPython 3.{m} is not supported yet (no layout table and contract for it: \
+                 `pyfreeze-obj gen-layout` writes the table from a build with debug info); \
+                 supported: {known}"
             ),
             _ => format!(
-                "CPython {major}.{minor} has no deep-frozen modules (deep-freezing exists in \
-                 3.11 and 3.12 only); supported: {known}"
+                "CPython {major}.{minor} has no frozen code objects this tool writes (3.11 \
+                 and later only); supported: {known}"
             ),
         }))
     }

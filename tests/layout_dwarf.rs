@@ -1366,11 +1366,11 @@ fn check_gcc_code(o: &Oracle, l: &Layout, ct: &Contract, k: &mut Checker) {
         .collect();
     for (fname, callees) in [
         (
-            ct.entry.init,
+            ct.entry.init().unwrap(),
             vec![(ct.code_init_hook().unwrap(), &all_code)],
         ),
         (
-            ct.entry.fini,
+            ct.entry.fini().unwrap(),
             std::iter::once((ct.code_fini_hook().unwrap(), &all_code))
                 .chain(ct.str_fini_hook().map(|f| (f, &all_str)))
                 .collect(),
@@ -1409,7 +1409,7 @@ fn check_gcc_code(o: &Oracle, l: &Layout, ct: &Contract, k: &mut Checker) {
             }
             // Init: a negative result is acted on (test %eax,%eax; js -> return
             // -1), the last one becomes the return value (sar $31,%eax: -1 or 0).
-            if fname == ct.entry.init {
+            if fname == ct.entry.init().unwrap() {
                 let after = text.get(at as usize + 4..at as usize + 8).unwrap_or(&[]);
                 if !(after.starts_with(&[0x85, 0xc0, 0x78])
                     || after == [0x85, 0xc0, 0x0f, 0x88]
@@ -1529,7 +1529,7 @@ fn check_symbols(o: &Oracle, l: &Layout, ct: &Contract, k: &mut Checker) {
             || "not defined".into(),
         );
     }
-    for f in [ct.entry.init, ct.entry.fini] {
+    for f in [ct.entry.init().unwrap(), ct.entry.fini().unwrap()] {
         k.is(
             &format!("contract: {f} defined by deepfreeze.o"),
             o.gcc.defines(f),
@@ -1546,7 +1546,7 @@ fn check_symbols(o: &Oracle, l: &Layout, ct: &Contract, k: &mut Checker) {
         .filter(|s| !s.undefined && s.global && !is_accessor(&s.name))
         .map(|s| s.name.as_str())
         .collect();
-    let mut want: BTreeSet<&str> = [ct.entry.init, ct.entry.fini].into();
+    let mut want: BTreeSet<&str> = [ct.entry.init().unwrap(), ct.entry.fini().unwrap()].into();
     want.extend(ct.precompute.version_counter);
     k.eq(
         "global symbols deepfreeze.o defines besides the accessors",

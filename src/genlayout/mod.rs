@@ -1121,12 +1121,7 @@ impl Cx {
     /// The per-architecture growth of offset `off` in `ty`: every
     /// `pthread_mutex_t` held in place before it ([`GLIBC_MUTEX`]); and
     /// their paths.
-    fn mutexes_before(
-        &self,
-        t: &Types,
-        ty: &str,
-        off: u64,
-    ) -> Result<(Shift, Vec<String>)> {
+    fn mutexes_before(&self, t: &Types, ty: &str, off: u64) -> Result<(Shift, Vec<String>)> {
         let own = self.own_mutex()?;
         let mut names = Vec::new();
         for m in self.dw(t.struct_layout(ty))? {
