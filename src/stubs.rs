@@ -15,10 +15,8 @@
 //!   string steps over the shared strings.
 //! * Wrapped entry (lazy only): the load wrapper hands out a module's code
 //!   object for its marshal bytes (initializing it on first use), the code
-//!   teardown wrapper is the fini entry's work for the main interpreter,
-//!   the strings wrapper resets the strings after the runtime's own
-//!   teardown of its interned strings; each then reaches the runtime's
-//!   function (`__real_F`).
+//!   teardown wrapper is the fini entry's work for the main interpreter;
+//!   each reaches the runtime's function (`__real_F`) otherwise.
 //!
 //! Adding a step: a variant in [`crate::version`], its logic here (one
 //! function writing instructions), and its place in a contract. Nothing
@@ -85,7 +83,7 @@ pub fn needs_pristine(contract: &Contract, scheme: Scheme) -> bool {
     contract.fini.iter().any(|s| match (s, scheme) {
         (FiniStep::CodeFini { hook: Some(_) }, Scheme::Eager) => false,
         (FiniStep::CodeFini { .. }, _) => true,
-        (FiniStep::StrHook(_) | FiniStep::InternRestore | FiniStep::StrReset, _) => false,
+        (FiniStep::StrHook(_) | FiniStep::InternRestore, _) => false,
     })
 }
 
@@ -144,14 +142,12 @@ pub fn program(
                     funcs.push(b.finish());
                     let mut b = Builder::new(*fini, true);
                     p.lazy_fini(&mut b, flags);
-                    p.strings_fini(&mut b);
                     b.return_int(0);
                     funcs.push(b.finish());
                 }
                 Entry::Wrapped(w) => {
                     funcs.push(p.load_wrapper(w, flags));
                     funcs.push(p.code_fini_wrapper(w, flags));
-                    funcs.push(p.strings_fini_wrapper(w));
                 }
             }
         }
@@ -356,7 +352,6 @@ impl Writer<'_> {
                     self.walk(&mut b, hook, None);
                 }
                 FiniStep::InternRestore => self.intern_restore(&mut b, Sel::All),
-                FiniStep::StrReset => self.str_reset(&mut b),
             }
         }
         b.return_int(0);
@@ -520,7 +515,7 @@ impl Writer<'_> {
                     self.restore_codes(b, hook);
                 }
                 FiniStep::InternRestore => self.intern_restore(b, Sel::Module),
-                FiniStep::StrHook(_) | FiniStep::StrReset => {}
+                FiniStep::StrHook(_) => {}
             }
         }
         b.bind(strings);
@@ -542,16 +537,6 @@ impl Writer<'_> {
                 let (start, end) = self.t.shared_strs();
                 self.range(b, start, end);
                 self.walk(b, hook, None);
-            }
-        }
-    }
-
-    /// The string steps that run once the runtime has torn down its
-    /// interned strings ([`FiniStep::StrReset`]).
-    fn strings_fini(&self, b: &mut Builder) {
-        for step in self.c.fini {
-            if let FiniStep::StrReset = step {
-                self.str_reset(b);
             }
         }
     }
@@ -578,25 +563,6 @@ impl Writer<'_> {
                 .jump(top)
                 .bind(done);
         }
-    }
-
-    /// Every string object we emit: hash "not computed" again.
-    fn str_reset(&self, b: &mut Builder) {
-        let hash = self.l.str_.hash;
-        b.addr(DATA, Sym::Data(0));
-        self.range(b, self.t.start(Table::Strs), self.t.end(Table::Strs));
-        let top = b.here();
-        let done = b.label();
-        b.branch(Width::W64, CUR, Cond::GeU, Operand::Reg(END), done);
-        self.code_at_cur(b, T0);
-        b.store(
-            width(hash.size),
-            Mem::at(T0, hash.off as i32),
-            Operand::Imm(-1),
-        )
-        .add(CUR, CUR, Operand::Imm(4))
-        .jump(top)
-        .bind(done);
     }
 
     /// `PyObject *load(data, size)`: the static code object of the module
@@ -678,22 +644,6 @@ impl Writer<'_> {
         self.lazy_fini(&mut b, flags);
         self.main_interp(&mut b, ARG0);
         b.bind(real_l).push(Inst::TailCall(Callee::Extern(real)));
-        b.finish()
-    }
-
-    /// `void strings_fini(PyInterpreterState *)`: the runtime's; then, for
-    /// the main interpreter, the string steps.
-    fn strings_fini_wrapper(&self, w: &Wraps) -> Func {
-        let (name, real) = wrap_symbols(w.strings_fini);
-        let mut b = Builder::new(name, true);
-        let real_l = b.label();
-        self.main_interp(&mut b, T0);
-        b.branch(Width::W64, ARG0, Cond::Ne, Operand::Reg(T0), real_l)
-            .call(Callee::Extern(real));
-        self.strings_fini(&mut b);
-        b.push(Inst::Return)
-            .bind(real_l)
-            .push(Inst::TailCall(Callee::Extern(real)));
         b.finish()
     }
 

@@ -93,13 +93,9 @@ pub struct Wraps {
     /// anything else goes to the runtime's.
     pub load: &'static str,
     /// `void F(PyInterpreterState *)`, called as an interpreter's code
-    /// objects are finalized: for the main interpreter, the fini steps of
-    /// the code objects (then the runtime's).
+    /// objects are finalized (before its interned strings are emptied):
+    /// for the main interpreter, the fini steps (then the runtime's).
     pub code_fini: &'static str,
-    /// `void F(PyInterpreterState *)`, which empties an interpreter's
-    /// interned strings: for the main interpreter, after the runtime's, the
-    /// fini steps of the string objects.
-    pub strings_fini: &'static str,
     /// `PyThreadState *F(void)`: the current thread state, or NULL.
     pub tstate: &'static str,
 }
@@ -127,7 +123,7 @@ impl Entry {
     pub fn wrapped(&self) -> Vec<&'static str> {
         match self {
             Entry::Called { .. } => Vec::new(),
-            Entry::Wrapped(w) => vec![w.load, w.code_fini, w.strings_fini],
+            Entry::Wrapped(w) => vec![w.load, w.code_fini],
         }
     }
     /// What the interpreter's link needs for the object (the `--wrap`
@@ -154,7 +150,8 @@ pub struct Hooks {
     pub decref: &'static str,
     /// `void f(void *)`: free a `PyMem_Malloc` block (NULL allowed).
     pub free: &'static str,
-    /// `void f(PyObject *)`: clear the object's weak references.
+    /// `void f(PyObject *)`: clear the weak references to an object that
+    /// lives on (no callbacks: it does not die).
     pub clear_weakrefs: &'static str,
 }
 
@@ -200,10 +197,6 @@ pub enum FiniStep {
     /// Each field [`InitStep::Intern`] interned holds our string again
     /// (the interned one it held dropped).
     InternRestore,
-    /// Each string object we emit gets its hash back to "not computed"
-    /// (the next runtime may hash with another secret); after the runtime
-    /// has emptied its interned strings.
-    StrReset,
 }
 
 impl Contract {
@@ -241,7 +234,9 @@ const API: Hooks = Hooks {
     frozenset_new: "PyFrozenSet_New",
     decref: "Py_DecRef",
     free: "PyMem_Free",
-    clear_weakrefs: "PyObject_ClearWeakRefs",
+    // 3.13+ (3.11 and 3.12 release through their runtime's code fini);
+    // `PyObject_ClearWeakRefs` wants a dying object (reference count 0).
+    clear_weakrefs: "PyUnstable_Object_ClearWeakRefsNoCallbacks",
 };
 
 pub static PY311: Version = Version {
@@ -297,10 +292,12 @@ pub static PY312: Version = Version {
 /// through `PyMarshal_ReadObjectFromString`, which the link wraps; static
 /// code objects are complete at emit time (quickened, derived fields) but
 /// for what needs the running interpreter, done on a module's first use:
-/// interning as the code constructor does, and `co_version`s from the
-/// interpreter's counter. The teardown undoes it as the interpreter's code
-/// objects are finalized, and resets the strings once it has emptied its
-/// interned strings.
+/// interning as the code constructor does (into the interpreter's interned
+/// dict: our strings are immortal, so emptying it frees none of them and
+/// resets their interned state; the hash secret is set once per process,
+/// so their cached hashes stay valid), and `co_version`s from the
+/// interpreter's counter. The teardown undoes the rest as the
+/// interpreter's code objects are finalized.
 pub static PY313: Version = Version {
     layout: &crate::layout::PY313,
     contract: &Contract {
@@ -315,7 +312,6 @@ pub static PY313: Version = Version {
         entry: Entry::Wrapped(Wraps {
             load: "PyMarshal_ReadObjectFromString",
             code_fini: "_PyCode_Fini",
-            strings_fini: "_PyUnicode_ClearInterned",
             tstate: "PyThreadState_GetUnchecked",
         }),
         hooks: API,
@@ -327,11 +323,7 @@ pub static PY313: Version = Version {
             InitStep::Frozensets,
             InitStep::Versions,
         ],
-        fini: &[
-            FiniStep::InternRestore,
-            FiniStep::CodeFini { hook: None },
-            FiniStep::StrReset,
-        ],
+        fini: &[FiniStep::InternRestore, FiniStep::CodeFini { hook: None }],
     },
 };
 

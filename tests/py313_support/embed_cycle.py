@@ -1,0 +1,117 @@
+# Run by tests/lazy_support/embed.c in each of its three
+# Py_Initialize/Py_FinalizeEx cycles (CYCLE = 1, 2, 3 is set before), linked
+# with a CPython 3.13 archive and our object (tests/py313.rs).
+#
+# json and argparse are frozen (added with --trace), posixpath is a stock
+# frozen module. Every cycle starts from pristine code objects: nothing the
+# runtime hangs on a code object is left from the previous cycle (the
+# layout's runtime-state fields, PY313_RUNTIME_STATE and PY313_SCALARS:
+# weak references, cached attributes, monitoring data, co_extra,
+# instrumentation version), and the adaptive bytecode is cycle 1's initial
+# one. Cycle 1 then makes the runtime hang all of that on the code objects
+# (and leaks a weak reference to one, so that teardown finds it there); the
+# last cycle leaves it for the process exit.
+import _imp, argparse, ctypes, dis, json, marshal, os, posixpath, sys, weakref
+
+CODES = {"json.dumps": json.dumps.__code__,
+         "posixpath.relpath": posixpath.relpath.__code__,
+         "argparse.ArgumentParser.parse_args": argparse.ArgumentParser.parse_args.__code__}
+RUNTIME_STATE = [int(x) for x in os.environ["PY313_RUNTIME_STATE"].split(",")]
+SCALARS = [int(x) for x in os.environ["PY313_SCALARS"].split(",")]
+
+
+def word(o, off):
+    return ctypes.c_uint64.from_address(id(o) + off).value
+
+
+for name, c in CODES.items():
+    for off in RUNTIME_STATE + SCALARS:
+        assert word(c, off) == 0, "cycle %d: %s: field at %d is %#x" % (
+            CYCLE, name, off, word(c, off))
+now = {k: (c.co_code, c._co_code_adaptive) for k, c in CODES.items()}
+
+assert sys.version_info[:2] == (3, 13), sys.version
+for mod in (json, json.decoder, argparse, posixpath):
+    assert _imp.is_frozen(mod.__name__), mod.__name__
+    assert mod.__spec__.origin == "frozen", (mod.__name__, mod.__spec__)
+    data = _imp.find_frozen(mod.__name__, withdata=True)[0]
+    code = _imp.get_frozen_object(mod.__name__, data)
+    assert code is _imp.get_frozen_object(mod.__name__, data), mod.__name__
+    assert code == marshal.loads(data), mod.__name__
+
+
+def fresh(s):
+    """An equal string that is another object."""
+    return "".join(list(s)) if len(s) > 1 else s
+
+
+# Our static strings are interned in this runtime: what sys.intern gives for
+# an equal string is ours (the interned state was not left from before).
+for name, c in CODES.items():
+    for s in c.co_names + c.co_varnames + (c.co_name, c.co_qualname):
+        f = fresh(s)
+        assert sys.intern(f) is s, "cycle %d: %s: %r is not the interned one" % (CYCLE, name, s)
+        assert hash(f) == hash(s), (CYCLE, name, s)
+
+# the code objects work
+assert json.dumps({"a": [1, 2.5, None, "\xe9\u20ac"]}) == '{"a": [1, 2.5, null, "\\u00e9\\u20ac"]}'
+assert json.loads('{"a": [1, 2.5, null]}') == {"a": [1, 2.5, None]}
+p = argparse.ArgumentParser(prog="embed")
+p.add_argument("--n", type=int, default=0)
+p.add_argument("words", nargs="*")
+ns = p.parse_args(["--n", "3", "x", "y"])
+assert (ns.n, ns.words) == (3, ["x", "y"]), ns
+assert posixpath.join("a", "b") == "a/b"
+
+# Hang everything on the code objects: specialize (hot loops), cached
+# attributes, a weak reference kept past the end, co_extra, monitoring.
+for i in range(1000):
+    json.dumps(i)
+    posixpath.relpath("/a/b/%d" % i, "/a/c")
+    p.parse_args(["--n", str(i)])
+after = {k: c._co_code_adaptive for k, c in CODES.items()}
+ops = {k: [i.opname for i in dis.get_instructions(c, adaptive=True)] for k, c in CODES.items()}
+for k, c in CODES.items():
+    assert after[k] != now[k][1], "%s did not specialize in a hot loop" % k
+    assert c.co_code == now[k][0], k
+    c.co_code, c.co_varnames, c.co_cellvars, c.co_freevars  # _co_cached
+keep = weakref.ref(CODES["json.dumps"])
+ctypes.pythonapi.Py_IncRef(ctypes.py_object(keep))  # leaked: teardown finds it
+api = ctypes.pythonapi
+api.PyUnstable_Eval_RequestCodeExtraIndex.restype = ctypes.c_ssize_t
+api.PyUnstable_Eval_RequestCodeExtraIndex.argtypes = [ctypes.c_void_p]
+index = api.PyUnstable_Eval_RequestCodeExtraIndex(None)
+assert index >= 0, index
+api.PyUnstable_Code_SetExtra.argtypes = [ctypes.py_object, ctypes.c_ssize_t, ctypes.c_void_p]
+assert api.PyUnstable_Code_SetExtra(CODES["posixpath.relpath"], index, 12345) == 0
+mon = sys.monitoring
+mon.use_tool_id(3, "embed")
+lines = []
+mon.register_callback(3, mon.events.LINE, lambda code, line: lines.append(line))
+mon.set_local_events(3, CODES["posixpath.relpath"], mon.events.LINE)
+posixpath.relpath("/a/b", "/a/c")
+assert lines, "monitoring saw no line"
+for name, c in CODES.items():
+    set_ = [off for off in RUNTIME_STATE + SCALARS if word(c, off)]
+    print("cycle %d: %s: runtime state set at %s" % (CYCLE, name, set_))
+
+if CYCLE == 1:
+    with open(os.environ["PY313_EMBED_STATE"], "wb") as f:
+        marshal.dump({k: (now[k][0], now[k][1], after[k], ops[k]) for k in CODES}, f)
+else:
+    with open(os.environ["PY313_EMBED_STATE"], "rb") as f:
+        first = marshal.load(f)
+    for k, (raw, adaptive, specialized, opnames) in first.items():
+        assert now[k][0] == raw, "%s: co_code differs from cycle 1" % k
+        assert now[k][1] == adaptive, (
+            "%s: cycle %d starts from other adaptive bytecode than cycle 1" % (k, CYCLE))
+        assert ops[k] == opnames, "%s: specialized differently: %s vs %s" % (
+            k, [a for a, b in zip(ops[k], opnames) if a != b],
+            [b for a, b in zip(ops[k], opnames) if a != b])
+# a frozen module first used in a later cycle (initialized lazily then)
+if CYCLE >= 2:
+    import __hello__
+    assert _imp.is_frozen("__hello__") and __hello__.initialized
+print("cycle %d ok: %d frozen modules, %s" % (CYCLE, len(_imp._frozen_module_names()),
+                                             ", ".join(sorted(CODES))))
+sys.stdout.flush()
