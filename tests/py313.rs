@@ -571,3 +571,107 @@ fn slow_cpython_tests_as_stock() {
     assert_eq!(ours_totals, stock_totals);
     eprintln!("CPython 3.13 suite, stock and ours: {ours_totals}");
 }
+
+// ---------------------------------------------------------------------------
+// Refusals
+
+/// A copy of the 3.13 archive with `byte` written at `delta` bytes into
+/// symbol `sym` of member `member`.
+fn patched_archive(dir: &Path, member: &str, sym: &str, delta: u64, byte: u8) -> PathBuf {
+    use object::{Object, ObjectSection, ObjectSymbol};
+    let mut data = std::fs::read(archive()).unwrap();
+    let at = {
+        let ar = object::read::archive::ArchiveFile::parse(&*data).unwrap();
+        let m = ar
+            .members()
+            .map(Result::unwrap)
+            .find(|m| m.name() == member.as_bytes())
+            .unwrap_or_else(|| panic!("no {member}"));
+        let (start, size) = m.file_range();
+        // A copy: object files want their alignment, archive members have 2.
+        let bytes =
+            pyfreeze_obj::dwarf::Aligned::new(&data[start as usize..(start + size) as usize]);
+        let obj = object::File::parse(bytes.bytes()).unwrap();
+        let s = obj
+            .symbol_by_name(sym)
+            .unwrap_or_else(|| panic!("no {sym}"));
+        let sec = obj.section_by_index(s.section_index().unwrap()).unwrap();
+        start + sec.file_range().unwrap().0 + (s.address() - sec.address()) + delta
+    };
+    data[at as usize] = byte;
+    let out = dir.join(format!("{member}-{sym}-{delta}.a"));
+    std::fs::write(&out, data).unwrap();
+    out
+}
+
+/// An archive the table is not right for (another build's runtime or
+/// quickening) is refused in one line naming what differs; `--eager`,
+/// and emitting without the tables, are refused for 3.13.
+#[test]
+fn builds_the_table_is_not_for_are_refused() {
+    let dir = work_dir("refusals");
+    let l = &pyfreeze_obj::layout::PY313;
+    let deopt = l.code.quicken.as_ref().unwrap().deopt[0];
+    let main = l.interp.main.field.off as u64;
+    let next = l.interp.next_func_version.unwrap().field.off as u64;
+    for (ar, want) in [
+        (
+            patched_archive(&dir, "compile.o", "_PyOpcode_Deopt", deopt.0 as u64, 0),
+            "compile.o's _PyOpcode_Deopt (how bytecode is quickened) differs from the table's",
+        ),
+        (
+            patched_archive(&dir, "pylifecycle.o", "_PyRuntime", main + next, 7),
+            "main interpreter's function version counter is not where the table says",
+        ),
+        (
+            patched_archive(
+                &dir,
+                "pylifecycle.o",
+                "_PyRuntime",
+                l.runtime.small_ints as u64 + 16,
+                9,
+            ),
+            "does not hold the small int -5 where the table says",
+        ),
+    ] {
+        let out = ours()
+            .args(["emit", "--python", "3.13", "--modules-from"])
+            .arg(&ar)
+            .arg("-o")
+            .arg(dir.join("x.o"))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(
+            err.contains(want) && err.contains(ar.to_str().unwrap()),
+            "{err}"
+        );
+        assert!(
+            err.contains("gen-layout") && !err.contains("panicked"),
+            "{err}"
+        );
+    }
+    let out = ours()
+        .args(["relink", "--eager", "--python"])
+        .arg(python())
+        .arg("-o")
+        .arg(dir.join("x"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("no eager scheme"), "{err}");
+    let header = dir.join("m.h");
+    std::fs::write(&header, support::frozen_header("m", &[0xe3, 0, 0])).unwrap();
+    let out = ours()
+        .args(["emit", "--python", "3.13", "-o"])
+        .arg(dir.join("x.o"))
+        .arg(format!("{}:m", header.display()))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("give --modules-from"), "{err}");
+}

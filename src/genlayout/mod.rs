@@ -137,6 +137,7 @@ pub fn generate(opts: &Options) -> Result<Generated> {
     let (major, minor, _) = cx.py.version;
     let layout: &'static Layout = Box::leak(Box::new(Layout {
         version: (major, minor),
+        release: leak_str(&cx.py.release),
         pyc_magic: cx.pyc_magic()?,
         ptr_size,
         head,

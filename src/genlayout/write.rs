@@ -95,6 +95,7 @@ fn num(v: u64) -> String {
 pub fn table(l: &Layout, n: &Notes) -> String {
     let Layout {
         version,
+        release,
         pyc_magic,
         ptr_size,
         head,
@@ -133,6 +134,7 @@ pub fn table(l: &Layout, n: &Notes) -> String {
     w.line(0, "");
     w.line(0, "pub static LAYOUT: Layout = Layout {");
     w.item(1, "version", format!("({major}, {minor})"));
+    w.item(1, "release", format!("{release:?}"));
     w.comment(1, "importlib.util.MAGIC_NUMBER");
     w.item(1, "pyc_magic", pyc_magic);
     w.item(1, "ptr_size", ptr_size);

@@ -63,12 +63,15 @@ pub fn read_tables(path: &Path, layout: &Layout) -> Result<(Tables, Identity)> {
     let ar = ArchiveFile::parse(&cache)
         .map_err(|e| Error::at(path, 0, format!("not an ar archive: {e}")))?;
     let (mut member, mut version, mut buildinfo) = (None, None, None);
+    let (mut life, mut compile) = (None, None);
     for m in ar.members() {
         let m = m.map_err(|e| Error::file(path, format!("corrupt archive member table: {e}")))?;
         match m.name() {
             b"frozen.o" => member = Some(m),
             b"getversion.o" => version = Some(m),
             b"getbuildinfo.o" => buildinfo = Some(m),
+            b"pylifecycle.o" => life = Some(m),
+            b"compile.o" => compile = Some(m),
             _ => {}
         }
     }
@@ -103,6 +106,12 @@ pub fn read_tables(path: &Path, layout: &Layout) -> Result<(Tables, Identity)> {
             ),
         ));
     }
+    let range = |m: object::read::archive::ArchiveMember| {
+        let (start, size) = m.file_range();
+        cache.range(start, size)
+    };
+    let (life, compile) = (life.map(range), compile.map(range));
+    super::verify::check(path, &identity.version, layout, life, compile)?;
     let m = member.ok_or_else(|| {
         Error::file(
             path,

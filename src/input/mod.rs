@@ -13,6 +13,7 @@ pub mod archive;
 pub mod compile;
 pub mod header;
 pub mod select;
+pub mod verify;
 
 use crate::error::{Error, Result};
 use crate::frozen::accessor_symbol;

@@ -354,6 +354,8 @@ pub struct FrozenLayout {
 #[derive(Clone, Debug)]
 pub struct Layout {
     pub version: (u8, u8),
+    /// The release the table was generated from (`PY_VERSION`).
+    pub release: &'static str,
     /// The `.pyc` magic number (first two bytes, little endian).
     pub pyc_magic: u16,
     pub ptr_size: u8,

@@ -10,6 +10,7 @@ use crate::arch::Arch;
 
 pub static LAYOUT: Layout = Layout {
     version: (3, 11),
+    release: "3.11.7",
     // importlib.util.MAGIC_NUMBER
     pyc_magic: 3495,
     ptr_size: 8,

@@ -10,6 +10,7 @@ use crate::arch::Arch;
 
 pub static LAYOUT: Layout = Layout {
     version: (3, 12),
+    release: "3.12.1",
     // importlib.util.MAGIC_NUMBER
     pyc_magic: 3531,
     ptr_size: 8,

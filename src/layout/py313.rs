@@ -10,6 +10,7 @@ use crate::arch::Arch;
 
 pub static LAYOUT: Layout = Layout {
     version: (3, 13),
+    release: "3.13.0",
     // importlib.util.MAGIC_NUMBER
     pyc_magic: 3571,
     ptr_size: 8,
