@@ -1,10 +1,25 @@
-//! CPython 3.13 (pyenv's 3.13.0): the layout table, the object, the
-//! relinked interpreter.
+//! CPython 3.13 (pyenv's 3.13.0, the matrix's `Pyenv313` row): the layout
+//! table, the object in every format, the relinked interpreter.
 //!
 //! 3.13 removed deep-freezing; the object replaces `frozen.o`, and the link
-//! wraps `PyMarshal_ReadObjectFromString` (and the runtime's code and
-//! interned-string teardown) so that loading a frozen module returns its
-//! static code object.
+//! wraps `PyMarshal_ReadObjectFromString` (and the runtime's per-interpreter
+//! code teardown) so that loading a frozen module returns its static code
+//! object.
+//!
+//! * The table is `gen-layout`'s output; its quickening facts are checked
+//!   against the interpreter (a wrong counter macro is refused).
+//! * `relink` (stock set, CLI set) prints Hello world and runs the CLI
+//!   workload as the installed interpreter does; every frozen code object
+//!   is static, immortal, equal to `marshal.loads` of its bytes and
+//!   quickened as the runtime does (`tests/py313_support/check_static.py`);
+//!   copies of the bytes, subinterpreters and `-X no_debug_ranges` get the
+//!   runtime's unmarshalling.
+//! * An embedding program survives three init/fini cycles with pristine
+//!   code objects (`tests/py313_support/embed_cycle.py`), under memcheck too.
+//! * Slow tier: CPython's test modules give the stock link's outcomes.
+//! * Every target's data and read-only tables equal ELF x86_64's; the hooks
+//!   use each architecture's offsets; the objects link into shared objects;
+//!   output is reproducible; archives the table is not for are refused.
 //!
 //! A missing reference build or tool fails the tests with what to install;
 //! nothing is skipped.
@@ -14,20 +29,21 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
+use support::builds::{build, Build, BuildId::Pyenv313, Scheme};
+use support::{ours, run_ok, run_text, HELLO};
 
-const PYENV: &str = "3.13.0";
 const TABLE: &str = "src/layout/py313.rs";
 
+fn b() -> &'static Build {
+    build(Pyenv313)
+}
+
 fn python() -> PathBuf {
-    support::pyenv_python(PYENV)
+    b().python.clone()
 }
 
 fn archive() -> PathBuf {
-    support::pyenv_archive(PYENV)
-}
-
-fn ours() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_pyfreeze-obj"))
+    b().archive.clone()
 }
 
 /// The first lines where `want` and `got` differ.
@@ -69,8 +85,9 @@ fn layout_table_is_what_gen_layout_writes() {
     );
     assert!(
         got == want,
-        "{TABLE} is not what gen-layout writes for pyenv {PYENV} (regenerate it with \
+        "{TABLE} is not what gen-layout writes for {} (regenerate it with \
          `pyfreeze-obj gen-layout --archive {} -o {TABLE}`): {}",
+        b().label,
         archive().display(),
         first_difference(&want, &got)
     );
@@ -106,13 +123,7 @@ fn copy_tree(from: &Path, to: &Path) {
 fn gen_layout_checks_quickening_against_the_interpreter() {
     let dir = support::TempDir::new("py313-gen");
     let include = dir.path().join("include");
-    let installed = python()
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("include/python3.13");
-    copy_tree(&installed, &include);
+    copy_tree(&b().include, &include);
     let h = include.join("internal/pycore_backoff.h");
     let text = std::fs::read_to_string(&h).unwrap();
     let edited = text.replace(
@@ -149,83 +160,50 @@ fn gen_layout_checks_quickening_against_the_interpreter() {
 // ---------------------------------------------------------------------------
 // The build, and interpreters linked from it
 
-/// pyenv's 3.13.0 installation, as its sysconfig describes it.
-struct Build {
-    prefix: PathBuf,
-    libpl: PathBuf,
-    /// `LINKFORSHARED LIBS SYSLIBS LOCALMODLIBS` (and LDFLAGS), split.
-    flags: Vec<String>,
-}
-
-fn build() -> &'static Build {
-    static B: OnceLock<Build> = OnceLock::new();
-    B.get_or_init(|| {
-        let out = support::stdout_of(Command::new(python()).args([
-            "-I",
-            "-c",
-            "import sys, sysconfig as s\n\
-             print(sys.prefix)\n\
-             print(s.get_config_var('LIBPL'))\n\
-             print(' '.join(s.get_config_var(k) or '' for k in \
-             ('LDFLAGS', 'LINKFORSHARED', 'LIBS', 'SYSLIBS', 'LOCALMODLIBS')))",
-        ]));
-        let text = String::from_utf8(out).unwrap();
-        let l: Vec<&str> = text.lines().collect();
-        assert_eq!(l.len(), 3, "unexpected sysconfig output: {text}");
-        for tool in ["cc", "ar"] {
-            let ok = Command::new(tool).arg("--version").output().is_ok();
-            assert!(ok, "{tool} is missing: install gcc and binutils");
-        }
-        Build {
-            prefix: l[0].into(),
-            libpl: l[1].into(),
-            flags: l[2].split_whitespace().map(String::from).collect(),
-        }
-    })
-}
-
-/// A fresh folder under cargo's per-target tmp dir (kept for inspection).
-fn work_dir(name: &str) -> PathBuf {
-    let d = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join("py313")
-        .join(name);
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-/// Run to completion; panic with the command and its output unless it
-/// exits 0. Its standard output.
-fn run_ok(cmd: &mut Command) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({}):\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// A command running interpreter `exe` of this build: its PYTHONHOME, no
-/// other PYTHON* variable, an empty working folder.
+/// other PYTHON* variable, an empty working folder beside it.
 fn interp(exe: &Path) -> Command {
-    let mut cmd = Command::new(exe);
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("PYTHON") {
-            cmd.env_remove(k);
-        }
-    }
     let cwd = exe.with_extension("cwd");
     std::fs::create_dir_all(&cwd).unwrap();
-    cmd.env("PYTHONHOME", &build().prefix).current_dir(cwd);
-    cmd
+    b().python(exe, &cwd)
 }
 
-const HELLO: &str = "import __hello__; __hello__.main()";
+/// Standard output of `cmd`, which must succeed.
+fn text(cmd: &mut Command) -> String {
+    run_text(cmd)
+}
+
+/// `CC -o OUT python.o OBJS... -Wl,--whole-archive ARCHIVE
+/// -Wl,--no-whole-archive <link flags> EXTRA`: every object of the library
+/// linked, as CPython links its own interpreter (an archive link leaves out
+/// members nothing references, which extension modules such as
+/// `_testinternalcapi` and `_interpreters` need).
+fn link_whole(out: &Path, main_o: &Path, objs: &[&Path], archive: &Path, extra: &[String]) {
+    let b = b();
+    run_ok(
+        Command::new(b.cc)
+            .arg("-o")
+            .arg(out)
+            .args(b.pie_flags())
+            .arg(main_o)
+            .args(objs)
+            .arg("-Wl,--whole-archive")
+            .arg(archive)
+            .arg("-Wl,--no-whole-archive")
+            .args(&b.link_flags)
+            .args(extra),
+    );
+}
+
+/// A copy of the archive without frozen.o (what our object replaces).
+fn archive_without_frozen(dir: &Path) -> PathBuf {
+    b().stripped_archive(dir, &b().archive, &["frozen.o"])
+}
+
+/// The link flags the 3.13 contract says the object needs.
+fn wrap_flags() -> Vec<String> {
+    pyfreeze_obj::version::PY313.contract.entry.link_flags()
+}
 
 /// The acceptance's command-line tool workload.
 const CLI: &str = "import argparse, json, re, typing, dataclasses, pathlib, logging, \
@@ -239,7 +217,7 @@ fn relinked(set: &'static str, extra: &[&str]) -> PathBuf {
     let mut done = DONE.get_or_init(Default::default).lock().unwrap();
     done.entry(set)
         .or_insert_with(|| {
-            let dir = work_dir(&format!("relink-{set}"));
+            let dir = b().work_dir(&format!("relink-{set}"));
             let exe = dir.join("python");
             run_ok(
                 ours()
@@ -278,38 +256,13 @@ struct FullLinks {
 fn full_links() -> &'static FullLinks {
     static L: OnceLock<FullLinks> = OnceLock::new();
     L.get_or_init(|| {
-        let b = build();
-        let dir = work_dir("full");
-        let obj = dir.join("ours.o");
-        run_ok(
-            ours()
-                .args(["emit", "--python", "3.13", "--modules-from"])
-                .arg(archive())
-                .arg("-o")
-                .arg(&obj),
-        );
-        let lib = dir.join("libpython3.13.a");
-        std::fs::copy(archive(), &lib).unwrap();
-        run_ok(Command::new("ar").arg("d").arg(&lib).arg("frozen.o"));
-        let link = |out: &Path, objs: &[&Path], archive: &Path, extra: &[String]| {
-            run_ok(
-                Command::new("cc")
-                    .arg("-o")
-                    .arg(out)
-                    .arg(b.libpl.join("python.o"))
-                    .args(objs)
-                    .arg("-Wl,--whole-archive")
-                    .arg(archive)
-                    .arg("-Wl,--no-whole-archive")
-                    .args(&b.flags)
-                    .args(extra),
-            );
-        };
+        let dir = b().work_dir("full");
+        let obj = b().object_at(None, Scheme::Lazy).0;
+        let lib = archive_without_frozen(&dir);
         let stock = dir.join("python-stock");
-        link(&stock, &[], &archive(), &[]);
+        link_whole(&stock, &b().python_o, &[], &b().archive, &[]);
         let ours_exe = dir.join("python-ours");
-        let wrap = pyfreeze_obj::version::PY313.contract.entry.link_flags();
-        link(&ours_exe, &[&obj], &lib, &wrap);
+        link_whole(&ours_exe, &b().python_o, &[obj], &lib, &wrap_flags());
         FullLinks {
             stock,
             ours: ours_exe,
@@ -326,21 +279,21 @@ fn full_links() -> &'static FullLinks {
 #[test]
 fn relinked_interpreters_print_hello_world() {
     for exe in [relinked_stock(), relinked_cli()] {
-        assert_eq!(run_ok(interp(&exe).args(["-c", HELLO])), "Hello world!\n");
+        assert_eq!(text(interp(&exe).args(["-c", HELLO])), "Hello world!\n");
         let code = format!(
             "{CLI}\nimport sys\nprint(json.dumps({{'a': [1, None]}}), \
              re.sub('b+', 'x', 'abbbc'), tomllib.loads('a = 1'), \
              argparse.ArgumentParser(prog='p').parse_args(['x'] if False else []))"
         );
-        let want = run_ok(interp(&python()).args(["-c", &code]));
-        assert_eq!(run_ok(interp(&exe).args(["-c", &code])), want);
+        let want = text(interp(&python()).args(["-c", &code]));
+        assert_eq!(text(interp(&exe).args(["-c", &code])), want);
     }
 }
 
 fn check_static(exe: &Path, min_frozen: usize) -> String {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py313_support/check_static.py");
     let work = exe.parent().unwrap();
-    let out = run_ok(
+    let out = text(
         interp(exe)
             .env("PY313_WORK", work)
             .env("PY313_MIN_FROZEN", min_frozen.to_string())
@@ -375,11 +328,11 @@ fn no_debug_ranges_falls_back_to_unmarshalling() {
                 a = _imp.get_frozen_object('posixpath', data)\n\
                 b = _imp.get_frozen_object('posixpath', data)\n\
                 print(a is b, sorted({type(p[2]).__name__ for p in a.co_positions()}))";
-    let want = run_ok(interp(&python()).args(["-X", "no_debug_ranges", "-c", code]));
+    let want = text(interp(&python()).args(["-X", "no_debug_ranges", "-c", code]));
     assert_eq!(want, "False ['NoneType']\n");
-    let got = run_ok(interp(&relinked_stock()).args(["-X", "no_debug_ranges", "-c", code]));
+    let got = text(interp(&relinked_stock()).args(["-X", "no_debug_ranges", "-c", code]));
     assert_eq!(got, want);
-    let got = run_ok(interp(&relinked_stock()).args(["-c", code]));
+    let got = text(interp(&relinked_stock()).args(["-c", code]));
     assert!(got.starts_with("True [") && got.contains("'int'"), "{got}");
 }
 
@@ -396,47 +349,23 @@ fn no_debug_ranges_falls_back_to_unmarshalling() {
 /// the system allocator), nothing frees or touches memory it should not.
 #[test]
 fn embed_three_cycles_see_pristine_code() {
-    let b = build();
-    let dir = work_dir("embed");
+    let b = b();
+    let dir = b.work_dir("embed");
     let obj = dir.join("ours.o");
-    run_ok(
-        ours()
-            .args(["emit", "--python", "3.13", "--modules-from"])
-            .arg(archive())
-            .arg("--compile-with")
-            .arg(python())
-            .args(["--trace", "import json, argparse", "-o"])
-            .arg(&obj),
-    );
-    let lib = dir.join("libpython3.13.a");
-    std::fs::copy(archive(), &lib).unwrap();
-    run_ok(Command::new("ar").arg("d").arg(&lib).arg("frozen.o"));
+    b.emit(&obj, b.target, &["--trace", "import json, argparse"]);
+    let lib = archive_without_frozen(&dir);
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     let main_o = dir.join("embed.o");
     run_ok(
-        Command::new("cc")
+        Command::new(b.cc)
             .args(["-c", "-O1", "-Wall", "-Werror"])
-            .arg(format!(
-                "-I{}",
-                b.prefix.join("include/python3.13").display()
-            ))
+            .arg(format!("-I{}", b.include.display()))
             .arg(manifest.join("tests/lazy_support/embed.c"))
             .arg("-o")
             .arg(&main_o),
     );
     let exe = dir.join("embed");
-    run_ok(
-        Command::new("cc")
-            .arg("-o")
-            .arg(&exe)
-            .arg(&main_o)
-            .arg(&obj)
-            .arg("-Wl,--whole-archive")
-            .arg(&lib)
-            .arg("-Wl,--no-whole-archive")
-            .args(&b.flags)
-            .args(pyfreeze_obj::version::PY313.contract.entry.link_flags()),
-    );
+    link_whole(&exe, &main_o, &[&obj], &lib, &wrap_flags());
     let code =
         std::fs::read_to_string(manifest.join("tests/py313_support/embed_cycle.py")).unwrap();
     let l = pyfreeze_obj::layout::PY313.code.clone();
@@ -451,7 +380,7 @@ fn embed_three_cycles_see_pristine_code() {
             .env("PY313_SCALARS", list(l.runtime_scalars))
             .env("PY313_EMBED_STATE", dir.join(state))
             .arg(&code);
-        run_ok(cmd)
+        text(cmd)
     };
     let out = run(&mut interp(&exe), "cycle1.marshal");
     for c in 1..=3 {
@@ -461,28 +390,25 @@ fn embed_three_cycles_see_pristine_code() {
             "{out}"
         );
     }
-    // Cycle 1 did hang state on every kind of runtime-state field but the
-    // ones this build never sets.
+    // Cycle 1 did hang state on every runtime-state field but the ones this
+    // build never sets.
+    let set: String = out.lines().filter(|l| l.starts_with("cycle 1:")).collect();
     for (f, r) in l.runtime_state.iter().zip(l.release) {
         if *r != pyfreeze_obj::layout::Release::Unused {
+            let shown = [
+                format!("[{}", f.off),
+                format!(" {},", f.off),
+                format!(" {}]", f.off),
+            ];
             assert!(
-                out.contains(&format!(" {}", f.off)) || out.contains(&format!("[{}", f.off)),
+                shown.iter().any(|s| set.contains(s.as_str())),
                 "cycle 1 never set the field at {}: {out}",
                 f.off
             );
         }
     }
-    let valgrind = Command::new("valgrind").arg("--version").output();
-    assert!(
-        valgrind.is_ok_and(|o| o.status.success()),
-        "valgrind is missing: install it (`apt-get install valgrind`)"
-    );
-    let mut cmd = Command::new("valgrind");
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("PYTHON") {
-            cmd.env_remove(k);
-        }
-    }
+    support::require_tool("valgrind", "install it with `apt-get install valgrind`");
+    let mut cmd = support::clean_python(Path::new("valgrind"));
     cmd.args([
         "--tool=memcheck",
         "--leak-check=no",
@@ -490,7 +416,7 @@ fn embed_three_cycles_see_pristine_code() {
         "-q",
     ])
     .arg(&exe)
-    .env("PYTHONHOME", &b.prefix)
+    .env("PYTHONHOME", &b.home)
     .env("PYTHONMALLOC", "malloc")
     .current_dir(&dir);
     let out = run(&mut cmd, "memcheck.marshal");
@@ -500,76 +426,22 @@ fn embed_three_cycles_see_pristine_code() {
 // ---------------------------------------------------------------------------
 // CPython's own tests (slow tier)
 
-/// CPython's test modules of the acceptance.
-const SUITE: &[&str] = &[
-    "test_frozen",
-    "test_code",
-    "test_importlib",
-    "test_site",
-    "test_sys",
-    "test_inspect",
-    "test_traceback",
-    "test_embed",
-];
-
-/// `python -m test -j2 --junit-xml` of `SUITE` with interpreter `exe`:
-/// each test case's outcome, and regrtest's totals line.
-fn run_suite(exe: &Path, tag: &str) -> (std::collections::BTreeMap<String, String>, String) {
-    let dir = work_dir(&format!("suite-{tag}"));
-    let xml = dir.join("junit.xml");
-    let out = interp(exe)
-        .current_dir(&dir)
-        .args(["-m", "test", "-j2", "--timeout=900", "--junit-xml"])
-        .arg(&xml)
-        .args(SUITE)
-        .output()
-        .unwrap();
-    // Not required to exit 0: a test may fail on the stock link as well.
-    let log =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    assert!(xml.is_file(), "{tag}: regrtest wrote no junit file:\n{log}");
-    let summary = run_ok(
-        Command::new(python())
-            .arg(
-                Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/relink_support/junit_summary.py"),
-            )
-            .arg(&xml),
-    );
-    let cases = summary
-        .lines()
-        .filter_map(|l| l.split_once('\t'))
-        .map(|(a, b)| (a.to_string(), b.to_string()))
-        .collect();
-    let totals = log
-        .lines()
-        .find(|l| l.starts_with("Total tests:"))
-        .unwrap_or_else(|| panic!("{tag}: no totals line:\n{log}"))
-        .to_string();
-    (cases, totals)
-}
-
-/// `SUITE` gives the same outcome for every test case with our object as
-/// with the stock link of the same archive (both linked as CPython links
-/// its interpreter, so that the extension modules the tests need load).
+/// `test_frozen test_code test_importlib test_site test_sys test_inspect
+/// test_traceback test_embed` give the same outcome for every test case
+/// with our object as with the stock link of the same archive (both linked
+/// as CPython links its interpreter, so that the extension modules the
+/// tests need load), through the one runner of `tests/support/regrtest.rs`.
 #[test]
 fn slow_cpython_tests_as_stock() {
     let l = full_links();
-    let (stock, stock_totals) = run_suite(&l.stock, "stock");
-    let (ours, ours_totals) = run_suite(&l.ours, "ours");
-    assert!(stock.len() > 2000, "only {} test cases ran", stock.len());
-    let differ: Vec<String> = stock
-        .iter()
-        .filter(|(k, v)| ours.get(*k) != Some(v))
-        .map(|(k, v)| format!("{k}: stock {v}, ours {:?}", ours.get(k)))
-        .chain(
-            (ours.keys())
-                .filter(|k| !stock.contains_key(*k))
-                .map(|k| format!("{k}: only ours")),
-        )
-        .collect();
-    assert!(differ.is_empty(), "outcomes differ:\n{}", differ.join("\n"));
-    assert_eq!(ours_totals, stock_totals);
-    eprintln!("CPython 3.13 suite, stock and ours: {ours_totals}");
+    let suite = support::regrtest::Suite {
+        tests: &support::regrtest::frozen_and_code(&["test_embed"]),
+        jobs: 2,
+        min_cases: 2000,
+        ..Default::default()
+    };
+    let dir = b().work_dir("suite");
+    support::regrtest::check_matches_stock(b(), &l.stock, &l.ours, &dir, &suite);
 }
 
 // ---------------------------------------------------------------------------
@@ -609,7 +481,7 @@ fn patched_archive(dir: &Path, member: &str, sym: &str, delta: u64, byte: u8) ->
 /// and emitting without the tables, are refused for 3.13.
 #[test]
 fn builds_the_table_is_not_for_are_refused() {
-    let dir = work_dir("refusals");
+    let dir = b().work_dir("refusals");
     let l = &pyfreeze_obj::layout::PY313;
     let deopt = l.code.quicken.as_ref().unwrap().deopt[0];
     let main = l.interp.main.field.off as u64;
@@ -674,4 +546,295 @@ fn builds_the_table_is_not_for_are_refused() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("give --modules-from"), "{err}");
+}
+
+// ---------------------------------------------------------------------------
+// Every target format
+
+use support::objgraph::{ObjFile, Target};
+
+/// Our object for `target` (the stock set), parsed.
+fn parsed(target: &str) -> ObjFile<'static> {
+    let bytes = b().object(Some(target), Scheme::Lazy);
+    ObjFile::parse(bytes).unwrap_or_else(|e| panic!("{target}: {e}"))
+}
+
+/// An object's data and read-only sections, format-neutral: the data bytes
+/// with every relocated field zeroed, what each relocation of the data
+/// points to (a place in the data or read-only section, or a symbol plus
+/// addend), and the read-only bytes (the tables the stubs walk and the
+/// pristine bytecode, which hold no relocation).
+#[derive(Debug, PartialEq)]
+struct Image {
+    data: Vec<u8>,
+    relocs: std::collections::BTreeMap<u64, String>,
+    rodata: Vec<u8>,
+}
+
+fn image(f: &ObjFile, target: &str) -> Image {
+    let data = f
+        .symbol("_PyImport_FrozenBootstrap")
+        .and_then(|s| s.loc)
+        .unwrap_or_else(|| panic!("{target}: no _PyImport_FrozenBootstrap"))
+        .section;
+    let rodata = *(f.sections.iter())
+        .find(|(_, s)| [".rodata", "__const", ".rdata"].contains(&s.name.as_str()))
+        .unwrap_or_else(|| panic!("{target}: no read-only data section"))
+        .0;
+    let name = |sec: usize| match sec {
+        s if s == data => "data".to_string(),
+        s if s == rodata => "rodata".to_string(),
+        s => format!("section {}", f.sections[&s].name),
+    };
+    let mut bytes = f.sections[&data].data.to_vec();
+    let mut relocs = std::collections::BTreeMap::new();
+    for (loc, r) in f.relocs.range(
+        support::objgraph::Loc {
+            section: data,
+            offset: 0,
+        }..support::objgraph::Loc {
+            section: data + 1,
+            offset: 0,
+        },
+    ) {
+        let at = loc.offset as usize;
+        bytes[at..at + r.size as usize].fill(0);
+        let to = match &r.target {
+            Target::Local(l) => format!("{}+{}", name(l.section), l.offset),
+            Target::Extern { name, addend } => format!("{name}+{addend}"),
+        };
+        relocs.insert(loc.offset, format!("{to} ({} bytes)", r.size));
+    }
+    Image {
+        data: bytes,
+        relocs,
+        rodata: f.sections[&rodata].data.to_vec(),
+    }
+}
+
+/// The object for `target` lays out exactly the ELF x86_64 one's data and
+/// read-only tables (placement does not depend on the format or the
+/// architecture; only the main interpreter's address would move, by the
+/// layout's per-architecture shift, which 3.13 does not need there);
+/// it defines the wrappers, references the runtime's through `__real_`, and
+/// no deep-freeze entry point.
+fn image_equals_x86_64_elf(target: &'static str) {
+    let ours = parsed(target);
+    let theirs = parsed(support::TARGETS[0]);
+    let (a, b) = (image(&ours, target), image(&theirs, support::TARGETS[0]));
+    assert!(
+        b.data.len() > 500_000 && b.relocs.len() > 100 && b.rodata.len() > 50_000,
+        "the x86_64-linux object is too small to compare: {} data bytes, {} relocations, \
+         {} read-only bytes",
+        b.data.len(),
+        b.relocs.len(),
+        b.rodata.len()
+    );
+    assert_eq!(a.rodata, b.rodata, "{target}: read-only tables differ");
+    assert!(a.data == b.data, "{target}: data bytes differ");
+    let arch = pyfreeze_obj::target::Target::parse(target).unwrap().arch;
+    let main = &pyfreeze_obj::layout::PY313.interp.main;
+    let shift = main.on(arch).off as i64 - main.field.off as i64;
+    let moved: std::collections::BTreeMap<u64, String> = (a.relocs.iter())
+        .map(|(k, v)| {
+            let main_at = format!("_PyRuntime+{} ", main.on(arch).off);
+            let v = match v.strip_prefix(&main_at) {
+                Some(rest) => format!("_PyRuntime+{} {rest}", main.on(arch).off as i64 - shift),
+                None => v.clone(),
+            };
+            (*k, v)
+        })
+        .collect();
+    let differ: Vec<String> = (b.relocs.iter())
+        .filter(|(k, v)| moved.get(k) != Some(v))
+        .map(|(k, v)| format!("+{k}: x86_64-linux {v}, {target} {:?}", moved.get(k)))
+        .take(10)
+        .collect();
+    assert!(
+        differ.is_empty() && moved.len() == b.relocs.len(),
+        "{target}: data relocations differ:\n{}",
+        differ.join("\n")
+    );
+    for w in pyfreeze_obj::version::PY313.contract.entry.wrapped() {
+        let wrap = format!("__wrap_{w}");
+        assert!(
+            (ours.symbols.iter()).any(|s| s.name == wrap && !s.undefined && s.global),
+            "{target}: {wrap} is not defined"
+        );
+        assert!(
+            ours.undefined().contains(&format!("__real_{w}")),
+            "{target}: __real_{w} is not referenced"
+        );
+    }
+    assert_eq!(
+        ours.undefined(),
+        theirs.undefined(),
+        "{target}: undefined symbols"
+    );
+    assert!(
+        !(ours.symbols.iter()).any(|s| s.name.starts_with("_Py_Deepfreeze")),
+        "{target}: a deep-freeze entry point in a 3.13 object"
+    );
+    eprintln!(
+        "{target}: {} data bytes, {} data relocations, {} read-only bytes equal to x86_64-linux's",
+        a.data.len(),
+        a.relocs.len(),
+        a.rodata.len()
+    );
+}
+
+#[test]
+fn aarch64_linux_image_equals_x86_64_elf() {
+    image_equals_x86_64_elf("aarch64-linux");
+}
+
+#[test]
+fn x86_64_macos_image_equals_x86_64_elf() {
+    image_equals_x86_64_elf("x86_64-macos");
+}
+
+#[test]
+fn aarch64_macos_image_equals_x86_64_elf() {
+    image_equals_x86_64_elf("aarch64-macos");
+}
+
+#[test]
+fn x86_64_windows_image_equals_x86_64_elf() {
+    image_equals_x86_64_elf("x86_64-windows");
+}
+
+#[test]
+fn aarch64_windows_image_equals_x86_64_elf() {
+    image_equals_x86_64_elf("aarch64-windows");
+}
+
+/// The instructions of function `func` in `obj`, as llvm-objdump prints
+/// them.
+fn disassembly(obj: &Path, func: &str) -> String {
+    let tool = support::find_tool(&["llvm-objdump", "llvm-objdump-14"], "apt-get install llvm");
+    let all = run_text(
+        Command::new(tool)
+            .args(["-d", "--no-show-raw-insn"])
+            .arg(obj),
+    );
+    let start = format!("<{func}>:");
+    let body: Vec<&str> = (all.lines())
+        .skip_while(|l| !l.ends_with(&start))
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .collect();
+    assert!(!body.is_empty(), "{}: no function {func}", obj.display());
+    body.join("\n")
+}
+
+/// The hooks read the runtime's structures at the layout's offsets for the
+/// target's architecture (aarch64: past the GIL state's two larger glibc
+/// mutexes): the load wrapper `PyThreadState.interp` and
+/// `config.code_debug_ranges`, module initialization the interpreter's
+/// function version counter.
+#[test]
+fn hooks_read_the_runtime_at_each_architectures_offsets() {
+    let i = &pyfreeze_obj::layout::PY313.interp;
+    let next = i.next_func_version.unwrap();
+    for (target, arch, pattern) in [
+        (
+            "x86_64-linux",
+            pyfreeze_obj::arch::Arch::X86_64,
+            (|off: u32| format!("{off}(%")) as fn(u32) -> String,
+        ),
+        (
+            "aarch64-linux",
+            pyfreeze_obj::arch::Arch::Aarch64,
+            |off: u32| format!("#{off}"),
+        ),
+    ] {
+        let obj = b().object_at(Some(target), Scheme::Lazy).0;
+        let load = disassembly(obj, "__wrap_PyMarshal_ReadObjectFromString");
+        for f in [i.tstate_interp, i.requires[0]] {
+            let want = pattern(f.on(arch).off);
+            assert!(load.contains(&want), "{target}: no {want} in\n{load}");
+        }
+        let init = disassembly(obj, "pyfreeze_init_module");
+        let want = pattern(next.on(arch).off);
+        assert!(init.contains(&want), "{target}: no {want} in\n{init}");
+    }
+    assert_ne!(
+        next.on(pyfreeze_obj::arch::Arch::Aarch64),
+        next.field,
+        "the layout knows no aarch64 shift"
+    );
+}
+
+/// The objects link into shared objects (PIC: no text relocation; the
+/// runtime's symbols left to the loader): ELF aarch64 with the cross gcc,
+/// Mach-O (both architectures) with ld64.lld.
+#[test]
+fn objects_link_into_shared_objects() {
+    let dir = b().work_dir("shared-objects");
+    let gcc = support::find_tool(
+        &["aarch64-linux-gnu-gcc"],
+        "apt-get install gcc-aarch64-linux-gnu",
+    );
+    let so = dir.join("aarch64.so");
+    run_ok(
+        Command::new(gcc)
+            .args(["-shared", "-nostdlib", "-Wl,-z,text", "-o"])
+            .arg(&so)
+            .arg(b().object_at(Some("aarch64-linux"), Scheme::Lazy).0),
+    );
+    let ld64 = support::find_tool(
+        &["ld64.lld", "ld64.lld-14", "ld64.lld-19"],
+        "apt-get install lld",
+    );
+    for (target, arch) in [("x86_64-macos", "x86_64"), ("aarch64-macos", "arm64")] {
+        let out = dir.join(format!("{target}.dylib"));
+        run_ok(
+            Command::new(&ld64)
+                .args(["-arch", arch, "-platform_version", "macos", "11.0", "11.0"])
+                .args(["-dylib", "-undefined", "dynamic_lookup", "-o"])
+                .arg(&out)
+                .arg(b().object_at(Some(target), Scheme::Lazy).0),
+        );
+        assert!(out.is_file(), "{}", out.display());
+    }
+}
+
+/// The same inputs give byte-identical objects from any working folder;
+/// `emit -v` and `emit --help` say what the interpreter's link needs.
+#[test]
+fn reproducible_and_the_link_flags_are_printed() {
+    let dir = b().work_dir("reproducible");
+    let flags = wrap_flags().join(" ");
+    assert!(
+        flags.contains("--wrap=PyMarshal_ReadObjectFromString"),
+        "{flags}"
+    );
+    let mut objects = Vec::new();
+    for (i, cwd) in [dir.clone(), std::env::temp_dir()].iter().enumerate() {
+        let out = dir.join(format!("o{i}.o"));
+        let o = support::output(
+            ours()
+                .current_dir(cwd)
+                .args(["emit", "-v", "--python", "3.13", "--modules-from"])
+                .arg(archive())
+                .arg("--compile-with")
+                .arg(python())
+                .args(["--trace", "import json", "-o"])
+                .arg(&out),
+        );
+        assert!(
+            o.status.success(),
+            "{}",
+            support::show(&Command::new("emit"), &o)
+        );
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains(&format!("link the interpreter with: {flags}")),
+            "{err}"
+        );
+        objects.push(std::fs::read(&out).unwrap());
+    }
+    assert!(objects[0] == objects[1], "two emits differ");
+    let help = run_text(ours().args(["emit", "--help"]));
+    assert!(help.contains(&format!("CPython 3.13: {flags}")), "{help}");
 }

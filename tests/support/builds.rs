@@ -9,7 +9,8 @@
 //! PYTHONHOME=<the build's prefix> ./python ...
 //! ```
 //!
-//! Rows: pyenv's CPython 3.12.1 and 3.11.7 (PIE links), Debian's 3.11.2
+//! Rows: pyenv's CPython 3.12.1 and 3.11.7 (PIE links), pyenv's 3.13.0
+//! (no deep-freezing: no `deepfreeze.o`, no gcc oracle), Debian's 3.11.2
 //! (`/usr/bin/python3.11`; its archive is not PIC: `-no-pie`), and Debian's
 //! arm64 3.11.2 (packages unpacked by `tests/setup/arm64.sh`, linked by the
 //! cross gcc, run under qemu). The oracle of every row is gcc's
@@ -29,6 +30,7 @@ pub enum BuildId {
     Pyenv311,
     Debian311,
     DebianArm64,
+    Pyenv313,
 }
 
 /// What a row is, before anything is located.
@@ -72,7 +74,7 @@ macro_rules! row {
 }
 
 /// The matrix, in [`BuildId`] order.
-pub const BUILDS: [Spec; 4] = [
+pub const BUILDS: [Spec; 5] = [
     row!(Pyenv312, "pyenv", "pyenv", "3.12.1", "3.12", "x86_64", true, false),
     row!(Pyenv311, "pyenv", "pyenv", "3.11.7", "3.11", "x86_64", true, false),
     row!(Debian311, "Debian", "debian", "3.11.2", "3.11", "x86_64", false, false),
@@ -86,6 +88,7 @@ pub const BUILDS: [Spec; 4] = [
         false,
         true
     ),
+    row!(Pyenv313, "pyenv", "pyenv", "3.13.0", "3.13", "x86_64", true, false),
 ];
 
 impl BuildId {
@@ -153,7 +156,7 @@ impl std::ops::Deref for Build {
 /// A row, located once per test binary (panics, never skips, saying what
 /// to install when something is missing).
 pub fn build(id: BuildId) -> &'static Build {
-    static CELLS: [OnceLock<Build>; 4] = [const { OnceLock::new() }; 4];
+    static CELLS: [OnceLock<Build>; BUILDS.len()] = [const { OnceLock::new() }; BUILDS.len()];
     CELLS[id as usize].get_or_init(|| locate(id.spec()))
 }
 
@@ -222,7 +225,7 @@ fn arm64_root() -> PathBuf {
 
 fn locate(spec: &'static Spec) -> Build {
     let (python, missing) = match spec.id {
-        BuildId::Pyenv312 | BuildId::Pyenv311 => (
+        BuildId::Pyenv312 | BuildId::Pyenv311 | BuildId::Pyenv313 => (
             pyenv_prefix(spec.version).join(format!("bin/python{}", spec.xy)),
             format!("reinstall it with `pyenv install --force {}`", spec.version),
         ),
@@ -383,7 +386,8 @@ impl Build {
 
     /// gcc's `deepfreeze.o` from the archive: the oracle.
     pub fn gcc_object(&self) -> &'static [u8] {
-        static CELLS: [OnceLock<&'static [u8]>; 4] = [const { OnceLock::new() }; 4];
+        static CELLS: [OnceLock<&'static [u8]>; BUILDS.len()] =
+            [const { OnceLock::new() }; BUILDS.len()];
         CELLS[self.id as usize].get_or_init(|| {
             let archive = std::fs::read(&self.archive)
                 .unwrap_or_else(|e| panic!("read {}: {e}", self.archive.display()));
@@ -505,7 +509,7 @@ pub struct StockLink {
 
 /// Linked once per build.
 pub fn stock_link(id: BuildId) -> &'static StockLink {
-    static CELLS: [OnceLock<StockLink>; 4] = [const { OnceLock::new() }; 4];
+    static CELLS: [OnceLock<StockLink>; BUILDS.len()] = [const { OnceLock::new() }; BUILDS.len()];
     CELLS[id as usize].get_or_init(|| {
         let b = build(id);
         let dir = b.work_dir("stock");
@@ -538,7 +542,8 @@ pub struct Relinked {
 }
 
 pub fn relinked(id: BuildId, scheme: Scheme) -> &'static Relinked {
-    static CELLS: [OnceLock<Relinked>; 8] = [const { OnceLock::new() }; 8];
+    static CELLS: [OnceLock<Relinked>; 2 * BUILDS.len()] =
+        [const { OnceLock::new() }; 2 * BUILDS.len()];
     let slot = id as usize * 2 + (scheme == Scheme::Lazy) as usize;
     CELLS[slot].get_or_init(|| {
         let b = build(id);

@@ -890,10 +890,11 @@ pub struct Model {
 
 /// The model of CPython `X.Y`.
 pub fn model(xy: &str) -> &'static Model {
-    static CELLS: [std::sync::OnceLock<Model>; 2] = [const { std::sync::OnceLock::new() }; 2];
+    static CELLS: [std::sync::OnceLock<Model>; 3] = [const { std::sync::OnceLock::new() }; 3];
     let (cell, minor) = match xy {
         "3.12" => (&CELLS[0], 12),
         "3.11" => (&CELLS[1], 11),
+        "3.13" => (&CELLS[2], 13),
         _ => panic!("no layout table for CPython {xy}"),
     };
     cell.get_or_init(|| Model::new(Version::get(3, minor).unwrap()))
