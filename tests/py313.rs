@@ -297,6 +297,10 @@ fn check_static(exe: &Path, min_frozen: usize) -> String {
         interp(exe)
             .env("PY313_WORK", work)
             .env("PY313_MIN_FROZEN", min_frozen.to_string())
+            .env(
+                "PY313_VERSION_OFF",
+                (pyfreeze_obj::layout::PY313.code.version.unwrap().off).to_string(),
+            )
             .arg(&script),
     );
     assert!(out.starts_with("ok "), "{out}");
@@ -306,8 +310,9 @@ fn check_static(exe: &Path, min_frozen: usize) -> String {
 /// Every frozen module's code (and every code object inside it) is one
 /// static, immortal object in the executable's image, equal to
 /// `marshal.loads` of its bytes field by field, quickened as the runtime's
-/// constructor does, its names interned; a copy of the bytes, and another
-/// interpreter, get the runtime's unmarshalling.
+/// constructor does, its names interned, its `co_version` unique among
+/// live code objects; a copy of the bytes, and another interpreter, get
+/// the runtime's unmarshalling.
 #[test]
 fn frozen_code_is_static_and_equal_to_its_marshal_bytes() {
     let out = check_static(&relinked_stock(), 25);

@@ -3,7 +3,7 @@
 # unmarshalling its frozen bytes gives; loads that are not the main
 # interpreter's loading of the tables' own bytes get the runtime's
 # unmarshalling. Prints one "ok ..." line, or raises.
-import _imp, marshal, os, sys
+import _imp, ctypes, marshal, os, sys
 
 exe = os.path.realpath(sys.executable)
 
@@ -72,10 +72,20 @@ for name in names:
         mod = name.removesuffix(".__init__")
         if mod not in ran and not name.startswith("_frozen_importlib"):
             assert x._co_code_adaptive == y._co_code_adaptive, (name, x.co_qualname)
-        # Names are interned (the same object as the interned string).
+        # Names are interned: an equal string interns to them.
         for s in x.co_names + x.co_varnames:
-            assert sys.intern(s) is s, (name, x.co_qualname, s)
-        versions.setdefault(id(x), name)
+            assert sys.intern("".join(list(s))) is s, (name, x.co_qualname, s)
+        versions[id(x)] = ctypes.c_uint32.from_address(
+            id(x) + int(os.environ["PY313_VERSION_OFF"])).value
+# co_version: taken from the interpreter's counter at the module's first
+# load, so unique among live code objects, ours and the runtime's alike.
+mine = sorted(versions.values())
+assert all(mine), "a static code object with co_version 0"
+assert len(set(mine)) == len(mine), "two static code objects share a co_version"
+fresh = [compile("def f%d(): pass" % i, "<v>", "exec") for i in range(3)]
+theirs = [ctypes.c_uint32.from_address(id(c) + int(os.environ["PY313_VERSION_OFF"])).value
+          for c in fresh]
+assert not set(theirs) & set(mine), "a new code object took a static one's co_version"
 # The bytes of a frozen module elsewhere than in the tables (a copy) are the
 # runtime's to unmarshal: a new object each time, on the heap.
 data = _imp.find_frozen("__hello__", withdata=True)[0]
