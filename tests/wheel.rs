@@ -52,7 +52,7 @@ fn pip_install(bin: &Path, target: &Path, args: &[&Path]) {
 
 fn version_of(exe: &Path) -> String {
     assert!(exe.is_file(), "{} was not installed", exe.display());
-    run_text(&mut Command::new(exe).arg("--version"))
+    run_text(Command::new(exe).arg("--version"))
         .trim()
         .to_string()
 }
