@@ -18,6 +18,13 @@
 //! * `app_3xx_frozen_modules_off_imports_files`: with `-X
 //!   frozen_modules=off` and the venv's site-packages on `PYTHONPATH`, the
 //!   same modules come from their files.
+//! * `app_3xx_embedded`: `examples/embed-app/build.sh` (emit with `--path`
+//!   the example's folder and `--freeze hello_app,click,rich`, the archive
+//!   with our object in place of deepfreeze.o/frozen.o, a C program
+//!   embedding it) builds a program that, with an empty environment in an
+//!   empty folder, runs the app's entry point (`hello_app.__main__`): its
+//!   modules frozen, its data file read through importlib.resources, its
+//!   command line parsed by click.
 //! * `slow_app_3xx_callgrind`: callgrind instructions of `import click,
 //!   rich.console, rich.table`, py_app against the stock link of the same
 //!   archive, both placed in the venv's bin/ (the venv's site-packages on
@@ -36,6 +43,7 @@ use support::builds::{build, stock_link, BuildId};
 use support::{output, run_ok, show};
 
 const SUPPORT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/app_support");
+const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/embed-app");
 
 /// The application's packages and their dependencies, pinned.
 const PINS: &[&str] = &[
@@ -309,6 +317,51 @@ fn frozen_modules_off_imports_files(id: BuildId) {
     finish(&format!("{} app frozen_modules=off", b.label), problems);
 }
 
+fn embedded(id: BuildId) {
+    let (b, v) = (build(id), venv(id));
+    let dir = b.work_dir("embed-app");
+    let mut cmd = Command::new("sh");
+    cmd.arg(Path::new(EXAMPLE).join("build.sh"))
+        .arg(&v.python)
+        .arg(&dir)
+        .env("PYFREEZE_OBJ", env!("CARGO_BIN_EXE_pyfreeze-obj"));
+    run_ok(&mut cmd);
+    let exe = dir.join("embed-app");
+    let empty = dir.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let mut run = Command::new(&exe);
+    run.env_clear().current_dir(&empty);
+    let text = support::run_text(run.args(["hello", "--name", "embedder"]));
+    let mut problems = Vec::new();
+    if !text.contains("Hello, embedder!") {
+        problems.push(format!("no greeting from the data file:\n{text}"));
+    }
+    for m in [
+        "hello_app ",
+        "hello_app.cli ",
+        "click ",
+        "rich.table ",
+        "json ",
+    ] {
+        let frozen = text
+            .lines()
+            .any(|l| l.contains(&format!(" {m}")) && l.contains(" frozen "));
+        if !frozen {
+            problems.push(format!("{m}is not reported frozen:\n{text}"));
+        }
+    }
+    // click parses the command line: an unknown option is its usage error
+    let mut bad = Command::new(&exe);
+    bad.env_clear().current_dir(&empty).args(["hello", "--bad"]);
+    let out = output(&mut bad);
+    let err = String::from_utf8_lossy(&out.stderr);
+    if out.status.code() != Some(2) || !err.contains("Usage: hello-app hello [OPTIONS]") {
+        problems.push(format!("click's usage error: {}", show(&bad, &out)));
+    }
+    eprintln!("{}: embed-app:\n{text}", b.label);
+    finish(&format!("{} embedded app", b.label), problems);
+}
+
 /// callgrind's instruction count of `exe -c CODE` in `cwd` (run once
 /// before, to warm the caches the stock link's imports write).
 fn instructions(exe: &Path, cwd: &Path, code: &str) -> u64 {
@@ -376,6 +429,8 @@ tests! {
     app_311_frozen_with_their_files: frozen_with_their_files(BuildId::Pyenv311);
     app_312_frozen_modules_off_imports_files: frozen_modules_off_imports_files(BuildId::Pyenv312);
     app_311_frozen_modules_off_imports_files: frozen_modules_off_imports_files(BuildId::Pyenv311);
+    app_312_embedded: embedded(BuildId::Pyenv312);
+    app_311_embedded: embedded(BuildId::Pyenv311);
     slow_app_312_callgrind: callgrind(BuildId::Pyenv312);
     slow_app_311_callgrind: callgrind(BuildId::Pyenv311);
 }
