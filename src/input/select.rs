@@ -159,8 +159,6 @@ def walk(pkg, skip_tests, named=True):
     # named: the package was asked for by name (NAME.*), so it must exist
     # and is frozen even if it ships data files.
     add(pkg, named)
-    if pkg not in found:
-        return
     mod = importlib.import_module(pkg)
     failed = lambda n: skip(n, "importing this package failed while listing its submodules (%s)" % (sys.exc_info()[1],))
     for info in pkgutil.walk_packages(mod.__path__, pkg + ".", onerror=failed):
