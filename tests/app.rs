@@ -424,6 +424,143 @@ fn callgrind(id: BuildId) {
     );
 }
 
+/// `emit --python 3.12 --modules-from ARCHIVE --compile-with PYTHON ARGS
+/// -v -o DIR/x.o`: its output.
+fn emit_with(python: &Path, dir: &Path, args: &[&str]) -> std::process::Output {
+    let b = build(BuildId::Pyenv312);
+    let mut cmd = support::ours();
+    cmd.current_dir(dir)
+        .args([
+            "emit",
+            "--python",
+            "3.12",
+            "--lazy",
+            "--frozen-tables",
+            "-v",
+        ])
+        .arg("--modules-from")
+        .arg(&b.archive)
+        .arg("--compile-with")
+        .arg(python)
+        .arg("-o")
+        .arg(dir.join("x.o"))
+        .args(args);
+    output(&mut cmd)
+}
+
+/// Selection on the whole path, reported: an app folder (--path) with a
+/// package, a namespace package and a module; a venv whose .pth file
+/// imports a module at start-up; named modules that cannot be frozen are
+/// one-line errors saying why.
+#[test]
+fn app_selection_report_and_errors() {
+    let b = build(BuildId::Pyenv312);
+    let dir = support::work_dir("app-selection");
+    let app = dir.join("app");
+    let write = |rel: &str, text: &str| {
+        let p = app.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, text).unwrap();
+    };
+    write("myapp/__init__.py", "\"\"\"doc\"\"\"\nfrom . import sub\n");
+    write("myapp/sub.py", "import json\nVALUE = 1\n");
+    write("nsx/portion.py", "X = 2\n");
+    write("single.py", "import colorsys\n");
+    // a venv whose site-packages runs a .pth file importing a module
+    let venv = dir.join("venv");
+    run_ok(
+        b.host_python()
+            .args(["-m", "venv", "--without-pip"])
+            .arg(&venv),
+    );
+    let site = venv.join("lib/python3.12/site-packages");
+    std::fs::write(site.join("startup_mod.py"), "Y = 3\n").unwrap();
+    std::fs::write(site.join("zz_startup.pth"), "import startup_mod\n").unwrap();
+    let python = venv.join("bin/python");
+    let app_s = app.to_str().unwrap();
+
+    let out = emit_with(
+        &python,
+        &dir,
+        &[
+            "--path",
+            app_s,
+            "--freeze",
+            "myapp,single",
+            "--trace",
+            "import nsx.portion, startup_mod, math",
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "emit failed:\n{err}");
+    let mut problems = Vec::new();
+    for want in [
+        format!("  + myapp [app] {app_s}/myapp/__init__.py"),
+        format!("  + myapp.sub [app] {app_s}/myapp/sub.py"),
+        format!("  + single [app] {app_s}/single.py"),
+        format!("  + nsx.portion [app] {app_s}/nsx/portion.py"),
+        "  + json [stdlib] ".to_string(),
+        "  + colorsys [stdlib] ".to_string(),
+        format!("  - nsx: a namespace package (no __init__.py; portions in {app_s}/nsx)"),
+        "  - startup_mod: imported at start-up (by site or a .pth file), not by the traced code"
+            .to_string(),
+        "  - math: an extension module (".to_string(),
+        "  - sys: a built-in module".to_string(),
+        "  - __main__: the traced program itself, not a module".to_string(),
+        "  - os: already frozen (the archive's set)".to_string(),
+    ] {
+        if !err.lines().any(|l| l.starts_with(&want)) {
+            problems.push(format!("emit -v lacks a line {want:?}"));
+        }
+    }
+    if !problems.is_empty() {
+        problems.push(format!("emit -v said:\n{err}"));
+    }
+    finish("selection report", problems);
+
+    // named modules that cannot be frozen, and a missing --path folder
+    let missing = dir.join("no-such-folder");
+    for (args, want) in [
+        (
+            vec!["--freeze", "nosuch"],
+            "--freeze nosuch: no module of that name on the interpreter's path".to_string(),
+        ),
+        (
+            vec!["--path", app_s, "--freeze", "nsx"],
+            format!("--freeze nsx: a namespace package (no __init__.py; portions in {app_s}/nsx)"),
+        ),
+        (
+            vec!["--freeze", "math"],
+            "--freeze math: an extension module (".to_string(),
+        ),
+        (
+            vec!["--freeze", "sys"],
+            "--freeze sys: a built-in module".to_string(),
+        ),
+        (
+            vec!["--path", missing.to_str().unwrap(), "--freeze", "json"],
+            format!("{}: --path: not a folder", missing.display()),
+        ),
+    ] {
+        let out = emit_with(&python, &dir, &args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(
+            err.starts_with("pyfreeze-obj: error: ") && err.contains(&want),
+            "{args:?}: want {want:?} in {err}"
+        );
+    }
+    // the working directory is not searched
+    let out = emit_with(&python, &app, &["--freeze", "single"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 tests! {
     app_312_frozen_with_their_files: frozen_with_their_files(BuildId::Pyenv312);
     app_311_frozen_with_their_files: frozen_with_their_files(BuildId::Pyenv311);

@@ -69,6 +69,9 @@ have = "%d.%d" % sys.version_info[:2]
 if have != want:
     sys.stderr.write("interpreter is Python %s, not %s\n" % (have, want))
     sys.exit(3)
+# Not the working directory (-c put it first): the output must not depend on it.
+if sys.path and sys.path[0] == "":
+    del sys.path[0]
 STDLIB = os.path.dirname(os.__file__)
 EXT = tuple(importlib.machinery.EXTENSION_SUFFIXES)
 found = {}
@@ -239,7 +242,7 @@ def stdlib():
             add(info.name, False)
 
 PROBE = r"""
-import sys
+import sys, os
 if sys.path and sys.path[0] == "":
     del sys.path[0]
 sys.path[0:0] = sys.argv[2:]
@@ -255,7 +258,8 @@ for n, m in sorted(sys.modules.items()):
         how = "spec"
     origin = (s.origin or "") if s is not None else ""
     pkg = int(s is not None and s.submodule_search_locations is not None)
-    print("%s\t%d\t%s\t%d\t%s" % (n, n in before, how, pkg, origin))
+    locs = os.pathsep.join(s.submodule_search_locations) if pkg and not origin else ""
+    print("%s\t%d\t%s\t%d\t%s\t%s" % (n, n in before, how, pkg, locs, origin))
 """
 
 def trace(code):
@@ -267,7 +271,7 @@ def trace(code):
         sys.stderr.write("--trace %r: the traced code exited with status %d%s\n" % (code, r.returncode, said))
         sys.exit(5)
     for line in r.stdout.splitlines():
-        name, before, how, pkg, origin = line.split("\t", 4)
+        name, before, how, pkg, locs, origin = line.split("\t", 5)
         if name == "__main__":
             skip(name, "the traced program itself, not a module")
         elif how == "nospec":
@@ -277,7 +281,7 @@ def trace(code):
         elif not origin.endswith(".py"):
             spec = importlib.machinery.ModuleSpec(name, None, origin=origin or None, is_package=pkg == "1")
             if pkg == "1" and not origin:
-                spec.submodule_search_locations = ["(see the module's __path__)"]
+                spec.submodule_search_locations = locs.split(os.pathsep)
             skip(name, why_not(spec, name) or "no Python source")
         elif where(name, origin, pkg == "1") == "stdlib":
             add(name, False)
@@ -299,8 +303,6 @@ for kind, _, value in args:
         stdlib()
 import site
 site.main()
-if sys.path and sys.path[0] == "":
-    del sys.path[0]
 sys.path[0:0] = paths
 importlib.invalidate_caches()
 named_app = set()
