@@ -466,6 +466,10 @@ fn app_selection_report_and_errors() {
     write("myapp/sub.py", "import json\nVALUE = 1\n");
     write("nsx/portion.py", "X = 2\n");
     write("single.py", "import colorsys\n");
+    write(
+        "badpkg/__init__.py",
+        "raise RuntimeError('needs a display')\n",
+    );
     // a venv whose site-packages runs a .pth file importing a module
     let venv = dir.join("venv");
     run_ok(
@@ -536,6 +540,12 @@ fn app_selection_report_and_errors() {
         (
             vec!["--freeze", "sys"],
             "--freeze sys: a built-in module".to_string(),
+        ),
+        (
+            vec!["--path", app_s, "--freeze", "badpkg"],
+            "--freeze badpkg: importing it to list its submodules failed (RuntimeError: needs a \
+             display)"
+                .to_string(),
         ),
         (
             vec!["--path", missing.to_str().unwrap(), "--freeze", "json"],

@@ -162,7 +162,14 @@ def walk(pkg, skip_tests, named=True):
     # named: the package was asked for by name (NAME.*), so it must exist
     # and is frozen even if it ships data files.
     add(pkg, named)
-    mod = importlib.import_module(pkg)
+    try:
+        mod = importlib.import_module(pkg)
+    except Exception as e:
+        if not named:
+            raise
+        sys.stderr.write("--freeze %s: importing it to list its submodules failed (%s: %s)\n"
+                         % (pkg, type(e).__name__, e))
+        sys.exit(4)
     failed = lambda n: skip(n, "importing this package failed while listing its submodules (%s)" % (sys.exc_info()[1],))
     for info in pkgutil.walk_packages(mod.__path__, pkg + ".", onerror=failed):
         last = info.name.rsplit(".", 1)[-1]
