@@ -170,7 +170,7 @@ def walk(pkg, skip_tests, named=True):
         sys.stderr.write("--freeze %s: importing it to list its submodules failed (%s: %s)\n"
                          % (pkg, type(e).__name__, e))
         sys.exit(4)
-    failed = lambda n: skip(n, "importing this package failed while listing its submodules (%s)" % (sys.exc_info()[1],))
+    failed = lambda n: skip(n + ".*", "its submodules are not listed: importing %s failed (%r)" % (n, sys.exc_info()[1]))
     for info in pkgutil.walk_packages(mod.__path__, pkg + ".", onerror=failed):
         last = info.name.rsplit(".", 1)[-1]
         if skip_tests and (last in TESTS or any(p in TESTS for p in info.name.split("."))):
