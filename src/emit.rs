@@ -45,6 +45,8 @@ pub struct Options {
     pub assume_linux_runtime: bool,
     /// The target's stdlib sources (default: beside the archive).
     pub stdlib: Option<PathBuf>,
+    /// Folders searched first by `--freeze`/`--trace` (an application's).
+    pub paths: Vec<PathBuf>,
     pub verbose: bool,
 }
 

@@ -70,16 +70,22 @@ enum Cmd {
         /// finalizes only what was initialized.
         #[arg(long)]
         lazy: bool,
-        /// Add modules, found and compiled by --compile-with: NAME (a module
-        /// or package), NAME.* (a package and all its submodules), or
-        /// `stdlib` (every pure-Python stdlib module, tests excluded).
-        /// Comma-separated; repeatable.
+        /// Add modules, found and compiled by --compile-with on its whole
+        /// path (stdlib, site-packages, .pth folders, PYTHONPATH, --path):
+        /// NAME (a module or package; a package from outside the stdlib
+        /// with all its submodules), NAME.* (a package and all its
+        /// submodules), or `stdlib` (every pure-Python stdlib module, tests
+        /// excluded). Comma-separated; repeatable.
         #[arg(long, value_name = "MOD[,MOD...]", value_delimiter = ',')]
         freeze: Vec<String>,
         /// Add every pure-Python module that running this code (with the
         /// --compile-with interpreter) imports. Repeatable.
         #[arg(long, value_name = "CODE")]
         trace: Vec<String>,
+        /// A folder --freeze and --trace search first (an application's
+        /// modules). Repeatable.
+        #[arg(long = "path", value_name = "DIR")]
+        paths: Vec<PathBuf>,
         /// Also write the module tables (bootstrap, stdlib, test, aliases,
         /// PyImport_FrozenModules) so the object replaces frozen.o too;
         /// added modules go into the stdlib table. Needs --modules-from.
@@ -116,6 +122,10 @@ enum Cmd {
     ///
     ///   # freeze what a tool imports
     ///   pyfreeze-obj relink --python python3.12 --trace "import argparse, json" -o python-fast
+    ///
+    ///   # freeze an application's packages (and the stdlib modules they
+    ///   # import) from its venv; -v lists what is chosen and passed over
+    ///   pyfreeze-obj relink --python venv/bin/python --freeze click,rich -o py_app -v
     #[command(verbatim_doc_comment)]
     Relink {
         /// The interpreter to rebuild (and whose build flags to use).
@@ -127,6 +137,9 @@ enum Cmd {
         /// Code whose imported pure-Python modules to add, as for `emit --trace`.
         #[arg(long, value_name = "CODE")]
         trace: Vec<String>,
+        /// A folder --freeze and --trace search first, as for `emit --path`.
+        #[arg(long = "path", value_name = "DIR")]
+        paths: Vec<PathBuf>,
         /// Initialize every code object at start-up, as CPython 3.11 and
         /// 3.12 do (3.13 has no such scheme).
         #[arg(long)]
@@ -262,6 +275,7 @@ fn run(cli: Cli) -> pyfreeze_obj::error::Result<()> {
             lazy,
             freeze,
             trace,
+            paths,
             frozen_tables,
             assume_linux_runtime,
             stdlib,
@@ -279,6 +293,7 @@ fn run(cli: Cli) -> pyfreeze_obj::error::Result<()> {
                 frozen_tables,
                 assume_linux_runtime,
                 stdlib,
+                paths,
                 verbose,
             };
             check_output(&output)?;
@@ -289,6 +304,7 @@ fn run(cli: Cli) -> pyfreeze_obj::error::Result<()> {
             python,
             freeze,
             trace,
+            paths,
             eager,
             output,
             verbose,
@@ -298,6 +314,7 @@ fn run(cli: Cli) -> pyfreeze_obj::error::Result<()> {
                 python,
                 freeze,
                 trace,
+                paths,
                 eager,
                 output,
                 verbose,

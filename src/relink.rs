@@ -18,6 +18,8 @@ pub struct RelinkOptions {
     pub python: PathBuf,
     pub freeze: Vec<String>,
     pub trace: Vec<String>,
+    /// Folders `--freeze`/`--trace` search first.
+    pub paths: Vec<std::path::PathBuf>,
     /// CPython's eager initialization instead of the lazy one.
     pub eager: bool,
     pub output: PathBuf,
@@ -145,6 +147,7 @@ pub fn relink(o: &RelinkOptions) -> Result<()> {
             frozen_tables: true,
             assume_linux_runtime: false,
             stdlib: None,
+            paths: o.paths.clone(),
             verbose: o.verbose,
         };
         let stats = emit::run(&opts, &obj, None)?;

@@ -50,6 +50,7 @@ fn build_for(
         frozen_tables: false,
         assume_linux_runtime: true,
         stdlib: None,
+        paths: vec![],
         verbose: false,
     };
     build_object(&opts, graph, None).map(|_| ())

@@ -76,13 +76,17 @@ pub fn collect(opts: &Options) -> Result<Collected> {
                     } else {
                         dir.join(rel + ".py")
                     };
+                    // No source in the stdlib (3.11's frozen_only): the
+                    // interpreter's own frozen code, of the same release.
+                    let code = if file.is_file() {
+                        compile::Code::Stdlib(file)
+                    } else {
+                        compile::Code::Frozen(m.frozen_name)
+                    };
                     Slot::Compile(compile::Request {
                         name: m.name,
                         accessor: m.accessor.clone(),
-                        // No source in the stdlib (3.11's frozen_only): the
-                        // interpreter's own frozen code, of the same release.
-                        source: file.is_file().then_some(file),
-                        frozen_name: m.frozen_name,
+                        code,
                     })
                 }
             };
@@ -105,8 +109,7 @@ pub fn collect(opts: &Options) -> Result<Collected> {
             Ok(Slot::Compile(compile::Request {
                 name: name.clone(),
                 accessor: accessor_symbol(name),
-                source: Some(path.clone()),
-                frozen_name: name.clone(),
+                code: compile::Code::Stdlib(path.clone()),
             }))
         } else {
             input::load_arg(path, name, opts.version.layout).map(Slot::Ready)
@@ -140,37 +143,81 @@ pub fn collect(opts: &Options) -> Result<Collected> {
         let (py, interp) = opts.compile_with.as_deref().zip(interp.as_ref()).ok_or_else(|| {
             Error::msg("--freeze and --trace need --compile-with PYTHON (it finds and compiles the modules)")
         })?;
-        for mut sel in select::resolve(py, layout, &opts.freeze, &opts.trace)? {
+        let selection = select::resolve(py, layout, &opts.freeze, &opts.trace, &opts.paths)?;
+        let mut report = Report::default();
+        let mut helper = false;
+        for mut sel in selection.chosen {
             let accessor = accessor_symbol(&sel.name);
-            if index.contains_key(&accessor) {
+            if let Some(&i) = index.get(&accessor) {
+                let why = if slots[i].1 {
+                    "given as a FILE:MODNAME input"
+                } else {
+                    "already frozen (the archive's set)"
+                };
+                report.skipped.push((sel.name, why.to_string()));
                 continue;
             }
-            // A stdlib module comes from the target's stdlib, not the
-            // interpreter's (which may be another build's, or the host's).
-            if let (Ok(target), Ok(rel)) = (&stdlib, sel.source.strip_prefix(&interp.stdlib)) {
-                let file = target.join(rel);
-                if !file.is_file() {
-                    return Err(Error::file(
-                        &file,
-                        format!(
-                            "module {}: the target's stdlib has no such source (the \
-                             --compile-with interpreter found {})",
-                            sel.name,
-                            sel.source.display()
-                        ),
-                    ));
+            let code = match sel.location {
+                // A stdlib module comes from the target's stdlib, not the
+                // interpreter's (which may be another build's, or the host's).
+                select::Location::Stdlib => {
+                    if let (Ok(target), Ok(rel)) =
+                        (&stdlib, sel.source.strip_prefix(&interp.stdlib))
+                    {
+                        let file = target.join(rel);
+                        if !file.is_file() {
+                            return Err(Error::file(
+                                &file,
+                                format!(
+                                    "module {}: the target's stdlib has no such source (the \
+                                     --compile-with interpreter found {})",
+                                    sel.name,
+                                    sel.source.display()
+                                ),
+                            ));
+                        }
+                        sel.source = file;
+                    }
+                    compile::Code::Stdlib(sel.source.clone())
                 }
-                sel.source = file;
-            }
+                select::Location::App => {
+                    helper = true;
+                    compile::Code::App(sel.source.clone())
+                }
+            };
+            report
+                .chosen
+                .push((sel.name.clone(), sel.location, sel.source));
             added.push((sel.name.clone(), sel.is_package, accessor.clone()));
             index.insert(accessor.clone(), slots.len());
             let req = compile::Request {
-                name: sel.name.clone(),
+                name: sel.name,
                 accessor: accessor.clone(),
-                source: Some(sel.source),
-                frozen_name: sel.name,
+                code,
             };
             slots.push((accessor, true, Slot::Compile(req)));
+        }
+        if helper {
+            let name = compile::HELPER;
+            let accessor = accessor_symbol(name);
+            if index.contains_key(&accessor) {
+                return Err(Error::msg(format!(
+                    "module {name} is pyfreeze-obj's own (the modules from outside the stdlib \
+                     need it): do not give it as an input"
+                )));
+            }
+            added.push((name.to_string(), false, accessor.clone()));
+            index.insert(accessor.clone(), slots.len());
+            let req = compile::Request {
+                name: name.to_string(),
+                accessor: accessor.clone(),
+                code: compile::Code::Text(compile::HELPER_SOURCE.to_string()),
+            };
+            slots.push((accessor, true, Slot::Compile(req)));
+        }
+        report.skipped.extend(selection.skipped);
+        if opts.verbose {
+            report.print();
         }
     }
     if slots.is_empty() {
@@ -230,6 +277,42 @@ pub fn collect(opts: &Options) -> Result<Collected> {
         tables,
         added,
     })
+}
+
+/// What `--freeze`/`--trace` chose and passed over, for `-v`.
+#[derive(Default)]
+struct Report {
+    chosen: Vec<(String, select::Location, PathBuf)>,
+    skipped: Vec<(String, String)>,
+}
+
+impl Report {
+    fn print(&self) {
+        let app = self
+            .chosen
+            .iter()
+            .filter(|c| c.1 == select::Location::App)
+            .count();
+        eprintln!(
+            "--freeze/--trace: {} modules chosen ({} from the standard library, {app} from \
+             elsewhere on the path, compiled with their file names), {} passed over",
+            self.chosen.len(),
+            self.chosen.len() - app,
+            self.skipped.len()
+        );
+        for (name, at, path) in &self.chosen {
+            let at = match at {
+                select::Location::Stdlib => "stdlib",
+                select::Location::App => "app",
+            };
+            eprintln!("  + {name} [{at}] {}", path.display());
+        }
+        let mut skipped: Vec<&(String, String)> = self.skipped.iter().collect();
+        skipped.sort();
+        for (name, why) in skipped {
+            eprintln!("  - {name}: {why}");
+        }
+    }
 }
 
 /// Where the target's stdlib sources are: `--stdlib`, else beside the

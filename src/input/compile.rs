@@ -2,6 +2,11 @@
 //! known only by name (3.11's `frozen.o` keeps no marshal bytes), compiled
 //! by that interpreter exactly as CPython's freezer does:
 //! `compile(source, "<frozen NAME>", "exec")`, then `marshal.dumps`.
+//!
+//! Modules from outside the standard library ([`Code::App`]) are compiled
+//! with their file name instead, so tracebacks and `inspect` find their
+//! source, after a one-line prologue that gives the module its real file
+//! (see [`HELPER`]).
 
 use super::{Marshalled, OffsetMap};
 use crate::error::{Error, Result};
@@ -9,24 +14,49 @@ use crate::layout::Layout;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// What to compile: a module name and, optionally, its source file (else
-/// the interpreter finds the module's source on its own path).
+/// The module every [`Code::App`] module's prologue calls, frozen with
+/// them: the frozen importer derives `__file__` and `__path__` from
+/// `sys._stdlib_dir` and the module's name, which is wrong for modules
+/// that are not in the standard library.
+pub const HELPER: &str = "_pyfreeze_obj";
+
+/// [`HELPER`]'s source.
+pub const HELPER_SOURCE: &str = include_str!("_pyfreeze_obj.py");
+
+/// Where a module's code comes from.
+#[derive(Debug, Clone)]
+pub enum Code {
+    /// A stdlib source file (or a `FILE:MODNAME` input), compiled as
+    /// `<frozen NAME>` like CPython's freezer does.
+    Stdlib(PathBuf),
+    /// A source file from outside the stdlib: compiled with its own file
+    /// name, after the prologue `__import__('_pyfreeze_obj').fix(globals(),
+    /// FILE)` (placed after the docstring and `__future__` imports, on the
+    /// line of the first statement after them).
+    App(PathBuf),
+    /// The code the interpreter itself froze under this name, as
+    /// `_imp.get_frozen_object` gives it: for modules whose source no
+    /// stdlib ships, such as 3.11's `frozen_only`.
+    Frozen(String),
+    /// Source text, compiled as `<frozen NAME>` ([`HELPER`]).
+    Text(String),
+}
+
+/// What to compile: a module name, its accessor and where its code comes
+/// from.
 #[derive(Debug, Clone)]
 pub struct Request {
     pub name: String,
     pub accessor: String,
-    pub source: Option<PathBuf>,
-    /// The name in the frozen tables (`_frozen_importlib`), for modules
-    /// without a source file.
-    pub frozen_name: String,
+    pub code: Code,
 }
 
-// Arguments: the X.Y wanted, then one per module: `NAME=PATH` (compile
-// that file), or `NAME?FROZEN` (the code the interpreter itself froze under
-// FROZEN, as `_imp.get_frozen_object` gives it: for modules whose source no
-// stdlib ships, such as 3.11's `frozen_only`).
+// Arguments: the X.Y wanted, then one per module, KIND<TAB>NAME<TAB>VALUE:
+// `S` compile the file VALUE as `<frozen NAME>`; `A` compile the file VALUE
+// with its own name and the prologue; `T` compile the text VALUE as
+// `<frozen NAME>`; `O` the code the interpreter itself froze under VALUE.
 const SCRIPT: &str = r#"
-import sys, os, marshal, importlib, importlib.util, _imp
+import sys, os, marshal, importlib, importlib.util, _imp, ast
 want = sys.argv[1]
 have = "%d.%d" % sys.version_info[:2]
 if have != want:
@@ -59,30 +89,59 @@ def cached(path, source, filename):
     except Exception:
         return None
 
+def is_docstring(node):
+    return (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)
+            and isinstance(node.value.value, str))
+
+def with_prologue(source, path):
+    # The module's own code, after one call that gives it its real file;
+    # the docstring and __future__ imports stay first (they must).
+    tree = ast.parse(source, path)
+    body = tree.body
+    i = 1 if body and is_docstring(body[0]) else 0
+    while i < len(body) and isinstance(body[i], ast.ImportFrom) and body[i].module == "__future__":
+        i += 1
+    line = body[i].lineno if i < len(body) else (body[-1].end_lineno if body else 1)
+    call = ast.parse("__import__(%r).fix(globals(), %r)" % (HELPER, path)).body
+    for stmt in call:
+        for node in ast.walk(stmt):
+            if "lineno" in node._attributes:
+                node.lineno = node.end_lineno = line
+                node.col_offset = node.end_col_offset = 0
+    body[i:i] = call
+    return compile(tree, path, "exec", dont_inherit=True)
+
+def syntax_error(path, e):
+    sys.stderr.write("%s: line %s: %s\n" % (path, e.lineno, e.msg))
+    sys.exit(5)
+
+HELPER = sys.argv[2]
 out = sys.stdout.buffer
 out.write(b"pyfreeze-obj\n")
-for arg in sys.argv[2:]:
-    if "=" in arg:
-        name, _, path = arg.partition("=")
-    else:
-        name, _, frozen = arg.partition("?")
-        path = None
-    if path is None:
+for arg in sys.argv[3:]:
+    kind, name, value = arg.split("\t", 2)
+    path = None
+    if kind == "O":
         try:
-            code = _imp.get_frozen_object(frozen)
+            code = _imp.get_frozen_object(value)
         except Exception:
-            sys.stderr.write("module %s: the target's stdlib has no source of it, and the interpreter has no frozen %s; give FILE:%s\n" % (name, frozen, name))
+            sys.stderr.write("module %s: the target's stdlib has no source of it, and the interpreter has no frozen %s; give FILE:%s\n" % (name, value, name))
             sys.exit(4)
+    elif kind == "T":
+        code = compile(value, "<frozen %s>" % name, "exec", dont_inherit=True)
     else:
+        path = value
         with open(path, "rb") as f:
             source = f.read()
-        code = cached(path, source, "<frozen %s>" % name)
-        if code is None:
-            try:
-                code = compile(source, "<frozen %s>" % name, "exec")
-            except SyntaxError as e:
-                sys.stderr.write("%s: line %s: %s\n" % (path, e.lineno, e.msg))
-                sys.exit(5)
+        try:
+            if kind == "A":
+                code = with_prologue(source, path)
+            else:
+                code = cached(path, source, "<frozen %s>" % name)
+                if code is None:
+                    code = compile(source, "<frozen %s>" % name, "exec")
+        except SyntaxError as e:
+            syntax_error(path, e)
     data = marshal.dumps(code)
     origin = (path or "").encode("utf-8", "surrogateescape")
     out.write(len(origin).to_bytes(4, "little"))
@@ -218,10 +277,15 @@ pub fn compile(python: &Path, layout: &Layout, reqs: &[Request]) -> Result<Vec<M
 
 /// Compile `reqs` with one run of `python`.
 fn compile_batch(python: &Path, layout: &Layout, reqs: &[Request]) -> Result<Vec<Marshalled>> {
-    let args = reqs.iter().map(|r| match &r.source {
-        Some(p) => format!("{}={}", r.name, p.display()),
-        None => format!("{}?{}", r.name, r.frozen_name),
-    });
+    let args = std::iter::once(HELPER.to_string()).chain(reqs.iter().map(|r| {
+        let (kind, value) = match &r.code {
+            Code::Stdlib(p) => ("S", p.display().to_string()),
+            Code::App(p) => ("A", p.display().to_string()),
+            Code::Frozen(f) => ("O", f.clone()),
+            Code::Text(t) => ("T", t.clone()),
+        };
+        format!("{kind}\t{}\t{value}", r.name)
+    }));
     let stdout = run_script(python, layout, SCRIPT, args, "--compile-with", false)?;
     let mut rest = stdout
         .strip_prefix(b"pyfreeze-obj\n".as_slice())

@@ -32,6 +32,13 @@ site-packages holds .pth files (they run at every start, on both sides, and
 dilute the ratios), the same binaries are measured again from an empty venv
 made from that CPython (no PYTHONHOME there), in a second table.
 
+App row (issue #16): a venv made from the same pyenv CPython with click
+8.1.8 and rich 13.9.4 (their dependencies pinned, from PyPI), the stock
+link and `pyfreeze-obj relink --python venv/bin/python --freeze click,rich`
+both placed in the venv's bin/ (the venv's site-packages on both paths, no
+PYTHONHOME), running `-c pass` and `import click, rich.console, rich.table`
+(goal: app <= 0.85, aim 0.80). `--app-only` measures this row alone.
+
 Side by side: PyCDS (`code-data-share` from PyPI, its README's
 trace -> dump -> share workflow on the same workload as (b)), installed into
 a venv made from the same pyenv CPython. To hold the binary equal it runs on
@@ -42,9 +49,9 @@ its README runs it, on the venv's own python (pyenv's shared-libpython
 binary). Anything that cannot be installed or run is printed as one
 "PyCDS ...: NOT MEASURED: <why>" line; no number is made up.
 
-Usage: tests/bench/startup.py [--versions 3.13.0,3.12.1,3.11.7] [--no-pycds] [--work DIR]
+Usage: tests/bench/startup.py [--versions 3.13.0,3.12.1,3.11.7] [--no-pycds] [--app-only] [--work DIR]
 Needs: cargo, gcc, valgrind, pyenv 3.13.0/3.12.1/3.11.7 (with static
-archives), and for PyCDS, PyPI through pip.
+archives), and for PyCDS and the app row, PyPI through pip.
 """
 import argparse
 import os
@@ -69,6 +76,12 @@ DEEPFREEZE_GOALS = [("a", "-c pass", 0.95), ("b", "CLI", 0.82), ("b", "difflib",
                     ("b", "-c pass", 0.95)]
 GOALS = {"3.11": DEEPFREEZE_GOALS, "3.12": DEEPFREEZE_GOALS,
          "3.13": [("set", "-c pass", 0.90), ("cli", "-c pass", 0.90), ("cli", "CLI", 0.82)]}
+APP = "import click, rich.console, rich.table"
+APP_PINS = ["click==8.1.8", "rich==13.9.4", "markdown-it-py==4.3.0", "mdurl==0.1.2",
+            "pygments==2.21.0"]
+APP_COMMANDS = [("-c pass", "pass"), ("app", APP)]
+# The app row (#16) is measured where its tests run (tests/app.rs).
+APP_VERSIONS = ("3.11", "3.12")
 FLAG_VARS = ("LDFLAGS", "LINKFORSHARED", "LIBS", "SYSLIBS", "LOCALMODLIBS")
 
 
@@ -176,12 +189,12 @@ def ratio(n, base):
     return n / base if n is not None and base else None
 
 
-def table(rows, names, base_name):
+def table(rows, names, base_name, commands=COMMANDS):
     """rows: {name: {label: (count, note)}}; prints counts and ratios."""
     head = f"  {'command':<9}" + "".join(f"{n:>26}" for n in names)
     out(head)
     notes = []
-    for label, _ in COMMANDS:
+    for label, _ in commands:
         line = f"  {label:<9}"
         base = rows[base_name][label][0]
         for n in names:
@@ -198,7 +211,7 @@ def table(rows, names, base_name):
         out(n)
 
 
-def bench_version(v, work, runner, with_pycds):
+def bench_version(v, work, runner, with_pycds, app_only):
     out()
     out(f"== CPython {v.full} (pyenv, {v.prefix}) ==")
     out(f"stock link: {v.linkcc} -o stock python.o {v.archive.name} {' '.join(v.flags)}")
@@ -206,6 +219,10 @@ def bench_version(v, work, runner, with_pycds):
     d.mkdir(parents=True, exist_ok=True)
     exes = {"stock": d / "python-stock"}
     link_stock(v, exes["stock"])
+    if app_only:
+        if v.xy in APP_VERSIONS:
+            app(v, d, runner, exes["stock"])
+        return
     variants = [("set", []), ("a", ["--freeze", FREEZE_A]), ("cli", ["--trace", CLI]),
                 ("b", ["--trace", TRACE]), ("eager", ["--eager"])]
     for name, args in variants:
@@ -241,8 +258,58 @@ def bench_version(v, work, runner, with_pycds):
                            for label, code in COMMANDS}
         table(vrows, list(exes), "stock")
         goals(vrows, v.xy)
+    if v.xy in APP_VERSIONS:
+        app(v, d, runner, exes["stock"])
+    else:
+        out(f"  app row: not measured for {v.xy} (freezing an application is tested on "
+            f"{', '.join(APP_VERSIONS)})")
     if with_pycds:
         pycds(v, d, runner, exes)
+
+
+def app(v, d, runner, stock):
+    """The app row; prints one NOT MEASURED line on any failure."""
+    tag = f"App (click + rich) on CPython {v.full}"
+    venv = d / "app-venv"
+    shutil.rmtree(venv, ignore_errors=True)
+    r = sh([str(v.python), "-m", "venv", str(venv)], capture_output=True, text=True, check=False)
+    if r.returncode != 0:
+        out(f"{tag}: NOT MEASURED: cannot create a venv: {r.stderr.strip()[-200:]}")
+        return
+    pip = sh([str(venv / "bin" / "python"), "-m", "pip", "install", "-q",
+              "--disable-pip-version-check", *APP_PINS],
+             capture_output=True, text=True, check=False)
+    if pip.returncode != 0:
+        why = (pip.stderr.strip().splitlines() or ["no message"])[-1]
+        out(f"{tag}: NOT MEASURED: pip install failed: {why}")
+        return
+    exe = d / "python-app"
+    args = ["--freeze", "click,rich"]
+    r = sh([str(TOOL), "relink", "--python", str(venv / "bin" / "python"), "-v", "-o", str(exe),
+            *args], capture_output=True, text=True, check=False)
+    if r.returncode != 0:
+        out(f"{tag}: NOT MEASURED: relink failed: {r.stderr.strip()[-300:]}")
+        return
+    m = re.search(r"froze (\d+) modules \((\d+) code objects\)", r.stderr)
+    out()
+    out(f"{tag}: {' '.join(APP_PINS)} in a venv; app = relink --python venv/bin/python "
+        f"--freeze click,rich ({m.group(1) if m else '?'} modules, "
+        f"{m.group(2) if m else '?'} code objects); both binaries in the venv's bin/, "
+        "no PYTHONHOME; ratio to stock:")
+    rows = {}
+    for name, target in (("stock", stock), ("app", exe)):
+        link = venv / "bin" / f"python-{name}"
+        link.unlink(missing_ok=True)
+        link.symlink_to(target)
+        rows[name] = {label: runner.measure(link, code, clean_env())
+                      for label, code in APP_COMMANDS}
+    table(rows, ["stock", "app"], "stock", APP_COMMANDS)
+    c, note = rows["app"]["app"]
+    rr = ratio(c, rows["stock"]["app"][0])
+    if rr is None or note:
+        out(f"  app goal: not measured or failed ({note}): NOT MET")
+    else:
+        out(f"  app goal: {rr:.3f}x <= 0.85 (aim 0.80): {'met' if rr <= 0.85 else 'NOT MET'}")
 
 
 def site_packages(v):
@@ -340,6 +407,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--versions", default="3.13.0,3.12.1,3.11.7")
     ap.add_argument("--no-pycds", action="store_true")
+    ap.add_argument("--app-only", action="store_true",
+                    help="measure the app row (click + rich) alone")
     ap.add_argument("--work", type=Path, default=ROOT / "target" / "bench-startup")
     a = ap.parse_args()
     for tool in ("cargo", "gcc", "valgrind", "pyenv"):
@@ -362,7 +431,7 @@ def main():
         "(.pyc caches written), each command run once before it is measured, one empty cwd")
     out(f"commands: -c pass | CLI: -c \"{CLI}\" | difflib: -c \"{DIFFLIB}\"")
     for full in a.versions.split(","):
-        bench_version(Version(full.strip()), a.work, runner, not a.no_pycds)
+        bench_version(Version(full.strip()), a.work, runner, not a.no_pycds, a.app_only)
 
 
 if __name__ == "__main__":
