@@ -4,7 +4,7 @@
 use libfuzzer_sys::fuzz_target;
 use pyfreeze_obj::emit::{build_object, read_graph, Options};
 use pyfreeze_obj::input::{Marshalled, OffsetMap};
-use pyfreeze_obj::layout::Layout;
+use pyfreeze_obj::version::Version;
 use pyfreeze_obj::target::Target;
 
 const TARGETS: [&str; 6] = [
@@ -21,7 +21,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let target = Target::parse(TARGETS[(sel & 7) as usize % TARGETS.len()]).unwrap();
-    let layout = Layout::for_version(3, if sel & 8 == 0 { 12 } else { 11 }).unwrap();
+    let version = Version::get(3, if sel & 8 == 0 { 12 } else { 11 }).unwrap();
     let m = Marshalled {
         name: "m".into(),
         accessor: "_Py_get_m_toplevel".into(),
@@ -34,7 +34,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let opts = Options {
         target,
-        layout,
+        version,
         inputs: vec![],
         modules_from: None,
         compile_with: None,
@@ -43,6 +43,8 @@ fuzz_target!(|data: &[u8]| {
         trace: vec![],
         frozen_tables: false,
         assume_linux_runtime: true,
+        stdlib: None,
+        paths: vec![],
         verbose: false,
     };
     let (obj, _) =
