@@ -237,19 +237,6 @@ fn table_is_generated(r: &'static Ref) {
 // ---------------------------------------------------------------------------
 // 2. The generator follows its inputs and refuses broken ones
 
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let dest = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_tree(&e.path(), &dest);
-        } else {
-            std::fs::copy(e.path(), &dest).unwrap();
-        }
-    }
-}
-
 /// Replace the line of `file` that starts with `prefix` by `line`.
 fn edit_line(file: &Path, prefix: &str, line: &str) {
     let text = std::fs::read_to_string(file).unwrap();
@@ -279,7 +266,7 @@ fn generator_follows_headers_and_interpreter() {
 
     // A header macro: exactly the value taken from it changes.
     let include = dir.path().join("include");
-    copy_tree(&r.oracle().include, &include);
+    support::copy_tree(&r.oracle().include, &include);
     let code_h = include.join("internal/pycore_code.h");
     edit_line(&code_h, "#define CO_FAST_CELL", "#define CO_FAST_CELL 0x10");
     let inc = Some(include.as_path());

@@ -103,19 +103,6 @@ fn layout_table_is_what_gen_layout_writes() {
     );
 }
 
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let dest = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_tree(&e.path(), &dest);
-        } else {
-            std::fs::copy(e.path(), &dest).unwrap();
-        }
-    }
-}
-
 /// The quickening facts come from the headers and are checked against the
 /// interpreter: a counter macro that disagrees with what the interpreter's
 /// constructor writes is refused in one line, naming the bytecode.
@@ -123,7 +110,7 @@ fn copy_tree(from: &Path, to: &Path) {
 fn gen_layout_checks_quickening_against_the_interpreter() {
     let dir = support::TempDir::new("py313-gen");
     let include = dir.path().join("include");
-    copy_tree(&b().include, &include);
+    support::copy_tree(&b().include, &include);
     let h = include.join("internal/pycore_backoff.h");
     let text = std::fs::read_to_string(&h).unwrap();
     let edited = text.replace(

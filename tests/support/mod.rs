@@ -258,3 +258,18 @@ pub fn compiled(id: BuildId, source: &str, name: &str) -> Vec<u8> {
     ]))
     .stdout
 }
+
+/// Copy the folder `from` to `to`, recursively (a scratch copy of an
+/// installed tree to damage).
+pub fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dest = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), &dest).unwrap();
+        }
+    }
+}
