@@ -495,12 +495,7 @@ impl Cx {
             .filter(|(n, _)| n.starts_with(".rodata"))
             .flat_map(|(_, d)| d.split(|&b| b == 0))
             .filter_map(|s| std::str::from_utf8(s).ok())
-            .filter(|s| {
-                s.split('.').count() == 3
-                    && s.starts_with(|c: char| c.is_ascii_digit())
-                    && s.bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'+')
-            })
+            .filter(|s| crate::input::archive::is_py_version(s))
             .map(str::to_owned)
             .collect();
         if !releases.contains(&py.release) {

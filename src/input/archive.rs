@@ -232,8 +232,9 @@ fn object_strings(obj: &object::File) -> Vec<String> {
     out
 }
 
-/// `PY_VERSION` as CPython spells it: `3.11.2`, `3.13.0rc1`, `3.12.1+`.
-fn is_py_version(s: &str) -> bool {
+/// `PY_VERSION` as CPython spells it: `3.11.2`, `3.13.0rc1`, `3.12.1+`
+/// (also how `gen-layout` recognises it).
+pub(crate) fn is_py_version(s: &str) -> bool {
     let core = s.trim_end_matches('+');
     let mut parts = core.splitn(3, '.');
     let (Some(a), Some(b), Some(c)) = (parts.next(), parts.next(), parts.next()) else {
