@@ -8,12 +8,14 @@
 //!     the stock link's frozen set imports frozen (`_imp.is_frozen`, origin
 //!     `frozen`, `__file__`, packages' `__path__`, `inspect.getsource`, code
 //!     equal to `compile()` of the source), exactly as the stock frozen
-//!     modules do (posixpath, os, importlib.util are checked alongside);
-//!     with `-X frozen_modules=off` all of them import from source; a
-//!     traceback through json (frozen) has the stock link's frames (same
-//!     functions and line numbers, `<frozen json.decoder>` file names as for
-//!     the stock `<frozen posixpath>`, whose line numbers point at the same
-//!     source lines).
+//!     modules do (posixpath, os, importlib.util are checked alongside),
+//!     but for the file name in their code: added from the interpreter's own
+//!     stdlib, it is their real file (stock ones keep `<frozen NAME>`); with
+//!     `-X frozen_modules=off` all of them import from source; a traceback
+//!     through json (frozen) has the stock link's frames, json.decoder's
+//!     with its file and source line as the stock link's from the file, and
+//!     the stock `<frozen posixpath>` with line numbers pointing at the same
+//!     source lines.
 //! (ii) `embed_3xx_three_cycles_restore_pristine_code`: a C program
 //!     (`tests/lazy_support/embed.c`, in place of python.o) linked with an
 //!     object from `emit --lazy --frozen-tables --trace "import json,
@@ -245,13 +247,16 @@ fn added_modules_like_stock_frozen(id: BuildId) {
     let mut checked: Vec<String> = added.clone();
     checked.extend(STOCK_REFERENCE.iter().map(|s| s.to_string()));
 
-    // frozen, like the stock frozen modules
+    // frozen, like the stock frozen modules, but for the file name in the
+    // added ones' code ("+NAME": their real file, as they come from the
+    // interpreter's own stdlib)
     let out = p.run(
         "check_modules.py frozen",
         v.python(&pair.ours, &cwd)
             .arg(support("check_modules.py"))
             .arg("frozen")
-            .args(&checked),
+            .args(added.iter().map(|a| format!("+{a}")))
+            .args(STOCK_REFERENCE),
     );
     failures(&mut p, "frozen", &out, checked.len());
 
@@ -321,12 +326,19 @@ fn added_modules_like_stock_frozen(id: BuildId) {
             });
         }
     }
-    let json_frozen = ours_tb
+    // json.decoder is frozen in ours (MUST_ADD_I); added from the
+    // interpreter's own stdlib, its frames name its file and show the line,
+    // as the stock link's from the source file do (checked frame by frame
+    // above).
+    let json_file = ours_tb
         .get("json.loads")
-        .map(|f| f.iter().any(|x| x[0] == "frozen:json.decoder"))
+        .map(|f| {
+            f.iter()
+                .any(|x| x[0] == "file:json/decoder.py" && !x[3].is_empty())
+        })
         .unwrap_or(false);
-    p.check(json_frozen, || {
-        format!("no frozen json.decoder frame in {ours_tb:?}")
+    p.check(json_file, || {
+        format!("no json.decoder frame with its file and line in {ours_tb:?}")
     });
     p.finish(&format!("CPython {} added modules", v.version));
 }

@@ -178,7 +178,15 @@ pub fn collect(opts: &Options) -> Result<Collected> {
                         }
                         sel.source = file;
                     }
-                    compile::Code::Stdlib(sel.source.clone())
+                    // Where the runtime will find the file is known when the
+                    // target's stdlib is the interpreter's own: then the
+                    // code names it (tracebacks, inspect show the source);
+                    // else `<frozen NAME>`, as for the stock modules.
+                    if stdlib.as_ref().is_ok_and(|t| same_dir(t, &interp.stdlib)) {
+                        compile::Code::StdlibAt(sel.source.clone())
+                    } else {
+                        compile::Code::Stdlib(sel.source.clone())
+                    }
                 }
                 select::Location::App => {
                     helper = true;
@@ -312,6 +320,14 @@ impl Report {
         for (name, why) in skipped {
             eprintln!("  - {name}: {why}");
         }
+    }
+}
+
+/// Whether two paths name the same folder.
+fn same_dir(a: &std::path::Path, b: &std::path::Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
     }
 }
 

@@ -29,6 +29,10 @@ pub enum Code {
     /// A stdlib source file (or a `FILE:MODNAME` input), compiled as
     /// `<frozen NAME>` like CPython's freezer does.
     Stdlib(PathBuf),
+    /// A stdlib source file at the place the interpreter's runtime will
+    /// find it (an added module of the interpreter's own install): compiled
+    /// with that file name, so tracebacks and `inspect` show its source.
+    StdlibAt(PathBuf),
     /// A source file from outside the stdlib: compiled with its own file
     /// name, after the prologue `__import__('_pyfreeze_obj').fix(globals(),
     /// FILE)` (placed after the docstring and `__future__` imports, on the
@@ -52,7 +56,8 @@ pub struct Request {
 }
 
 // Arguments: the X.Y wanted, then one per module, KIND<TAB>NAME<TAB>VALUE:
-// `S` compile the file VALUE as `<frozen NAME>`; `A` compile the file VALUE
+// `S` compile the file VALUE as `<frozen NAME>`; `F` compile the file VALUE
+// with its own name; `A` compile the file VALUE
 // with its own name and the prologue; `T` compile the text VALUE as
 // `<frozen NAME>`; `O` the code the interpreter itself froze under VALUE.
 const SCRIPT: &str = r#"
@@ -136,6 +141,10 @@ for arg in sys.argv[3:]:
         try:
             if kind == "A":
                 code = with_prologue(source, path)
+            elif kind == "F":
+                code = cached(path, source, path)
+                if code is None:
+                    code = compile(source, path, "exec")
             else:
                 code = cached(path, source, "<frozen %s>" % name)
                 if code is None:
@@ -281,6 +290,7 @@ fn compile_batch(python: &Path, layout: &Layout, reqs: &[Request]) -> Result<Vec
         let (kind, value) = match &r.code {
             Code::Stdlib(p) => ("S", p.display().to_string()),
             Code::App(p) => ("A", p.display().to_string()),
+            Code::StdlibAt(p) => ("F", p.display().to_string()),
             Code::Frozen(f) => ("O", f.clone()),
             Code::Text(t) => ("T", t.clone()),
         };
