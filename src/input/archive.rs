@@ -115,7 +115,7 @@ pub fn read_tables(path: &Path, layout: &Layout) -> Result<(Tables, Identity)> {
     let m = member.ok_or_else(|| {
         Error::file(
             path,
-            "no frozen.o member: not a CPython 3.11/3.12 static library",
+            "no frozen.o member: not a CPython static library",
         )
     })?;
     let (start, size) = m.file_range();

@@ -115,16 +115,18 @@ pub fn classify(path: &Path, bytes: &[u8]) -> Kind {
     }
 }
 
-/// Known `.pyc` magic numbers, to name the version in errors.
-fn magic_version(m: u16) -> Option<&'static str> {
+/// The CPython version a `.pyc` magic number belongs to, to name it in
+/// errors: the supported versions' own tables, else the releases before
+/// them and the series after.
+fn magic_version(m: u16) -> Option<String> {
+    if let Some(v) = crate::version::VERSIONS.iter().find(|v| v.layout.pyc_magic == m) {
+        return Some(format!("{}.{}", v.layout.version.0, v.layout.version.1));
+    }
     match m {
-        3413 => Some("3.8"),
-        3425 => Some("3.9"),
-        3439 => Some("3.10"),
-        3495 => Some("3.11"),
-        3531 => Some("3.12"),
-        3571 => Some("3.13"),
-        3600..=3700 => Some("3.14 or later"),
+        3413 => Some("3.8".into()),
+        3425 => Some("3.9".into()),
+        3439 => Some("3.10".into()),
+        3600..=3700 => Some("3.14 or later".into()),
         _ => None,
     }
 }
