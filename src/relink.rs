@@ -206,11 +206,13 @@ pub fn relink(o: &RelinkOptions) -> Result<()> {
     Ok(())
 }
 
-/// Which of `names` the archive holds (the object replaces them).
+/// Which of `names` the archive holds (the object replaces them). Only the
+/// member headers are read, not the tens of MB of the archive.
 fn members_present(archive: &Path, names: &[&'static str]) -> Result<Vec<&'static str>> {
-    let data =
-        std::fs::read(archive).map_err(|e| Error::file(archive, format!("cannot read: {e}")))?;
-    let ar = object::read::archive::ArchiveFile::parse(&*data)
+    let file = std::fs::File::open(archive)
+        .map_err(|e| Error::file(archive, format!("cannot read: {e}")))?;
+    let cache = object::ReadCache::new(file);
+    let ar = object::read::archive::ArchiveFile::parse(&cache)
         .map_err(|e| Error::at(archive, 0, format!("not an ar archive: {e}")))?;
     let mut found = Vec::new();
     for m in ar.members() {

@@ -112,12 +112,8 @@ pub fn read_tables(path: &Path, layout: &Layout) -> Result<(Tables, Identity)> {
     };
     let (life, compile) = (life.map(range), compile.map(range));
     super::verify::check(path, &identity.version, layout, life, compile)?;
-    let m = member.ok_or_else(|| {
-        Error::file(
-            path,
-            "no frozen.o member: not a CPython static library",
-        )
-    })?;
+    let m = member
+        .ok_or_else(|| Error::file(path, "no frozen.o member: not a CPython static library"))?;
     let (start, size) = m.file_range();
     let data = object::ReadRef::read_bytes_at(&cache, start, size)
         .map_err(|_| Error::at(path, start, "frozen.o: truncated archive member"))?;

@@ -119,7 +119,10 @@ pub fn classify(path: &Path, bytes: &[u8]) -> Kind {
 /// errors: the supported versions' own tables, else the releases before
 /// them and the series after.
 fn magic_version(m: u16) -> Option<String> {
-    if let Some(v) = crate::version::VERSIONS.iter().find(|v| v.layout.pyc_magic == m) {
+    if let Some(v) = crate::version::VERSIONS
+        .iter()
+        .find(|v| v.layout.pyc_magic == m)
+    {
         return Some(format!("{}.{}", v.layout.version.0, v.layout.version.1));
     }
     match m {
