@@ -47,6 +47,10 @@ pub struct Options {
     pub stdlib: Option<PathBuf>,
     /// Folders searched first by `--freeze`/`--trace` (an application's).
     pub paths: Vec<PathBuf>,
+    /// The headers of the `modules_from` archive's build, for reading its
+    /// layout from its debug info when the built-in table does not fit it
+    /// ([`fit_layout`]; default: `compile_with`'s `INCLUDEPY`).
+    pub include: Option<PathBuf>,
     pub verbose: bool,
 }
 
@@ -105,6 +109,108 @@ fn tables_needed(v: &Version, e: Error) -> Error {
          module tables' marshal bytes, which the object recognizes): give --modules-from \
          LIBPYTHON.a, whose frozen.o the tables start from"
     ))
+}
+
+/// The `--modules-from` archive's layout, when the built-in table of its
+/// X.Y does not fit it.
+///
+/// A table is generated from one release (`Layout::release`); another
+/// release of the same X.Y may lay the runtime out otherwise (3.13.5's
+/// global strings are not 3.13.0's). The archive is first checked against
+/// the built-in table ([`crate::input::verify`]); when the check passes,
+/// nothing changes. When it fails for an archive of another release that
+/// carries DWARF (CPython compiles with `-g` by default), the layout is
+/// generated from the archive itself, as `gen-layout` would write it,
+/// with `compile_with` (the archive's own interpreter) for the probes and
+/// `include` (or that interpreter's `INCLUDEPY`) for the headers; the
+/// version's contract is kept, and the archive is then checked against the
+/// generated table like any other. Otherwise the check's refusal names
+/// both releases and what to do.
+///
+/// `Some`: the options with the generated version.
+pub fn fit_layout(opts: &Options, t0: Instant) -> Result<Option<Options>> {
+    let Some(ar) = &opts.modules_from else {
+        return Ok(None);
+    };
+    let table = opts.version.layout;
+    let (a, b) = table.version;
+    let c = crate::input::archive::check(ar, table)?;
+    let release = &c.identity.version;
+    let Err(misfit) = c.fits else {
+        if *release != table.release {
+            log(
+                opts,
+                t0,
+                format_args!(
+                    "CPython {release}: the built-in {a}.{b} table (from CPython {}) fits the \
+                     archive",
+                    table.release
+                ),
+            );
+        }
+        return Ok(None);
+    };
+    if *release == table.release {
+        return Err(misfit);
+    }
+    // What the check found, without its advice (given below instead).
+    let what = misfit
+        .message
+        .split(": this build's layout")
+        .next()
+        .unwrap_or(&misfit.message)
+        .to_string();
+    let Some(py) = opts.compile_with.as_ref().filter(|_| c.debug_info) else {
+        let todo = if c.debug_info {
+            format!(
+                "give --compile-with PYTHON (the interpreter of this build, CPython {release}) \
+                 to read the layout from the archive's debug info"
+            )
+        } else {
+            "the archive has no debug info to read the layout from: rebuild it with -g \
+             (CPython's default CFLAGS), or write a table from a -g build with `pyfreeze-obj \
+             gen-layout`"
+                .to_string()
+        };
+        return Err(Error::file(
+            ar,
+            format!(
+                "{what}: the built-in {a}.{b} table (from CPython {}) does not fit CPython \
+                 {release}; {todo}",
+                table.release
+            ),
+        ));
+    };
+    let generated = crate::genlayout::generate(&crate::genlayout::Options {
+        archive: ar.clone(),
+        python: Some(py.clone()),
+        include: opts.include.clone(),
+    })
+    .map_err(|e| {
+        Error::msg(format!(
+            "CPython {release} does not fit the built-in {a}.{b} table (from CPython {}), and \
+             reading its layout from the archive's debug info failed: {e}",
+            table.release
+        ))
+    })?;
+    log(
+        opts,
+        t0,
+        format_args!(
+            "CPython {release}: the built-in {a}.{b} table is CPython {}'s ({what}); layout read \
+             from {}'s debug info",
+            table.release,
+            ar.display()
+        ),
+    );
+    let version: &'static Version = Box::leak(Box::new(Version {
+        layout: generated.layout,
+        contract: opts.version.contract,
+    }));
+    Ok(Some(Options {
+        version,
+        ..opts.clone()
+    }))
 }
 
 /// Lay the graph out and write the object file's bytes.
@@ -241,6 +347,8 @@ pub struct Kept {
 
 fn run_keeping(opts: &Options, output: &Path, depfile: Option<&Path>) -> Result<(Stats, Kept)> {
     let t0 = Instant::now();
+    let fitted = fit_layout(opts, t0)?;
+    let opts = fitted.as_ref().unwrap_or(opts);
     let collected = collect(opts)?;
     let tables = if opts.frozen_tables || needs_tables(opts.version) {
         Some(module_tables(&collected).map_err(|e| tables_needed(opts.version, e))?)

@@ -52,8 +52,16 @@ enum Cmd {
         /// (3.11). Same X.Y as --python; with --modules-from, the archive's
         /// exact release (e.g. 3.11.2), and the sources it compiles are the
         /// target's (see --stdlib), never the interpreter's own.
+        /// Also the interpreter whose probes read the archive's layout from
+        /// its debug info, when the built-in table of its X.Y does not fit
+        /// it (another release: e.g. 3.13.5 against the 3.13.0 table).
         #[arg(long, value_name = "PYTHON")]
         compile_with: Option<PathBuf>,
+        /// The headers of the --modules-from archive's build (a source tree's
+        /// Include folder), for reading its layout from its debug info
+        /// [default: the --compile-with interpreter's INCLUDEPY].
+        #[arg(long, value_name = "DIR")]
+        include: Option<PathBuf>,
         /// The target's standard library sources (its Lib folder). Default:
         /// beside the --modules-from archive (`<stdlib>/config-X.Y-<triple>/`
         /// when installed, `Lib/` in a build tree). For cross builds, point it
@@ -64,6 +72,11 @@ enum Cmd {
         /// (inputs, archive, interpreter, this tool), as `gcc -MD -MP` does.
         #[arg(long, value_name = "FILE.d")]
         depfile: Option<PathBuf>,
+        /// Also write the flags the interpreter's link needs for the object
+        /// (3.13: the --wrap options; one line, empty when none), as the C
+        /// compiler driver takes them, to this file (for makefiles).
+        #[arg(long, value_name = "FILE")]
+        link_flags: Option<PathBuf>,
         /// Initialize each module's code objects when its code is first
         /// requested, not all of them at start-up (CPython's scheme, the
         /// default for 3.11 and 3.12; 3.13 has only this one); Fini
@@ -272,6 +285,7 @@ fn run(cli: Cli) -> pyfreeze_obj::error::Result<()> {
             compile_with,
             verbose,
             depfile,
+            link_flags,
             lazy,
             freeze,
             trace,
@@ -279,6 +293,7 @@ fn run(cli: Cli) -> pyfreeze_obj::error::Result<()> {
             frozen_tables,
             assume_linux_runtime,
             stdlib,
+            include,
             inputs,
         } => {
             let opts = Options {
@@ -294,10 +309,18 @@ fn run(cli: Cli) -> pyfreeze_obj::error::Result<()> {
                 assume_linux_runtime,
                 stdlib,
                 paths,
+                include,
                 verbose,
             };
             check_output(&output)?;
+            if let Some(f) = &link_flags {
+                check_output(f)?;
+            }
             emit::run_and_leak(&opts, &output, depfile.as_deref())?;
+            if let Some(f) = &link_flags {
+                let line = opts.version.contract.entry.link_flags().join(" ") + "\n";
+                pyfreeze_obj::output::write_atomically(f, line.as_bytes())?;
+            }
             Ok(())
         }
         Cmd::Relink {

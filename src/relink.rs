@@ -148,6 +148,7 @@ pub fn relink(o: &RelinkOptions) -> Result<()> {
             assume_linux_runtime: false,
             stdlib: None,
             paths: o.paths.clone(),
+            include: None,
             verbose: o.verbose,
         };
         let stats = emit::run(&opts, &obj, None)?;

@@ -51,6 +51,7 @@ fn build_for(
         assume_linux_runtime: true,
         stdlib: None,
         paths: vec![],
+        include: None,
         verbose: false,
     };
     build_object(&opts, graph, None).map(|_| ())

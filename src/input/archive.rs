@@ -53,21 +53,53 @@ impl Identity {
     }
 }
 
-/// Read the module tables of the `frozen.o` inside `path`, after checking
-/// that the archive is a build of `layout`'s CPython version.
-pub fn read_tables(path: &Path, layout: &Layout) -> Result<(Tables, Identity)> {
-    // Read on demand: the archive is tens of MB, frozen.o a small part.
+/// What [`check`] finds out about an archive.
+#[derive(Debug)]
+pub struct Checked {
+    pub identity: Identity,
+    /// Whether `pylifecycle.o` carries DWARF (`.debug_info`): the build was
+    /// compiled with `-g`, and its layout can be read from the archive.
+    pub debug_info: bool,
+    /// The verification against the layout table ([`super::verify`]).
+    pub fits: Result<()>,
+}
+
+/// Which CPython `path` is (an error unless it is `layout`'s X.Y), whether
+/// it has debug info, and whether `layout` fits it.
+pub fn check(path: &Path, layout: &Layout) -> Result<Checked> {
     let file =
         std::fs::File::open(path).map_err(|e| Error::file(path, format!("cannot read: {e}")))?;
     let cache = object::ReadCache::new(file);
     let ar = ArchiveFile::parse(&cache)
         .map_err(|e| Error::at(path, 0, format!("not an ar archive: {e}")))?;
-    let (mut member, mut version, mut buildinfo) = (None, None, None);
+    let (identity, life, compile) = identify(path, &cache, &ar, layout)?;
+    let debug_info = life
+        .and_then(|d| object::File::parse(d).ok())
+        .and_then(|o| o.section_by_name(".debug_info").map(|s| s.size() > 0))
+        .unwrap_or(false);
+    let fits = super::verify::check(path, &identity.version, layout, life, compile);
+    Ok(Checked {
+        identity,
+        debug_info,
+        fits,
+    })
+}
+
+type Members<'d> = (Identity, Option<&'d [u8]>, Option<&'d [u8]>);
+
+/// The archive's identity (refused unless `layout`'s X.Y) and its
+/// `pylifecycle.o` and `compile.o` members.
+fn identify<'d>(
+    path: &Path,
+    cache: &'d object::ReadCache<std::fs::File>,
+    ar: &ArchiveFile<'d, &'d object::ReadCache<std::fs::File>>,
+    layout: &Layout,
+) -> Result<Members<'d>> {
+    let (mut version, mut buildinfo) = (None, None);
     let (mut life, mut compile) = (None, None);
     for m in ar.members() {
         let m = m.map_err(|e| Error::file(path, format!("corrupt archive member table: {e}")))?;
         match m.name() {
-            b"frozen.o" => member = Some(m),
             b"getversion.o" => version = Some(m),
             b"getbuildinfo.o" => buildinfo = Some(m),
             b"pylifecycle.o" => life = Some(m),
@@ -76,7 +108,7 @@ pub fn read_tables(path: &Path, layout: &Layout) -> Result<(Tables, Identity)> {
         }
     }
     let member_strings = |m: Option<object::read::archive::ArchiveMember>| -> Vec<String> {
-        m.and_then(|m| m.data(&cache).ok())
+        m.and_then(|m| m.data(cache).ok())
             .and_then(|d| object::File::parse(d).ok())
             .map(|o| object_strings(&o))
             .unwrap_or_default()
@@ -108,10 +140,26 @@ pub fn read_tables(path: &Path, layout: &Layout) -> Result<(Tables, Identity)> {
     }
     let range = |m: object::read::archive::ArchiveMember| {
         let (start, size) = m.file_range();
-        cache.range(start, size)
+        object::ReadRef::read_bytes_at(cache, start, size).ok()
     };
-    let (life, compile) = (life.map(range), compile.map(range));
+    Ok((identity, life.and_then(range), compile.and_then(range)))
+}
+
+/// Read the module tables of the `frozen.o` inside `path`, after checking
+/// that the archive is a build of `layout`'s CPython version.
+pub fn read_tables(path: &Path, layout: &Layout) -> Result<(Tables, Identity)> {
+    // Read on demand: the archive is tens of MB, frozen.o a small part.
+    let file =
+        std::fs::File::open(path).map_err(|e| Error::file(path, format!("cannot read: {e}")))?;
+    let cache = object::ReadCache::new(file);
+    let ar = ArchiveFile::parse(&cache)
+        .map_err(|e| Error::at(path, 0, format!("not an ar archive: {e}")))?;
+    let (identity, life, compile) = identify(path, &cache, &ar, layout)?;
     super::verify::check(path, &identity.version, layout, life, compile)?;
+    let member = ar
+        .members()
+        .filter_map(|m| m.ok())
+        .find(|m| m.name() == b"frozen.o");
     let m = member
         .ok_or_else(|| Error::file(path, "no frozen.o member: not a CPython static library"))?;
     let (start, size) = m.file_range();

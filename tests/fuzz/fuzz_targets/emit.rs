@@ -45,6 +45,7 @@ fuzz_target!(|data: &[u8]| {
         assume_linux_runtime: true,
         stdlib: None,
         paths: vec![],
+        include: None,
         verbose: false,
     };
     let (obj, _) =
