@@ -1,6 +1,7 @@
 //! `Makefile.frag` inside CPython's own build: Debian's CPython 3.11.2
 //! source package, configured plainly, built with `make -j2` and the
-//! fragment included, natively and cross for aarch64.
+//! fragment included, natively and cross for aarch64; and CPython 3.13.5
+//! natively.
 //!
 //! * `slow_native_build_with_fragment`: no `deepfreeze.c` is written and no
 //!   deep-freeze C is compiled (make's log and the file system), the object
@@ -18,6 +19,28 @@
 //! * `slow_cross_aarch64_build_runs_under_qemu`: `--host=aarch64-linux-gnu`
 //!   with the fragment; the interpreter runs under `qemu-aarch64` and passes
 //!   `test_frozen test_code test_importlib`.
+//!
+//! * CPython 3.13.5 (upstream's tree, pristine: the orig tarball of Debian
+//!   trixie's source package, `tests/setup/cpython313-src.sh` says why not
+//!   the patched tree), configured plainly, with and without the fragment:
+//!   - `slow_313_build_with_fragment`: only `python`'s link has our object
+//!     and the `--wrap` flags (not `_bootstrap_python`, `_freeze_module`,
+//!     `_testembed`, the probe interpreter or any `-shared` link; sysconfig
+//!     records none of it); frozen modules come from FrozenImporter and
+//!     every frozen module's code is one static, immortal object equal to
+//!     `marshal.loads` of its bytes (`tests/py313_support/check_static.py`,
+//!     with `co_version`'s offset from the layout read from the build's
+//!     DWARF); the emit says with `-v` that it read the layout from the
+//!     archive's debug info (the built-in table is 3.13.0's), and refuses
+//!     on one line naming both releases without an interpreter for the
+//!     probes or without debug info (a `strip --strip-debug` copy).
+//!   - `slow_313_tests_match_stock`: `test_frozen test_code test_importlib`
+//!     with `-X frozen_modules=on` pass and give the stock build's outcome
+//!     for every test case.
+//!   - `slow_313_rebuild_after_os_edit`: a marker appended to `Lib/os.py`
+//!     is re-frozen by `make` (os.h, the emit, python's link) and read back
+//!     from os's static code; restoring it removes it; a second `make` has
+//!     nothing to do.
 //!
 //! Builds are cached between runs under
 //! `${PYFREEZE_CACHE:-$HOME/.cache/pyfreeze-obj}/makefrag/<variant>`, each
@@ -98,6 +121,10 @@ const SUBSET: &[&str] = &[
 const CROSS_SUBSET: &[&str] = &["test_frozen", "test_code", "test_importlib"];
 
 const HELLO: &str = "import __hello__; __hello__.main()";
+/// The object Makefile.frag adds to a 3.13 build.
+const FROZEN_313: &str = "Python/frozen-pyfreeze.o";
+/// The modules the 3.13.5 builds run, with frozen modules on.
+const SUBSET_313: &[&str] = &["test_frozen", "test_code", "test_importlib"];
 const MARKER: &str = "PYFREEZE_TEST_MARKER";
 
 fn repo() -> &'static Path {
@@ -197,6 +224,26 @@ fn source_tree() -> &'static Path {
     })
 }
 
+/// CPython 3.13.5's pristine upstream tree (Debian trixie's source
+/// package's orig tarball; never modified here), after
+/// `tests/setup/cpython313-src.sh` has fetched and unpacked it.
+fn source_tree_313() -> &'static Path {
+    static SRC: OnceLock<PathBuf> = OnceLock::new();
+    SRC.get_or_init(|| {
+        let out = run_ok(&mut Command::new(
+            repo().join("tests/setup/cpython313-src.sh"),
+        ));
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        let src = PathBuf::from(stdout.lines().last().expect("no source path").trim());
+        assert!(
+            src.join("Makefile.pre.in").is_file() && src.join("Python/frozen.c").is_file(),
+            "tests/setup/cpython313-src.sh printed '{}', no CPython 3.13 tree there",
+            src.display()
+        );
+        src
+    })
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Variant {
     /// Native, CPython's own deep-freeze step.
@@ -205,6 +252,10 @@ enum Variant {
     Frag,
     /// aarch64 cross build with Makefile.frag.
     Cross,
+    /// CPython 3.13.5, native, as CPython builds it.
+    Stock313,
+    /// CPython 3.13.5, native, with Makefile.frag.
+    Frag313,
 }
 
 impl Variant {
@@ -213,15 +264,35 @@ impl Variant {
             Variant::Stock => "stock",
             Variant::Frag => "frag",
             Variant::Cross => "cross-aarch64",
+            Variant::Stock313 => "stock-3.13.5",
+            Variant::Frag313 => "frag-3.13.5",
         }
     }
     fn uses_fragment(self) -> bool {
-        self != Variant::Stock
+        !matches!(self, Variant::Stock | Variant::Stock313)
+    }
+    fn is_313(self) -> bool {
+        matches!(self, Variant::Stock313 | Variant::Frag313)
+    }
+    fn source(self) -> &'static Path {
+        match self.is_313() {
+            true => source_tree_313(),
+            false => source_tree(),
+        }
+    }
+    /// The object the fragment makes, and the interpreter.
+    fn targets(self) -> [&'static str; 2] {
+        match self.is_313() {
+            true => [FROZEN_313, "python"],
+            false => ["Python/deepfreeze/deepfreeze.o", "python"],
+        }
     }
     /// configure's arguments and environment.
     fn configure(self, root: &Path) -> (Vec<String>, Vec<(String, String)>) {
         match self {
-            Variant::Stock | Variant::Frag => (vec![], vec![]),
+            Variant::Stock | Variant::Frag | Variant::Stock313 | Variant::Frag313 => {
+                (vec![], vec![])
+            }
             Variant::Cross => (
                 vec![
                     "--host=aarch64-linux-gnu".into(),
@@ -279,6 +350,10 @@ impl Build {
         };
         let mut c = Command::new(exe);
         clean_env(&mut c);
+        if self.variant.is_313() {
+            // 3.13 in its build tree defaults to frozen modules off
+            c.args(["-X", "frozen_modules=on"]);
+        }
         c
     }
     fn next_log(&mut self, what: &str) -> PathBuf {
@@ -317,7 +392,13 @@ fn fingerprint(parts: &[&[u8]]) -> String {
 
 /// The cached build of `v`, made (or brought up to date) once per test run.
 fn build(v: Variant) -> MutexGuard<'static, Build> {
-    static CELLS: [OnceLock<Mutex<Build>>; 3] = [OnceLock::new(), OnceLock::new(), OnceLock::new()];
+    static CELLS: [OnceLock<Mutex<Build>>; 5] = [
+        OnceLock::new(),
+        OnceLock::new(),
+        OnceLock::new(),
+        OnceLock::new(),
+        OnceLock::new(),
+    ];
     let i = v as usize;
     CELLS[i]
         .get_or_init(|| Mutex::new(prepare(v)))
@@ -326,7 +407,7 @@ fn build(v: Variant) -> MutexGuard<'static, Build> {
 }
 
 fn prepare(v: Variant) -> Build {
-    let src0 = source_tree();
+    let src0 = v.source();
     let top = cache().join("makefrag");
     fs::create_dir_all(&top).unwrap();
     // one process at a time per variant (two `cargo test` runs at once)
@@ -450,7 +531,7 @@ fn refresh(b: &mut Build, src0: &Path) {
     if tool_changed {
         install_tool(b);
     }
-    if !up_to_date(&b.dir, &["Python/deepfreeze/deepfreeze.o", "python"]) {
+    if !up_to_date(&b.dir, &b.variant.targets()) {
         let log = b.make("refresh", &[]);
         if tool_changed {
             assert!(
@@ -464,7 +545,7 @@ fn refresh(b: &mut Build, src0: &Path) {
         }
     }
     assert!(
-        up_to_date(&b.dir, &["Python/deepfreeze/deepfreeze.o", "python"]),
+        up_to_date(&b.dir, &b.variant.targets()),
         "{} is not up to date after make",
         b.dir.display()
     );
@@ -887,4 +968,291 @@ fn slow_cross_aarch64_build_runs_under_qemu() {
         "{}",
         tail(&run.log, 40)
     );
+}
+
+// -- CPython 3.13.5 ------------------------------------------------------------------
+
+/// Every line of the builds' make logs that links with `--wrap` is the
+/// interpreter's own link, and there is one: not `_bootstrap_python`,
+/// `_freeze_module`, `_testembed`, the probe interpreter or an extension
+/// module (`-shared`).
+fn check_wrap_only_in_python_link(b: &Build) {
+    let logs = b.all_logs();
+    let links: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains(" -o python "))
+        .collect();
+    assert!(!links.is_empty(), "no link of python in the logs");
+    for l in &links {
+        assert!(
+            l.contains("--wrap=PyMarshal_ReadObjectFromString")
+                && l.contains("--wrap=_PyCode_Fini")
+                && l.contains(FROZEN_313)
+                && !l.split_whitespace().any(|w| w == "Python/frozen.o"),
+            "python's link is not ours: {l}"
+        );
+    }
+    for l in logs.lines().filter(|l| l.contains("--wrap")) {
+        assert!(l.contains(" -o python "), "a link other than python's wraps: {l}");
+    }
+    let others = ["-o Programs/_testembed", "-o _bootstrap_python", "-shared"];
+    for o in others {
+        assert!(
+            logs.lines().any(|l| l.contains(o)),
+            "the logs show no `{o}` link to check"
+        );
+    }
+    // the linked files: python defines the wrappers, _testembed does not
+    use object::{Object, ObjectSymbol};
+    let defines_wrap = |f: &str| {
+        let data = fs::read(b.dir.join(f)).unwrap();
+        let file = object::File::parse(&*data).unwrap();
+        let found = file.symbols().any(|s| {
+            s.is_definition() && s.name() == Ok("__wrap_PyMarshal_ReadObjectFromString")
+        });
+        found
+    };
+    assert!(defines_wrap("python"), "python has no __wrap_ symbol");
+    assert!(
+        !defines_wrap("Programs/_testembed"),
+        "Programs/_testembed got our object"
+    );
+}
+
+/// The layout the tool reads from the build's debug info (the offset
+/// `check_static.py` reads `co_version` at comes from it).
+fn layout_313(b: &Build) -> &'static pyfreeze_obj::layout::Layout {
+    pyfreeze_obj::genlayout::generate(&pyfreeze_obj::genlayout::Options {
+        archive: b.dir.join("libpython3.13.a"),
+        python: Some(b.dir.join("pyfreeze-probe-python")),
+        include: Some(b.src.join("Include")),
+    })
+    .unwrap_or_else(|e| panic!("gen-layout on the 3.13.5 build: {e}"))
+    .layout
+}
+
+/// `tests/py313_support/check_static.py` in the build's interpreter.
+fn check_static_313(b: &Build) -> String {
+    let work = b.root.join("cwd");
+    fs::create_dir_all(&work).unwrap();
+    let version_off = layout_313(b).code.version.expect("3.13 has co_version").off;
+    let out = run_ok(
+        b.python_cmd()
+            .current_dir(&work)
+            .env("PY313_WORK", &work)
+            .env("PY313_MIN_FROZEN", "20")
+            .env("PY313_VERSION_OFF", version_off.to_string())
+            .arg(repo().join("tests/py313_support/check_static.py")),
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(text.starts_with("ok "), "{text}");
+    text
+}
+
+/// Run the tool as the fragment does (its recorded command line), with
+/// `edit` applied to the arguments, in the build directory: its output.
+fn emit_as_fragment(b: &Build, edit: &dyn Fn(Vec<String>) -> Vec<String>) -> Output {
+    let info = fragment_info(&b.dir);
+    let out = b.root.join("cwd/probe-emit.o");
+    fs::create_dir_all(out.parent().unwrap()).unwrap();
+    let mut args: Vec<String> = info["command"]
+        .split_whitespace()
+        .skip(1)
+        .map(String::from)
+        .collect();
+    // into a scratch file, without the depfile and flags file
+    for (opt, val) in [("-o", out.display().to_string())] {
+        let i = args.iter().position(|a| a == opt).unwrap();
+        args[i + 1] = val;
+    }
+    for opt in ["--depfile", "--link-flags"] {
+        let i = args.iter().position(|a| a == opt).unwrap();
+        args.drain(i..i + 2);
+    }
+    let args = edit(args);
+    run(Command::new(env!("CARGO_BIN_EXE_pyfreeze-obj"))
+        .current_dir(&b.dir)
+        .args(&args))
+}
+
+#[test]
+fn slow_313_build_with_fragment() {
+    let b = build(Variant::Frag313);
+    let info = fragment_info(&b.dir);
+    assert_eq!(info["PYFREEZE_PYTHON"], "3.13");
+    assert_eq!(info["PYFREEZE_TARGET"], "x86_64-pc-linux-gnu");
+    assert!(
+        info["command"].contains("--modules-from libpython3.13.a")
+            && info["command"].contains("--compile-with ./pyfreeze-probe-python"),
+        "{}",
+        info["command"]
+    );
+    check_wrap_only_in_python_link(&b);
+    let flags = fs::read_to_string(b.dir.join("Python/frozen-pyfreeze.ldflags")).unwrap();
+    let want = pyfreeze_obj::version::PY313.contract.entry.link_flags().join(" ");
+    assert_eq!(flags.trim(), want);
+
+    // sysconfig (what extension modules and embedders are built with)
+    // records none of it
+    assert_eq!(
+        python_c(
+            &b,
+            &[],
+            "import sysconfig\n\
+             print(sorted(k for k, v in sysconfig.get_config_vars().items()\n\
+                          if '--wrap' in str(v) or 'frozen-pyfreeze' in str(v)))"
+        ),
+        "[]\n"
+    );
+    assert_eq!(python_c(&b, &[], HELLO), "Hello world!\n");
+    assert_eq!(
+        python_c(
+            &b,
+            &[],
+            "import _imp, os, importlib.machinery as m\n\
+             print(os.__spec__.loader is m.FrozenImporter, _imp.is_frozen('os'), os.__spec__.origin)"
+        ),
+        "True True frozen\n"
+    );
+    // every frozen module's code is one static, immortal object, equal to
+    // marshal.loads of its bytes
+    let out = check_static_313(&b);
+    eprintln!("makefrag: 3.13.5 check_static: {out}");
+
+    // The layout: 3.13.5's runtime is not laid out as the built-in table's
+    // release (3.13.0) has it, so the emit read it from the archive's DWARF
+    // and says so with -v; without an interpreter for the probes, or
+    // without debug info, it refuses on one line naming both releases.
+    let table = pyfreeze_obj::layout::PY313.release;
+    assert_ne!(
+        table, "3.13.5",
+        "the built-in 3.13 table is 3.13.5's now: this check of the generated layout needs \
+         another release's tree"
+    );
+    let out = emit_as_fragment(&b, &|mut a| {
+        a.push("-v".into());
+        a
+    });
+    let err = text(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!(
+            "CPython 3.13.5: the built-in 3.13 table is CPython {table}'s"
+        )) && err.contains("layout read from libpython3.13.a's debug info"),
+        "{err}"
+    );
+    let one_line = |out: &Output| -> String {
+        assert_eq!(out.status.code(), Some(1), "{}", text(out));
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(
+            err.contains("CPython 3.13.5") && err.contains(&format!("CPython {table}")),
+            "{err}"
+        );
+        err
+    };
+    let without_interp = emit_as_fragment(&b, &|mut a| {
+        let i = a.iter().position(|x| x == "--compile-with").unwrap();
+        a.drain(i..i + 2);
+        a
+    });
+    let err = one_line(&without_interp);
+    assert!(err.contains("give --compile-with"), "{err}");
+    let stripped = b.root.join("cwd/libpython3.13-nodebug.a");
+    run_ok(
+        Command::new("strip")
+            .arg("--strip-debug")
+            .arg("-o")
+            .arg(&stripped)
+            .arg(b.dir.join("libpython3.13.a")),
+    );
+    let without_dwarf = emit_as_fragment(&b, &|a| {
+        a.into_iter()
+            .map(|x| match x.as_str() {
+                "libpython3.13.a" => stripped.display().to_string(),
+                _ => x,
+            })
+            .collect()
+    });
+    let err = one_line(&without_dwarf);
+    assert!(err.contains("no debug info") && err.contains("-g"), "{err}");
+
+    assert!(
+        up_to_date(&b.dir, &b.variant.targets()),
+        "a finished build is not up to date"
+    );
+}
+
+#[test]
+fn slow_313_tests_match_stock() {
+    let both = |tag: &str, tests: &[&str], s: &Suite| -> (SuiteRun, SuiteRun) {
+        let ours = run_suite(&build(Variant::Frag313), &format!("frag{tag}"), tests, s.jobs);
+        let stock = run_suite(&build(Variant::Stock313), &format!("stock{tag}"), tests, s.jobs);
+        (ours, stock)
+    };
+    let s = Suite {
+        min_cases: 500,
+        ..suite(SUBSET_313, 2)
+    };
+    let ours = regrtest::compare_with_stock("makefrag: 3.13.5 Makefile.frag vs stock build", &both, &s);
+    for t in SUBSET_313 {
+        assert_eq!(ours.modules[*t], "passed", "{t}:\n{}", tail(&ours.log, 80));
+    }
+}
+
+#[test]
+fn slow_313_rebuild_after_os_edit() {
+    let mut b = build(Variant::Frag313);
+    let dir = b.dir.clone();
+    let targets = b.variant.targets();
+    assert!(up_to_date(&dir, &targets), "not up to date to begin with");
+    let assert_rebuilt = |log: &str, what: &str| {
+        assert!(
+            log.lines()
+                .any(|l| l.contains("_freeze_module") && l.contains("Python/frozen_modules/os.h")),
+            "{what}: os was not re-frozen:\n{}",
+            tail(log, 40)
+        );
+        assert!(log.contains("pyfreeze-obj emit"), "{what}: no emit:\n{}", tail(log, 40));
+        assert!(
+            log.lines()
+                .any(|l| l.contains(" -o python ") && l.contains("--wrap=")),
+            "{what}: python was not relinked with our object:\n{}",
+            tail(log, 40)
+        );
+    };
+    let assert_quiet = |what: &str| {
+        assert!(up_to_date(&dir, &targets), "{what}: make -q says a second make would do something");
+        let plan = text(&run_ok(make(&dir).arg("-n")));
+        assert!(
+            !plan.contains("pyfreeze-obj emit") && !plan.lines().any(|l| l.contains(" -o python ")),
+            "{what}: make -n would re-emit or relink:\n{}",
+            tail(&plan, 40)
+        );
+    };
+    // the marker, from os's static code object (two loads give one object)
+    let frozen_os = "import _imp, os\n\
+                     d = _imp.find_frozen('os', withdata=True)[0]\n\
+                     same = _imp.get_frozen_object('os', d) is _imp.get_frozen_object('os', d)\n\
+                     print(os.__spec__.origin, same, getattr(os, 'PYFREEZE_TEST_MARKER', None))";
+    let os_py = b.src.join("Lib/os.py");
+    let original = fs::read(&os_py).unwrap();
+    let _restore = RestoreOsPy {
+        path: os_py.clone(),
+        original: original.clone(),
+    };
+    let mut edited = original.clone();
+    edited.extend_from_slice(format!("\n{MARKER} = 1\n").as_bytes());
+    fs::write(&os_py, &edited).unwrap();
+    let log = b.make("313-edit-os", &[]);
+    assert_rebuilt(&log, "edit Lib/os.py");
+    assert_eq!(python_c(&b, &[], frozen_os), "frozen True 1\n");
+    assert_quiet("after the edit");
+
+    fs::write(&os_py, &original).unwrap();
+    let log = b.make("313-restore-os", &[]);
+    assert_rebuilt(&log, "restore Lib/os.py");
+    assert_eq!(python_c(&b, &[], frozen_os), "frozen True None\n");
+    assert_quiet("after restoring");
+    check_wrap_only_in_python_link(&b);
 }
