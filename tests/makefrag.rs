@@ -1185,6 +1185,18 @@ fn slow_313_build_with_fragment() {
 
 #[test]
 fn slow_313_tests_match_stock() {
+    // regrtest's workers get the interpreter's -X options: frozen modules on
+    for v in [Variant::Frag313, Variant::Stock313] {
+        let b = build(v);
+        let flags = python_c(
+            &b,
+            &[],
+            "import sys, test.support as s\n\
+             print(sys.flags.frozen_modules if hasattr(sys.flags, 'frozen_modules') else '',\n\
+                   s.args_from_interpreter_flags())",
+        );
+        assert!(flags.contains("'-X', 'frozen_modules=on'"), "{}: {flags}", v.name());
+    }
     let both = |tag: &str, tests: &[&str], s: &Suite| -> (SuiteRun, SuiteRun) {
         let ours = run_suite(&build(Variant::Frag313), &format!("frag{tag}"), tests, s.jobs);
         let stock = run_suite(&build(Variant::Stock313), &format!("stock{tag}"), tests, s.jobs);
