@@ -978,10 +978,7 @@ fn slow_cross_aarch64_build_runs_under_qemu() {
 /// module (`-shared`).
 fn check_wrap_only_in_python_link(b: &Build) {
     let logs = b.all_logs();
-    let links: Vec<&str> = logs
-        .lines()
-        .filter(|l| l.contains(" -o python "))
-        .collect();
+    let links: Vec<&str> = logs.lines().filter(|l| l.contains(" -o python ")).collect();
     assert!(!links.is_empty(), "no link of python in the logs");
     for l in &links {
         assert!(
@@ -993,7 +990,10 @@ fn check_wrap_only_in_python_link(b: &Build) {
         );
     }
     for l in logs.lines().filter(|l| l.contains("--wrap")) {
-        assert!(l.contains(" -o python "), "a link other than python's wraps: {l}");
+        assert!(
+            l.contains(" -o python "),
+            "a link other than python's wraps: {l}"
+        );
     }
     let others = ["-o Programs/_testembed", "-o _bootstrap_python", "-shared"];
     for o in others {
@@ -1007,9 +1007,9 @@ fn check_wrap_only_in_python_link(b: &Build) {
     let defines_wrap = |f: &str| {
         let data = fs::read(b.dir.join(f)).unwrap();
         let file = object::File::parse(&*data).unwrap();
-        let found = file.symbols().any(|s| {
-            s.is_definition() && s.name() == Ok("__wrap_PyMarshal_ReadObjectFromString")
-        });
+        let found = file
+            .symbols()
+            .any(|s| s.is_definition() && s.name() == Ok("__wrap_PyMarshal_ReadObjectFromString"));
         found
     };
     assert!(defines_wrap("python"), "python has no __wrap_ symbol");
@@ -1089,7 +1089,11 @@ fn slow_313_build_with_fragment() {
     );
     check_wrap_only_in_python_link(&b);
     let flags = fs::read_to_string(b.dir.join("Python/frozen-pyfreeze.ldflags")).unwrap();
-    let want = pyfreeze_obj::version::PY313.contract.entry.link_flags().join(" ");
+    let want = pyfreeze_obj::version::PY313
+        .contract
+        .entry
+        .link_flags()
+        .join(" ");
     assert_eq!(flags.trim(), want);
 
     // sysconfig (what extension modules and embedders are built with)
@@ -1195,18 +1199,33 @@ fn slow_313_tests_match_stock() {
              print(sys.flags.frozen_modules if hasattr(sys.flags, 'frozen_modules') else '',\n\
                    s.args_from_interpreter_flags())",
         );
-        assert!(flags.contains("'-X', 'frozen_modules=on'"), "{}: {flags}", v.name());
+        assert!(
+            flags.contains("'-X', 'frozen_modules=on'"),
+            "{}: {flags}",
+            v.name()
+        );
     }
     let both = |tag: &str, tests: &[&str], s: &Suite| -> (SuiteRun, SuiteRun) {
-        let ours = run_suite(&build(Variant::Frag313), &format!("frag{tag}"), tests, s.jobs);
-        let stock = run_suite(&build(Variant::Stock313), &format!("stock{tag}"), tests, s.jobs);
+        let ours = run_suite(
+            &build(Variant::Frag313),
+            &format!("frag{tag}"),
+            tests,
+            s.jobs,
+        );
+        let stock = run_suite(
+            &build(Variant::Stock313),
+            &format!("stock{tag}"),
+            tests,
+            s.jobs,
+        );
         (ours, stock)
     };
     let s = Suite {
         min_cases: 500,
         ..suite(SUBSET_313, 2)
     };
-    let ours = regrtest::compare_with_stock("makefrag: 3.13.5 Makefile.frag vs stock build", &both, &s);
+    let ours =
+        regrtest::compare_with_stock("makefrag: 3.13.5 Makefile.frag vs stock build", &both, &s);
     for t in SUBSET_313 {
         assert_eq!(ours.modules[*t], "passed", "{t}:\n{}", tail(&ours.log, 80));
     }
@@ -1225,7 +1244,11 @@ fn slow_313_rebuild_after_os_edit() {
             "{what}: os was not re-frozen:\n{}",
             tail(log, 40)
         );
-        assert!(log.contains("pyfreeze-obj emit"), "{what}: no emit:\n{}", tail(log, 40));
+        assert!(
+            log.contains("pyfreeze-obj emit"),
+            "{what}: no emit:\n{}",
+            tail(log, 40)
+        );
         assert!(
             log.lines()
                 .any(|l| l.contains(" -o python ") && l.contains("--wrap=")),
@@ -1234,7 +1257,10 @@ fn slow_313_rebuild_after_os_edit() {
         );
     };
     let assert_quiet = |what: &str| {
-        assert!(up_to_date(&dir, &targets), "{what}: make -q says a second make would do something");
+        assert!(
+            up_to_date(&dir, &targets),
+            "{what}: make -q says a second make would do something"
+        );
         let plan = text(&run_ok(make(&dir).arg("-n")));
         assert!(
             !plan.contains("pyfreeze-obj emit") && !plan.lines().any(|l| l.contains(" -o python ")),
