@@ -1061,10 +1061,8 @@ fn emit_as_fragment(b: &Build, edit: &dyn Fn(Vec<String>) -> Vec<String>) -> Out
         .map(String::from)
         .collect();
     // into a scratch file, without the depfile and flags file
-    for (opt, val) in [("-o", out.display().to_string())] {
-        let i = args.iter().position(|a| a == opt).unwrap();
-        args[i + 1] = val;
-    }
+    let i = args.iter().position(|a| a == "-o").unwrap();
+    args[i + 1] = out.display().to_string();
     for opt in ["--depfile", "--link-flags"] {
         let i = args.iter().position(|a| a == opt).unwrap();
         args.drain(i..i + 2);
