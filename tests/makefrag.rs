@@ -41,6 +41,8 @@
 //!     is re-frozen by `make` (os.h, the emit, python's link) and read back
 //!     from os's static code; restoring it removes it; a second `make` has
 //!     nothing to do.
+//!   - `slow_313_shared_build_is_refused`: configured `--enable-shared`,
+//!     the fragment stops make before anything is built, saying why.
 //!
 //! Builds are cached between runs under
 //! `${PYFREEZE_CACHE:-$HOME/.cache/pyfreeze-obj}/makefrag/<variant>`, each
@@ -1291,4 +1293,34 @@ fn slow_313_rebuild_after_os_edit() {
     assert_eq!(python_c(&b, &[], frozen_os), "frozen True None\n");
     assert_quiet("after restoring");
     check_wrap_only_in_python_link(&b);
+}
+
+/// A shared-libpython 3.13 build (`--enable-shared`) is refused by the
+/// fragment on one line saying why, before anything is built.
+#[test]
+fn slow_313_shared_build_is_refused() {
+    let src = source_tree_313();
+    let dir = cache().join("makefrag/shared-3.13.5");
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("configure.txt");
+    let mut cfg = Command::new(src.join("configure"));
+    clean_env(&mut cfg).current_dir(&dir).arg("--enable-shared");
+    run_logged(&mut cfg, &log);
+    let out = run(make(&dir)
+        .arg("-f")
+        .arg("Makefile")
+        .arg("-f")
+        .arg(repo().join("Makefile.frag"))
+        .args(["-n", "python"]));
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        err.contains("--enable-shared")
+            && err.contains("static builds only")
+            && err.contains("*** pyfreeze-obj:"),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty(), "{}", text(&out));
+    fs::remove_dir_all(&dir).unwrap();
 }
