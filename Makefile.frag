@@ -79,14 +79,17 @@
 # emit checks the build against it, and where another release lays the
 # runtime out otherwise (3.13.5 does), reads the layout from the library's
 # own debug info -- CPython compiles with -g unless told otherwise -- with
-# the build's $(PYTHON_FOR_FREEZE) (./_bootstrap_python, the same release)
-# for the probes and $(srcdir)/Include for the headers. A build without -g
-# whose layout is not the table's is refused, saying so.
+# ./pyfreeze-probe-python for the probes (this build's interpreter, linked
+# as CPython links python but stock; ./_bootstrap_python cannot serve: it
+# runs script files only and has no _opcode module) and $(srcdir)/Include
+# for the headers. A build without -g whose layout is not the table's is
+# refused, saying so.
 #
 # Rebuilds: the object depends on $(LIBRARY) (which CPython rebuilds when
 # frozen.o does, i.e. when a frozen header does, i.e. when its Lib/*.py
-# does), on the pyfreeze-obj binary and on the emit command line
-# (Python/frozen-pyfreeze.args), and its depfile adds the interpreter;
+# does), on the probe interpreter, on the pyfreeze-obj binary and on the
+# emit command line (Python/frozen-pyfreeze.args), and on what its depfile
+# lists;
 # $(BUILDPYTHON) depends on it. So an edit of Lib/os.py re-freezes os.h,
 # rebuilds frozen.o and the library, re-runs the emit and relinks python.
 #
@@ -96,10 +99,11 @@
 # have to go into the shared library itself (whose every embedder would then
 # need the flags). Configure without --enable-shared, or drop the include.
 #
-# Cross builds: the target is $(HOST_GNU_TYPE) as above; the probes run
-# $(PYTHON_FOR_FREEZE), the --with-build-python, which must then be the
-# very release being built (set PYFREEZE_INTERP otherwise, or leave it
-# empty when the tool's table fits the build). Untested.
+# Cross builds: the target is $(HOST_GNU_TYPE) as above; no probe
+# interpreter by default (the target's cannot run here), which is enough
+# when the tool's table fits the release; otherwise set PYFREEZE_INTERP to
+# an interpreter of the very release being built (the --with-build-python,
+# if it is). Untested.
 #
 # Variables (set them on make's command line or in the Makefile before the
 # include line):
@@ -114,7 +118,8 @@
 #   PYFREEZE_MODULES  3.11/3.12: the FILE:MODNAME list; default derived from
 #                     $(FROZEN_FILES_OUT) as described above.
 #   PYFREEZE_INTERP   3.13: --compile-with, the interpreter whose probes read
-#                     the layout; default $(PYTHON_FOR_FREEZE).
+#                     the layout; default ./pyfreeze-probe-python (linked by
+#                     the fragment; none in cross builds).
 #   PYFREEZE_INCLUDE  3.13: --include, the build's headers; default
 #                     $(srcdir)/Include.
 #
