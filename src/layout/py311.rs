@@ -106,7 +106,10 @@ pub static LAYOUT: Layout = Layout {
     tuple: TupleLayout {
         gc_head_size: 16,
         items: 24,
+        hash: None,
     },
+    // marshal.version < 5: no slice constants
+    slice: None,
     runtime: RuntimeLayout {
         symbol: "_PyRuntime",
         // _PyRuntime.global_objects.singletons.*
@@ -138,6 +141,7 @@ pub static LAYOUT: Layout = Layout {
         true_: "_Py_TrueStruct",
         false_: "_Py_FalseStruct",
         ellipsis: "_Py_EllipsisObject",
+        slice_type: None,
     },
     frozen: FrozenLayout {
         entry_size: 32,
@@ -160,6 +164,7 @@ pub static LAYOUT: Layout = Layout {
         // ceval.gil.switch_mutex)
         main: af(f(58936, 0), &[(Arch::Aarch64, 16)]),
         next_func_version: None,
+        first_code_version: 0,
         // PyInterpreterState.config.code_debug_ranges
         requires: &[af(f(1012, 4), &[])],
         // PyThreadState.interp

@@ -265,7 +265,10 @@ pub static LAYOUT: Layout = Layout {
     tuple: TupleLayout {
         gc_head_size: 16,
         items: 24,
+        hash: None,
     },
+    // marshal.version < 5: no slice constants
+    slice: None,
     runtime: RuntimeLayout {
         symbol: "_PyRuntime",
         // _PyRuntime.static_objects.singletons.*
@@ -296,6 +299,7 @@ pub static LAYOUT: Layout = Layout {
         true_: "_Py_TrueStruct",
         false_: "_Py_FalseStruct",
         ellipsis: "_Py_EllipsisObject",
+        slice_type: None,
     },
     frozen: FrozenLayout {
         entry_size: 24,
@@ -319,6 +323,8 @@ pub static LAYOUT: Layout = Layout {
         // PyInterpreterState.func_state.next_version (after pthread_mutex_t _gil.mutex,
         // _gil.switch_mutex)
         next_func_version: Some(af(f(17000, 4), &[(Arch::Aarch64, 16)])),
+        // _PyRuntime._main_interpreter.func_state.next_version's initial value
+        first_code_version: 1,
         // PyInterpreterState.config.code_debug_ranges (after pthread_mutex_t _gil.mutex,
         // _gil.switch_mutex)
         requires: &[af(f(8040, 4), &[(Arch::Aarch64, 16)])],
