@@ -26,7 +26,7 @@ fn chroot() -> PathBuf {
 /// `types{N}.o` is compiled there for sid's python`v` (`V`, `N`, `L` (the
 /// config folder) are set): (success, stdout, stderr, the folder's file
 /// `keep` if any).
-fn in_sid(v: &str, script: &str, keep: &str) -> (bool, String, String, Option<String>) {
+fn in_sid(v: &str, script: &str, keep: &str) -> (bool, String, String, Option<Vec<u8>>) {
     let r = chroot();
     let n = v.replace('.', "");
     let rel = format!(
@@ -55,7 +55,7 @@ fn in_sid(v: &str, script: &str, keep: &str) -> (bool, String, String, Option<St
         ))
         .output()
         .expect("unshare (util-linux) is needed to run in the sid chroot");
-    let kept = std::fs::read_to_string(dir.join(keep)).ok();
+    let kept = std::fs::read(dir.join(keep)).ok();
     let _ = std::fs::remove_dir_all(&dir);
     let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
     (
@@ -81,7 +81,7 @@ fn gen_in_sid(v: &str) -> String {
         &format!("py{}.rs", v.replace('.', "")),
     );
     assert!(ok, "gen-layout in sid for {v} failed: {out}{err}");
-    text.unwrap()
+    String::from_utf8(text.unwrap()).unwrap()
 }
 
 /// gen-layout refuses after `prepare` (sh, in the folder): exit code 1,
@@ -92,7 +92,7 @@ fn refuses_in_sid(v: &str, prepare: &str, args: &str, expect: &str) {
     );
     let (ok, out, err, got) = in_sid(v, &script, "err.txt");
     assert!(ok, "preparing the refusal for {v} failed: {out}{err}");
-    let got = got.unwrap_or_default();
+    let got = String::from_utf8(got.unwrap_or_default()).unwrap();
     let lines: Vec<&str> = got.lines().collect();
     assert!(
         lines.len() == 2
@@ -131,6 +131,61 @@ fn table_is_generated(v: &str, table: &str, l: &pyfreeze_obj::layout::Layout) {
     );
 }
 
+/// The value the committed table compiles to is the one the generator
+/// derives (the writer writes what it derived): `generate` on the host,
+/// from the chroot's archive and headers, the types object compiled in
+/// the chroot, and the chroot's interpreter (through unshare and chroot).
+fn value_is_generated(v: &str, table: &str, l: &pyfreeze_obj::layout::Layout) {
+    let r = chroot();
+    let n = v.replace('.', "");
+    let (ok, out, err, obj) = in_sid(v, "", &format!("types{n}.o"));
+    assert!(
+        ok && obj.is_some(),
+        "compiling types.c in sid for {v}: {out}{err}"
+    );
+    let dir = std::env::temp_dir().join(format!("pfo-layout-sid-value-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let types = dir.join(format!("types{n}.o"));
+    std::fs::write(&types, obj.unwrap()).unwrap();
+    let python = dir.join(format!("python{v}"));
+    std::fs::write(
+        &python,
+        format!(
+            "#!/bin/sh\nexec unshare --mount --fork chroot '{}' /usr/bin/python{v} \"$@\"\n",
+            r.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&python, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let g = pyfreeze_obj::genlayout::generate(&pyfreeze_obj::genlayout::Options {
+        archive: r.join(format!(
+            "usr/lib/python{v}/config-{v}-x86_64-linux-gnu/libpython{v}.a"
+        )),
+        python: Some(python),
+        include: Some(r.join(format!("usr/include/python{v}"))),
+        types: Some(types),
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+    let g = g.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(format!("{:#?}", g.layout), format!("{l:#?}"));
+    let want = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(table)).unwrap();
+    assert!(
+        g.text == want,
+        "{table}: the host's generate() writes another text"
+    );
+}
+
+#[test]
+fn py314_value_is_what_the_generator_derives() {
+    value_is_generated("3.14", "src/layout/py314.rs", &pyfreeze_obj::layout::PY314);
+}
+
+#[test]
+fn py315_value_is_what_the_generator_derives() {
+    value_is_generated("3.15", "src/layout/py315.rs", &pyfreeze_obj::layout::PY315);
+}
+
 #[test]
 fn py314_table_is_what_gen_layout_writes_in_sid() {
     table_is_generated("3.14", "src/layout/py314.rs", &pyfreeze_obj::layout::PY314);
@@ -141,9 +196,10 @@ fn py315_table_is_what_gen_layout_writes_in_sid() {
     table_is_generated("3.15", "src/layout/py315.rs", &pyfreeze_obj::layout::PY315);
 }
 
-/// 3.15's quickening facts are checked against the interpreter's own
-/// constructor: a RESUME counter macro or a GET_ITER oparg macro that is
-/// not what the runtime does is refused.
+/// 3.15's quickening and first-traceable facts are checked against the
+/// interpreter's own constructor: a RESUME counter macro, a GET_ITER oparg
+/// macro or a RESUME location macro that is not what the runtime does is
+/// refused.
 #[test]
 fn generator_checks_315_quickening_against_the_interpreter() {
     let resume = edited_headers(
@@ -157,6 +213,13 @@ fn generator_checks_315_quickening_against_the_interpreter() {
         "s/^#define GET_ITER_YIELD_FROM_CORO_CHECK .*/#define GET_ITER_YIELD_FROM_CORO_CHECK 1/",
     );
     refuses_in_sid("3.15", &get_iter, "--include inc", msg);
+    // Which RESUME starts tracing (a generator expression's first does not).
+    let gen_expr = edited_headers(
+        "internal/pycore_opcode_utils.h",
+        "s/^#define RESUME_AT_GEN_EXPR_START .*/#define RESUME_AT_GEN_EXPR_START 5/",
+    );
+    let msg = "_co_firsttraceable differs from the interpreter's";
+    refuses_in_sid("3.15", &gen_expr, "--include inc", msg);
 }
 
 /// A PyCodeObject member the generator has not classified is refused
