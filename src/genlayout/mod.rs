@@ -34,13 +34,22 @@
 //! - that the archive is the interpreter's build: `PY_VERSION` in
 //!   `getversion.o`.
 //!
+//! A release archive has no DWARF: with `--types-from` (Options::types)
+//! every type and the names of the variables read come from one object
+//! compiled with -g from the installed headers (src/genlayout/types.c),
+//! and everything else still from the archive, whose `_PyRuntime` must be
+//! the size the types say and whose shared objects must read back.
+//!
 //! What the inputs cannot say is in small documented tables here:
 //! [`FILLED`] (the code object pointers CPython's generator fills; every
 //! other pointer member is runtime state), [`OWNED`] (how the runtime
 //! releases each runtime-state pointer), [`RESET`] (scalar runtime
 //! state), [`FIXED`] (code members every static code object resets to a
-//! macro's value), [`QUICKEN`] (which opcodes get which initial counter)
-//! and [`GLIBC_MUTEX`]
+//! macro's value), [`PLACED`] and [`ZERO`] (with FIXED and RESET, every
+//! scalar code member; any other is refused), [`QUICKEN`] (which opcodes
+//! get which initial counter), [`OPARGS`] (opargs the constructor
+//! rewrites), [`FIRSTTRACEABLE_SKIP`] (RESUMEs that do not start tracing;
+//! checked against the interpreter's code objects) and [`GLIBC_MUTEX`]
 //! (glibc's `pthread_mutex_t` per architecture, for the per-architecture
 //! runtime shift; a build whose mutex is not glibc's is refused, so the
 //! table is known on Linux/glibc only).
