@@ -329,3 +329,38 @@ pub fn python(xy: &str) -> &'static SidPython {
         sp
     })
 }
+
+/// An interpreter linked inside the chroot by `pyfreeze-obj relink`.
+pub struct Link {
+    /// Its path inside the chroot.
+    pub exe: String,
+    /// What relink printed on stderr (without `-v`: its notes only).
+    pub stderr: String,
+}
+
+/// `pyfreeze-obj relink --stock --python /usr/bin/pythonX.Y`, run inside
+/// once per test binary: the stock link of sid's CPython `xy` with
+/// relink's link line (what relinked interpreters are compared with).
+/// Kept beside the installed tool (both pruned after two days unused).
+pub fn stock_link(xy: &str) -> &'static Link {
+    static CELLS: [OnceLock<Link>; VERSIONS.len()] = [const { OnceLock::new() }; VERSIONS.len()];
+    let i = VERSIONS
+        .iter()
+        .position(|v| *v == xy)
+        .unwrap_or_else(|| panic!("the sid chroot holds CPython {VERSIONS:?}, not {xy}"));
+    CELLS[i].get_or_init(|| {
+        let tool = install_tool();
+        let dir = tool.rsplit_once('/').unwrap().0;
+        let exe = format!("{dir}/python{xy}-stock");
+        let python = &python(xy).python;
+        let out = run_ok(
+            &[tool, "relink", "--stock", "--python", python, "-o", &exe],
+            &[],
+        );
+        assert!(host_path(&exe).is_file(), "relink --stock wrote no {exe}");
+        Link {
+            exe,
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    })
+}
