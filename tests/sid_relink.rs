@@ -317,7 +317,7 @@ fn host_pie_choice(id: BuildId) {
         b.label,
         own.display()
     );
-    let text = support::run_text(&mut b.python(&exe, &dir).args(["-c", support::HELLO]));
+    let text = support::run_text(b.python(&exe, &dir).args(["-c", support::HELLO]));
     assert_eq!(text.trim(), "Hello world!");
 }
 
