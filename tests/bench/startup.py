@@ -4,7 +4,8 @@ against the stock link of the same CPython, in callgrind instruction counts.
 
 For each pyenv CPython (3.13.0, 3.12.1, then 3.11.7):
 
-  stock  gcc -o stock $LIBPL/python.o $LIBPL/libpython3.X.a
+  stock  gcc -o stock $LIBPL/python.o -Wl,--whole-archive $LIBPL/libpython3.X.a
+             -Wl,--no-whole-archive
              LDFLAGS LINKFORSHARED LIBS SYSLIBS LOCALMODLIBS   (its sysconfig)
   set    pyfreeze-obj relink   (the stock set of frozen modules)
   a      pyfreeze-obj relink --freeze encodings,encodings.aliases,encodings.utf_8
@@ -181,7 +182,9 @@ class Runner:
 
 
 def link_stock(v, out_path):
-    sh([v.linkcc, "-o", str(out_path), str(v.python_o), str(v.archive), *v.flags])
+    # Every member, as CPython links its own interpreter and relink does.
+    sh([v.linkcc, "-o", str(out_path), str(v.python_o), "-Wl,--whole-archive", str(v.archive),
+        "-Wl,--no-whole-archive", *v.flags])
 
 
 def relink(v, out_path, args, may_refuse=False):
@@ -232,7 +235,8 @@ def table(rows, names, base_name, commands=COMMANDS):
 def bench_version(v, work, runner, with_pycds, app_only):
     out()
     out(f"== CPython {v.full} (pyenv, {v.prefix}) ==")
-    out(f"stock link: {v.linkcc} -o stock python.o {v.archive.name} {' '.join(v.flags)}")
+    out(f"stock link: {v.linkcc} -o stock python.o -Wl,--whole-archive {v.archive.name} "
+        f"-Wl,--no-whole-archive {' '.join(v.flags)}")
     d = work / v.full
     d.mkdir(parents=True, exist_ok=True)
     exes = {"stock": d / "python-stock"}
