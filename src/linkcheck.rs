@@ -138,7 +138,8 @@ pub struct Member {
 /// What [`scan`] finds in an archive.
 #[derive(Debug, Default)]
 pub struct ArchiveScan {
-    /// Every member is ELF (otherwise nothing else is filled in).
+    /// Every member is an ELF object whose symbols can be read (not GCC's
+    /// slim LTO); otherwise nothing else is filled in.
     pub elf: bool,
     /// The member defining `_PyImport_Inittab` (`config.o`), if any.
     pub config_member: Option<String>,
@@ -202,11 +203,22 @@ pub fn scan(archive: &Path, also_defined: &HashSet<String>) -> Result<ArchiveSca
             return Ok(ArchiveScan::default());
         }
         let (def, undef) = symbols(&obj);
+        // GCC's slim LTO objects keep their real symbols in LTO sections,
+        // out of reach here: no facts.
+        if def.iter().chain(&undef).any(|s| s == "__gnu_lto_slim") {
+            return Ok(ArchiveScan::default());
+        }
         if def.iter().any(|d| d == INITTAB) {
             out.config_member = Some(name.clone());
         }
         defined.extend(def.iter().cloned());
         undefined.push((name, def, undef));
+    }
+    // What the archive's index says members define counts too.
+    if let Some(syms) = ar.symbols().map_err(corrupt)? {
+        for sym in syms {
+            defined.insert(String::from_utf8_lossy(sym.map_err(corrupt)?.name()).into_owned());
+        }
     }
     out.elf = true;
     let config_refs: HashSet<&String> = out
