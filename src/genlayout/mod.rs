@@ -147,6 +147,7 @@ pub fn generate(opts: &Options) -> Result<Generated> {
         int,
         float,
         tuple,
+        slice: None,
         runtime,
         sym,
         frozen,
@@ -1069,6 +1070,8 @@ impl Cx {
         Ok(TupleLayout {
             gc_head_size: self.sizeof(c, "PyGC_Head")?,
             items: self.offset(c, "PyTupleObject", "ob_item")?,
+            // Provisional (emit314): the layout314 branch generates these.
+            hash: None,
         })
     }
 
@@ -1553,6 +1556,7 @@ impl Cx {
             true_: truth(1)?,
             false_: truth(0)?,
             ellipsis: one(ellipsis_t)?,
+            slice_type: None,
         };
         // The runtime's own shared objects agree.
         let init = self.dw(self.life_data.variable(rt.symbol))?;

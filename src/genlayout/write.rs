@@ -105,6 +105,7 @@ pub fn table(l: &Layout, n: &Notes) -> String {
         int,
         float,
         tuple,
+        slice,
         runtime,
         sym,
         frozen,
@@ -145,6 +146,7 @@ pub fn table(l: &Layout, n: &Notes) -> String {
     write_int(&mut w, int);
     write_float(&mut w, float);
     write_tuple(&mut w, tuple);
+    write_slice(&mut w, slice);
     write_runtime(&mut w, runtime, n);
     write_symbols(&mut w, sym);
     write_frozen(&mut w, frozen);
@@ -376,11 +378,39 @@ fn write_tuple(w: &mut W, t: &TupleLayout) {
     let TupleLayout {
         gc_head_size,
         items,
+        hash,
     } = t;
     w.open(1, "tuple", "TupleLayout");
     w.item(2, "gc_head_size", gc_head_size);
     w.item(2, "items", items);
+    w.item(2, "hash", opt_field(hash));
     w.close(1);
+}
+
+fn opt_field(f: &Option<Field>) -> String {
+    match f {
+        Some(f) => format!("Some(f({}, {}))", f.off, f.size),
+        None => "None".into(),
+    }
+}
+
+fn write_slice(w: &mut W, s: &Option<SliceLayout>) {
+    let Some(SliceLayout {
+        size,
+        start,
+        stop,
+        step,
+    }) = s
+    else {
+        w.item(1, "slice", "None");
+        return;
+    };
+    w.line(1, "slice: Some(SliceLayout {");
+    w.item(2, "size", size);
+    for (k, f) in [("start", start), ("stop", stop), ("step", step)] {
+        w.item(2, k, format!("f({}, {})", f.off, f.size));
+    }
+    w.line(1, "}),");
 }
 
 fn write_runtime(w: &mut W, r: &RuntimeLayout, n: &Notes) {
@@ -453,6 +483,7 @@ fn write_symbols(w: &mut W, s: &Symbols) {
         true_,
         false_,
         ellipsis,
+        slice_type,
     } = s;
     w.open(1, "sym", "Symbols");
     for (k, v) in [
@@ -470,6 +501,7 @@ fn write_symbols(w: &mut W, s: &Symbols) {
     ] {
         w.item(2, k, format!("{v:?}"));
     }
+    w.item(2, "slice_type", format!("{slice_type:?}"));
     w.close(1);
 }
 

@@ -279,6 +279,19 @@ pub struct FloatLayout {
 pub struct TupleLayout {
     pub gc_head_size: u32,
     pub items: u32,
+    /// `ob_hash` (3.14+): -1 until computed.
+    pub hash: Option<Field>,
+}
+
+/// `PySliceObject` (a constant kind from marshal version 5, 3.14+),
+/// preceded by a GC header of [`TupleLayout::gc_head_size`] bytes.
+#[derive(Clone, Debug)]
+pub struct SliceLayout {
+    /// `sizeof(PySliceObject)`.
+    pub size: u32,
+    pub start: Field,
+    pub stop: Field,
+    pub step: Field,
 }
 
 /// Objects the runtime shares, as offsets inside `_PyRuntime`.
@@ -327,6 +340,8 @@ pub struct Symbols {
     pub true_: &'static str,
     pub false_: &'static str,
     pub ellipsis: &'static str,
+    /// `PySlice_Type`, where slices can be constants (3.14+).
+    pub slice_type: Option<&'static str>,
 }
 
 /// `struct _frozen`, an entry of the module tables in `frozen.o`.
@@ -366,6 +381,8 @@ pub struct Layout {
     pub int: IntLayout,
     pub float: FloatLayout,
     pub tuple: TupleLayout,
+    /// Slices, where marshal data can hold them (3.14+).
+    pub slice: Option<SliceLayout>,
     pub runtime: RuntimeLayout,
     pub sym: Symbols,
     pub frozen: FrozenLayout,

@@ -106,7 +106,9 @@ pub static LAYOUT: Layout = Layout {
     tuple: TupleLayout {
         gc_head_size: 16,
         items: 24,
+        hash: None,
     },
+    slice: None,
     runtime: RuntimeLayout {
         symbol: "_PyRuntime",
         // _PyRuntime.global_objects.singletons.*
@@ -138,6 +140,7 @@ pub static LAYOUT: Layout = Layout {
         true_: "_Py_TrueStruct",
         false_: "_Py_FalseStruct",
         ellipsis: "_Py_EllipsisObject",
+        slice_type: None,
     },
     frozen: FrozenLayout {
         entry_size: 32,
