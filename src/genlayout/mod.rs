@@ -1202,6 +1202,8 @@ impl Cx {
             tstate_interp,
             next_func_version: next,
             requires: leak(vec![ranges]),
+            expects: &[],
+            interned_dict: None,
         })
     }
 

@@ -600,6 +600,8 @@ fn write_interp(w: &mut W, i: &InterpLayout, n: &Notes) {
         tstate_interp,
         next_func_version,
         requires,
+        expects,
+        interned_dict,
     } = i;
     w.open(1, "interp", "InterpLayout");
     let mut notes = n.interp.iter();
@@ -622,6 +624,20 @@ fn write_interp(w: &mut W, i: &InterpLayout, n: &Notes) {
     w.array(2, "requires", &r);
     note(w);
     w.item(2, "tstate_interp", arch_field(tstate_interp));
+    let e: Vec<String> = (expects.iter())
+        .map(|(f, v)| format!("({}, {v})", arch_field(f)))
+        .collect();
+    if !e.is_empty() {
+        note(w);
+    }
+    w.array(2, "expects", &e);
+    match interned_dict {
+        Some(f) => {
+            note(w);
+            w.item(2, "interned_dict", format!("Some({})", arch_field(f)));
+        }
+        None => w.item(2, "interned_dict", "None"),
+    }
     w.close(1);
 }
 

@@ -170,6 +170,8 @@ pub static LAYOUT: Layout = Layout {
         requires: &[af(f(1328, 4), &[(Arch::Aarch64, 16)])],
         // PyThreadState.interp
         tstate_interp: af(f(16, 8), &[]),
+        expects: &[],
+        interned_dict: None,
     },
 };
 

@@ -327,6 +327,8 @@ pub static LAYOUT: Layout = Layout {
         requires: &[af(f(8040, 4), &[(Arch::Aarch64, 16)])],
         // PyThreadState.interp
         tstate_interp: af(f(16, 8), &[]),
+        expects: &[],
+        interned_dict: None,
     },
 };
 
