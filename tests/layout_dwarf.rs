@@ -295,9 +295,9 @@ fn generator_follows_headers_and_interpreter() {
 
     // The interpreter's answers: a stand-in with another RESUME and magic.
     let fake = dir.path().join("python3.12");
-    let names = "code bytes str tuple int float complex NoneType bool ellipsis";
+    let names = "code bytes str tuple int float complex NoneType bool ellipsis slice";
     let script = format!(
-        "#!/bin/sh\nprintf '%s\\n' '{0} {0}' '{1}' 150 d20d0d0a '{names}'\n",
+        "#!/bin/sh\nprintf '%s\\n' '{0} {0}' '{1}' 150 d20d0d0a '{names}' 4\n",
         r.pyenv,
         r.oracle().include.display()
     );

@@ -104,6 +104,9 @@ pub struct Notes {
     pub quicken: Vec<String>,
     /// Where each member of `interp` is (path), and the mutexes before it.
     pub interp: Vec<String>,
+    /// Where `interp.first_code_version` comes from (empty without a
+    /// counter).
+    pub first_code_version: String,
     /// How `frame_specials_size` was computed (empty without `co_framesize`).
     pub frame_specials: String,
     /// Path of the singletons in `_PyRuntimeState`.
@@ -130,10 +133,11 @@ pub fn generate(opts: &Options) -> Result<Generated> {
     let int = cx.int()?;
     let float = cx.float()?;
     let tuple = cx.tuple()?;
+    let slice = cx.slice()?;
     let frozen = cx.frozen()?;
     let runtime = cx.runtime(&head, &mut str_, &int, &frozen, &mut notes)?;
-    let interp = cx.interp(&mut notes)?;
-    let sym = cx.symbols(&head, &int, &runtime)?;
+    let interp = cx.interp(&runtime, &mut notes)?;
+    let sym = cx.symbols(&head, &int, &runtime, slice.is_some())?;
     let (major, minor, _) = cx.py.version;
     let layout: &'static Layout = Box::leak(Box::new(Layout {
         version: (major, minor),
@@ -147,7 +151,7 @@ pub fn generate(opts: &Options) -> Result<Generated> {
         int,
         float,
         tuple,
-        slice: None,
+        slice,
         runtime,
         sym,
         frozen,
@@ -306,8 +310,10 @@ struct Interp {
     resume: u8,
     magic: Vec<u8>,
     /// Python names of code, bytes, str, tuple, int, float, complex,
-    /// NoneType, bool, ellipsis.
+    /// NoneType, bool, ellipsis, slice.
     type_names: Vec<String>,
+    /// `marshal.version`: 5+ writes slice constants.
+    marshal: u32,
 }
 
 const INTERP_SCRIPT: &str = "import sys, sysconfig, opcode, importlib.util, types\n\
@@ -316,7 +322,8 @@ print(sysconfig.get_config_var('INCLUDEPY'))\n\
 print(opcode.opmap['RESUME'])\n\
 print(importlib.util.MAGIC_NUMBER.hex())\n\
 print(*(t.__name__ for t in (types.CodeType, bytes, str, tuple, int, float, complex,\n\
-      type(None), bool, type(...))))\n";
+      type(None), bool, type(...), slice)))\n\
+import marshal; print(marshal.version)\n";
 
 /// Code the quickening probe compiles: a loop (JUMP_BACKWARD), tests
 /// (POP_JUMP_IF_*), attribute loads, calls and operators (warmup).
@@ -398,8 +405,8 @@ fn interpreter(opts: &Options) -> Result<Interp> {
     let text = run_interpreter(&exe, INTERP_SCRIPT)?;
     let bad = |what: &str| Error::file(&exe, format!("unexpected output ({what}): {text:?}"));
     let lines: Vec<&str> = text.lines().collect();
-    let [version, include, resume, magic, names] = lines.as_slice() else {
-        return Err(bad("5 lines"));
+    let [version, include, resume, magic, names, marshal] = lines.as_slice() else {
+        return Err(bad("6 lines"));
     };
     let Some((version, release)) = version.split_once(' ') else {
         return Err(bad("version"));
@@ -424,6 +431,7 @@ fn interpreter(opts: &Options) -> Result<Interp> {
         resume: resume.parse().map_err(|_| bad("RESUME"))?,
         magic,
         type_names: names.split_whitespace().map(str::to_owned).collect(),
+        marshal: marshal.parse().map_err(|_| bad("marshal.version"))?,
     })
 }
 
@@ -1070,9 +1078,32 @@ impl Cx {
         Ok(TupleLayout {
             gc_head_size: self.sizeof(c, "PyGC_Head")?,
             items: self.offset(c, "PyTupleObject", "ob_item")?,
-            // Provisional (emit314): the layout314 branch generates these.
-            hash: None,
+            hash: self.opt_field(c, "PyTupleObject", "ob_hash")?,
         })
+    }
+
+    /// `PySliceObject`, where the build's marshal format has slices
+    /// (version 5+).
+    fn slice(&self) -> Result<Option<SliceLayout>> {
+        if self.py.marshal < 5 {
+            return Ok(None);
+        }
+        const SL: &str = "PySliceObject";
+        let c = &self.code;
+        let fl = |m: &str| self.field(c, SL, m);
+        let (start, stop, step) = (fl("start")?, fl("stop")?, fl("step")?);
+        for (m, f) in [("start", start), ("stop", stop), ("step", step)] {
+            self.require(
+                f.size == 8 && self.dw(c.member_type_name(SL, m))? == "*PyObject",
+                || format!("PySliceObject.{m} is not an object pointer"),
+            )?;
+        }
+        Ok(Some(SliceLayout {
+            size: self.sizeof(c, SL)?,
+            start,
+            stop,
+            step,
+        }))
     }
 
     /// Offsets inside the runtime variable that gcc's deepfreeze.o points to.
@@ -1170,7 +1201,7 @@ impl Cx {
 
     /// [`InterpLayout`]: the main interpreter inside the runtime variable,
     /// and the thread and interpreter state members the hooks read.
-    fn interp(&self, notes: &mut Notes) -> Result<InterpLayout> {
+    fn interp(&self, rt: &RuntimeLayout, notes: &mut Notes) -> Result<InterpLayout> {
         const RT: &str = "_PyRuntimeState";
         const IS: &str = "PyInterpreterState";
         let t = &self.life;
@@ -1197,10 +1228,32 @@ impl Cx {
         self.require(tstate_interp.field.size == 8, || {
             "PyThreadState.interp is not 64 bits".into()
         })?;
+        // Where the counter starts: the main interpreter's static
+        // initializer inside the runtime variable.
+        let first_code_version = match next {
+            Some(n) => {
+                let init = self.dw(self.life_data.variable(rt.symbol))?;
+                let at = u64::from(main.field.off) + u64::from(n.field.off);
+                let v = rd(&init.bytes, at, n.field.size);
+                self.require(v >= 1, || {
+                    format!(
+                        "{}'s main interpreter starts func_state.next_version at 0",
+                        rt.symbol
+                    )
+                })?;
+                notes.first_code_version = format!(
+                    "{}._main_interpreter.func_state.next_version's initial value",
+                    rt.symbol
+                );
+                v as u32
+            }
+            None => 0,
+        };
         Ok(InterpLayout {
             main,
             tstate_interp,
             next_func_version: next,
+            first_code_version,
             requires: leak(vec![ranges]),
             expects: &[],
             interned_dict: None,
@@ -1438,12 +1491,18 @@ impl Cx {
 
     /// Type objects by the Python name in their `tp_name`, and the
     /// singletons (None, True, False, Ellipsis) whose `ob_type` they are.
-    fn symbols(&self, head: &HeadLayout, int: &IntLayout, rt: &RuntimeLayout) -> Result<Symbols> {
+    fn symbols(
+        &self,
+        head: &HeadLayout,
+        int: &IntLayout,
+        rt: &RuntimeLayout,
+        slices: bool,
+    ) -> Result<Symbols> {
         let c = &self.code;
         let type_size = self.dw(c.sizeof("PyTypeObject"))?;
         let tp_name = self.dw(c.member_path_offset("PyTypeObject", "tp_name"))?;
         let names = &self.py.type_names;
-        let [code, bytes, str_, tuple, int_, float, complex, none_t, bool_t, ellipsis_t] =
+        let [code, bytes, str_, tuple, int_, float, complex, none_t, bool_t, ellipsis_t, slice_t] =
             names.as_slice()
         else {
             return Err(self.err(format!(
@@ -1558,7 +1617,7 @@ impl Cx {
             true_: truth(1)?,
             false_: truth(0)?,
             ellipsis: one(ellipsis_t)?,
-            slice_type: None,
+            slice_type: if slices { Some(sym(slice_t)?) } else { None },
         };
         // The runtime's own shared objects agree.
         let init = self.dw(self.life_data.variable(rt.symbol))?;

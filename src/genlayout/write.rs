@@ -146,7 +146,7 @@ pub fn table(l: &Layout, n: &Notes) -> String {
     write_int(&mut w, int);
     write_float(&mut w, float);
     write_tuple(&mut w, tuple);
-    write_slice(&mut w, slice);
+    write_slice(&mut w, slice.as_ref());
     write_runtime(&mut w, runtime, n);
     write_symbols(&mut w, sym);
     write_frozen(&mut w, frozen);
@@ -383,34 +383,29 @@ fn write_tuple(w: &mut W, t: &TupleLayout) {
     w.open(1, "tuple", "TupleLayout");
     w.item(2, "gc_head_size", gc_head_size);
     w.item(2, "items", items);
-    w.item(2, "hash", opt_field(hash));
+    w.item(2, "hash", opt(*hash));
     w.close(1);
 }
 
-fn opt_field(f: &Option<Field>) -> String {
-    match f {
-        Some(f) => format!("Some(f({}, {}))", f.off, f.size),
-        None => "None".into(),
-    }
-}
-
-fn write_slice(w: &mut W, s: &Option<SliceLayout>) {
-    let Some(SliceLayout {
+fn write_slice(w: &mut W, s: Option<&SliceLayout>) {
+    let Some(s) = s else {
+        w.comment(1, "marshal.version < 5: no slice constants");
+        w.item(1, "slice", "None");
+        return;
+    };
+    let SliceLayout {
         size,
         start,
         stop,
         step,
-    }) = s
-    else {
-        w.item(1, "slice", "None");
-        return;
-    };
+    } = s;
+    w.comment(1, "marshal.version 5+: slice constants (PySliceObject)");
     w.line(1, "slice: Some(SliceLayout {");
     w.item(2, "size", size);
-    for (k, f) in [("start", start), ("stop", stop), ("step", step)] {
-        w.item(2, k, format!("f({}, {})", f.off, f.size));
-    }
-    w.line(1, "}),");
+    w.item(2, "start", fld(*start));
+    w.item(2, "stop", fld(*stop));
+    w.item(2, "step", fld(*step));
+    w.close(1);
 }
 
 fn write_runtime(w: &mut W, r: &RuntimeLayout, n: &Notes) {
@@ -501,7 +496,8 @@ fn write_symbols(w: &mut W, s: &Symbols) {
     ] {
         w.item(2, k, format!("{v:?}"));
     }
-    w.item(2, "slice_type", format!("{slice_type:?}"));
+    let slice = slice_type.map_or_else(|| "None".into(), |s| format!("Some({s:?})"));
+    w.item(2, "slice_type", slice);
     w.close(1);
 }
 
@@ -599,6 +595,7 @@ fn write_interp(w: &mut W, i: &InterpLayout, n: &Notes) {
         main,
         tstate_interp,
         next_func_version,
+        first_code_version,
         requires,
         expects,
         interned_dict,
@@ -619,6 +616,10 @@ fn write_interp(w: &mut W, i: &InterpLayout, n: &Notes) {
         }
         None => w.item(2, "next_func_version", "None"),
     }
+    if !n.first_code_version.is_empty() {
+        w.comment(2, &n.first_code_version);
+    }
+    w.item(2, "first_code_version", first_code_version);
     note(w);
     let r: Vec<String> = requires.iter().map(arch_field).collect();
     w.array(2, "requires", &r);

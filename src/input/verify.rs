@@ -237,10 +237,11 @@ pub fn check<'d, R: ReadRef<'d>>(
     }
     if let Some(next) = layout.interp.next_func_version {
         let at = layout.interp.main.on(arch).off as u64 + next.on(arch).off as u64;
-        if rd(buf, at, next.field.size) != Some(1) {
+        let first = u64::from(layout.interp.first_code_version);
+        if rd(buf, at, next.field.size) != Some(first) {
             return Err(refuse(format!(
                 "main interpreter's function version counter is not where the table says \
-                 ({}+{at} does not start at 1)",
+                 ({}+{at} does not start at {first})",
                 rt.symbol
             )));
         }

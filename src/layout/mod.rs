@@ -45,7 +45,9 @@ pub struct HeadLayout {
     pub type_: Field,
     /// `ob_size` of a `PyVarObject`.
     pub size: Field,
-    /// The reference count every static object gets.
+    /// What every static object's `refcnt` word holds: its reference count
+    /// and (3.14+) the `ob_flags` that share the word (statically
+    /// allocated, immortal).
     pub static_refcnt: u64,
     /// Static objects are immortal: accessors hand them out without
     /// touching the reference count.
@@ -85,7 +87,9 @@ pub struct CodeLayout {
     pub firsttraceable: Option<Field>,
     /// Number of plain cell variables (cells that are not arguments).
     pub nplaincellvars: Option<Field>,
-    /// Fields every code object gets a fixed value in (3.11 `co_warmup`).
+    /// Fields every code object gets a fixed value in, at emit time and
+    /// again when the code is finalized (3.11 `co_warmup`; 3.14+
+    /// `_co_unique_id`, which only free-threaded builds use).
     pub fixed: &'static [(Field, u64)],
     /// Pointers the runtime fills in while the code runs (cached objects,
     /// extra data, weak references, monitoring data). While all are NULL,
@@ -206,14 +210,19 @@ pub struct InterpLayout {
     /// `PyInterpreterState.func_state.next_version`: the next code
     /// object's `co_version` (3.12+).
     pub next_func_version: Option<ArchField>,
+    /// The value `next_func_version` starts at in the runtime's static
+    /// initializer: the first valid `co_version` (1 in 3.12 and 3.13, 2
+    /// from 3.14 on: `FUNC_VERSION_FIRST_VALID`); 0 without a counter.
+    pub first_code_version: u32,
     /// `int` members of `PyInterpreterState` that are nonzero when code
     /// objects are built as marshal data says (`config.code_debug_ranges`:
     /// without it, the constructor drops column positions).
     pub requires: &'static [ArchField],
     /// Members of `PyInterpreterState` that hold these values when the
     /// runtime's code constructor quickens bytecode as the emitted
-    /// bytecode is (3.15's `opt_config`, which environment variables
-    /// change).
+    /// bytecode is and leaves code objects as the teardown expects them
+    /// (the tier-2 optimizer off: `jit`; 3.15's `opt_config`, which
+    /// environment variables change).
     pub expects: &'static [(ArchField, u32)],
     /// `PyInterpreterState.cached_objects.interned_strings`: the
     /// interpreter's dict of interned strings (3.13+).
@@ -257,7 +266,9 @@ pub struct BytesLayout {
 /// How an int's sign and digit count are stored.
 #[derive(Clone, Debug)]
 pub enum IntSize {
-    /// 3.12: `lv_tag` = ndigits << 3 | (0 positive, 1 zero, 2 negative).
+    /// 3.12+: `lv_tag` = ndigits << 3 | (0 positive, 1 zero, 2 negative).
+    /// Bit 2 is never set for our ints: 3.14+ marks the runtime's own
+    /// small ints with it (`_PyLong_IsSmallInt`), which ours are not.
     LvTag(Field),
     /// 3.11: `ob_size` = sign * ndigits.
     SignedObSize,
@@ -287,15 +298,13 @@ pub struct FloatLayout {
 pub struct TupleLayout {
     pub gc_head_size: u32,
     pub items: u32,
-    /// `ob_hash` (3.14+): -1 until computed.
+    /// 3.14+ `ob_hash`, the cached hash (-1: not computed yet).
     pub hash: Option<Field>,
 }
 
-/// `PySliceObject` (a constant kind from marshal version 5, 3.14+),
-/// preceded by a GC header of [`TupleLayout::gc_head_size`] bytes.
+/// `PySliceObject` (marshal version 5+ has slice constants).
 #[derive(Clone, Debug)]
 pub struct SliceLayout {
-    /// `sizeof(PySliceObject)`.
     pub size: u32,
     pub start: Field,
     pub stop: Field,
@@ -348,7 +357,7 @@ pub struct Symbols {
     pub true_: &'static str,
     pub false_: &'static str,
     pub ellipsis: &'static str,
-    /// `PySlice_Type`, where slices can be constants (3.14+).
+    /// `slice` (where marshal data can hold slices: 3.14+).
     pub slice_type: Option<&'static str>,
 }
 
@@ -389,7 +398,7 @@ pub struct Layout {
     pub int: IntLayout,
     pub float: FloatLayout,
     pub tuple: TupleLayout,
-    /// Slices, where marshal data can hold them (3.14+).
+    /// Slice constants (marshal version 5+: 3.14+), else `None`.
     pub slice: Option<SliceLayout>,
     pub runtime: RuntimeLayout,
     pub sym: Symbols,

@@ -108,6 +108,7 @@ pub static LAYOUT: Layout = Layout {
         items: 24,
         hash: None,
     },
+    // marshal.version < 5: no slice constants
     slice: None,
     runtime: RuntimeLayout {
         symbol: "_PyRuntime",
@@ -163,6 +164,7 @@ pub static LAYOUT: Layout = Layout {
         // ceval.gil.switch_mutex)
         main: af(f(58936, 0), &[(Arch::Aarch64, 16)]),
         next_func_version: None,
+        first_code_version: 0,
         // PyInterpreterState.config.code_debug_ranges
         requires: &[af(f(1012, 4), &[])],
         // PyThreadState.interp

@@ -267,6 +267,7 @@ pub static LAYOUT: Layout = Layout {
         items: 24,
         hash: None,
     },
+    // marshal.version < 5: no slice constants
     slice: None,
     runtime: RuntimeLayout {
         symbol: "_PyRuntime",
@@ -322,6 +323,8 @@ pub static LAYOUT: Layout = Layout {
         // PyInterpreterState.func_state.next_version (after pthread_mutex_t _gil.mutex,
         // _gil.switch_mutex)
         next_func_version: Some(af(f(17000, 4), &[(Arch::Aarch64, 16)])),
+        // _PyRuntime._main_interpreter.func_state.next_version's initial value
+        first_code_version: 1,
         // PyInterpreterState.config.code_debug_ranges (after pthread_mutex_t _gil.mutex,
         // _gil.switch_mutex)
         requires: &[af(f(8040, 4), &[(Arch::Aarch64, 16)])],
