@@ -174,7 +174,9 @@ pub static LAYOUT: Layout = Layout {
         // PyThreadState.interp
         tstate_interp: af(f(16, 8), &[]),
         expects: &[],
-        interned_dict: None,
+        // PyInterpreterState.cached_objects.interned_strings (after pthread_mutex_t _gil.mutex,
+        // _gil.switch_mutex)
+        interned_dict: Some(af(f(382936, 8), &[(Arch::Aarch64, 16)])),
     },
 };
 

@@ -331,7 +331,9 @@ pub static LAYOUT: Layout = Layout {
         // PyThreadState.interp
         tstate_interp: af(f(16, 8), &[]),
         expects: &[],
-        interned_dict: None,
+        // PyInterpreterState.cached_objects.interned_strings (after pthread_mutex_t _gil.mutex,
+        // _gil.switch_mutex)
+        interned_dict: Some(af(f(194328, 8), &[(Arch::Aarch64, 16)])),
     },
 };
 
