@@ -728,7 +728,7 @@ impl Placer<'_> {
         self.put_bytes(obj + cl.code_adaptive as u64, &c.code);
         if let (true, Some(q)) = (self.pre.quicken, &cl.quicken) {
             let at = (obj + cl.code_adaptive as u64) as usize;
-            q.apply(&mut self.img.data[at..at + c.code.len()]);
+            q.apply(&mut self.img.data[at..at + c.code.len()], c.flags as u32);
         }
         Target::Data(obj)
     }

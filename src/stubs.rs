@@ -807,6 +807,12 @@ impl Writer<'_> {
                     .branch(Width::W64, T0, Cond::Eq, Operand::Imm(0), skip)
                     .call(Callee::Extern(h.clear_weakrefs));
             }
+            // The runtime's function, with the code object (in ARG0).
+            Release::Call(func) => {
+                b.load(Width::W64, T0, at)
+                    .branch(Width::W64, T0, Cond::Eq, Operand::Imm(0), skip)
+                    .call(Callee::Extern(func));
+            }
             Release::Object => {
                 b.load(Width::W64, T0, at)
                     .branch(Width::W64, T0, Cond::Eq, Operand::Imm(0), skip)

@@ -122,11 +122,11 @@ pub fn table(l: &Layout, n: &Notes) -> String {
     );
     let doc = format!(
         "CPython {major}.{minor} on 64-bit targets (LP64 and LLP64 alike: no C `long` in any field \
-         used here): struct layouts from the archive's DWARF, the runtime's shared objects from \
+         used here): struct layouts from DWARF (the archive's, or the types object named above), the runtime's shared objects from \
          `_PyRuntime`'s initializer, symbols from the archive's objects, macros from the \
          installed headers, the opcode and `.pyc` magic from the interpreter. Written by \
          `pyfreeze-obj gen-layout` (src/genlayout); `tests/layout_dwarf.rs` checks it is what \
-         the generator writes for pyenv's build."
+         the generator writes for the build named above."
     );
     w.wrapped(0, "//!", &doc);
     w.line(0, "");
@@ -169,15 +169,13 @@ fn write_head(w: &mut W, h: &HeadLayout, n: &Notes) {
     w.item(2, "type_", fld(*type_));
     w.item(2, "size", fld(*size));
     w.comment(2, &n.refcnt);
-    w.item(2, "static_refcnt", num(*static_refcnt));
-    w.comment(
-        2,
-        if *immortal {
-            "object.h defines _Py_IsImmortal()"
-        } else {
-            "object.h has no _Py_IsImmortal()"
-        },
-    );
+    let word = if *static_refcnt > u64::from(u32::MAX) {
+        format!("{static_refcnt:#018x}")
+    } else {
+        num(*static_refcnt)
+    };
+    w.item(2, "static_refcnt", word);
+    w.comment(2, &n.immortal);
     w.item(2, "immortal", immortal);
     w.close(1);
 }
@@ -405,7 +403,7 @@ fn write_slice(w: &mut W, s: Option<&SliceLayout>) {
     w.item(2, "start", fld(*start));
     w.item(2, "stop", fld(*stop));
     w.item(2, "step", fld(*step));
-    w.close(1);
+    w.line(1, "}),");
 }
 
 fn write_runtime(w: &mut W, r: &RuntimeLayout, n: &Notes) {
@@ -539,6 +537,7 @@ fn release_text(r: &Release) -> String {
         Release::Object => "Release::Object".into(),
         Release::Block { decref, free } => format!("block({}, {})", list(decref), list(free)),
         Release::Unused => "Release::Unused".into(),
+        Release::Call(f) => format!("Release::Call({f:?})"),
     }
 }
 
@@ -556,10 +555,11 @@ fn write_quicken(w: &mut W, q: Option<&Quicken>, n: &Notes) {
         deopt,
         counters,
         warmup,
+        opargs,
     } = q;
     w.comment(
         2,
-        "_PyCode_Quicken: _PyOpcode_Caches and _PyOpcode_Deopt from compile.o; counters \
+        "_PyCode_Quicken: _PyOpcode_Caches and _PyOpcode_Deopt from the archive; counters \
          (genlayout::QUICKEN) from the headers, checked against the interpreter's quickened \
          bytecode",
     );
@@ -578,6 +578,14 @@ fn write_quicken(w: &mut W, q: Option<&Quicken>, n: &Notes) {
     w.array(3, "counters", &c);
     w.comment(3, "adaptive_counter_warmup()");
     w.item(3, "warmup", format!("{warmup:#06x}"));
+    for note in &n.opargs {
+        w.comment(3, note);
+    }
+    let o: Vec<String> = opargs
+        .iter()
+        .map(|(op, mask, yes, no)| format!("({op}, {mask:#x}, {yes}, {no})"))
+        .collect();
+    w.array(3, "opargs", &o);
     w.line(2, "}),");
 }
 

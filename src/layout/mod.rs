@@ -12,10 +12,16 @@
 mod py311;
 mod py312;
 mod py313;
+/// Debian sid's 3.14.10 (x86_64 Linux); no version contract uses it yet.
+pub mod py314;
+/// Debian sid's 3.15.2 (x86_64 Linux); no version contract uses it yet.
+pub mod py315;
 
 pub use py311::LAYOUT as PY311;
 pub use py312::LAYOUT as PY312;
 pub use py313::LAYOUT as PY313;
+pub use py314::LAYOUT as PY314;
+pub use py315::LAYOUT as PY315;
 
 /// A field of a C struct: byte offset and size.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -132,6 +138,11 @@ pub enum Release {
     /// Filled in only by machinery this build lacks (3.13's tier-2
     /// executors): always NULL.
     Unused,
+    /// Released by this runtime function, called with the code object
+    /// while the member is not NULL; it leaves the member NULL (3.14+
+    /// tier-2 builds: `_PyCode_Clear_Executors` detaches each executor and
+    /// frees the array, as the code dealloc does).
+    Call(&'static str),
 }
 
 /// `_PyCode_Quicken`'s writes, as data: for each instruction with cache
@@ -147,12 +158,17 @@ pub struct Quicken {
     pub counters: &'static [(u8, u16)],
     /// The first cache entry of every other instruction with caches.
     pub warmup: u16,
+    /// Opargs the constructor rewrites (3.15 `GET_ITER`): (opcode,
+    /// `co_flags` mask, new oparg when `co_flags & mask != 0`, new oparg
+    /// otherwise), applied to a nonzero oparg.
+    pub opargs: &'static [(u8, u32, u8, u8)],
 }
 
 impl Quicken {
-    /// `code` (raw bytecode, 2-byte units) with the cache entries the
-    /// runtime's constructor writes.
-    pub fn apply(&self, code: &mut [u8]) {
+    /// `code` (raw bytecode, 2-byte units, of a code object with
+    /// `co_flags`) with the cache entries and opargs the runtime's
+    /// constructor writes.
+    pub fn apply(&self, code: &mut [u8], co_flags: u32) {
         let mut caches = [0u8; 256];
         let mut deopt: [u8; 256] = std::array::from_fn(|i| i as u8);
         for &(op, n) in self.caches {
@@ -165,6 +181,11 @@ impl Quicken {
         let mut i = 0;
         while i < units {
             let op = deopt[code[2 * i] as usize];
+            if code[2 * i + 1] != 0 {
+                if let Some(&(_, mask, yes, no)) = self.opargs.iter().find(|r| r.0 == op) {
+                    code[2 * i + 1] = if co_flags & mask != 0 { yes } else { no };
+                }
+            }
             let n = caches[op as usize] as usize;
             if n > 0 && i + 1 < units {
                 let v = (self.counters.iter())
