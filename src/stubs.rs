@@ -863,7 +863,7 @@ mod tests {
     use super::*;
     use crate::arch::{aarch64, check::check, x86_64, Conv};
     use crate::place::{Blob, Fixups, Image, Interns};
-    use crate::version::{PY311, PY312, PY313};
+    use crate::version::{PY311, PY312, PY313, PY314, PY315};
 
     /// Three modules: code objects, strings (one shared), fixups of both
     /// kinds, a frozenset, pristine bytecode, interned fields, blobs.
@@ -960,7 +960,7 @@ mod tests {
         ]));
         Box::leak(Box::new(Version {
             layout: Box::leak(Box::new(l)),
-            contract: &crate::version::WRAPPED_STATIC_STRS,
+            contract: crate::version::PY314.contract,
         }))
     }
 
@@ -998,6 +998,8 @@ mod tests {
             hookless(&PY311),
             hookless(&PY312),
             static_strs(),
+            &PY314,
+            &PY315,
         ] {
             for scheme in schemes(v) {
                 let pristine =
@@ -1036,7 +1038,7 @@ mod tests {
     #[test]
     fn hooks_are_called() {
         let img = image();
-        for v in [&PY311, &PY312, &PY313, static_strs()] {
+        for v in [&PY311, &PY312, &PY313, static_strs(), &PY314, &PY315] {
             let t = RoTables::build(&img, Some(v.layout.code.code_adaptive)).unwrap();
             for scheme in schemes(v) {
                 let p = program(v, &img.accessors, &t, scheme, SLOTS, Arch::X86_64);

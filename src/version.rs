@@ -345,7 +345,7 @@ const WRAPPED: Contract = Contract {
 /// 3.14 and later: as [`WRAPPED`], but the teardown of the interpreter's
 /// interned dict (right after the code objects' in 3.14 and 3.15) takes
 /// every string in it for a heap one: our strings leave it first.
-pub(crate) const WRAPPED_STATIC_STRS: Contract = Contract {
+const WRAPPED_STATIC_STRS: Contract = Contract {
     fini: &[
         FiniStep::InternRestore,
         FiniStep::CodeFini { hook: None },
@@ -357,8 +357,25 @@ pub(crate) const WRAPPED_STATIC_STRS: Contract = Contract {
     ..WRAPPED
 };
 
+/// 3.14: as 3.13 (wrapped loads, steps at first use, the same teardown),
+/// with slice constants and tuple hashes as layout facts, and
+/// [`FiniStep::LeaveInterned`] last: its finalization would take our
+/// strings in the interned dict for heap ones.
+pub static PY314: Version = Version {
+    layout: &crate::layout::PY314,
+    contract: &WRAPPED_STATIC_STRS,
+};
+
+/// 3.15: as 3.14; its constructor's quickening reads the interpreter's
+/// optimizer settings, which the layout lists
+/// ([`crate::layout::InterpLayout::expects`]) for the load wrapper to check.
+pub static PY315: Version = Version {
+    layout: &crate::layout::PY315,
+    contract: &WRAPPED_STATIC_STRS,
+};
+
 /// Every version the tool knows, oldest first.
-pub static VERSIONS: &[&Version] = &[&PY311, &PY312, &PY313];
+pub static VERSIONS: &[&Version] = &[&PY311, &PY312, &PY313, &PY314, &PY315];
 
 impl Version {
     /// The version `major.minor`, or an error explaining why there is none.
