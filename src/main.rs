@@ -150,6 +150,11 @@ enum Cmd {
         /// Print progress and timing on stderr.
         #[arg(short, long)]
         verbose: bool,
+        /// Link the interpreter's own frozen modules unchanged (no object of
+        /// ours, any CPython with a static archive): the stock link, with the
+        /// same link-line decisions, to compare a relinked interpreter with.
+        #[arg(long, conflicts_with_all = ["freeze", "trace", "paths", "eager"])]
+        stock: bool,
     },
     /// Write a version's layout table (src/layout/py3XX.rs) from a libpython
     /// archive built with debug info.
@@ -327,6 +332,7 @@ fn run(cli: Cli) -> pyfreeze_obj::error::Result<()> {
             eager,
             output,
             verbose,
+            stock,
         } => {
             check_output(&output)?;
             pyfreeze_obj::relink::relink(&pyfreeze_obj::relink::RelinkOptions {
@@ -337,6 +343,7 @@ fn run(cli: Cli) -> pyfreeze_obj::error::Result<()> {
                 eager,
                 output,
                 verbose,
+                stock,
             })
         }
         Cmd::GenLayout {

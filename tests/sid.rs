@@ -19,10 +19,19 @@ fn interpreter_matches_dpkg(xy: &str) {
     );
     let python = format!("/usr/bin/python{xy}");
     let got = sid::run_text(
-        &[&python, "-I", "-c", "import sys; print('%d.%d.%d' % sys.version_info[:3])"],
+        &[
+            &python,
+            "-I",
+            "-c",
+            "import sys; print('%d.%d.%d' % sys.version_info[:3])",
+        ],
         &[],
     );
-    assert_eq!(got.trim(), want, "{python} inside the chroot against dpkg's {deb}");
+    assert_eq!(
+        got.trim(),
+        want,
+        "{python} inside the chroot against dpkg's {deb}"
+    );
     // The facts tests use: archive and python.o where its sysconfig says.
     let p = sid::python(xy);
     assert_eq!(p.version, want);
@@ -45,7 +54,11 @@ fn sid_python315_matches_dpkg() {
 #[test]
 fn sid_run_is_isolated() {
     let out = sid::run_text(
-        &["sh", "-c", "cat /proc/self/cmdline | tr '\\0' ' '; echo; env | sort"],
+        &[
+            "sh",
+            "-c",
+            "cat /proc/self/cmdline | tr '\\0' ' '; echo; env | sort",
+        ],
         &[("PYFREEZE_PROBE", "a b=c")],
     );
     let mut lines = out.lines();
@@ -58,7 +71,10 @@ fn sid_run_is_isolated() {
         "the host's environment leaked in: {env:?}"
     );
     // Exit statuses come through.
-    assert_eq!(sid::run(&["sh", "-c", "exit 7"], &[]).status.code(), Some(7));
+    assert_eq!(
+        sid::run(&["sh", "-c", "exit 7"], &[]).status.code(),
+        Some(7)
+    );
     let root = sid::root().to_string_lossy().into_owned();
     let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
     let left: Vec<&str> = mounts.lines().filter(|l| l.contains(&root)).collect();
@@ -72,7 +88,10 @@ fn sid_tool_and_scratch() {
     let tool = sid::install_tool();
     let host_copy = sid::host_path(tool);
     let ours = std::fs::read(env!("CARGO_BIN_EXE_pyfreeze-obj")).unwrap();
-    assert!(std::fs::read(&host_copy).unwrap() == ours, "{tool} differs from the host's binary");
+    assert!(
+        std::fs::read(&host_copy).unwrap() == ours,
+        "{tool} differs from the host's binary"
+    );
     let help = sid::run_text(&[tool, "--help"], &[]);
     assert!(help.contains("relink"), "{help}");
     let scratch = sid::Scratch::new("selftest");

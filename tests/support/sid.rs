@@ -143,7 +143,10 @@ pub fn host_path(inside: &str) -> PathBuf {
 /// The Debian version of the installed package `pkg` (`3.14.10-1`).
 pub fn dpkg_version(pkg: &str) -> String {
     let v = run_text(&["dpkg-query", "-W", "-f", "${Version}", pkg], &[]);
-    assert!(!v.trim().is_empty(), "dpkg knows no version of {pkg} in the chroot");
+    assert!(
+        !v.trim().is_empty(),
+        "dpkg knows no version of {pkg} in the chroot"
+    );
     v.trim().to_string()
 }
 
@@ -192,7 +195,9 @@ pub fn install_tool() -> &'static str {
 /// MB; a copy in use by a running test is younger).
 fn prune_tools(parent: &Path, keep_inside: &str) {
     let keep = keep_inside.rsplit('/').next().unwrap_or("");
-    let Ok(entries) = std::fs::read_dir(parent) else { return };
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
     for e in entries.flatten() {
         if e.file_name().to_string_lossy() == keep {
             continue;
@@ -227,7 +232,11 @@ pub struct Scratch {
 
 impl Scratch {
     pub fn new(tag: &str) -> Scratch {
-        let inside = format!("/tmp/pyfreeze-obj-{tag}-{}-{}", std::process::id(), unique());
+        let inside = format!(
+            "/tmp/pyfreeze-obj-{tag}-{}-{}",
+            std::process::id(),
+            unique()
+        );
         let host = host_path(&inside);
         std::fs::create_dir_all(&host).unwrap_or_else(|e| panic!("mkdir {}: {e}", host.display()));
         Scratch { host, inside }
@@ -282,7 +291,8 @@ pub struct SidPython {
 
 /// [`SidPython`] for `xy`, read once per test binary.
 pub fn python(xy: &str) -> &'static SidPython {
-    static CELLS: [OnceLock<SidPython>; VERSIONS.len()] = [const { OnceLock::new() }; VERSIONS.len()];
+    static CELLS: [OnceLock<SidPython>; VERSIONS.len()] =
+        [const { OnceLock::new() }; VERSIONS.len()];
     let i = VERSIONS
         .iter()
         .position(|v| *v == xy)
@@ -317,5 +327,40 @@ pub fn python(xy: &str) -> &'static SidPython {
             assert!(host_path(p).is_file(), "sid CPython {xy}: {p} is missing");
         }
         sp
+    })
+}
+
+/// An interpreter linked inside the chroot by `pyfreeze-obj relink`.
+pub struct Link {
+    /// Its path inside the chroot.
+    pub exe: String,
+    /// What relink printed on stderr (without `-v`: its notes only).
+    pub stderr: String,
+}
+
+/// `pyfreeze-obj relink --stock --python /usr/bin/pythonX.Y`, run inside
+/// once per test binary: the stock link of sid's CPython `xy` with
+/// relink's link line (what relinked interpreters are compared with).
+/// Kept beside the installed tool (both pruned after two days unused).
+pub fn stock_link(xy: &str) -> &'static Link {
+    static CELLS: [OnceLock<Link>; VERSIONS.len()] = [const { OnceLock::new() }; VERSIONS.len()];
+    let i = VERSIONS
+        .iter()
+        .position(|v| *v == xy)
+        .unwrap_or_else(|| panic!("the sid chroot holds CPython {VERSIONS:?}, not {xy}"));
+    CELLS[i].get_or_init(|| {
+        let tool = install_tool();
+        let dir = tool.rsplit_once('/').unwrap().0;
+        let exe = format!("{dir}/python{xy}-stock");
+        let python = &python(xy).python;
+        let out = run_ok(
+            &[tool, "relink", "--stock", "--python", python, "-o", &exe],
+            &[],
+        );
+        assert!(host_path(&exe).is_file(), "relink --stock wrote no {exe}");
+        Link {
+            exe,
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
     })
 }
