@@ -219,6 +219,7 @@ fn table_is_generated(r: &'static Ref) {
         archive: r.archive(),
         python: Some(python),
         include: None,
+        types: None,
     })
     .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(format!("{:#?}", g.layout), format!("{:#?}", r.layout()));

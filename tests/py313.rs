@@ -95,6 +95,7 @@ fn layout_table_is_what_gen_layout_writes() {
         archive: archive(),
         python: Some(python()),
         include: None,
+        types: None,
     })
     .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
