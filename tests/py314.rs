@@ -347,8 +347,40 @@ fn fallbacks(xy: &'static str) {
 
 /// The embedding program's three cycles: pristine code objects in each,
 /// our static strings out of the interned dict with their static header
-/// back (checked for the strings no later start-up interned again).
+/// back (checked for the strings no later start-up interned again). Run
+/// twice: as installed, and with the JIT on (`PYTHON_JIT=1`: Debian builds
+/// it in, off by default), where cycle 1 hangs executors on a frozen code
+/// object and the teardown must release them.
 fn embed_three_cycles(xy: &'static str) {
+    // The field the runtime's executors hang on, from the layout.
+    let lay = version(xy).layout;
+    let executors = (lay.code.runtime_state.iter())
+        .zip(lay.code.release)
+        .find(|(_, r)| matches!(r, pyfreeze_obj::layout::Release::Call(_)))
+        .map(|(f, _)| f.off)
+        .expect("a tier-2 build's layout releases executors with a runtime call");
+    // Whether cycle 1 left executors on one of the frozen code objects.
+    let hung = |out: &str| {
+        (out.lines())
+            .filter(|l| l.starts_with("cycle 1: ") && l.contains(" runtime state set at "))
+            .any(|l| {
+                let set = l.rsplit_once(" at ").unwrap().1;
+                set.trim_matches(['[', ']'])
+                    .split(", ")
+                    .any(|x| x == executors.to_string())
+            })
+    };
+    let off = embed_cycles(xy, &[]);
+    assert!(!hung(&off), "executors without the JIT: {off}");
+    let on = embed_cycles(xy, &[("PYTHON_JIT", "1")]);
+    assert!(
+        hung(&on),
+        "the JIT hung no executors on posixpath.commonprefix: {on}"
+    );
+}
+
+/// One run of the embedding program with `env`; its output.
+fn embed_cycles(xy: &'static str, extra: &[(&str, &str)]) -> String {
     let l = links(xy);
     let v = version(xy);
     let lay = v.layout;
@@ -363,22 +395,19 @@ fn embed_three_cycles(xy: &'static str) {
     let head = format!("{:#x}", lay.head.static_refcnt);
     let state_off = lay.str_.state.off.to_string();
     let mask = format!("{:#x}", lay.str_.interned_mask);
-    let embed_state = l.dir.at("cycle1.marshal");
-    let out = run(
-        xy,
-        &l.embed,
-        &[&code],
-        &[
-            ("PYTHONHOME", "/usr"),
-            ("PY313_RUNTIME_STATE", &state),
-            ("PY313_SCALARS", &scalars),
-            ("PY313_EMBED_STATE", &embed_state),
-            ("EMBED_PYTHON", xy),
-            ("EMBED_STATIC_HEAD", &head),
-            ("EMBED_STR_STATE_OFF", &state_off),
-            ("EMBED_INTERNED_MASK", &mask),
-        ],
-    );
+    let embed_state = l.dir.at(&format!("cycle1-{}.marshal", extra.len()));
+    let mut env = vec![
+        ("PYTHONHOME", "/usr"),
+        ("PY313_RUNTIME_STATE", &state),
+        ("PY313_SCALARS", &scalars),
+        ("PY313_EMBED_STATE", &embed_state),
+        ("EMBED_PYTHON", xy),
+        ("EMBED_STATIC_HEAD", &head),
+        ("EMBED_STR_STATE_OFF", &state_off),
+        ("EMBED_INTERNED_MASK", &mask),
+    ];
+    env.extend_from_slice(extra);
+    let out = run(xy, &l.embed, &[&code], &env);
     for c in 1..=3 {
         assert!(out.contains(&format!("cycle {c} ok:")), "{out}");
         assert!(
@@ -393,6 +422,7 @@ fn embed_three_cycles(xy: &'static str) {
         let restored: usize = line.split_whitespace().nth(4).unwrap().parse().unwrap();
         assert!(restored > 0, "no string of ours was left to check: {line}");
     }
+    out
 }
 
 tests! {

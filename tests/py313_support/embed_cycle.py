@@ -45,10 +45,13 @@ if "EMBED_STATIC_HEAD" in os.environ and CYCLE >= 2:
                 restored += 1
     print("cycle %d: static strings: %d restored, %d interned again" % (CYCLE, restored, again))
 
-import _imp, argparse, dis, json, marshal, posixpath, weakref
+import _imp, argparse, dis, json, marshal, posixpath, warnings, weakref
+from collections.abc import Sequence
 
 CODES = {"json.dumps": json.dumps.__code__,
          "posixpath.relpath": posixpath.relpath.__code__,
+         "posixpath.commonprefix": posixpath.commonprefix.__code__,
+         "_collections_abc.Sequence.index": Sequence.index.__code__,
          "argparse.ArgumentParser.parse_args": argparse.ArgumentParser.parse_args.__code__}
 RUNTIME_STATE = [int(x) for x in os.environ["PY313_RUNTIME_STATE"].split(",")]
 SCALARS = [int(x) for x in os.environ["PY313_SCALARS"].split(",")]
@@ -114,6 +117,26 @@ for i in range(1000):
     json.dumps(i)
     posixpath.relpath("/a/b/%d" % i, "/a/c")
     p.parse_args(["--n", str(i)])
+# Hot loops inside frozen functions: with the JIT on (PYTHON_JIT=1), its
+# executors hang on their code objects (3.14 traces the first, 3.15 the
+# second).
+
+
+class Seq(Sequence):
+    def __len__(self):
+        return 5000
+
+    def __getitem__(self, i):
+        if i >= 5000:
+            raise IndexError(i)
+        return i
+
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")  # 3.15 deprecates commonprefix
+    for i in range(30):
+        posixpath.commonprefix(["a" * 5000 + "b", "a" * 5000 + "c"])
+        Seq().index(4999)
 after = {k: c._co_code_adaptive for k, c in CODES.items()}
 ops = {k: [i.opname for i in dis.get_instructions(c, adaptive=True)] for k, c in CODES.items()}
 for k, c in CODES.items():
