@@ -18,7 +18,8 @@
 //! * An embedding program survives three init/fini cycles with pristine
 //!   code objects, and our static strings leave the interned dict with
 //!   their static header and interned state back
-//!   (`tests/py313_support/embed_cycle.py`).
+//!   (`tests/py313_support/embed_cycle.py`); with the JIT on, executors on
+//!   frozen code are released; under memcheck, no invalid access.
 //! * Slice constants (marshal version 5, `fixtures/fx_slices.py`) are
 //!   static objects equal to the compiler's.
 //!
@@ -370,17 +371,25 @@ fn embed_three_cycles(xy: &'static str) {
                     .any(|x| x == executors.to_string())
             })
     };
-    let off = embed_cycles(xy, &[]);
+    let off = embed_cycles(xy, &[], false);
     assert!(!hung(&off), "executors without the JIT: {off}");
-    let on = embed_cycles(xy, &[("PYTHON_JIT", "1")]);
+    let on = embed_cycles(xy, &[("PYTHON_JIT", "1")], false);
     assert!(
         hung(&on),
         "the JIT hung no executors on posixpath.commonprefix: {on}"
     );
 }
 
-/// One run of the embedding program with `env`; its output.
-fn embed_cycles(xy: &'static str, extra: &[(&str, &str)]) -> String {
+/// The embedding program's three cycles under valgrind's memcheck (the
+/// system allocator): nothing reads or frees memory it should not, our
+/// static objects included.
+fn embed_memcheck(xy: &'static str) {
+    embed_cycles(xy, &[("PYTHONMALLOC", "malloc")], true);
+}
+
+/// One run of the embedding program with `env` (under memcheck with
+/// `memcheck`); its output.
+fn embed_cycles(xy: &'static str, extra: &[(&str, &str)], memcheck: bool) -> String {
     let l = links(xy);
     let v = version(xy);
     let lay = v.layout;
@@ -395,7 +404,9 @@ fn embed_cycles(xy: &'static str, extra: &[(&str, &str)]) -> String {
     let head = format!("{:#x}", lay.head.static_refcnt);
     let state_off = lay.str_.state.off.to_string();
     let mask = format!("{:#x}", lay.str_.interned_mask);
-    let embed_state = l.dir.at(&format!("cycle1-{}.marshal", extra.len()));
+    let embed_state = l
+        .dir
+        .at(&format!("cycle1-{}-{memcheck}.marshal", extra.len()));
     let mut env = vec![
         ("PYTHONHOME", "/usr"),
         ("PY313_RUNTIME_STATE", &state),
@@ -407,7 +418,19 @@ fn embed_cycles(xy: &'static str, extra: &[(&str, &str)]) -> String {
         ("EMBED_INTERNED_MASK", &mask),
     ];
     env.extend_from_slice(extra);
-    let out = run(xy, &l.embed, &[&code], &env);
+    let out = if memcheck {
+        let args = [
+            "--tool=memcheck",
+            "--leak-check=no",
+            "--error-exitcode=99",
+            "-q",
+            l.embed.as_str(),
+            code.as_str(),
+        ];
+        run(xy, "valgrind", &args, &env)
+    } else {
+        run(xy, &l.embed, &[&code], &env)
+    };
     for c in 1..=3 {
         assert!(out.contains(&format!("cycle {c} ok:")), "{out}");
         assert!(
@@ -436,4 +459,6 @@ tests! {
     sid_py315_fallbacks: fallbacks("3.15");
     sid_py314_embed_three_cycles: embed_three_cycles("3.14");
     sid_py315_embed_three_cycles: embed_three_cycles("3.15");
+    sid_py314_embed_memcheck: embed_memcheck("3.14");
+    sid_py315_embed_memcheck: embed_memcheck("3.15");
 }
