@@ -20,6 +20,7 @@
 //!   their static header and interned state back
 //!   (`tests/py313_support/embed_cycle.py`); with the JIT on, executors on
 //!   frozen code are released; under memcheck, no invalid access.
+//! * Slow tier: CPython's test modules give the stock link's outcomes.
 //! * Slice constants (marshal version 5, `fixtures/fx_slices.py`) are
 //!   static objects equal to the compiler's.
 //!
@@ -287,13 +288,15 @@ fn load_twice(xy: &'static str, args: &[&str], env: &[(&str, &str)]) -> String {
     run(xy, &links(xy).ours, &all, env)
 }
 
+/// Interpreter arguments and environment variables.
+type Setting = (Vec<&'static str>, Vec<(&'static str, &'static str)>);
+
 /// The runtime's settings under which its constructor builds other code
 /// than ours: each makes loads unmarshal (what unmarshalling gives in that
 /// process); the defaults give our one object.
 fn fallbacks(xy: &'static str) {
     assert_eq!(load_twice(xy, &[], &[]), "True True True\n");
-    let mut cases: Vec<(Vec<&str>, Vec<(&str, &str)>)> =
-        vec![(vec!["-X", "no_debug_ranges"], vec![])];
+    let mut cases: Vec<Setting> = vec![(vec!["-X", "no_debug_ranges"], vec![])];
     if xy == "3.15" {
         for (k, v) in [
             ("PYTHON_JIT_JUMP_BACKWARD_INITIAL_VALUE", "100"),
@@ -448,6 +451,34 @@ fn embed_cycles(xy: &'static str, extra: &[(&str, &str)], memcheck: bool) -> Str
     out
 }
 
+// ---------------------------------------------------------------------------
+// CPython's own tests (slow tier)
+
+/// `test_frozen test_code test_importlib test_site test_sys test_inspect
+/// test_traceback test_embed` from the chroot's test package give the same
+/// outcome for every test case on the full link with our object as on the
+/// stock full link of the same archive (`tests/support/regrtest.rs`).
+fn cpython_tests_as_stock(xy: &'static str) {
+    let l = links(xy);
+    let tests = support::regrtest::frozen_and_code(&["test_embed"]);
+    let suite = support::regrtest::Suite {
+        tests: &tests,
+        jobs: 2,
+        min_cases: 1000,
+        ..Default::default()
+    };
+    support::regrtest::check_sid_matches_stock(
+        &format!(
+            "sid CPython {} (our object vs the stock link)",
+            sid::python(xy).version
+        ),
+        &l.stock,
+        &l.ours,
+        l.dir.host(),
+        &suite,
+    );
+}
+
 tests! {
     sid_py314_relink_prints_hello_world: relink_prints_hello_world("3.14");
     sid_py315_relink_prints_hello_world: relink_prints_hello_world("3.15");
@@ -461,4 +492,6 @@ tests! {
     sid_py315_embed_three_cycles: embed_three_cycles("3.15");
     sid_py314_embed_memcheck: embed_memcheck("3.14");
     sid_py315_embed_memcheck: embed_memcheck("3.15");
+    slow_sid_py314_cpython_tests_as_stock: cpython_tests_as_stock("3.14");
+    slow_sid_py315_cpython_tests_as_stock: cpython_tests_as_stock("3.15");
 }
