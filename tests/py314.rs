@@ -210,7 +210,30 @@ fn relink_prints_hello_world(xy: &'static str) {
     );
     let want = run(xy, &p.python, &["-c", &code], &[]);
     assert_eq!(run(xy, &exe, &["-c", &code], &[]), want);
-    check_static(xy, &exe, 100);
+    // The CLI set's modules came in on top of the installed interpreter's.
+    let count = "import _imp; print(len(_imp._frozen_module_names()))";
+    let stock: usize = run(xy, &p.python, &["-c", count], &[])
+        .trim()
+        .parse()
+        .unwrap();
+    let names = "import _imp; n = _imp._frozen_module_names(); \
+                 print(all(m in n for m in ('json', 'argparse', 'email.message', 'tomllib._parser')))";
+    assert_eq!(run(xy, &exe, &["-c", names], &[]), "True\n");
+    check_static(xy, &exe, stock + 40);
+    // Start-up hooks stay the path's (Debian's stdlib has a sitecustomize,
+    // which the trace sees imported): one on PYTHONPATH runs, as with the
+    // installed interpreter.
+    let hook = l.dir.at("hook");
+    std::fs::create_dir_all(sid::host_path(&hook)).unwrap();
+    std::fs::write(
+        sid::host_path(&format!("{hook}/sitecustomize.py")),
+        "print('EXECUTED_sitecustomize')\n",
+    )
+    .unwrap();
+    for exe in [p.python.as_str(), exe.as_str()] {
+        let out = run(xy, exe, &["-c", "pass"], &[("PYTHONPATH", &hook)]);
+        assert_eq!(out, "EXECUTED_sitecustomize\n", "{exe}");
+    }
 }
 
 // ---------------------------------------------------------------------------
