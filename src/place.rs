@@ -718,11 +718,7 @@ impl Placer<'_> {
             self.put(obj, f, self.version[id.0 as usize] as u64);
         }
         if let Some(f) = cl.firsttraceable {
-            let first = c
-                .code
-                .chunks(2)
-                .position(|u| u[0] == cl.opcode_resume)
-                .unwrap_or(0);
+            let first = cl.first_traceable(&c.code);
             self.put(obj, f, first as u64);
         }
         self.put_bytes(obj + cl.code_adaptive as u64, &c.code);

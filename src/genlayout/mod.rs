@@ -34,13 +34,22 @@
 //! - that the archive is the interpreter's build: `PY_VERSION` in
 //!   `getversion.o`.
 //!
+//! A release archive has no DWARF: with `--types-from` (Options::types)
+//! every type and the names of the variables read come from one object
+//! compiled with -g from the installed headers (src/genlayout/types.c),
+//! and everything else still from the archive, whose `_PyRuntime` must be
+//! the size the types say and whose shared objects must read back.
+//!
 //! What the inputs cannot say is in small documented tables here:
 //! [`FILLED`] (the code object pointers CPython's generator fills; every
 //! other pointer member is runtime state), [`OWNED`] (how the runtime
 //! releases each runtime-state pointer), [`RESET`] (scalar runtime
 //! state), [`FIXED`] (code members every static code object resets to a
-//! macro's value), [`QUICKEN`] (which opcodes get which initial counter)
-//! and [`GLIBC_MUTEX`]
+//! macro's value), [`PLACED`] and [`ZERO`] (with FIXED and RESET, every
+//! scalar code member; any other is refused), [`QUICKEN`] (which opcodes
+//! get which initial counter), [`OPARGS`] (opargs the constructor
+//! rewrites), [`FIRSTTRACEABLE_SKIP`] (RESUMEs that do not start tracing;
+//! checked against the interpreter's code objects) and [`GLIBC_MUTEX`]
 //! (glibc's `pthread_mutex_t` per architecture, for the per-architecture
 //! runtime shift; a build whose mutex is not glibc's is refused, so the
 //! table is known on Linux/glibc only).
@@ -114,6 +123,8 @@ pub struct Notes {
     pub quicken: Vec<String>,
     /// Where each member of `interp` is (path), and the mutexes before it.
     pub interp: Vec<String>,
+    /// Where `code.firsttraceable_skip` comes from, and how it was checked.
+    pub firsttraceable: String,
     /// Where `interp.first_code_version` comes from (empty without a
     /// counter).
     pub first_code_version: String,
@@ -250,6 +261,16 @@ pub const PLACED: &[&str] = &[
     "co_version",
     "_co_firsttraceable",
 ];
+
+/// RESUMEs that do not start tracing (3.15 `_PyCode_New`: the first RESUME
+/// whose `oparg & RESUME_OPARG_LOCATION_MASK != RESUME_AT_GEN_EXPR_START`
+/// sets `_co_firsttraceable`): (header, mask macro, value macro), applied
+/// where the headers define the value macro.
+pub const FIRSTTRACEABLE_SKIP: (&str, &str, &str) = (
+    "internal/pycore_opcode_utils.h",
+    "RESUME_OPARG_LOCATION_MASK",
+    "RESUME_AT_GEN_EXPR_START",
+);
 
 /// `PyCodeObject` scalar members a static code object leaves 0, and why.
 pub const ZERO: &[(&str, &str)] = &[(
@@ -456,7 +477,8 @@ const QUICKEN_PROBE: &str = "def f(a, b):\n    for i in a:\n        if i:\n     
      b.append(i + 1)\n        if i is None:\n            continue\n        if i is not None \
      and not i:\n            break\n    while a:\n        a = a.x\n    return b\n\
      def g(a):\n    yield from a\n\
-     async def h(a):\n    for i in a:\n        await i\n";
+     async def h(a):\n    for i in a:\n        await i\n\
+     def k(a):\n    return (x for x in a)\n";
 
 /// What [`Cx::quicken_probe`] reads.
 struct Probe {
@@ -949,6 +971,11 @@ impl Cx {
                 )
             })?;
         }
+        let firsttraceable = opt("_co_firsttraceable")?;
+        let firsttraceable_skip = match firsttraceable {
+            Some(_) => self.firsttraceable_skip(notes)?,
+            None => None,
+        };
         let framesize = opt("co_framesize")?;
         let frame_specials_size = match framesize {
             Some(_) => {
@@ -972,7 +999,7 @@ impl Cx {
             let v = self.macro_value("internal/pycore_code.h", m)?;
             u8::try_from(v).map_err(|_| self.err(format!("{m} = {v} is not a byte")))
         };
-        Ok(CodeLayout {
+        let out = CodeLayout {
             code_adaptive: self.u32_(adaptive.offset, "co_code_adaptive")?,
             consts: fl("co_consts")?,
             names: fl("co_names")?,
@@ -996,7 +1023,8 @@ impl Cx {
             framesize,
             frame_specials_size,
             version: opt("co_version")?,
-            firsttraceable: opt("_co_firsttraceable")?,
+            firsttraceable,
+            firsttraceable_skip,
             nplaincellvars: opt("co_nplaincellvars")?,
             fixed: leak(fixed),
             runtime_state: leak(runtime_state),
@@ -1007,7 +1035,74 @@ impl Cx {
             co_fast_local: fast("CO_FAST_LOCAL")?,
             co_fast_cell: fast("CO_FAST_CELL")?,
             co_fast_free: fast("CO_FAST_FREE")?,
-        })
+        };
+        self.check_firsttraceable(&out, notes)?;
+        Ok(out)
+    }
+
+    /// The interpreter's own code objects (compiled from the quickening
+    /// probe, which has generators, a coroutine and a generator
+    /// expression) hold in `_co_firsttraceable`, read through ctypes at the
+    /// DWARF's offset, what [`CodeLayout::first_traceable`] computes.
+    fn check_firsttraceable(&self, c: &CodeLayout, notes: &mut Notes) -> Result<()> {
+        let Some(f) = c.firsttraceable else {
+            return Ok(());
+        };
+        self.require(f.size == 4, || "_co_firsttraceable is not an int".into())?;
+        let script = format!(
+            "import ctypes\n\
+             todo = [compile({QUICKEN_PROBE:?}, '<probe>', 'exec')]\n\
+             while todo:\n\
+             \x20   co = todo.pop()\n\
+             \x20   print(co.co_code.hex(), ctypes.c_int.from_address(id(co) + {}).value)\n\
+             \x20   todo += [c for c in co.co_consts if hasattr(c, 'co_code')]\n",
+            f.off
+        );
+        let out = run_interpreter(&self.py.exe, &script)?;
+        let mut n = 0;
+        for l in out.lines() {
+            let parsed = l
+                .split_once(' ')
+                .and_then(|(a, b)| Some((unhex(a)?, b.parse().ok()?)));
+            let Some((code, first)) = parsed else {
+                return Err(Error::file(
+                    &self.py.exe,
+                    format!("unexpected _co_firsttraceable probe output: {out:?}"),
+                ));
+            };
+            let ours: usize = c.first_traceable(&code);
+            self.require(ours == first, || {
+                format!(
+                    "_co_firsttraceable differs from the interpreter's: bytecode {}, \
+                     interpreter {first}, ours {ours}",
+                    hex(&code)
+                )
+            })?;
+            n += 1;
+        }
+        self.require(n >= 5, || "the _co_firsttraceable probe saw no code".into())?;
+        if !notes.firsttraceable.is_empty() {
+            notes.firsttraceable += "; checked against the interpreter's code objects";
+        }
+        Ok(())
+    }
+
+    /// Which RESUMEs do not start tracing ([`FIRSTTRACEABLE_SKIP`]), where
+    /// the headers define the macros.
+    fn firsttraceable_skip(&self, notes: &mut Notes) -> Result<Option<(u8, u8)>> {
+        let (h, mask, value) = FIRSTTRACEABLE_SKIP;
+        if self.headers.anywhere(value).is_err() {
+            return Ok(None);
+        }
+        let byte = |m: &str| -> Result<u8> {
+            let v = self.macro_value(h, m)?;
+            u8::try_from(v).map_err(|_| self.err(format!("{m} = {v} is not a byte")))
+        };
+        let (m, v) = (byte(mask)?, byte(value)?);
+        notes.firsttraceable = format!(
+            "RESUME with oparg & {mask} ({m:#x}) == {value} ({v}) does not start tracing ({h})"
+        );
+        Ok(Some((m, v)))
     }
 
     /// How the runtime releases runtime-state member `m` of the code

@@ -206,6 +206,7 @@ fn write_code(w: &mut W, c: &CodeLayout, n: &Notes) {
         frame_specials_size,
         version,
         firsttraceable,
+        firsttraceable_skip,
         nplaincellvars,
         fixed,
         runtime_state,
@@ -249,6 +250,12 @@ fn write_code(w: &mut W, c: &CodeLayout, n: &Notes) {
     w.item(2, "frame_specials_size", frame_specials_size);
     w.item(2, "version", opt(*version));
     w.item(2, "firsttraceable", opt(*firsttraceable));
+    if !n.firsttraceable.is_empty() {
+        w.comment(2, &n.firsttraceable);
+    }
+    let skip =
+        firsttraceable_skip.map_or_else(|| "None".into(), |(m, v)| format!("Some(({m:#x}, {v}))"));
+    w.item(2, "firsttraceable_skip", skip);
     w.item(2, "nplaincellvars", opt(*nplaincellvars));
     for note in &n.fixed {
         w.comment(2, note);

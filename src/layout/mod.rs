@@ -89,8 +89,13 @@ pub struct CodeLayout {
     pub frame_specials_size: u32,
     /// `co_version`: numbered from 1 in generation order.
     pub version: Option<Field>,
-    /// `_co_firsttraceable`: index (in code units) of the first RESUME.
+    /// `_co_firsttraceable`: index (in code units) of the first RESUME
+    /// that starts tracing ([`CodeLayout::first_traceable`]).
     pub firsttraceable: Option<Field>,
+    /// RESUMEs that do not start tracing: those whose `oparg & mask ==
+    /// value` (3.15: a generator expression's first RESUME,
+    /// `RESUME_AT_GEN_EXPR_START` under `RESUME_OPARG_LOCATION_MASK`).
+    pub firsttraceable_skip: Option<(u8, u8)>,
     /// Number of plain cell variables (cells that are not arguments).
     pub nplaincellvars: Option<Field>,
     /// Fields every code object gets a fixed value in, at emit time and
@@ -117,6 +122,22 @@ pub struct CodeLayout {
     pub co_fast_local: u8,
     pub co_fast_cell: u8,
     pub co_fast_free: u8,
+}
+
+impl CodeLayout {
+    /// What the runtime's constructor stores in `_co_firsttraceable` for
+    /// bytecode `code` (2-byte units): the index of the first RESUME not
+    /// skipped by `firsttraceable_skip`, 0 if none.
+    pub fn first_traceable(&self, code: &[u8]) -> usize {
+        code.chunks(2)
+            .position(|u| {
+                u[0] == self.opcode_resume
+                    && self
+                        .firsttraceable_skip
+                        .is_none_or(|(mask, v)| u.get(1).is_none_or(|a| a & mask != v))
+            })
+            .unwrap_or(0)
+    }
 }
 
 /// How the runtime releases a pointer member of a code object it filled

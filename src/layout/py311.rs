@@ -49,6 +49,7 @@ pub static LAYOUT: Layout = Layout {
         frame_specials_size: 0,
         version: None,
         firsttraceable: Some(f(168, 4)),
+        firsttraceable_skip: None,
         nplaincellvars: Some(f(84, 4)),
         // co_warmup = QUICKENING_INITIAL_WARMUP_VALUE (-8)
         fixed: &[(f(52, 2), 0xfff8)],

@@ -50,6 +50,7 @@ pub static LAYOUT: Layout = Layout {
         frame_specials_size: 9,
         version: Some(f(92, 4)),
         firsttraceable: Some(f(184, 4)),
+        firsttraceable_skip: None,
         nplaincellvars: None,
         fixed: &[],
         // NULL until the code runs: co_weakreflist, co_executors, _co_cached, _co_monitoring,

@@ -52,6 +52,7 @@ pub static LAYOUT: Layout = Layout {
         frame_specials_size: 10,
         version: Some(f(92, 4)),
         firsttraceable: Some(f(192, 4)),
+        firsttraceable_skip: None,
         nplaincellvars: None,
         // _co_unique_id = _Py_INVALID_UNIQUE_ID (0)
         fixed: &[(f(184, 8), 0x0)],

@@ -52,6 +52,10 @@ pub static LAYOUT: Layout = Layout {
         frame_specials_size: 10,
         version: Some(f(92, 4)),
         firsttraceable: Some(f(192, 4)),
+        // RESUME with oparg & RESUME_OPARG_LOCATION_MASK (0x7) == RESUME_AT_GEN_EXPR_START (4) does
+        // not start tracing (internal/pycore_opcode_utils.h); checked against the interpreter's
+        // code objects
+        firsttraceable_skip: Some((0x7, 4)),
         nplaincellvars: None,
         // _co_unique_id = _Py_INVALID_UNIQUE_ID (0)
         fixed: &[(f(184, 8), 0x0)],
