@@ -5,14 +5,17 @@
 //!   executable ([`absolute_relocation`]): objects compiled without
 //!   `-fPIC`/`-fPIE` (Debian's `libpythonX.Y.a`) hold absolute 32-bit
 //!   relocations in their code and data, which a PIE cannot have;
-//! * the built-in modules (the `_PyImport_Inittab` member, `config.o`) and
-//!   the symbols their objects need that no archive member defines
-//!   ([`builtin_modules`]); which of those the link's own libraries define
-//!   is asked of the linker ([`defined_by_libraries`]). A built-in module
+//! * every member's symbols that no member defines, and the built-in
+//!   modules (the `_PyImport_Inittab` member, `config.o`, refers to their
+//!   init functions) ([`scan`]); which of those symbols the link's own
+//!   libraries define is asked of the linker ([`defined_by_libraries`]).
+//!   `relink` links every member, as CPython links its own interpreter
+//!   (extension modules such as `_testinternalcapi` and `_interpreters`
+//!   call functions nothing in the core refers to); a built-in module
 //!   whose object needs a symbol nothing defines cannot be linked (Debian's
 //!   sid archives lack the HACL* objects that `_md5`, `_sha1`, `_sha2`,
 //!   `_sha3` and `_blake2` call: its build linked them from its build
-//!   tree); `relink` leaves such modules out of a rebuilt inittab
+//!   tree), so `relink` leaves such modules out of a rebuilt inittab
 //!   ([`config_without`]) and says so.
 //!
 //! ELF only (the archives `relink` links on Linux); other formats get no
@@ -119,23 +122,30 @@ pub fn absolute_relocation(archive: &Path, python_o: &Path) -> Result<Option<Str
     Ok(None)
 }
 
-/// A built-in module's object in the archive.
+/// One member of the archive.
 #[derive(Debug, Clone)]
-pub struct Builtin {
-    /// `PyInit__md5`.
-    pub init: String,
-    /// The member defining it (`md5module.o`).
-    pub member: String,
-    /// Its non-weak undefined symbols that no archive member defines.
+pub struct Member {
+    /// `md5module.o`.
+    pub name: String,
+    /// Its non-weak undefined symbols that no archive member (and nothing
+    /// in `also_defined`) defines.
     pub external: BTreeSet<String>,
+    /// The built-in modules' init functions it defines (`PyInit__md5`):
+    /// those the inittab member refers to.
+    pub inits: Vec<String>,
 }
 
-/// The archive's built-in modules.
+/// What [`scan`] finds in an archive.
 #[derive(Debug, Default)]
-pub struct Builtins {
+pub struct ArchiveScan {
+    /// Every member is an ELF object whose symbols can be read (not GCC's
+    /// slim LTO); otherwise nothing else is filled in.
+    pub elf: bool,
     /// The member defining `_PyImport_Inittab` (`config.o`), if any.
     pub config_member: Option<String>,
-    pub modules: Vec<Builtin>,
+    pub members: Vec<Member>,
+    /// Member names that occur more than once.
+    pub duplicate_names: BTreeSet<String>,
 }
 
 /// The global symbols `obj` defines and the non-weak ones it leaves
@@ -166,63 +176,70 @@ pub fn defined_in(path: &Path) -> Result<HashSet<String>> {
     Ok(symbols(&obj).0.into_iter().collect())
 }
 
-/// The built-in modules of `archive`: the inittab member's undefined
-/// symbols that a member defines are the modules' init functions; for each,
-/// what its member needs from outside the archive (minus `also_defined`:
-/// what `python.o` and our object define). Reads the archive's symbol
-/// index and only the members involved.
-pub fn builtin_modules(archive: &Path, also_defined: &HashSet<String>) -> Result<Builtins> {
+/// Every member of `archive` with what it needs from outside the archive
+/// (minus `also_defined`: what `python.o` and our objects define), and the
+/// built-in modules: the inittab member's undefined symbols that a member
+/// defines are their init functions. Reads the members' headers and symbol
+/// tables only.
+pub fn scan(archive: &Path, also_defined: &HashSet<String>) -> Result<ArchiveScan> {
     let cache = open(archive)?;
     let ar = ArchiveFile::parse(&cache)
         .map_err(|e| Error::at(archive, 0, format!("not an ar archive: {e}")))?;
     let corrupt = |e: object::read::Error| Error::file(archive, format!("corrupt archive: {e}"));
-    // symbol -> member offset, from the archive's index (first definition
-    // wins, as for the linker).
-    let mut index: BTreeMap<String, u64> = BTreeMap::new();
-    match ar.symbols().map_err(corrupt)? {
-        Some(syms) => {
-            for s in syms {
-                let s = s.map_err(corrupt)?;
-                index
-                    .entry(String::from_utf8_lossy(s.name()).into_owned())
-                    .or_insert(s.offset().0);
-            }
+    let mut defined: HashSet<String> = HashSet::new();
+    let mut undefined: Vec<(String, Vec<String>, Vec<String>)> = Vec::new();
+    let mut seen: BTreeSet<String> = BTreeSet::new();
+    let mut out = ArchiveScan::default();
+    for m in ar.members() {
+        let m = m.map_err(corrupt)?;
+        let name = member_name(&m);
+        if !seen.insert(name.clone()) {
+            out.duplicate_names.insert(name.clone());
         }
-        None => return Ok(Builtins::default()),
-    }
-    let member_at = |off: u64| {
-        ar.member(object::read::archive::ArchiveOffset(off))
-            .map_err(corrupt)
-    };
-    let Some(&config_off) = index.get(INITTAB) else {
-        return Ok(Builtins::default());
-    };
-    let config = member_at(config_off)?;
-    let Some(config_obj) = parse_member(&cache, &config) else {
-        return Ok(Builtins::default());
-    };
-    let mut out = Builtins {
-        config_member: Some(member_name(&config)),
-        modules: Vec::new(),
-    };
-    let (_, refs) = symbols(&config_obj);
-    for init in refs {
-        let Some(&off) = index.get(&init) else {
-            continue;
-        };
-        let m = member_at(off)?;
         let Some(obj) = parse_member(&cache, &m) else {
-            continue;
+            return Ok(ArchiveScan::default());
         };
-        let external = symbols(&obj)
-            .1
-            .into_iter()
-            .filter(|s| !index.contains_key(s) && !also_defined.contains(s))
-            .collect();
-        out.modules.push(Builtin {
-            init,
-            member: member_name(&m),
-            external,
+        if obj.format() != object::BinaryFormat::Elf {
+            return Ok(ArchiveScan::default());
+        }
+        let (def, undef) = symbols(&obj);
+        // GCC's slim LTO objects keep their real symbols in LTO sections,
+        // out of reach here: no facts.
+        if def.iter().chain(&undef).any(|s| s == "__gnu_lto_slim") {
+            return Ok(ArchiveScan::default());
+        }
+        if def.iter().any(|d| d == INITTAB) {
+            out.config_member = Some(name.clone());
+        }
+        defined.extend(def.iter().cloned());
+        undefined.push((name, def, undef));
+    }
+    // What the archive's index says members define counts too.
+    if let Some(syms) = ar.symbols().map_err(corrupt)? {
+        for sym in syms {
+            defined.insert(String::from_utf8_lossy(sym.map_err(corrupt)?.name()).into_owned());
+        }
+    }
+    out.elf = true;
+    let config_refs: HashSet<&String> = out
+        .config_member
+        .as_ref()
+        .and_then(|c| undefined.iter().find(|(n, _, _)| n == c))
+        .map(|(_, _, u)| u.iter().filter(|s| defined.contains(*s)).collect())
+        .unwrap_or_default();
+    for (name, def, undef) in &undefined {
+        out.members.push(Member {
+            name: name.clone(),
+            external: undef
+                .iter()
+                .filter(|s| !defined.contains(*s) && !also_defined.contains(*s))
+                .cloned()
+                .collect(),
+            inits: def
+                .iter()
+                .filter(|d| config_refs.contains(d))
+                .cloned()
+                .collect(),
         });
     }
     Ok(out)

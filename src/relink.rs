@@ -13,9 +13,12 @@
 //! the link's libraries define (Debian sid's `_md5 _sha1 _sha2 _sha3
 //! _blake2`, which call HACL* objects no package ships) are left out of a
 //! table of built-in modules rebuilt from `LIBPL/config.c`, with a note on
-//! stderr naming them. `--stock` links the build's own frozen modules
-//! unchanged: the reference an interpreter from `relink` is measured and
-//! tested against.
+//! stderr naming them. Every member of the archive is linked
+//! (`--whole-archive`), as CPython links its own interpreter: extension
+//! modules in lib-dynload (`_testinternalcapi`, `_interpreters`) call
+//! functions nothing in the core refers to. `--stock` links the build's
+//! own frozen modules unchanged: the reference an interpreter from
+//! `relink` is measured and tested against.
 
 use crate::emit::{self, Options};
 use crate::error::{Error, Result};
@@ -233,13 +236,16 @@ pub fn relink(o: &RelinkOptions) -> Result<()> {
             );
         }
 
-        // Built-in modules the archive cannot link.
-        if let Some((config_o, member)) =
-            unlinkable_builtins(o, t0, &b, &archive, &python_o, &objs, pre, &work)?
-        {
-            objs.push(config_o);
-            remove.push(member);
-        }
+        // Every member, less the built-in modules that cannot link.
+        let whole = match linkable(o, t0, &b, &archive, &python_o, &objs, pre, &work)? {
+            Linkable::NotElf => false,
+            Linkable::All => true,
+            Linkable::Without { config_o, members } => {
+                objs.push(config_o);
+                remove.extend(members);
+                true
+            }
+        };
 
         let lib = if remove.is_empty() {
             archive.clone()
@@ -264,10 +270,17 @@ pub fn relink(o: &RelinkOptions) -> Result<()> {
             .arg("-o")
             .arg(&tmp_out)
             .arg(&python_o)
-            .args(&objs)
-            .arg(&lib)
-            .args(&b.flags)
-            .args(&wrap);
+            .args(&objs);
+        // As CPython links its own interpreter: every object of the
+        // library, not only the members something here refers to.
+        if whole {
+            cmd.arg("-Wl,--whole-archive")
+                .arg(&lib)
+                .arg("-Wl,--no-whole-archive");
+        } else {
+            cmd.arg(&lib);
+        }
+        cmd.args(&b.flags).args(&wrap);
         log(o, t0, format_args!("{}", describe(&cmd)));
         run(&mut cmd, "link")?;
         log(o, t0, format_args!("linked"));
@@ -291,14 +304,28 @@ fn describe(cmd: &Command) -> String {
     s
 }
 
-/// Built-in modules whose objects need symbols that nothing in the link
-/// defines (neither the archive, `python.o`, our objects, nor the link's
-/// libraries): when there are any, a replacement for the archive's inittab
-/// member compiled from `LIBPL/config.c` without them, and that member's
-/// name (to remove from the archive copy). Says what it left out on stderr,
-/// always.
+/// What of the archive [`linkable`] found can be linked whole.
+enum Linkable {
+    /// Not ELF: no facts, the archive linked as an archive.
+    NotElf,
+    /// Every member.
+    All,
+    /// Every member but `members` (the inittab member and the left-out
+    /// modules' objects), with `config_o` for the inittab.
+    Without {
+        config_o: PathBuf,
+        members: Vec<String>,
+    },
+}
+
+/// Whether every member of the archive can be linked: what each needs from
+/// outside the archive (less what `python.o` and our objects define) must
+/// come from the link's libraries. Built-in modules whose objects need
+/// symbols that nothing defines are left out (a replacement inittab
+/// compiled from `LIBPL/config.c` without them; a note on stderr, always);
+/// any other member that cannot link is an error.
 #[allow(clippy::too_many_arguments)]
-fn unlinkable_builtins(
+fn linkable(
     o: &RelinkOptions,
     t0: Instant,
     b: &Build,
@@ -307,53 +334,88 @@ fn unlinkable_builtins(
     objs: &[PathBuf],
     pre: &[&str],
     work: &Path,
-) -> Result<Option<(PathBuf, String)>> {
+) -> Result<Linkable> {
     let mut defined = linkcheck::defined_in(python_o)?;
     for obj in objs {
         defined.extend(linkcheck::defined_in(obj)?);
     }
-    let builtins = linkcheck::builtin_modules(archive, &defined)?;
-    let wanted: BTreeSet<String> = builtins
-        .modules
+    let scan = linkcheck::scan(archive, &defined)?;
+    if !scan.elf {
+        log(
+            o,
+            t0,
+            format_args!("not an ELF archive: linked as an archive"),
+        );
+        return Ok(Linkable::NotElf);
+    }
+    let wanted: BTreeSet<String> = scan
+        .members
         .iter()
         .flat_map(|m| m.external.iter().cloned())
         .collect();
     let from_libs = linkcheck::defined_by_libraries(&b.linkcc, pre, &b.flags, &wanted, work)?;
+    log(
+        o,
+        t0,
+        format_args!(
+            "{} members; {} symbols they need from outside the archive, {} defined by the link's libraries",
+            scan.members.len(),
+            wanted.len(),
+            from_libs.len()
+        ),
+    );
     let mut missing: BTreeSet<&str> = BTreeSet::new();
-    let mut dropped: Vec<&linkcheck::Builtin> = Vec::new();
-    for m in &builtins.modules {
+    let mut dropped: Vec<&linkcheck::Member> = Vec::new();
+    for m in &scan.members {
         let lacking: Vec<&str> = m
             .external
             .iter()
             .filter(|s| !from_libs.contains(*s))
             .map(String::as_str)
             .collect();
-        if !lacking.is_empty() {
-            missing.extend(&lacking);
-            dropped.push(m);
+        if lacking.is_empty() {
+            continue;
         }
+        if m.inits.is_empty() {
+            return Err(Error::file(
+                archive,
+                format!(
+                    "member {} needs {} symbols that neither the archive nor the link's \
+                     libraries ({}) define (e.g. {}), and it is no built-in module that could \
+                     be left out: this archive cannot be linked as its build linked it",
+                    m.name,
+                    lacking.len(),
+                    b.flags.join(" "),
+                    lacking[..lacking.len().min(3)].join(", ")
+                ),
+            ));
+        }
+        missing.extend(&lacking);
+        dropped.push(m);
     }
-    log(
-        o,
-        t0,
-        format_args!(
-            "{} built-in modules; {} symbols they need from outside the archive, {} defined by the link's libraries",
-            builtins.modules.len(),
-            wanted.len(),
-            from_libs.len()
-        ),
-    );
     if dropped.is_empty() {
-        return Ok(None);
+        return Ok(Linkable::All);
     }
-    let names: Vec<&str> = dropped
+    let inits: Vec<&str> = dropped
         .iter()
-        .map(|m| m.init.strip_prefix("PyInit_").unwrap_or(&m.init))
+        .flat_map(|m| m.inits.iter().map(String::as_str))
         .collect();
-    let members: Vec<&str> = dropped.iter().map(|m| m.member.as_str()).collect();
-    let Some(config_member) = builtins.config_member.clone() else {
+    let names: Vec<&str> = inits
+        .iter()
+        .map(|i| i.strip_prefix("PyInit_").unwrap_or(i))
+        .collect();
+    let mut members: Vec<String> = dropped.iter().map(|m| m.name.clone()).collect();
+    let Some(config_member) = scan.config_member.clone() else {
         return Err(Error::file(archive, "no member defines _PyImport_Inittab"));
     };
+    for m in members.iter().chain([&config_member]) {
+        if scan.duplicate_names.contains(m) {
+            return Err(Error::file(
+                archive,
+                format!("member name {m} occurs more than once: cannot remove it by name"),
+            ));
+        }
+    }
     let config_c = b.libpl.join("config.c");
     if !config_c.is_file() {
         return Err(Error::file(
@@ -368,11 +430,10 @@ fn unlinkable_builtins(
             ),
         ));
     }
-    let inits: Vec<&str> = dropped.iter().map(|m| m.init.as_str()).collect();
     let source = linkcheck::config_without(&config_c, &inits)?;
     let src = work.join("config.c");
     std::fs::write(&src, source).map_err(|e| Error::file(&src, format!("cannot write: {e}")))?;
-    let obj = work.join("pyfreeze-config.o");
+    let config_o = work.join("pyfreeze-config.o");
     let mut cc = Command::new(&b.cc);
     cc.args(b.ccshared.split_whitespace())
         .arg("-I")
@@ -380,7 +441,7 @@ fn unlinkable_builtins(
         .arg("-c")
         .arg(&src)
         .arg("-o")
-        .arg(&obj);
+        .arg(&config_o);
     run(
         &mut cc,
         &format!(
@@ -402,7 +463,8 @@ fn unlinkable_builtins(
         first.join(", "),
         config_c.display()
     );
-    Ok(Some((obj, config_member)))
+    members.push(config_member);
+    Ok(Linkable::Without { config_o, members })
 }
 
 /// Which of `names` the archive holds (the object replaces them). Only the
