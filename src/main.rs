@@ -37,7 +37,7 @@ enum Cmd {
         /// x86_64-windows, aarch64-windows).
         #[arg(long, default_value = "x86_64-linux")]
         target: String,
-        /// CPython version whose layout to write: 3.11, 3.12 or 3.13.
+        /// CPython version whose layout to write: 3.11 to 3.15.
         #[arg(long, value_name = "X.Y")]
         python: String,
         /// Output object file (written atomically).
@@ -106,7 +106,7 @@ enum Cmd {
         #[arg(value_name = "FILE:MODNAME")]
         inputs: Vec<String>,
     },
-    /// Build a faster interpreter from an installed CPython 3.11, 3.12 or 3.13.
+    /// Build a faster interpreter from an installed CPython 3.11 to 3.15.
     ///
     /// Re-freezes its stock modules plus the requested ones with lazy
     /// per-module initialization, replaces deepfreeze.o (3.11, 3.12) and

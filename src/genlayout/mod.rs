@@ -319,6 +319,49 @@ pub enum Own {
 /// (Python/optimizer.c is all `#ifdef _Py_TIER2`).
 pub const TIER2: &str = "_PyOptimizer_Optimize";
 
+/// Members of `PyInterpreterState` the runtime's code constructor reads
+/// when it quickens (3.15's `opt_config`, which `PYTHON_JIT_*_INITIAL_*`
+/// and `PYTHON_SPECIALIZATION_OFF` change), with the default values the
+/// emitted bytecode's quickening assumes. Where the struct holding them
+/// exists, every one must. The load wrapper falls back to unmarshalling
+/// when one differs (`InterpLayout::expects`).
+pub const EXPECTS: &[(&str, &str, Expect)] = &[
+    (
+        "opt_config",
+        "jump_backward_initial_value",
+        Expect::Macro("internal/pycore_backoff.h", "JUMP_BACKWARD_INITIAL_VALUE"),
+    ),
+    (
+        "opt_config",
+        "jump_backward_initial_backoff",
+        Expect::Macro("internal/pycore_backoff.h", "JUMP_BACKWARD_INITIAL_BACKOFF"),
+    ),
+    (
+        "opt_config",
+        "resume_initial_value",
+        Expect::Macro("internal/pycore_backoff.h", "RESUME_INITIAL_VALUE"),
+    ),
+    (
+        "opt_config",
+        "resume_initial_backoff",
+        Expect::Macro("internal/pycore_backoff.h", "RESUME_INITIAL_BACKOFF"),
+    ),
+    (
+        "opt_config",
+        "specialization_enabled",
+        Expect::Value(1, "true unless PYTHON_SPECIALIZATION_OFF is set"),
+    ),
+];
+
+/// Where an [`EXPECTS`] default comes from.
+#[derive(Clone, Copy, Debug)]
+pub enum Expect {
+    /// A macro of a header.
+    Macro(&'static str, &'static str),
+    /// A value, and why.
+    Value(u32, &'static str),
+}
+
 /// `PyCodeObject` members that are not pointers and that the runtime moves
 /// from 0 while the code runs (the instrumentation version it last
 /// instrumented the code for). Applied when the member exists.
@@ -1622,13 +1665,56 @@ impl Cx {
             }
             None => 0,
         };
+        let expects = self.expects(notes)?;
+        // 3.13+: each interpreter's own dict of interned strings.
+        let interned_dict = match t.member(IS, "cached_objects.interned_strings") {
+            Ok(_) => {
+                let f = self.arch_field(IS, "cached_objects.interned_strings", notes)?;
+                self.require(f.field.size == 8, || {
+                    "PyInterpreterState.cached_objects.interned_strings is not a pointer".into()
+                })?;
+                Some(f)
+            }
+            Err(_) => None,
+        };
         Ok(InterpLayout {
             main,
             tstate_interp,
             next_func_version: next,
             first_code_version,
             requires: leak(vec![ranges]),
+            expects,
+            interned_dict,
         })
+    }
+
+    /// [`EXPECTS`] where its structs exist, with their defaults; a note
+    /// each saying where the value comes from.
+    fn expects(&self, notes: &mut Notes) -> Result<&'static [(ArchField, u32)]> {
+        const IS: &str = "PyInterpreterState";
+        let t = &self.life;
+        let mut out = Vec::new();
+        for &(within, member, how) in EXPECTS {
+            if t.member(IS, within).is_err() {
+                continue;
+            }
+            let path = format!("{within}.{member}");
+            let f = self.arch_field(IS, &path, notes)?;
+            let (value, source) = match how {
+                Expect::Macro(h, name) => (self.macro_value(h, name)?, format!("{name} ({h})")),
+                Expect::Value(v, why) => (i64::from(v), why.to_string()),
+            };
+            let bits = 8 * u32::from(f.field.size);
+            self.require(
+                (1..=4).contains(&f.field.size) && value >= 0 && value < 1i64 << bits.min(31),
+                || format!("{IS}.{path}: default {value} does not fit its {bits} bits"),
+            )?;
+            if let Some(n) = notes.interp.last_mut() {
+                n.push_str(&format!(" = {source}"));
+            }
+            out.push((f, value as u32));
+        }
+        Ok(leak(out))
     }
 
     fn runtime(

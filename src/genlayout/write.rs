@@ -612,19 +612,21 @@ fn write_interp(w: &mut W, i: &InterpLayout, n: &Notes) {
         next_func_version,
         first_code_version,
         requires,
+        expects,
+        interned_dict,
     } = i;
     w.open(1, "interp", "InterpLayout");
     let mut notes = n.interp.iter();
-    let mut note = |w: &mut W| {
+    let mut note = |w: &mut W, level: usize| {
         if let Some(t) = notes.next() {
-            w.comment(2, t);
+            w.comment(level, t);
         }
     };
-    note(w);
+    note(w, 2);
     w.item(2, "main", arch_field(main));
     match next_func_version {
         Some(f) => {
-            note(w);
+            note(w, 2);
             w.item(2, "next_func_version", format!("Some({})", arch_field(f)));
         }
         None => w.item(2, "next_func_version", "None"),
@@ -633,11 +635,31 @@ fn write_interp(w: &mut W, i: &InterpLayout, n: &Notes) {
         w.comment(2, &n.first_code_version);
     }
     w.item(2, "first_code_version", first_code_version);
-    note(w);
+    note(w, 2);
     let r: Vec<String> = requires.iter().map(arch_field).collect();
     w.array(2, "requires", &r);
-    note(w);
+    note(w, 2);
     w.item(2, "tstate_interp", arch_field(tstate_interp));
+    let e: Vec<String> = (expects.iter())
+        .map(|(f, v)| format!("({}, {v})", arch_field(f)))
+        .collect();
+    if e.is_empty() {
+        w.item(2, "expects", "&[]");
+    } else {
+        w.line(2, "expects: &[");
+        for x in &e {
+            note(w, 3);
+            w.line(3, &format!("{x},"));
+        }
+        w.line(2, "],");
+    }
+    match interned_dict {
+        Some(f) => {
+            note(w, 2);
+            w.item(2, "interned_dict", format!("Some({})", arch_field(f)));
+        }
+        None => w.item(2, "interned_dict", "None"),
+    }
     w.close(1);
 }
 

@@ -63,7 +63,7 @@ pub fn read_tables(path: &Path, layout: &Layout) -> Result<(Tables, Identity)> {
     let ar = ArchiveFile::parse(&cache)
         .map_err(|e| Error::at(path, 0, format!("not an ar archive: {e}")))?;
     let (mut member, mut version, mut buildinfo) = (None, None, None);
-    let (mut life, mut compile) = (None, None);
+    let (mut life, mut compile, mut codegen) = (None, None, None);
     for m in ar.members() {
         let m = m.map_err(|e| Error::file(path, format!("corrupt archive member table: {e}")))?;
         match m.name() {
@@ -72,6 +72,7 @@ pub fn read_tables(path: &Path, layout: &Layout) -> Result<(Tables, Identity)> {
             b"getbuildinfo.o" => buildinfo = Some(m),
             b"pylifecycle.o" => life = Some(m),
             b"compile.o" => compile = Some(m),
+            b"codegen.o" => codegen = Some(m),
             _ => {}
         }
     }
@@ -110,8 +111,13 @@ pub fn read_tables(path: &Path, layout: &Layout) -> Result<(Tables, Identity)> {
         let (start, size) = m.file_range();
         cache.range(start, size)
     };
-    let (life, compile) = (life.map(range), compile.map(range));
-    super::verify::check(path, &identity.version, layout, life, compile)?;
+    // The opcode tables: compile.o (3.13), codegen.o (3.14+).
+    let opcodes: Vec<_> = [compile, codegen]
+        .into_iter()
+        .flatten()
+        .map(range)
+        .collect();
+    super::verify::check(path, &identity.version, layout, life.map(range), &opcodes)?;
     let m = member
         .ok_or_else(|| Error::file(path, "no frozen.o member: not a CPython static library"))?;
     let (start, size) = m.file_range();

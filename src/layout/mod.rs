@@ -260,6 +260,15 @@ pub struct InterpLayout {
     /// objects are built as marshal data says (`config.code_debug_ranges`:
     /// without it, the constructor drops column positions).
     pub requires: &'static [ArchField],
+    /// Members of `PyInterpreterState` that hold these values when the
+    /// runtime's code constructor quickens bytecode as the emitted
+    /// bytecode is and leaves code objects as the teardown expects them
+    /// (the tier-2 optimizer off: `jit`; 3.15's `opt_config`, which
+    /// environment variables change).
+    pub expects: &'static [(ArchField, u32)],
+    /// `PyInterpreterState.cached_objects.interned_strings`: the
+    /// interpreter's dict of interned strings (3.13+).
+    pub interned_dict: Option<ArchField>,
 }
 
 /// `PyASCIIObject` / `PyCompactUnicodeObject`.

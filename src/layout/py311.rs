@@ -171,6 +171,8 @@ pub static LAYOUT: Layout = Layout {
         requires: &[af(f(1012, 4), &[])],
         // PyThreadState.interp
         tstate_interp: af(f(16, 8), &[]),
+        expects: &[],
+        interned_dict: None,
     },
 };
 

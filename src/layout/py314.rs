@@ -306,6 +306,10 @@ pub static LAYOUT: Layout = Layout {
         requires: &[af(f(8084, 4), &[(Arch::Aarch64, 16)])],
         // PyThreadState.interp
         tstate_interp: af(f(16, 8), &[]),
+        expects: &[],
+        // PyInterpreterState.cached_objects.interned_strings (after pthread_mutex_t _gil.mutex,
+        // _gil.switch_mutex)
+        interned_dict: Some(af(f(224624, 8), &[(Arch::Aarch64, 16)])),
     },
 };
 

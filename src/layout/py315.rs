@@ -324,6 +324,28 @@ pub static LAYOUT: Layout = Layout {
         requires: &[af(f(8036, 4), &[(Arch::Aarch64, 16)])],
         // PyThreadState.interp
         tstate_interp: af(f(16, 8), &[]),
+        expects: &[
+            // PyInterpreterState.opt_config.jump_backward_initial_value (after pthread_mutex_t
+            // _gil.mutex, _gil.switch_mutex) = JUMP_BACKWARD_INITIAL_VALUE
+            // (internal/pycore_backoff.h)
+            (af(f(223410, 2), &[(Arch::Aarch64, 16)]), 4000),
+            // PyInterpreterState.opt_config.jump_backward_initial_backoff (after pthread_mutex_t
+            // _gil.mutex, _gil.switch_mutex) = JUMP_BACKWARD_INITIAL_BACKOFF
+            // (internal/pycore_backoff.h)
+            (af(f(223412, 2), &[(Arch::Aarch64, 16)]), 6),
+            // PyInterpreterState.opt_config.resume_initial_value (after pthread_mutex_t _gil.mutex,
+            // _gil.switch_mutex) = RESUME_INITIAL_VALUE (internal/pycore_backoff.h)
+            (af(f(223414, 2), &[(Arch::Aarch64, 16)]), 8190),
+            // PyInterpreterState.opt_config.resume_initial_backoff (after pthread_mutex_t
+            // _gil.mutex, _gil.switch_mutex) = RESUME_INITIAL_BACKOFF (internal/pycore_backoff.h)
+            (af(f(223416, 2), &[(Arch::Aarch64, 16)]), 6),
+            // PyInterpreterState.opt_config.specialization_enabled (after pthread_mutex_t
+            // _gil.mutex, _gil.switch_mutex) = true unless PYTHON_SPECIALIZATION_OFF is set
+            (af(f(223424, 1), &[(Arch::Aarch64, 16)]), 1),
+        ],
+        // PyInterpreterState.cached_objects.interned_strings (after pthread_mutex_t _gil.mutex,
+        // _gil.switch_mutex)
+        interned_dict: Some(af(f(224896, 8), &[(Arch::Aarch64, 16)])),
     },
 };
 
