@@ -185,6 +185,7 @@ pub fn fit_layout(opts: &Options, t0: Instant) -> Result<Option<Options>> {
         archive: ar.clone(),
         python: Some(py.clone()),
         include: opts.include.clone(),
+        types: None,
     })
     .map_err(|e| {
         Error::msg(format!(

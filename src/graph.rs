@@ -130,6 +130,8 @@ pub enum Obj {
     Tuple(Vec<ObjId>),
     /// Items in marshal order; the layout decides how to present them.
     FrozenSet(Vec<ObjId>),
+    /// start, stop, step (marshal version 5, 3.14+).
+    Slice([ObjId; 3]),
     Code(Box<Code>),
 }
 
@@ -180,6 +182,7 @@ fn content_hash(obj: &Obj) -> Option<u64> {
         Obj::Bytes(b) => b.hash(&mut h),
         Obj::Str(s) => s.hash(&mut h),
         Obj::Tuple(t) | Obj::FrozenSet(t) => t.hash(&mut h),
+        Obj::Slice(t) => t.hash(&mut h),
         Obj::Code(_) => return None,
     }
     Some(h.finish())
@@ -198,6 +201,7 @@ fn same_constant(a: &Obj, b: &Obj) -> bool {
         (Obj::Bytes(x), Obj::Bytes(y)) => x == y,
         (Obj::Str(x), Obj::Str(y)) => x == y,
         (Obj::Tuple(x), Obj::Tuple(y)) | (Obj::FrozenSet(x), Obj::FrozenSet(y)) => x == y,
+        (Obj::Slice(x), Obj::Slice(y)) => x == y,
         _ => false,
     }
 }
@@ -281,6 +285,7 @@ impl Graph {
     pub fn children(&self, id: ObjId) -> Children<'_> {
         match self.get(id) {
             Obj::Tuple(items) | Obj::FrozenSet(items) => Children::Items(items.iter()),
+            Obj::Slice(items) => Children::Items(items.iter()),
             Obj::Code(c) => Children::Code(
                 [
                     c.consts,
@@ -365,6 +370,12 @@ impl Graph {
                     stack.push((c.consts, false));
                 }
                 Obj::Tuple(items) | Obj::FrozenSet(items) => {
+                    seen[id.0 as usize] = true;
+                    for &it in items.iter().rev() {
+                        stack.push((it, false));
+                    }
+                }
+                Obj::Slice(items) => {
                     seen[id.0 as usize] = true;
                     for &it in items.iter().rev() {
                         stack.push((it, false));

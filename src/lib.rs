@@ -16,6 +16,7 @@ pub mod genlayout;
 pub mod graph;
 pub mod input;
 pub mod layout;
+pub mod linkcheck;
 pub mod marshal;
 pub mod objfile;
 pub mod output;

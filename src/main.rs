@@ -37,7 +37,7 @@ enum Cmd {
         /// x86_64-windows, aarch64-windows).
         #[arg(long, default_value = "x86_64-linux")]
         target: String,
-        /// CPython version whose layout to write: 3.11, 3.12 or 3.13.
+        /// CPython version whose layout to write: 3.11 to 3.15.
         #[arg(long, value_name = "X.Y")]
         python: String,
         /// Output object file (written atomically).
@@ -119,7 +119,7 @@ enum Cmd {
         #[arg(value_name = "FILE:MODNAME")]
         inputs: Vec<String>,
     },
-    /// Build a faster interpreter from an installed CPython 3.11, 3.12 or 3.13.
+    /// Build a faster interpreter from an installed CPython 3.11 to 3.15.
     ///
     /// Re-freezes its stock modules plus the requested ones with lazy
     /// per-module initialization, replaces deepfreeze.o (3.11, 3.12) and
@@ -163,6 +163,11 @@ enum Cmd {
         /// Print progress and timing on stderr.
         #[arg(short, long)]
         verbose: bool,
+        /// Link the interpreter's own frozen modules unchanged (no object of
+        /// ours, any CPython with a static archive): the stock link, with the
+        /// same link-line decisions, to compare a relinked interpreter with.
+        #[arg(long, conflicts_with_all = ["freeze", "trace", "paths", "eager"])]
+        stock: bool,
     },
     /// Write a version's layout table (src/layout/py3XX.rs) from a libpython
     /// archive built with debug info.
@@ -187,6 +192,20 @@ enum Cmd {
     ///   pyfreeze-obj gen-layout \
     ///       --archive $P/lib/python3.12/config-3.12-x86_64-linux-gnu/libpython3.12.a \
     ///       --python $P/bin/python3.12 -o src/layout/py312.rs
+    ///
+    /// A release build's archive has no DWARF (Debian's libpython3.14.a):
+    /// --types-from names an object compiled with -g from the installed
+    /// headers with the core's own flags (src/genlayout/types.c), which
+    /// describes the types; symbols, initializers and relocations still come
+    /// from the archive. (Not the -dbg package's libpython3.14d.a: a
+    /// Py_DEBUG build lays the runtime out differently.)
+    ///
+    ///   V=3.14; L=/usr/lib/python$V/config-$V-x86_64-linux-gnu
+    ///   CF=$(python$V -c "import sysconfig; print(sysconfig.get_config_var('PY_CORE_CFLAGS'))")
+    ///   gcc $CF -g -fno-eliminate-unused-debug-types -I/usr/include/python$V \
+    ///       -I/usr/include/python$V/internal -c types.c -o types314.o
+    ///   pyfreeze-obj gen-layout --archive $L/libpython$V.a --types-from types314.o \
+    ///       --python /usr/bin/python$V -o py314.rs
     #[command(verbatim_doc_comment)]
     GenLayout {
         /// The static libpython (libpython3.X.a) built with -g.
@@ -199,6 +218,11 @@ enum Cmd {
         /// Its installed headers [default: the interpreter's INCLUDEPY].
         #[arg(long, value_name = "DIR")]
         include: Option<PathBuf>,
+        /// Read the types (DWARF) from this object, compiled with -g from
+        /// the installed headers (src/genlayout/types.c), instead of the
+        /// archive's members: for a release archive without debug info.
+        #[arg(long, value_name = "TYPES.o")]
+        types_from: Option<PathBuf>,
         /// Output file (written atomically) [default: standard output].
         #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,
@@ -331,6 +355,7 @@ fn run(cli: Cli) -> pyfreeze_obj::error::Result<()> {
             eager,
             output,
             verbose,
+            stock,
         } => {
             check_output(&output)?;
             pyfreeze_obj::relink::relink(&pyfreeze_obj::relink::RelinkOptions {
@@ -341,12 +366,14 @@ fn run(cli: Cli) -> pyfreeze_obj::error::Result<()> {
                 eager,
                 output,
                 verbose,
+                stock,
             })
         }
         Cmd::GenLayout {
             archive,
             python,
             include,
+            types_from,
             output,
         } => {
             if let Some(o) = &output {
@@ -356,6 +383,7 @@ fn run(cli: Cli) -> pyfreeze_obj::error::Result<()> {
                 archive,
                 python,
                 include,
+                types: types_from,
             })?;
             match output {
                 Some(o) => pyfreeze_obj::output::write_atomically(&o, g.text.as_bytes()),

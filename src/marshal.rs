@@ -1,5 +1,6 @@
-//! Reader for CPython's marshal format (version 4, as written by 3.11 and
-//! 3.12) into the constant [`Graph`].
+//! Reader for CPython's marshal format (version 4, as written by 3.11 to
+//! 3.13, and version 5's slice constants, 3.14+) into the constant
+//! [`Graph`].
 //!
 //! Input is untrusted: every length is checked against the bytes that remain
 //! before anything is allocated, nesting is limited, and every error names
@@ -117,6 +118,7 @@ pub fn kind_name(o: &Obj) -> &'static str {
         Obj::Str(_) => "str",
         Obj::Tuple(_) => "tuple",
         Obj::FrozenSet(_) => "frozenset",
+        Obj::Slice(_) => "slice",
         Obj::Code(_) => "code",
     }
 }
@@ -207,7 +209,7 @@ impl<'a> Reader<'a, '_> {
         // Containers reserve their reference slot before reading children,
         // as marshal.c does; everything else is registered when complete.
         let reserved = match ty {
-            b'(' | b')' | b'>' | b'c' if flag => {
+            b'(' | b')' | b'>' | b':' | b'c' if flag => {
                 self.refs.push(None);
                 Some(self.refs.len() - 1)
             }
@@ -298,6 +300,13 @@ impl<'a> Reader<'a, '_> {
                 } else {
                     Obj::Tuple(items)
                 })
+            }
+            // Marshal version 5 (3.14+): start, stop, step.
+            b':' => {
+                let start = self.object()?;
+                let stop = self.object()?;
+                let step = self.object()?;
+                self.graph.add(Obj::Slice([start, stop, step]))
             }
             b'c' => self.code()?,
             b'r' => {
@@ -544,4 +553,47 @@ pub fn decode_utf8_surrogatepass(b: &[u8]) -> std::result::Result<Str, usize> {
         i += len;
     }
     Ok(Str(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `marshal.dumps((s, s, x))` by python3.14.10 (sid) with `x = 10**30`,
+    /// `s = slice(x, x, None)`: the slice takes its reference index before
+    /// its items (0, then the int 1), as for tuples.
+    const SHARED_SLICE: &str =
+        "2903baec0700000000000000a937a733044d9365270372010000004e72000000007201000000";
+
+    #[test]
+    fn slices_reserve_their_reference_before_their_items() {
+        let bytes: Vec<u8> = (0..SHARED_SLICE.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&SHARED_SLICE[i..i + 2], 16).unwrap())
+            .collect();
+        let mut g = Graph::new();
+        let id = read_object(&bytes, &mut g).unwrap();
+        let Obj::Tuple(items) = g.get(id) else {
+            panic!("not a tuple")
+        };
+        let (s, s2, x) = (items[0], items[1], items[2]);
+        assert_eq!(s, s2);
+        let Obj::Slice([start, stop, step]) = *g.get(s) else {
+            panic!("not a slice")
+        };
+        assert_eq!((start, stop), (x, x));
+        assert!(matches!(g.get(step), Obj::None));
+        let Obj::Int(v) = g.get(x) else {
+            panic!("not an int")
+        };
+        assert_eq!(v.digits.len(), 4, "10**30 has four 30-bit digits");
+    }
+
+    #[test]
+    fn a_truncated_slice_names_its_offset() {
+        // ':' then start 1 and nothing more.
+        let bytes = [b':', b'i', 1, 0, 0, 0];
+        let e = read_object(&bytes, &mut Graph::new()).unwrap_err();
+        assert_eq!(e.offset, Some(6), "{e:?}");
+    }
 }

@@ -395,6 +395,7 @@ impl Placer<'_> {
                 t
             }
             Obj::FrozenSet(items) => self.emit_frozenset(items),
+            Obj::Slice(items) => self.emit_slice(items)?,
             Obj::Code(c) => self.emit_code(id, c),
         })
     }
@@ -467,6 +468,8 @@ impl Placer<'_> {
                 } else {
                     0
                 };
+                // Bit 2 stays clear: 3.14+ sets it only on the runtime's
+                // own small ints (and small ints are never emitted here).
                 self.put(obj, f, (n << 3) | sign);
             }
             IntSize::SignedObSize => {
@@ -598,6 +601,10 @@ impl Placer<'_> {
         let start = self.alloc(tl.gc_head_size as u64 + tl.items as u64 + ptr * items.len() as u64);
         let obj = start + tl.gc_head_size as u64;
         self.var_head(obj, self.l.sym.tuple_type, items.len() as u64);
+        if let Some(f) = tl.hash {
+            // Not computed yet (-1).
+            self.put(obj, f, u64::MAX);
+        }
         for (i, &t) in items.iter().enumerate() {
             let f = Field {
                 off: tl.items + i as u32 * ptr as u32,
@@ -606,6 +613,33 @@ impl Placer<'_> {
             self.ptr(obj, f, t);
         }
         Target::Data(obj)
+    }
+
+    /// A slice constant (marshal version 5), behind a GC header as the
+    /// runtime allocates one (zeroed: not tracked, as static tuples).
+    /// Refused where the version has no slice constants: the marshal data
+    /// is then not that version's.
+    fn emit_slice(&mut self, items: &[ObjId; 3]) -> Result<Target> {
+        let l = self.l;
+        let (Some(sl), Some(ty)) = (&l.slice, l.sym.slice_type) else {
+            return Err(Error::msg(format!(
+                "a slice constant, which CPython {}.{} code cannot hold (marshal version 5, \
+                 3.14+): compile the module with the target's own Python",
+                l.version.0, l.version.1
+            )));
+        };
+        let gc = l.tuple.gc_head_size as u64;
+        let obj = self.alloc(gc + sl.size as u64) + gc;
+        self.head(obj, ty);
+        for (f, item) in [
+            (sl.start, items[0]),
+            (sl.stop, items[1]),
+            (sl.step, items[2]),
+        ] {
+            let t = self.target(item);
+            self.ptr(obj, f, t);
+        }
+        Ok(Target::Data(obj))
     }
 
     /// CPython's generator emits a frozenset as a tuple of its items in
@@ -684,17 +718,13 @@ impl Placer<'_> {
             self.put(obj, f, self.version[id.0 as usize] as u64);
         }
         if let Some(f) = cl.firsttraceable {
-            let first = c
-                .code
-                .chunks(2)
-                .position(|u| u[0] == cl.opcode_resume)
-                .unwrap_or(0);
+            let first = cl.first_traceable(&c.code);
             self.put(obj, f, first as u64);
         }
         self.put_bytes(obj + cl.code_adaptive as u64, &c.code);
         if let (true, Some(q)) = (self.pre.quicken, &cl.quicken) {
             let at = (obj + cl.code_adaptive as u64) as usize;
-            q.apply(&mut self.img.data[at..at + c.code.len()]);
+            q.apply(&mut self.img.data[at..at + c.code.len()], c.flags as u32);
         }
         Target::Data(obj)
     }
@@ -856,4 +886,150 @@ fn repr(g: &Graph, id: ObjId) -> Vec<u32> {
         _ => format!("<{}>", id.0),
     };
     text.chars().map(|c| c as u32).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph::{Code, Module};
+    use crate::layout::{f, SliceLayout};
+    use crate::version::PY313;
+
+    /// A module whose constants are `(slice(1000, None, 'a'), (1000,))`.
+    fn graph() -> Graph {
+        let mut g = Graph::new();
+        let big = g.add(Obj::Int(BigInt::from_i64(1000)));
+        let none = g.add(Obj::None);
+        let a = g.add(Obj::Str(Str(vec!['a' as u32, 'b' as u32])));
+        let slice = g.add(Obj::Slice([big, none, a]));
+        let inner = g.add(Obj::Tuple(vec![big]));
+        let consts = g.add(Obj::Tuple(vec![slice, inner]));
+        let empty = g.add(Obj::Tuple(vec![]));
+        let bytes = g.add(Obj::Bytes(vec![]));
+        let name = g.add(Obj::Str(Str("m".chars().map(|c| c as u32).collect())));
+        let code = g.add(Obj::Code(Box::new(Code {
+            argcount: 0,
+            posonlyargcount: 0,
+            kwonlyargcount: 0,
+            stacksize: 1,
+            flags: 0,
+            code: vec![0, 0],
+            consts,
+            names: empty,
+            localsplusnames: empty,
+            localspluskinds: bytes,
+            filename: name,
+            name,
+            qualname: name,
+            firstlineno: 1,
+            linetable: bytes,
+            exceptiontable: bytes,
+        })));
+        g.modules.push(Module {
+            name: "m".into(),
+            accessor: "_Py_get_m_toplevel".into(),
+            code,
+        });
+        g
+    }
+
+    /// 3.13's layout with slices and tuple hashes, as 3.14's tables have
+    /// them (offsets made up but disjoint from the header).
+    fn with_slices() -> &'static Version {
+        let mut l = PY313.layout.clone();
+        l.slice = Some(SliceLayout {
+            size: 40,
+            start: f(16, 8),
+            stop: f(24, 8),
+            step: f(32, 8),
+        });
+        l.sym.slice_type = Some("PySlice_Type");
+        l.tuple.hash = Some(f(24, 8));
+        l.tuple.items = 32;
+        Box::leak(Box::new(Version {
+            layout: Box::leak(Box::new(l)),
+            contract: PY313.contract,
+        }))
+    }
+
+    fn reloc_at(img: &Image, at: u64) -> Option<Target> {
+        img.relocs.iter().find(|r| r.offset == at).map(|r| r.target)
+    }
+
+    #[test]
+    fn slices_are_refused_where_the_layout_has_none() {
+        let g = graph();
+        let e = place(&g, &PY313, 4, 0, false).unwrap_err();
+        assert!(e.message.contains("slice constant"), "{e:?}");
+        assert!(e.message.contains("3.13"), "{e:?}");
+    }
+
+    #[test]
+    fn slices_and_tuple_hashes_are_placed_as_the_layout_says() {
+        let g = graph();
+        let v = with_slices();
+        let l = v.layout;
+        let p = place(&g, v, 4, 0, false).unwrap();
+        // Where the objects went: follow the module's co_consts.
+        let code = p.accessors[0].code;
+        let Some(Target::Data(consts)) = reloc_at(&p, code + l.code.consts.off as u64) else {
+            panic!("co_consts not relocated to our data")
+        };
+        let item = |t: u64, i: u64| reloc_at(&p, t + l.tuple.items as u64 + 8 * i);
+        let (Some(Target::Data(s)), Some(Target::Data(t))) = (item(consts, 0), item(consts, 1))
+        else {
+            panic!("co_consts items not relocated to our data")
+        };
+        let sl = l.slice.as_ref().unwrap();
+        let word = |at: u64, f: Field| {
+            let mut b = [0u8; 8];
+            b[..f.size as usize]
+                .copy_from_slice(&p.data[(at + f.off as u64) as usize..][..f.size as usize]);
+            u64::from_le_bytes(b)
+        };
+        // The slice: static header, PySlice_Type, a zeroed GC header
+        // before it, its three items.
+        assert_eq!(word(s, l.head.refcnt), l.head.static_refcnt);
+        let ty = |t: u64| match reloc_at(&p, t + l.head.type_.off as u64) {
+            Some(Target::Extern(id, 0)) => p.externs[id.0 as usize],
+            other => panic!("type pointer: {other:?}"),
+        };
+        assert_eq!(ty(s), "PySlice_Type");
+        let gc = l.tuple.gc_head_size as u64;
+        assert!(p.data[(s - gc) as usize..s as usize]
+            .iter()
+            .all(|&b| b == 0));
+        let Some(Target::Data(start)) = reloc_at(&p, s + sl.start.off as u64) else {
+            panic!("slice start")
+        };
+        assert!(
+            matches!(reloc_at(&p, s + sl.stop.off as u64), Some(Target::Extern(id, 0)) if p.externs[id.0 as usize] == l.sym.none)
+        );
+        assert!(matches!(
+            reloc_at(&p, s + sl.step.off as u64),
+            Some(Target::Data(_))
+        ));
+        // The int is shared with the tuple (one object).
+        assert_eq!(item(t, 0), Some(Target::Data(start)));
+        // Tuples: ob_hash -1; ints: lv_tag without bit 2.
+        assert_eq!(ty(t), l.sym.tuple_type);
+        assert_eq!(word(t, l.tuple.hash.unwrap()), u64::MAX);
+        assert_eq!(word(consts, l.tuple.hash.unwrap()), u64::MAX);
+        let crate::layout::IntSize::LvTag(tag) = l.int.size else {
+            panic!("3.13 has lv_tag")
+        };
+        assert_eq!(word(start, tag), 1 << 3, "one digit, positive, bit 2 clear");
+    }
+
+    #[test]
+    fn equal_slices_are_one_object() {
+        let mut g = Graph::new();
+        let one = g.add(Obj::Int(BigInt::from_i64(1)));
+        let none = g.add(Obj::None);
+        let a = g.add(Obj::Slice([one, none, none]));
+        let b = g.add(Obj::Slice([one, none, none]));
+        let c = g.add(Obj::Slice([none, one, none]));
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+    }
 }

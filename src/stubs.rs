@@ -83,7 +83,9 @@ pub fn needs_pristine(contract: &Contract, scheme: Scheme) -> bool {
     contract.fini.iter().any(|s| match (s, scheme) {
         (FiniStep::CodeFini { hook: Some(_) }, Scheme::Eager) => false,
         (FiniStep::CodeFini { .. }, _) => true,
-        (FiniStep::StrHook(_) | FiniStep::InternRestore, _) => false,
+        (FiniStep::StrHook(_) | FiniStep::InternRestore | FiniStep::LeaveInterned { .. }, _) => {
+            false
+        }
     })
 }
 
@@ -352,6 +354,7 @@ impl Writer<'_> {
                     self.walk(&mut b, hook, None);
                 }
                 FiniStep::InternRestore => self.intern_restore(&mut b, Sel::All),
+                FiniStep::LeaveInterned { del, clear } => self.leave_interned(&mut b, del, clear),
             }
         }
         b.return_int(0);
@@ -515,7 +518,7 @@ impl Writer<'_> {
                     self.restore_codes(b, hook);
                 }
                 FiniStep::InternRestore => self.intern_restore(b, Sel::Module),
-                FiniStep::StrHook(_) => {}
+                FiniStep::StrHook(_) | FiniStep::LeaveInterned { .. } => {}
             }
         }
         b.bind(strings);
@@ -539,6 +542,64 @@ impl Writer<'_> {
                 self.walk(b, hook, None);
             }
         }
+        for step in self.c.fini {
+            if let FiniStep::LeaveInterned { del, clear } = *step {
+                self.leave_interned(b, del, clear);
+            }
+        }
+    }
+
+    /// [`FiniStep::LeaveInterned`] over all our strings (`DATA` set):
+    /// those only an initialized module's interning can have made
+    /// interned, and only their own bytes are read.
+    fn leave_interned(&self, b: &mut Builder, del: &'static str, clear: &'static str) {
+        let Some(dict) = self.l.interp.interned_dict else {
+            return;
+        };
+        let (dict, sl, head) = (dict.on(self.arch), &self.l.str_, &self.l.head);
+        // `state.interned` is the low bits of the state word: shifted to
+        // the top of a register, nothing else of the state is left.
+        let mask = sl.interned_mask;
+        assert!(
+            mask != 0 && mask & (mask + 1) == 0,
+            "state.interned is not the low bits of the state"
+        );
+        let shift = (64 - mask.count_ones()) as u8;
+        let state = Mem::at(T0, sl.state.off as i32);
+        self.range(b, self.t.start(Table::Strs), self.t.end(Table::Strs));
+        let top = b.here();
+        let (next, cleared, lower, done) = (b.label(), b.label(), b.label(), b.label());
+        b.branch(Width::W64, CUR, Cond::GeU, Operand::Reg(END), done);
+        self.code_at_cur(b, T0);
+        b.load(width(sl.state.size), T1, state)
+            .push(Inst::Shl(T1, T1, shift))
+            .branch(Width::W64, T1, Cond::Eq, Operand::Imm(0), next);
+        self.main_interp(b, ARG0);
+        b.load(Width::W64, ARG0, Mem::at(ARG0, dict.off as i32))
+            .push(Inst::Mov(Width::W64, ARG1, T0))
+            .call(Callee::Extern(del))
+            .branch(Width::W32, RET, Cond::GeS, Operand::Imm(0), cleared)
+            .call(Callee::Extern(clear))
+            .bind(cleared);
+        // state -= 1 while its interned bits are nonzero (no borrow
+        // reaches the bits above them).
+        self.code_at_cur(b, T0);
+        b.load(width(sl.state.size), T1, state)
+            .bind(lower)
+            .add(T1, T1, Operand::Imm(-1))
+            .push(Inst::Shl(T2, T1, shift))
+            .branch(Width::W64, T2, Cond::Ne, Operand::Imm(0), lower)
+            .store(width(sl.state.size), state, Operand::Reg(T1))
+            .push(Inst::MovImm(Width::W64, T1, head.static_refcnt as i64))
+            .store(
+                width(head.refcnt.size),
+                Mem::at(T0, head.refcnt.off as i32),
+                Operand::Reg(T1),
+            )
+            .bind(next)
+            .add(CUR, CUR, Operand::Imm(4))
+            .jump(top)
+            .bind(done);
     }
 
     /// Each interned field of what `sel` selects holds our string again;
@@ -589,6 +650,16 @@ impl Writer<'_> {
                 T2,
                 Cond::Eq,
                 Operand::Imm(0),
+                real_l,
+            );
+        }
+        for &(e, value) in self.l.interp.expects {
+            let f = e.on(arch);
+            b.load(width(f.size), T2, Mem::at(T1, f.off as i32)).branch(
+                Width::W64,
+                T2,
+                Cond::Ne,
+                Operand::Imm(value as i32),
                 real_l,
             );
         }
@@ -736,6 +807,12 @@ impl Writer<'_> {
                     .branch(Width::W64, T0, Cond::Eq, Operand::Imm(0), skip)
                     .call(Callee::Extern(h.clear_weakrefs));
             }
+            // The runtime's function, with the code object (in ARG0).
+            Release::Call(func) => {
+                b.load(Width::W64, T0, at)
+                    .branch(Width::W64, T0, Cond::Eq, Operand::Imm(0), skip)
+                    .call(Callee::Extern(func));
+            }
             Release::Object => {
                 b.load(Width::W64, T0, at)
                     .branch(Width::W64, T0, Cond::Eq, Operand::Imm(0), skip)
@@ -786,7 +863,7 @@ mod tests {
     use super::*;
     use crate::arch::{aarch64, check::check, x86_64, Conv};
     use crate::place::{Blob, Fixups, Image, Interns};
-    use crate::version::{PY311, PY312, PY313};
+    use crate::version::{PY311, PY312, PY313, PY314, PY315};
 
     /// Three modules: code objects, strings (one shared), fixups of both
     /// kinds, a frozenset, pristine bytecode, interned fields, blobs.
@@ -871,6 +948,22 @@ mod tests {
         }))
     }
 
+    /// 3.13's layout with the facts 3.14+ contracts read (made-up
+    /// offsets), under the 3.14+ contract.
+    fn static_strs() -> &'static Version {
+        use crate::layout::{af, f};
+        let mut l = PY313.layout.clone();
+        l.interp.interned_dict = Some(af(f(9000, 8), &[(Arch::Aarch64, 16)]));
+        l.interp.expects = Box::leak(Box::new([
+            (af(f(9100, 2), &[(Arch::Aarch64, 16)]), 2000),
+            (af(f(9106, 1), &[(Arch::Aarch64, 16)]), 1),
+        ]));
+        Box::leak(Box::new(Version {
+            layout: Box::leak(Box::new(l)),
+            contract: crate::version::PY314.contract,
+        }))
+    }
+
     /// The schemes a version's objects come in.
     fn schemes(v: &Version) -> Vec<Scheme> {
         if v.contract.entry.has_eager() {
@@ -898,7 +991,16 @@ mod tests {
     #[test]
     fn every_program_keeps_the_invariants() {
         let img = image();
-        for v in [&PY311, &PY312, &PY313, hookless(&PY311), hookless(&PY312)] {
+        for v in [
+            &PY311,
+            &PY312,
+            &PY313,
+            hookless(&PY311),
+            hookless(&PY312),
+            static_strs(),
+            &PY314,
+            &PY315,
+        ] {
             for scheme in schemes(v) {
                 let pristine =
                     needs_pristine(v.contract, scheme).then_some(v.layout.code.code_adaptive);
@@ -936,7 +1038,7 @@ mod tests {
     #[test]
     fn hooks_are_called() {
         let img = image();
-        for v in [&PY311, &PY312, &PY313] {
+        for v in [&PY311, &PY312, &PY313, static_strs(), &PY314, &PY315] {
             let t = RoTables::build(&img, Some(v.layout.code.code_adaptive)).unwrap();
             for scheme in schemes(v) {
                 let p = program(v, &img.accessors, &t, scheme, SLOTS, Arch::X86_64);
@@ -961,6 +1063,11 @@ mod tests {
                 if let Entry::Wrapped(w) = &c.entry {
                     want.push(w.tstate);
                     want.extend(c.entry.wrapped().iter().map(|f| wrap_symbols(f).1));
+                }
+                for step in c.fini {
+                    if let FiniStep::LeaveInterned { del, clear } = step {
+                        want.extend([*del, *clear]);
+                    }
                 }
                 if c.fini.contains(&FiniStep::CodeFini { hook: None }) {
                     want.extend([c.hooks.free, c.hooks.clear_weakrefs, c.hooks.decref]);

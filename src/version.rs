@@ -197,6 +197,18 @@ pub enum FiniStep {
     /// Each field [`InitStep::Intern`] interned holds our string again
     /// (the interned one it held dropped).
     InternRestore,
+    /// Each of our strings that the interpreter's interned dict holds
+    /// ([`crate::layout::InterpLayout::interned_dict`]) taken out of it
+    /// (`int del(PyObject *dict, PyObject *key)`, a failure cleared with
+    /// `void clear(void)`), its interned state cleared and its header
+    /// the static one again. For runtimes whose teardown of the dict
+    /// would take static strings for mortal ones (3.14+: refcount 2, then
+    /// the dict cleared, then the string's dealloc; an abort in debug
+    /// builds); it runs as code objects are finalized, before that.
+    LeaveInterned {
+        del: &'static str,
+        clear: &'static str,
+    },
 }
 
 impl Contract {
@@ -300,35 +312,70 @@ pub static PY312: Version = Version {
 /// interpreter's code objects are finalized.
 pub static PY313: Version = Version {
     layout: &crate::layout::PY313,
-    contract: &Contract {
-        precompute: Precompute {
-            utf8: true,
-            wstr: false,
-            versions_from: None,
-            version_counter: None,
-            min_stacksize: 1,
-            quicken: true,
-        },
-        entry: Entry::Wrapped(Wraps {
-            load: "PyMarshal_ReadObjectFromString",
-            code_fini: "_PyCode_Fini",
-            tstate: "PyThreadState_GetUnchecked",
-        }),
-        hooks: API,
-        init: &[
-            InitStep::Intern {
-                immortal: "_PyUnicode_InternImmortal",
-                mortal: "_PyUnicode_InternMortal",
-            },
-            InitStep::Frozensets,
-            InitStep::Versions,
-        ],
-        fini: &[FiniStep::InternRestore, FiniStep::CodeFini { hook: None }],
+    contract: &WRAPPED,
+};
+
+/// 3.13 and later: see [`PY313`].
+const WRAPPED: Contract = Contract {
+    precompute: Precompute {
+        utf8: true,
+        wstr: false,
+        versions_from: None,
+        version_counter: None,
+        min_stacksize: 1,
+        quicken: true,
     },
+    entry: Entry::Wrapped(Wraps {
+        load: "PyMarshal_ReadObjectFromString",
+        code_fini: "_PyCode_Fini",
+        tstate: "PyThreadState_GetUnchecked",
+    }),
+    hooks: API,
+    init: &[
+        InitStep::Intern {
+            immortal: "_PyUnicode_InternImmortal",
+            mortal: "_PyUnicode_InternMortal",
+        },
+        InitStep::Frozensets,
+        InitStep::Versions,
+    ],
+    fini: &[FiniStep::InternRestore, FiniStep::CodeFini { hook: None }],
+};
+
+/// 3.14 and later: as [`WRAPPED`], but the teardown of the interpreter's
+/// interned dict (right after the code objects' in 3.14 and 3.15) takes
+/// every string in it for a heap one: our strings leave it first.
+const WRAPPED_STATIC_STRS: Contract = Contract {
+    fini: &[
+        FiniStep::InternRestore,
+        FiniStep::CodeFini { hook: None },
+        FiniStep::LeaveInterned {
+            del: "PyDict_DelItem",
+            clear: "PyErr_Clear",
+        },
+    ],
+    ..WRAPPED
+};
+
+/// 3.14: as 3.13 (wrapped loads, steps at first use, the same teardown),
+/// with slice constants and tuple hashes as layout facts, and
+/// [`FiniStep::LeaveInterned`] last: its finalization would take our
+/// strings in the interned dict for heap ones.
+pub static PY314: Version = Version {
+    layout: &crate::layout::PY314,
+    contract: &WRAPPED_STATIC_STRS,
+};
+
+/// 3.15: as 3.14; its constructor's quickening reads the interpreter's
+/// optimizer settings, which the layout lists
+/// ([`crate::layout::InterpLayout::expects`]) for the load wrapper to check.
+pub static PY315: Version = Version {
+    layout: &crate::layout::PY315,
+    contract: &WRAPPED_STATIC_STRS,
 };
 
 /// Every version the tool knows, oldest first.
-pub static VERSIONS: &[&Version] = &[&PY311, &PY312, &PY313];
+pub static VERSIONS: &[&Version] = &[&PY311, &PY312, &PY313, &PY314, &PY315];
 
 impl Version {
     /// The version `major.minor`, or an error explaining why there is none.

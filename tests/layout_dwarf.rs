@@ -219,6 +219,7 @@ fn table_is_generated(r: &'static Ref) {
         archive: r.archive(),
         python: Some(python),
         include: None,
+        types: None,
     })
     .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(format!("{:#?}", g.layout), format!("{:#?}", r.layout()));
@@ -293,26 +294,31 @@ fn generator_follows_headers_and_interpreter() {
         "pycore_code.h: cannot read header",
     );
 
-    // The interpreter's answers: a stand-in with another RESUME and magic.
+    // The interpreter's answers: a stand-in with another magic (other
+    // scripts go to the real interpreter).
     let fake = dir.path().join("python3.12");
-    let names = "code bytes str tuple int float complex NoneType bool ellipsis";
-    let script = format!(
-        "#!/bin/sh\nprintf '%s\\n' '{0} {0}' '{1}' 150 d20d0d0a '{names}'\n",
-        r.pyenv,
-        r.oracle().include.display()
-    );
-    std::fs::write(&fake, script).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let names = "code bytes str tuple int float complex NoneType bool ellipsis slice";
+    let write_fake = |resume: u8| {
+        let script = format!(
+            "#!/bin/sh\ncase \"$3\" in *MAGIC_NUMBER*) printf '%s\\n' '{0} {0}' '{1}' {resume} \
+             d20d0d0a '{names}' 4;; *) exec '{2}' \"$@\";; esac\n",
+            r.pyenv,
+            r.oracle().include.display(),
+            python.display()
+        );
+        std::fs::write(&fake, script).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    };
+    write_fake(151);
     let out = gen_ok(&archive, Some(&fake), None);
     let changed = changed_lines(&base, &out);
-    assert_eq!(
-        changed,
-        [
-            ("    pyc_magic: 3531,", "    pyc_magic: 3538,"),
-            ("        opcode_resume: 151,", "        opcode_resume: 150,"),
-        ]
-    );
+    assert_eq!(changed, [("    pyc_magic: 3531,", "    pyc_magic: 3538,")]);
+    // Another RESUME opcode: the interpreter's code objects say otherwise
+    // (their _co_firsttraceable).
+    write_fake(150);
+    let msg = "_co_firsttraceable differs from the interpreter's";
+    refuses(&archive, Some(&fake), None, msg);
     // An interpreter of another version.
     let msg = "is CPython 3.12.1 (getversion.o), but the interpreter is 3.11.7";
     refuses(&archive, Some(&PY311.python()), None, msg);

@@ -1028,6 +1028,7 @@ fn layout_313(b: &Build) -> &'static pyfreeze_obj::layout::Layout {
         archive: b.dir.join("libpython3.13.a"),
         python: Some(b.dir.join("pyfreeze-probe-python")),
         include: Some(b.src.join("Include")),
+        types: None,
     })
     .unwrap_or_else(|e| panic!("gen-layout on the 3.13.5 build: {e}"))
     .layout

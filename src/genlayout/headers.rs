@@ -1,8 +1,18 @@
 //! Macros read from the installed CPython headers: `#define` values, the
 //! bodies of initializer macros, and a small evaluator for the integer
 //! expressions they are made of (literals, other macros, `UINT_MAX`,
-//! `sizeof(T)` answered by DWARF, casts, `+ - * / << >>`).
+//! `sizeof(T)` answered by DWARF, casts, `+ - * / << >> |`).
+//!
+//! A macro is looked up in the header the caller names first; one it does
+//! not define is looked up in every installed header (the `.h` files
+//! under the directory, however they include each other), where its
+//! 64-bit definitions must all agree: facts move between headers from one
+//! release to the next (3.14 moved `FRAME_SPECIALS_SIZE` to
+//! pycore_interpframe.h, the small-int bounds to pycore_runtime_structs.h,
+//! `_Py_IMMORTAL_INITIAL_REFCNT` to refcount.h).
 
+use std::cell::OnceCell;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
@@ -10,6 +20,8 @@ use crate::error::{Error, Result};
 /// The header directory (`INCLUDEPY`), read on demand.
 pub struct Headers {
     pub dir: PathBuf,
+    /// Every header's text, by path relative to `dir` (sorted).
+    all: OnceCell<BTreeMap<String, String>>,
 }
 
 /// One `#define NAME value` line: its value text and the conditional
@@ -25,6 +37,75 @@ impl Headers {
     pub fn new(dir: &Path) -> Headers {
         Headers {
             dir: dir.to_owned(),
+            all: OnceCell::new(),
+        }
+    }
+
+    /// Every `.h` file under the directory, by relative path.
+    pub fn all(&self) -> &BTreeMap<String, String> {
+        self.all.get_or_init(|| {
+            let mut out = BTreeMap::new();
+            let mut todo = vec![self.dir.clone()];
+            while let Some(d) = todo.pop() {
+                let Ok(rd) = std::fs::read_dir(&d) else {
+                    continue;
+                };
+                for e in rd.flatten() {
+                    let p = e.path();
+                    if p.is_dir() {
+                        todo.push(p);
+                    } else if p.extension().is_some_and(|x| x == "h") {
+                        if let (Ok(t), Ok(rel)) =
+                            (std::fs::read_to_string(&p), p.strip_prefix(&self.dir))
+                        {
+                            out.insert(rel.to_string_lossy().into_owned(), t);
+                        }
+                    }
+                }
+            }
+            out
+        })
+    }
+
+    /// The headers that define `name` (64-bit), with their definitions.
+    pub fn defined_in(&self, name: &str) -> Vec<(String, std::result::Result<Define, String>)> {
+        let mut out = Vec::new();
+        for (rel, text) in self.all() {
+            if !text.contains(name) || defines_of(text, name).is_empty() {
+                continue;
+            }
+            out.push((
+                rel.clone(),
+                define64_of(text, name).map_err(|n| {
+                    format!("{rel}: no single 64-bit definition of {name} ({n} definitions)")
+                }),
+            ));
+        }
+        out
+    }
+
+    /// The one 64-bit definition of `name` in any header: (header, value);
+    /// all headers defining it must agree.
+    pub fn anywhere(&self, name: &str) -> std::result::Result<(String, String), String> {
+        let found = self.defined_in(name);
+        let mut vals: Vec<(String, String)> = Vec::new();
+        for (rel, d) in found {
+            vals.push((rel, d?.value));
+        }
+        match vals.as_slice() {
+            [] => Err(format!(
+                "{name} is not defined in any header under {}",
+                self.dir.display()
+            )),
+            [first, rest @ ..] => {
+                if let Some(other) = rest.iter().find(|v| norm(&v.1) != norm(&first.1)) {
+                    return Err(format!(
+                        "{name} is {} in {} but {} in {}",
+                        first.1, first.0, other.1, other.0
+                    ));
+                }
+                Ok(first.clone())
+            }
         }
     }
 
@@ -42,29 +123,17 @@ impl Headers {
     /// The one definition of `name` in `rel` that a 64-bit build uses: the
     /// only one, or the one directly under `#if SIZEOF_VOID_P > 4`.
     pub fn define64(&self, rel: &str, name: &str) -> Result<Define> {
-        let d = self.defines(rel, name)?;
-        let pick: Vec<&Define> = match d.as_slice() {
-            [one] => vec![one],
-            _ => d
-                .iter()
-                .filter(|d| norm(&d.guard) == "#if SIZEOF_VOID_P > 4")
-                .collect(),
-        };
-        match pick.as_slice() {
-            [one] => Ok((*one).clone()),
-            _ => Err(Error::file(
+        define64_of(&self.text(rel)?, name).map_err(|n| {
+            Error::file(
                 self.dir.join(rel),
-                format!(
-                    "no single 64-bit definition of {name} ({} definitions)",
-                    d.len()
-                ),
-            )),
-        }
+                format!("no single 64-bit definition of {name} ({n} definitions)"),
+            )
+        })
     }
 
     /// Evaluate `expr` (found in `rel`): names are macros of the headers
-    /// `rel` and `more` (each with one 64-bit definition), `sizeof(T)` asks
-    /// `sizeof`.
+    /// `rel` and `more` (each with one 64-bit definition), else of any
+    /// header ([`Headers::anywhere`]); `sizeof(T)` asks `sizeof`.
     pub fn eval(
         &self,
         rel: &str,
@@ -87,7 +156,7 @@ impl Headers {
                     Err(e) => return Err(e.to_string()),
                 }
             }
-            Err(format!("{name} is not defined in {}", files.join(", ")))
+            self.anywhere(name).map(|(_, v)| v)
         };
         let mut p = Parser {
             toks: tokenize(expr).map_err(|e| Error::file(self.dir.join(rel), e))?,
@@ -106,6 +175,24 @@ impl Headers {
                 Error::file(self.dir.join(rel), format!("cannot evaluate {expr:?}: {e}"))
             })?;
         Ok(v)
+    }
+}
+
+/// The one definition of `name` in `text` that a 64-bit build uses: the
+/// only one, or the one directly under `#if SIZEOF_VOID_P > 4`; else the
+/// number of definitions.
+fn define64_of(text: &str, name: &str) -> std::result::Result<Define, usize> {
+    let d = defines_of(text, name);
+    let pick: Vec<&Define> = match d.as_slice() {
+        [one] => vec![one],
+        _ => d
+            .iter()
+            .filter(|d| norm(&d.guard) == "#if SIZEOF_VOID_P > 4")
+            .collect(),
+    };
+    match pick.as_slice() {
+        [one] => Ok((*one).clone()),
+        _ => Err(d.len()),
     }
 }
 
@@ -192,7 +279,7 @@ enum Tok {
 }
 
 fn tokenize(s: &str) -> std::result::Result<Vec<Tok>, String> {
-    const PUNCT: [&str; 9] = ["<<", ">>", "(", ")", ",", "*", "/", "+", "-"];
+    const PUNCT: [&str; 10] = ["<<", ">>", "(", ")", ",", "*", "/", "+", "-", "|"];
     let b = s.as_bytes();
     let mut out = Vec::new();
     let mut i = 0;
@@ -302,6 +389,15 @@ impl Parser<'_> {
         if self.depth > 64 {
             return Err("nested too deep".into());
         }
+        let mut v = self.shift()?;
+        while self.punct("|") {
+            v |= self.shift()?;
+        }
+        self.depth -= 1;
+        Ok(v)
+    }
+
+    fn shift(&mut self) -> R {
         let mut v = self.additive()?;
         while let Some(Tok::Punct(p @ ("<<" | ">>"))) = self.peek() {
             let left = *p == "<<";
@@ -313,7 +409,6 @@ impl Parser<'_> {
                 .ok_or("bad shift")?;
             v = if left { v << r } else { v >> r };
         }
-        self.depth -= 1;
         Ok(v)
     }
 
@@ -462,6 +557,8 @@ mod tests {
             Ok(9)
         );
         assert_eq!(eval(text, "2 + 3 * 4 - 1 << 1"), Ok(26));
+        assert_eq!(eval(text, "((long)(4 | 1 << 2 | 1))"), Ok(5));
+        assert_eq!(eval(text, "(3ULL << 30)"), Ok(0xc000_0000));
         assert!(eval(text, "NOT_DEFINED").is_err());
         assert!(eval(text, "sizeof(struct nope)").is_err());
         assert!(eval(text, "(1").is_err());

@@ -23,7 +23,7 @@
 //!   the blocks it points to, `PyCode_Type`'s `tp_weaklistoffset`
 //!   (codeobject.o's data) and the archive's symbols (tier 2);
 //! - 3.13+ quickening: `_PyOpcode_Caches` and `_PyOpcode_Deopt` from
-//!   compile.o's data, the counters from the headers' macros laid out by
+//!   the data of compile.o (3.14+: codegen.o), the counters from the headers' macros laid out by
 //!   `_Py_BackoffCounter`'s bit fields, checked against the bytecode the
 //!   interpreter's own constructor writes;
 //! - macros (the static refcount, `CO_FAST_*`, `_PY_NSMALL*INTS`,
@@ -34,13 +34,22 @@
 //! - that the archive is the interpreter's build: `PY_VERSION` in
 //!   `getversion.o`.
 //!
+//! A release archive has no DWARF: with `--types-from` (Options::types)
+//! every type and the names of the variables read come from one object
+//! compiled with -g from the installed headers (src/genlayout/types.c),
+//! and everything else still from the archive, whose `_PyRuntime` must be
+//! the size the types say and whose shared objects must read back.
+//!
 //! What the inputs cannot say is in small documented tables here:
 //! [`FILLED`] (the code object pointers CPython's generator fills; every
 //! other pointer member is runtime state), [`OWNED`] (how the runtime
 //! releases each runtime-state pointer), [`RESET`] (scalar runtime
 //! state), [`FIXED`] (code members every static code object resets to a
-//! macro's value), [`QUICKEN`] (which opcodes get which initial counter)
-//! and [`GLIBC_MUTEX`]
+//! macro's value), [`PLACED`] and [`ZERO`] (with FIXED and RESET, every
+//! scalar code member; any other is refused), [`QUICKEN`] (which opcodes
+//! get which initial counter), [`OPARGS`] (opargs the constructor
+//! rewrites), [`FIRSTTRACEABLE_SKIP`] (RESUMEs that do not start tracing;
+//! checked against the interpreter's code objects) and [`GLIBC_MUTEX`]
 //! (glibc's `pthread_mutex_t` per architecture, for the per-architecture
 //! runtime shift; a build whose mutex is not glibc's is refused, so the
 //! table is known on Linux/glibc only).
@@ -56,6 +65,7 @@ mod write;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 
 use crate::arch::Arch;
 use crate::dwarf::{Archive, ObjectData, Types, Variable};
@@ -74,6 +84,11 @@ pub struct Options {
     pub python: Option<PathBuf>,
     /// The installed headers; default: the interpreter's `INCLUDEPY`.
     pub include: Option<PathBuf>,
+    /// An object compiled with -g from the installed headers
+    /// (src/genlayout/types.c) whose DWARF describes the types, for an
+    /// archive without debug info (a release build's); the archive still
+    /// gives every symbol, initializer and relocation.
+    pub types: Option<PathBuf>,
 }
 
 /// A generated table: the value and the Rust source that spells it.
@@ -92,6 +107,10 @@ pub struct Notes {
     pub full_version: String,
     /// How the headers define the static refcount.
     pub refcnt: String,
+    /// Where the headers define `_Py_IsImmortal()`.
+    pub immortal: String,
+    /// One line per `code.quicken.opargs` entry.
+    pub opargs: Vec<String>,
     /// Names of the `state` bits in `static_bits`.
     pub static_bits: Vec<String>,
     /// One line per `code.fixed` entry.
@@ -104,6 +123,11 @@ pub struct Notes {
     pub quicken: Vec<String>,
     /// Where each member of `interp` is (path), and the mutexes before it.
     pub interp: Vec<String>,
+    /// Where `code.firsttraceable_skip` comes from, and how it was checked.
+    pub firsttraceable: String,
+    /// Where `interp.first_code_version` comes from (empty without a
+    /// counter).
+    pub first_code_version: String,
     /// How `frame_specials_size` was computed (empty without `co_framesize`).
     pub frame_specials: String,
     /// Path of the singletons in `_PyRuntimeState`.
@@ -118,7 +142,10 @@ pub struct Notes {
 pub fn generate(opts: &Options) -> Result<Generated> {
     let cx = Cx::open(opts)?;
     let mut notes = Notes {
-        archive: file_name(&opts.archive),
+        archive: match &cx.types_from {
+            Some(t) => format!("{} with the types of {t}", file_name(&opts.archive)),
+            None => file_name(&opts.archive),
+        },
         full_version: cx.py.release.clone(),
         ..Notes::default()
     };
@@ -130,10 +157,11 @@ pub fn generate(opts: &Options) -> Result<Generated> {
     let int = cx.int()?;
     let float = cx.float()?;
     let tuple = cx.tuple()?;
+    let slice = cx.slice()?;
     let frozen = cx.frozen()?;
     let runtime = cx.runtime(&head, &mut str_, &int, &frozen, &mut notes)?;
-    let interp = cx.interp(&mut notes)?;
-    let sym = cx.symbols(&head, &int, &runtime)?;
+    let interp = cx.interp(&runtime, &mut notes)?;
+    let sym = cx.symbols(&head, &int, &runtime, slice.is_some())?;
     let (major, minor, _) = cx.py.version;
     let layout: &'static Layout = Box::leak(Box::new(Layout {
         version: (major, minor),
@@ -147,6 +175,7 @@ pub fn generate(opts: &Options) -> Result<Generated> {
         int,
         float,
         tuple,
+        slice,
         runtime,
         sym,
         frozen,
@@ -194,10 +223,59 @@ pub const FILLED: [&str; 9] = [
 /// Code members every static code object resets to a macro's value (the
 /// per-code fini of 3.11 resets `co_warmup`; CPython's generator writes the
 /// same value): (member, header, macro). Applied when the member exists.
-pub const FIXED: &[(&str, &str, &str)] = &[(
-    "co_warmup",
-    "internal/pycore_code.h",
-    "QUICKENING_INITIAL_WARMUP_VALUE",
+///
+/// 3.14+ `_co_unique_id` is the id of free-threaded builds' per-thread
+/// reference counts: a default build's code neither writes nor reads it
+/// (its constructor leaves it unset); a static code object gets "no id",
+/// `_Py_INVALID_UNIQUE_ID`.
+pub const FIXED: &[(&str, &str, &str)] = &[
+    (
+        "co_warmup",
+        "internal/pycore_code.h",
+        "QUICKENING_INITIAL_WARMUP_VALUE",
+    ),
+    (
+        "_co_unique_id",
+        "internal/pycore_uniqueid.h",
+        "_Py_INVALID_UNIQUE_ID",
+    ),
+];
+
+/// `PyCodeObject` scalar members the layout places ([`CodeLayout`]'s
+/// fields): with [`FIXED`], [`RESET`] and [`ZERO`], every scalar member
+/// gen-layout accepts; any other is refused (a member nobody classified
+/// would silently stay 0).
+pub const PLACED: &[&str] = &[
+    "co_flags",
+    "co_argcount",
+    "co_posonlyargcount",
+    "co_kwonlyargcount",
+    "co_stacksize",
+    "co_firstlineno",
+    "co_nlocalsplus",
+    "co_nlocals",
+    "co_ncellvars",
+    "co_nfreevars",
+    "co_nplaincellvars",
+    "co_framesize",
+    "co_version",
+    "_co_firsttraceable",
+];
+
+/// RESUMEs that do not start tracing (3.15 `_PyCode_New`: the first RESUME
+/// whose `oparg & RESUME_OPARG_LOCATION_MASK != RESUME_AT_GEN_EXPR_START`
+/// sets `_co_firsttraceable`): (header, mask macro, value macro), applied
+/// where the headers define the value macro.
+pub const FIRSTTRACEABLE_SKIP: (&str, &str, &str) = (
+    "internal/pycore_opcode_utils.h",
+    "RESUME_OPARG_LOCATION_MASK",
+    "RESUME_AT_GEN_EXPR_START",
+);
+
+/// `PyCodeObject` scalar members a static code object leaves 0, and why.
+pub const ZERO: &[(&str, &str)] = &[(
+    "_co_linearray_entry_size",
+    "3.11: the entry size of _co_linearray, read only while that runtime-state pointer is set",
 )];
 
 /// How the runtime releases each pointer member of `PyCodeObject` it fills
@@ -219,8 +297,10 @@ pub const OWNED: &[(&str, Own)] = &[
     // Freed as one block: the free functions registered for it are not
     // called (as 3.12's `_PyStaticCode_Fini` did not).
     ("co_extra", Own::Block),
-    // 3.13+
-    ("co_executors", Own::Tier2),
+    // 3.13+: released by the code dealloc through the runtime's function
+    // (3.14+ codeobject.o: if co_executors, clear_executors(), which
+    // _PyCode_Clear_Executors is); 3.13 has no such entry point.
+    ("co_executors", Own::Tier2("_PyCode_Clear_Executors")),
 ];
 
 /// How a member of [`OWNED`] is released.
@@ -229,25 +309,82 @@ pub enum Own {
     WeakRefs,
     Object,
     Block,
-    /// Filled in only by the tier-2 optimizer.
-    Tier2,
+    /// Filled in only by the tier-2 optimizer; released, in a build with
+    /// one, by the runtime function named (which the archive must define
+    /// in codeobject.o).
+    Tier2(&'static str),
 }
 
 /// The symbol only a build with the tier-2 optimizer defines
 /// (Python/optimizer.c is all `#ifdef _Py_TIER2`).
 pub const TIER2: &str = "_PyOptimizer_Optimize";
 
+/// Members of `PyInterpreterState` the runtime's code constructor reads
+/// when it quickens (3.15's `opt_config`, which `PYTHON_JIT_*_INITIAL_*`
+/// and `PYTHON_SPECIALIZATION_OFF` change), with the default values the
+/// emitted bytecode's quickening assumes. Where the struct holding them
+/// exists, every one must. The load wrapper falls back to unmarshalling
+/// when one differs (`InterpLayout::expects`).
+pub const EXPECTS: &[(&str, &str, Expect)] = &[
+    (
+        "opt_config",
+        "jump_backward_initial_value",
+        Expect::Macro("internal/pycore_backoff.h", "JUMP_BACKWARD_INITIAL_VALUE"),
+    ),
+    (
+        "opt_config",
+        "jump_backward_initial_backoff",
+        Expect::Macro("internal/pycore_backoff.h", "JUMP_BACKWARD_INITIAL_BACKOFF"),
+    ),
+    (
+        "opt_config",
+        "resume_initial_value",
+        Expect::Macro("internal/pycore_backoff.h", "RESUME_INITIAL_VALUE"),
+    ),
+    (
+        "opt_config",
+        "resume_initial_backoff",
+        Expect::Macro("internal/pycore_backoff.h", "RESUME_INITIAL_BACKOFF"),
+    ),
+    (
+        "opt_config",
+        "specialization_enabled",
+        Expect::Value(1, "true unless PYTHON_SPECIALIZATION_OFF is set"),
+    ),
+];
+
+/// Where an [`EXPECTS`] default comes from.
+#[derive(Clone, Copy, Debug)]
+pub enum Expect {
+    /// A macro of a header.
+    Macro(&'static str, &'static str),
+    /// A value, and why.
+    Value(u32, &'static str),
+}
+
 /// `PyCodeObject` members that are not pointers and that the runtime moves
 /// from 0 while the code runs (the instrumentation version it last
 /// instrumented the code for). Applied when the member exists.
 pub const RESET: &[&str] = &["_co_instrumentation_version"];
 
-/// What `_PyCode_Quicken` (Python/specialize.c, 3.13) writes into the
+/// What `_PyCode_Quicken` (Python/specialize.c, 3.13+) writes into the
 /// first cache entry of an instruction with cache entries, for the
 /// opcodes named; every other such instruction gets [`WARMUP`]. Used when
-/// `_Py_CODEUNIT` has a backoff `counter` (3.13+); gen-layout checks the
-/// result against the interpreter's own quickened bytecode.
+/// `_Py_CODEUNIT` has a backoff `counter` (3.13+); a group none of whose
+/// opcodes has cache entries in the build is left out (RESUME before
+/// 3.15). gen-layout checks the result against the interpreter's own
+/// quickened bytecode. (3.15 takes the JUMP_BACKWARD and RESUME counters
+/// from the interpreter's optimizer configuration, whose defaults are
+/// these macros: the probe runs isolated, with the defaults.)
 pub const QUICKEN: &[(&[&str], Counter)] = &[
+    (
+        &["RESUME"],
+        Counter::Backoff(
+            "internal/pycore_backoff.h",
+            "RESUME_INITIAL_VALUE",
+            "RESUME_INITIAL_BACKOFF",
+        ),
+    ),
     (
         &["JUMP_BACKWARD"],
         Counter::Backoff(
@@ -267,6 +404,20 @@ pub const QUICKEN: &[(&[&str], Counter)] = &[
         Counter::Literal(0x5555),
     ),
 ];
+
+/// Opargs `_PyCode_Quicken` rewrites (3.15: a nonzero GET_ITER oparg
+/// becomes "no check" in code flagged a coroutine, "coroutine check"
+/// elsewhere; specialize.o tests `co_flags & 0x180`): (opcode, header,
+/// flag macros of cpython/code.h, macro when flagged, macro otherwise).
+/// Applied when the header defines the macros; checked against the
+/// interpreter's constructor on probe code whose such opargs are 1.
+pub const OPARGS: &[(&str, &str, &[&str], &str, &str)] = &[(
+    "GET_ITER",
+    "internal/pycore_opcode_utils.h",
+    &["CO_COROUTINE", "CO_ITERABLE_COROUTINE"],
+    "GET_ITER_YIELD_FROM_NO_CHECK",
+    "GET_ITER_YIELD_FROM_CORO_CHECK",
+)];
 
 /// `adaptive_counter_warmup()` (internal/pycore_code.h).
 pub const WARMUP: Counter = Counter::Backoff(
@@ -305,8 +456,10 @@ struct Interp {
     resume: u8,
     magic: Vec<u8>,
     /// Python names of code, bytes, str, tuple, int, float, complex,
-    /// NoneType, bool, ellipsis.
+    /// NoneType, bool, ellipsis, slice.
     type_names: Vec<String>,
+    /// `marshal.version`: 5+ writes slice constants.
+    marshal: u32,
 }
 
 const INTERP_SCRIPT: &str = "import sys, sysconfig, opcode, importlib.util, types\n\
@@ -315,19 +468,25 @@ print(sysconfig.get_config_var('INCLUDEPY'))\n\
 print(opcode.opmap['RESUME'])\n\
 print(importlib.util.MAGIC_NUMBER.hex())\n\
 print(*(t.__name__ for t in (types.CodeType, bytes, str, tuple, int, float, complex,\n\
-      type(None), bool, type(...))))\n";
+      type(None), bool, type(...), slice)))\n\
+import marshal; print(marshal.version)\n";
 
 /// Code the quickening probe compiles: a loop (JUMP_BACKWARD), tests
 /// (POP_JUMP_IF_*), attribute loads, calls and operators (warmup).
 const QUICKEN_PROBE: &str = "def f(a, b):\n    for i in a:\n        if i:\n            \
      b.append(i + 1)\n        if i is None:\n            continue\n        if i is not None \
-     and not i:\n            break\n    while a:\n        a = a.x\n    return b\n";
+     and not i:\n            break\n    while a:\n        a = a.x\n    return b\n\
+     def g(a):\n    yield from a\n\
+     async def h(a):\n    for i in a:\n        await i\n\
+     def k(a):\n    return (x for x in a)\n";
 
 /// What [`Cx::quicken_probe`] reads.
 struct Probe {
     opcodes: HashMap<&'static str, u8>,
-    /// (co_code, _co_code_adaptive) of each code object.
-    codes: Vec<(Vec<u8>, Vec<u8>)>,
+    /// (co_flags, co_code, _co_code_adaptive) of each code object, and of
+    /// each one's copy whose instructions with the rewritten opcodes have
+    /// oparg 1.
+    codes: Vec<(u32, Vec<u8>, Vec<u8>)>,
 }
 
 /// Run `script` in the interpreter (isolated): its standard output.
@@ -397,8 +556,8 @@ fn interpreter(opts: &Options) -> Result<Interp> {
     let text = run_interpreter(&exe, INTERP_SCRIPT)?;
     let bad = |what: &str| Error::file(&exe, format!("unexpected output ({what}): {text:?}"));
     let lines: Vec<&str> = text.lines().collect();
-    let [version, include, resume, magic, names] = lines.as_slice() else {
-        return Err(bad("5 lines"));
+    let [version, include, resume, magic, names, marshal] = lines.as_slice() else {
+        return Err(bad("6 lines"));
     };
     let Some((version, release)) = version.split_once(' ') else {
         return Err(bad("version"));
@@ -423,6 +582,7 @@ fn interpreter(opts: &Options) -> Result<Interp> {
         resume: resume.parse().map_err(|_| bad("RESUME"))?,
         magic,
         type_names: names.split_whitespace().map(str::to_owned).collect(),
+        marshal: marshal.parse().map_err(|_| bad("marshal.version"))?,
     })
 }
 
@@ -433,13 +593,15 @@ struct Cx {
     py: Interp,
     headers: Headers,
     /// codeobject.o: the object types.
-    code: Types,
+    code: Arc<Types>,
     /// complexobject.o: `PyComplexObject`.
-    complex: Types,
+    complex: Arc<Types>,
     /// frozen.o: `struct _frozen`, the module tables.
-    frozen: Types,
+    frozen: Arc<Types>,
     /// pylifecycle.o: `_PyRuntimeState`.
-    life: Types,
+    life: Arc<Types>,
+    /// The types object (`--types-from`), which stands for all four.
+    types_from: Option<String>,
     life_data: ObjectData,
     frozen_data: ObjectData,
     /// codeobject.o: `PyCode_Type`.
@@ -456,15 +618,27 @@ impl Cx {
         let include = opts.include.clone().unwrap_or_else(|| py.include.clone());
         let e = |m: String| Error::file(&archive, m);
         let member = |n: &str| ar.member(n).map_err(&e);
-        let bytes: Vec<_> = [
+        let members = [
             "codeobject.o",
             "complexobject.o",
             "frozen.o",
             "pylifecycle.o",
-        ]
-        .iter()
-        .map(|n| member(n).map(|b| (*n, b)))
-        .collect::<Result<_>>()?;
+        ];
+        let bytes: Vec<_> = match &opts.types {
+            // One object describes every type and names the variables.
+            Some(t) => {
+                let b =
+                    std::fs::read(t).map_err(|x| Error::file(t, format!("cannot read: {x}")))?;
+                vec![(
+                    leak_str(&file_name(t)) as &str,
+                    crate::dwarf::Aligned::new(&b),
+                )]
+            }
+            None => members
+                .iter()
+                .map(|n| member(n).map(|b| (*n, b)))
+                .collect::<Result<_>>()?,
+        };
         // The DWARF parses are independent: run them in parallel.
         let mut types = std::thread::scope(|s| {
             let handles: Vec<_> = bytes
@@ -480,13 +654,23 @@ impl Cx {
                 .collect::<Vec<_>>()
         })
         .into_iter();
+        let types_err = |m: String| match &opts.types {
+            Some(t) => Error::file(t, m),
+            None => Error::file(&archive, m),
+        };
         let mut next = || {
             types
                 .next()
                 .unwrap_or_else(|| Err("missing".into()))
-                .map_err(e)
+                .map(Arc::new)
+                .map_err(types_err)
         };
-        let (code, complex, frozen, life) = (next()?, next()?, next()?, next()?);
+        let (code, complex, frozen, life) = if opts.types.is_some() {
+            let t = next()?;
+            (t.clone(), t.clone(), t.clone(), t)
+        } else {
+            (next()?, next()?, next()?, next()?)
+        };
         let data = |n: &str| ObjectData::parse(n, member(n)?.bytes()).map_err(e);
         // The archive is the interpreter's build: its PY_VERSION (a string
         // of getversion.o) is the interpreter's.
@@ -522,6 +706,7 @@ impl Cx {
             complex,
             frozen,
             life,
+            types_from: opts.types.as_deref().map(file_name),
         })
     }
 
@@ -624,39 +809,97 @@ impl Cx {
                 && c.member_path_offset("PyVarObject", "ob_base") == Ok(0),
             || "PyVarObject does not start with its PyObject".into(),
         )?;
-        let (static_refcnt, note) = self.static_refcnt()?;
+        // The word holding ob_refcnt: the member of PyObject around it
+        // (3.12+: a union with the split count; 3.14+ also with ob_flags).
+        let count = self.field(c, "PyObject", "ob_refcnt")?;
+        let word = self
+            .dw(c.struct_layout("PyObject"))?
+            .into_iter()
+            .find(|m| m.offset <= u64::from(count.off) && u64::from(count.off) < m.offset + m.size)
+            .ok_or_else(|| self.err("PyObject: no member holds ob_refcnt"))?;
+        let refcnt = Field {
+            off: self.u32_(word.offset, "ob_refcnt")?,
+            size: u8::try_from(word.size).unwrap_or(0),
+        };
+        self.require(refcnt.off == 0 && refcnt.size == 8, || {
+            format!(
+                "PyObject's reference count word is {} bytes at {}",
+                word.size, word.offset
+            )
+        })?;
+        let flags = self.opt_field(c, "PyObject", "ob_flags")?;
+        let (static_refcnt, note) = self.static_refcnt(count, flags)?;
         notes.refcnt = note;
+        // Where the headers define _Py_IsImmortal() (object.h 3.12-3.13,
+        // refcount.h 3.14+), if anywhere.
+        let immortal = (self.headers.all().iter())
+            .find(|(_, t)| {
+                t.lines().any(|l| {
+                    let l = l.trim_start();
+                    (l.starts_with("static inline") || l.starts_with("#define"))
+                        && l.contains("_Py_IsImmortal(")
+                })
+            })
+            .map(|(f, _)| f.clone());
+        notes.immortal = match &immortal {
+            Some(f) => format!("{f} defines _Py_IsImmortal()"),
+            None => "no header defines _Py_IsImmortal()".into(),
+        };
         Ok(HeadLayout {
-            refcnt: self.field(c, "PyObject", "ob_refcnt")?,
+            refcnt,
             type_: self.field(c, "PyObject", "ob_type")?,
             size: self.field(c, "PyVarObject", "ob_size")?,
             static_refcnt,
-            immortal: self.headers.text("object.h")?.contains("_Py_IsImmortal("),
+            immortal: immortal.is_some(),
         })
     }
 
-    /// The `.ob_refcnt` the headers' static object initializer sets
-    /// (3.12+: `_PyObject_HEAD_INIT`, 3.11: `_PyObject_IMMORTAL_INIT`, in
-    /// internal/pycore_object.h), evaluated for a 64-bit build.
-    fn static_refcnt(&self) -> Result<(u64, String)> {
+    /// The reference count word the headers' static object initializer
+    /// sets (3.12+: `_PyObject_HEAD_INIT`, 3.11: `_PyObject_IMMORTAL_INIT`,
+    /// in internal/pycore_object.h), evaluated for a 64-bit build: its
+    /// `.ob_refcnt` (`count`), and (3.14+) its `.ob_flags` where `flags`
+    /// sits in the same word.
+    fn static_refcnt(&self, count: Field, flags: Option<Field>) -> Result<(u64, String)> {
         const H: &str = "internal/pycore_object.h";
         let text = self.headers.text(H)?;
+        let member = |body: &str, m: &str| -> Option<String> {
+            let rest = body.split(&format!(".{m}")).nth(1)?;
+            let rest = rest.trim_start().strip_prefix('=')?;
+            Some(
+                rest.split([',', '}', '\n'])
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_owned(),
+            )
+        };
         for mac in ["_PyObject_HEAD_INIT", "_PyObject_IMMORTAL_INIT"] {
             for body in macro_bodies(&text, mac) {
-                let Some(rest) = body.split(".ob_refcnt").nth(1) else {
+                let Some(expr) = member(&body, "ob_refcnt") else {
                     continue;
                 };
-                let Some(rest) = rest.trim_start().strip_prefix('=') else {
-                    continue;
-                };
-                let expr = rest.split([',', '}', '\n']).next().unwrap_or("").trim();
-                let v = self.eval(H, &["object.h"], expr)?;
-                let note = if expr.starts_with(|c: char| c.is_ascii_digit()) {
-                    format!("{mac}: .ob_refcnt = {expr} ({H})")
+                let v = self.eval(H, &["object.h"], &expr)?;
+                let mask = u64::MAX >> (64 - 8 * u32::from(count.size));
+                let mut word = (v as u64 & mask) << (8 * count.off);
+                let mut note = format!("{mac}: .ob_refcnt = {expr}");
+                if let (Some(f), Some(fx)) = (flags, member(&body, "ob_flags")) {
+                    let fv = self.eval(H, &[], &fx)?;
+                    self.require(
+                        fv >= 0 && fv < 1 << (8 * u32::from(f.size)) && f.off < 8,
+                        || format!("ob_flags = {fv} does not fit"),
+                    )?;
+                    word |= (fv as u64) << (8 * f.off);
+                    note += &format!(
+                        ", .ob_flags = {fx} ({fv}); the word holds both (ob_flags at byte {})",
+                        f.off
+                    );
+                }
+                let origin = if expr.starts_with(|c: char| c.is_ascii_digit()) {
+                    format!(" ({H})")
                 } else {
-                    format!("{mac}: .ob_refcnt = {expr} ({H}, object.h; 64-bit)")
+                    format!(" ({H}; 64-bit)")
                 };
-                return Ok((v as u64, note));
+                return Ok((word, note + &origin));
             }
         }
         Err(Error::file(
@@ -710,14 +953,44 @@ impl Cx {
                 notes.fixed.push(format!("{member} = {mac} ({v})"));
             }
         }
+        // Every scalar member is placed, fixed, reset or left 0 knowingly.
+        for m in self.dw(c.struct_layout(CO))? {
+            let n = m.name.as_str();
+            let known = n == "ob_base"
+                || n == "co_code_adaptive"
+                || self.dw(c.is_pointer(&m))?
+                || PLACED.contains(&n)
+                || FIXED.iter().any(|f| f.0 == n)
+                || RESET.contains(&n)
+                || ZERO.iter().any(|z| z.0 == n);
+            self.require(known, || {
+                format!(
+                    "PyCodeObject.{n} ({} bytes at {}) is a member gen-layout has not classified \
+                     (genlayout::PLACED, FIXED, RESET or ZERO): static code would leave it 0",
+                    m.size, m.offset
+                )
+            })?;
+        }
+        let firsttraceable = opt("_co_firsttraceable")?;
+        let firsttraceable_skip = match firsttraceable {
+            Some(_) => self.firsttraceable_skip(notes)?,
+            None => None,
+        };
         let framesize = opt("co_framesize")?;
         let frame_specials_size = match framesize {
             Some(_) => {
-                let v = self.macro_value("internal/pycore_frame.h", "FRAME_SPECIALS_SIZE")?;
+                const FS: &str = "FRAME_SPECIALS_SIZE";
+                let v = self.macro_value("internal/pycore_frame.h", FS)?;
                 let frame = self.dw(c.sizeof("_PyInterpreterFrame"))?;
-                notes.frame_specials = format!(
-                    "FRAME_SPECIALS_SIZE (pycore_frame.h); _PyInterpreterFrame: {frame} bytes"
-                );
+                let at = match self
+                    .headers
+                    .defines("internal/pycore_frame.h", FS)?
+                    .is_empty()
+                {
+                    false => "pycore_frame.h".to_owned(),
+                    true => self.headers.anywhere(FS).map_err(|e| self.err(e))?.0,
+                };
+                notes.frame_specials = format!("{FS} ({at}); _PyInterpreterFrame: {frame} bytes");
                 self.u32_(v as u64, "FRAME_SPECIALS_SIZE")?
             }
             None => 0,
@@ -726,7 +999,7 @@ impl Cx {
             let v = self.macro_value("internal/pycore_code.h", m)?;
             u8::try_from(v).map_err(|_| self.err(format!("{m} = {v} is not a byte")))
         };
-        Ok(CodeLayout {
+        let out = CodeLayout {
             code_adaptive: self.u32_(adaptive.offset, "co_code_adaptive")?,
             consts: fl("co_consts")?,
             names: fl("co_names")?,
@@ -750,7 +1023,8 @@ impl Cx {
             framesize,
             frame_specials_size,
             version: opt("co_version")?,
-            firsttraceable: opt("_co_firsttraceable")?,
+            firsttraceable,
+            firsttraceable_skip,
             nplaincellvars: opt("co_nplaincellvars")?,
             fixed: leak(fixed),
             runtime_state: leak(runtime_state),
@@ -761,7 +1035,74 @@ impl Cx {
             co_fast_local: fast("CO_FAST_LOCAL")?,
             co_fast_cell: fast("CO_FAST_CELL")?,
             co_fast_free: fast("CO_FAST_FREE")?,
-        })
+        };
+        self.check_firsttraceable(&out, notes)?;
+        Ok(out)
+    }
+
+    /// The interpreter's own code objects (compiled from the quickening
+    /// probe, which has generators, a coroutine and a generator
+    /// expression) hold in `_co_firsttraceable`, read through ctypes at the
+    /// DWARF's offset, what [`CodeLayout::first_traceable`] computes.
+    fn check_firsttraceable(&self, c: &CodeLayout, notes: &mut Notes) -> Result<()> {
+        let Some(f) = c.firsttraceable else {
+            return Ok(());
+        };
+        self.require(f.size == 4, || "_co_firsttraceable is not an int".into())?;
+        let script = format!(
+            "import ctypes\n\
+             todo = [compile({QUICKEN_PROBE:?}, '<probe>', 'exec')]\n\
+             while todo:\n\
+             \x20   co = todo.pop()\n\
+             \x20   print(co.co_code.hex(), ctypes.c_int.from_address(id(co) + {}).value)\n\
+             \x20   todo += [c for c in co.co_consts if hasattr(c, 'co_code')]\n",
+            f.off
+        );
+        let out = run_interpreter(&self.py.exe, &script)?;
+        let mut n = 0;
+        for l in out.lines() {
+            let parsed = l
+                .split_once(' ')
+                .and_then(|(a, b)| Some((unhex(a)?, b.parse().ok()?)));
+            let Some((code, first)) = parsed else {
+                return Err(Error::file(
+                    &self.py.exe,
+                    format!("unexpected _co_firsttraceable probe output: {out:?}"),
+                ));
+            };
+            let ours: usize = c.first_traceable(&code);
+            self.require(ours == first, || {
+                format!(
+                    "_co_firsttraceable differs from the interpreter's: bytecode {}, \
+                     interpreter {first}, ours {ours}",
+                    hex(&code)
+                )
+            })?;
+            n += 1;
+        }
+        self.require(n >= 5, || "the _co_firsttraceable probe saw no code".into())?;
+        if !notes.firsttraceable.is_empty() {
+            notes.firsttraceable += "; checked against the interpreter's code objects";
+        }
+        Ok(())
+    }
+
+    /// Which RESUMEs do not start tracing ([`FIRSTTRACEABLE_SKIP`]), where
+    /// the headers define the macros.
+    fn firsttraceable_skip(&self, notes: &mut Notes) -> Result<Option<(u8, u8)>> {
+        let (h, mask, value) = FIRSTTRACEABLE_SKIP;
+        if self.headers.anywhere(value).is_err() {
+            return Ok(None);
+        }
+        let byte = |m: &str| -> Result<u8> {
+            let v = self.macro_value(h, m)?;
+            u8::try_from(v).map_err(|_| self.err(format!("{m} = {v} is not a byte")))
+        };
+        let (m, v) = (byte(mask)?, byte(value)?);
+        notes.firsttraceable = format!(
+            "RESUME with oparg & {mask} ({m:#x}) == {value} ({v}) does not start tracing ({h})"
+        );
+        Ok(Some((m, v)))
     }
 
     /// How the runtime releases runtime-state member `m` of the code
@@ -814,16 +1155,25 @@ impl Cx {
                     free: leak(free),
                 }
             }
-            Own::Tier2 => {
+            Own::Tier2(func) => {
                 let index = self.dw(self.ar.symbol_index())?;
-                self.require(!index.contains_key(TIER2), || {
-                    format!(
-                        "a build with the tier-2 optimizer ({TIER2} in {}): PyCodeObject.{} \
-                         holds executors no teardown here releases",
-                        index[TIER2], m.name
-                    )
-                })?;
-                Release::Unused
+                if !index.contains_key(TIER2) {
+                    Release::Unused
+                } else {
+                    self.require(
+                        index.get(func).map(String::as_str) == Some("codeobject.o")
+                            && self.code_data.defined(func).is_some_and(|s| s.global),
+                        || {
+                            format!(
+                                "a build with the tier-2 optimizer ({TIER2} in {}) without \
+                                 {func} in codeobject.o: PyCodeObject.{} holds executors no \
+                                 teardown here can release",
+                                index[TIER2], m.name
+                            )
+                        },
+                    )?;
+                    Release::Call(func)
+                }
             }
         })
     }
@@ -842,34 +1192,90 @@ impl Cx {
         {
             return Ok(None);
         }
-        let value = self.dw(c.bitfield("_Py_BackoffCounter", "value"))?;
-        let backoff = self.dw(c.bitfield("_Py_BackoffCounter", "backoff"))?;
-        self.require(
-            self.dw(c.sizeof("_Py_BackoffCounter"))? == 2
-                && value.offset + value.size <= 16
-                && backoff.offset + backoff.size <= 16,
-            || "_Py_BackoffCounter is not 16 bits".into(),
-        )?;
+        self.require(self.dw(c.sizeof("_Py_BackoffCounter"))? == 2, || {
+            "_Py_BackoffCounter is not 16 bits".into()
+        })?;
+        // (value bits, value shift, backoff bits, backoff shift): 3.13's
+        // bit fields, or 3.14+'s `value_and_backoff` = value << BACKOFF_BITS
+        // | backoff (internal/pycore_backoff.h).
+        let bits = match c.bitfield("_Py_BackoffCounter", "value") {
+            Ok(value) => {
+                let backoff = self.dw(c.bitfield("_Py_BackoffCounter", "backoff"))?;
+                self.require(
+                    value.offset + value.size <= 16 && backoff.offset + backoff.size <= 16,
+                    || "_Py_BackoffCounter's bit fields exceed 16 bits".into(),
+                )?;
+                (value.size, value.offset, backoff.size, backoff.offset)
+            }
+            Err(_) => {
+                let f = self.field(c, "_Py_BackoffCounter", "value_and_backoff")?;
+                let b = self.macro_value("internal/pycore_backoff.h", "BACKOFF_BITS")?;
+                self.require(f.off == 0 && f.size == 2 && (1..16).contains(&b), || {
+                    format!("_Py_BackoffCounter.value_and_backoff with BACKOFF_BITS {b}")
+                })?;
+                (16 - b as u64, b as u64, b as u64, 0)
+            }
+        };
         let counter = |k: &Counter| -> Result<u16> {
             Ok(match *k {
                 Counter::Literal(v) => v,
                 Counter::Backoff(h, v, b) => {
                     let (v, b) = (self.macro_value(h, v)?, self.macro_value(h, b)?);
                     let fits = |x: i64, bits: u64| x >= 0 && x < 1 << bits;
-                    self.require(fits(v, value.size) && fits(b, backoff.size), || {
-                        format!("backoff counter ({v}, {b}) does not fit its bit fields")
+                    self.require(fits(v, bits.0) && fits(b, bits.2), || {
+                        format!("backoff counter ({v}, {b}) does not fit its bits")
                     })?;
-                    ((v << value.offset) | (b << backoff.offset)) as u16
+                    ((v << bits.1) | (b << bits.3)) as u16
                 }
             })
         };
-        let names: Vec<&'static str> = QUICKEN
-            .iter()
+        // compile.o (3.13), codegen.o (3.14+): where the archive's index
+        // says.
+        let index = self.dw(self.ar.symbol_index())?;
+        let table = |name: &str| -> Result<Vec<u8>> {
+            let m = index
+                .get(name)
+                .ok_or_else(|| self.err(format!("no member defines {name}")))?;
+            let v = self.dw(self.data_member(m)?.variable(name))?;
+            self.require(v.bytes.len() == 256, || {
+                format!("{m}: {name} is {} bytes, not 256", v.bytes.len())
+            })?;
+            Ok(v.bytes)
+        };
+        let (caches, deopt) = (table("_PyOpcode_Caches")?, table("_PyOpcode_Deopt")?);
+        // The oparg rewrites the headers define.
+        let mut rewrites = Vec::new();
+        for &(op, h, flags, yes, no) in OPARGS {
+            if self.headers.anywhere(yes).is_err() {
+                continue;
+            }
+            let mut mask = 0;
+            for f in flags {
+                mask |= self.macro_value("cpython/code.h", f)?;
+            }
+            let (y, n) = (self.macro_value(h, yes)?, self.macro_value(h, no)?);
+            let byte = |v: i64| u8::try_from(v).map_err(|_| self.err(format!("{op}: oparg {v}")));
+            rewrites.push((op, mask as u32, byte(y)?, byte(n)?));
+            notes.opargs.push(format!(
+                "{op}: a nonzero oparg becomes {yes} ({y}) where co_flags has {} ({mask:#x}), \
+                 else {no} ({n}) ({h})",
+                flags.join(" or ")
+            ));
+        }
+        let names: Vec<&'static str> = (QUICKEN.iter())
             .flat_map(|(n, _)| n.iter().copied())
+            .chain(rewrites.iter().map(|r| r.0))
             .collect();
-        let probe = self.quicken_probe(&names)?;
+        let rewritten: Vec<&'static str> = rewrites.iter().map(|r| r.0).collect();
+        let probe = self.quicken_probe(&names, &rewritten)?;
         let mut counters = Vec::new();
         for (ops, k) in QUICKEN {
+            if ops
+                .iter()
+                .all(|op| caches[usize::from(probe.opcodes[*op])] == 0)
+            {
+                continue;
+            }
             let v = counter(k)?;
             for op in *ops {
                 counters.push((probe.opcodes[*op], v));
@@ -877,36 +1283,36 @@ impl Cx {
             notes.quicken.push(format!("{} {v:#06x}", ops.join(", ")));
         }
         let warmup = counter(&WARMUP)?;
-        let compile = self.data_member("compile.o")?;
-        let table = |name: &str| -> Result<Vec<u8>> {
-            let v = self.dw(compile.variable(name))?;
-            self.require(v.bytes.len() == 256, || {
-                format!("compile.o: {name} is {} bytes, not 256", v.bytes.len())
-            })?;
-            Ok(v.bytes)
-        };
-        let (caches, deopt) = (table("_PyOpcode_Caches")?, table("_PyOpcode_Deopt")?);
+        let opargs: Vec<(u8, u32, u8, u8)> = (rewrites.iter())
+            .map(|&(op, m, y, n)| (probe.opcodes[op], m, y, n))
+            .collect();
         let q = Quicken {
             caches: leak((0..=255u8).zip(caches).filter(|&(_, n)| n != 0).collect()),
             deopt: leak((0..=255u8).zip(deopt).filter(|&(o, d)| o != d).collect()),
             counters: leak(counters),
             warmup,
+            opargs: leak(opargs),
         };
         // The interpreter's own constructor agrees on every code object of
-        // the probe, which uses every kind of counter.
+        // the probe, which uses every kind of counter and rewrite.
         let mut seen = std::collections::BTreeSet::new();
-        for (raw, adaptive) in &probe.codes {
+        let mut rewrote = std::collections::BTreeSet::new();
+        for (flags, raw, adaptive) in &probe.codes {
             let mut ours = raw.clone();
-            q.apply(&mut ours);
+            q.apply(&mut ours, *flags);
             self.require(ours == *adaptive, || {
                 format!(
-                    "quickening differs from the interpreter's: raw {}, interpreter {}, ours {}",
+                    "quickening differs from the interpreter's: co_flags {flags:#x}, raw {}, \
+                     interpreter {}, ours {}",
                     hex(raw),
                     hex(adaptive),
                     hex(&ours)
                 )
             })?;
             for (r, a) in raw.chunks(2).zip(adaptive.chunks(2)) {
+                if r[0] == a[0] && r[1] != a[1] {
+                    rewrote.insert((r[0], a[1]));
+                }
                 if r != a {
                     seen.insert(u16::from_le_bytes([a[0], a[1]]));
                 }
@@ -917,20 +1323,35 @@ impl Cx {
                 format!("the quickening probe never shows the counter {v:#06x}")
             })?;
         }
+        for &(op, _, y, n) in q.opargs {
+            self.require(
+                rewrote.contains(&(op, y)) && rewrote.contains(&(op, n)),
+                || format!("the quickening probe never shows opcode {op}'s opargs {y} and {n}"),
+            )?;
+        }
         Ok(Some(q))
     }
 
     /// Compile the quickening probe in the interpreter: the opcodes of
-    /// `names`, and each code object's raw and quickened bytecode.
-    fn quicken_probe(&self, names: &[&'static str]) -> Result<Probe> {
+    /// `names`, and each code object's flags, raw and quickened bytecode
+    /// (and those of its copy with the opargs of `rewritten` opcodes 1).
+    fn quicken_probe(&self, names: &[&'static str], rewritten: &[&str]) -> Result<Probe> {
         let script = format!(
             "import opcode\n\
              print(*(opcode.opmap[n] for n in {names:?}))\n\
+             rw = {{opcode.opmap[n] for n in {rewritten:?}}}\n\
              src = {QUICKEN_PROBE:?}\n\
              todo = [compile(src, '<probe>', 'exec')]\n\
              while todo:\n\
              \x20   co = todo.pop()\n\
-             \x20   print(co.co_code.hex(), co._co_code_adaptive.hex())\n\
+             \x20   print(co.co_flags, co.co_code.hex(), co._co_code_adaptive.hex())\n\
+             \x20   b = bytearray(co.co_code)\n\
+             \x20   hit = [i for i in range(0, len(b), 2) if b[i] in rw]\n\
+             \x20   for i in hit:\n\
+             \x20       b[i + 1] = 1\n\
+             \x20   if hit:\n\
+             \x20       v = co.replace(co_code=bytes(b))\n\
+             \x20       print(co.co_flags, bytes(b).hex(), v._co_code_adaptive.hex())\n\
              \x20   todo += [c for c in co.co_consts if hasattr(c, 'co_code')]\n"
         );
         let out = run_interpreter(&self.py.exe, &script)?;
@@ -950,15 +1371,19 @@ impl Cx {
         }
         let mut codes = Vec::new();
         for l in lines {
-            let (a, b) = l.split_once(' ').ok_or_else(|| bad("bytecode"))?;
-            let (a, b) = (
+            let mut w = l.split(' ');
+            let (Some(f), Some(a), Some(b), None) = (w.next(), w.next(), w.next(), w.next()) else {
+                return Err(bad("bytecode"));
+            };
+            let (f, a, b) = (
+                f.parse().map_err(|_| bad("co_flags"))?,
                 unhex(a).ok_or_else(|| bad("hex"))?,
                 unhex(b).ok_or_else(|| bad("hex"))?,
             );
             if a.len() != b.len() {
                 return Err(bad("lengths"));
             }
-            codes.push((a, b));
+            codes.push((f, a, b));
         }
         Ok(Probe {
             opcodes: names.iter().copied().zip(ops).collect(),
@@ -1069,7 +1494,32 @@ impl Cx {
         Ok(TupleLayout {
             gc_head_size: self.sizeof(c, "PyGC_Head")?,
             items: self.offset(c, "PyTupleObject", "ob_item")?,
+            hash: self.opt_field(c, "PyTupleObject", "ob_hash")?,
         })
+    }
+
+    /// `PySliceObject`, where the build's marshal format has slices
+    /// (version 5+).
+    fn slice(&self) -> Result<Option<SliceLayout>> {
+        if self.py.marshal < 5 {
+            return Ok(None);
+        }
+        const SL: &str = "PySliceObject";
+        let c = &self.code;
+        let fl = |m: &str| self.field(c, SL, m);
+        let (start, stop, step) = (fl("start")?, fl("stop")?, fl("step")?);
+        for (m, f) in [("start", start), ("stop", stop), ("step", step)] {
+            self.require(
+                f.size == 8 && self.dw(c.member_type_name(SL, m))? == "*PyObject",
+                || format!("PySliceObject.{m} is not an object pointer"),
+            )?;
+        }
+        Ok(Some(SliceLayout {
+            size: self.sizeof(c, SL)?,
+            start,
+            stop,
+            step,
+        }))
     }
 
     /// Offsets inside the runtime variable that gcc's deepfreeze.o points to.
@@ -1167,7 +1617,7 @@ impl Cx {
 
     /// [`InterpLayout`]: the main interpreter inside the runtime variable,
     /// and the thread and interpreter state members the hooks read.
-    fn interp(&self, notes: &mut Notes) -> Result<InterpLayout> {
+    fn interp(&self, rt: &RuntimeLayout, notes: &mut Notes) -> Result<InterpLayout> {
         const RT: &str = "_PyRuntimeState";
         const IS: &str = "PyInterpreterState";
         let t = &self.life;
@@ -1194,12 +1644,77 @@ impl Cx {
         self.require(tstate_interp.field.size == 8, || {
             "PyThreadState.interp is not 64 bits".into()
         })?;
+        // Where the counter starts: the main interpreter's static
+        // initializer inside the runtime variable.
+        let first_code_version = match next {
+            Some(n) => {
+                let init = self.dw(self.life_data.variable(rt.symbol))?;
+                let at = u64::from(main.field.off) + u64::from(n.field.off);
+                let v = rd(&init.bytes, at, n.field.size);
+                self.require(v >= 1, || {
+                    format!(
+                        "{}'s main interpreter starts func_state.next_version at 0",
+                        rt.symbol
+                    )
+                })?;
+                notes.first_code_version = format!(
+                    "{}._main_interpreter.func_state.next_version's initial value",
+                    rt.symbol
+                );
+                v as u32
+            }
+            None => 0,
+        };
+        let expects = self.expects(notes)?;
+        // 3.13+: each interpreter's own dict of interned strings.
+        let interned_dict = match t.member(IS, "cached_objects.interned_strings") {
+            Ok(_) => {
+                let f = self.arch_field(IS, "cached_objects.interned_strings", notes)?;
+                self.require(f.field.size == 8, || {
+                    "PyInterpreterState.cached_objects.interned_strings is not a pointer".into()
+                })?;
+                Some(f)
+            }
+            Err(_) => None,
+        };
         Ok(InterpLayout {
             main,
             tstate_interp,
             next_func_version: next,
+            first_code_version,
             requires: leak(vec![ranges]),
+            expects,
+            interned_dict,
         })
+    }
+
+    /// [`EXPECTS`] where its structs exist, with their defaults; a note
+    /// each saying where the value comes from.
+    fn expects(&self, notes: &mut Notes) -> Result<&'static [(ArchField, u32)]> {
+        const IS: &str = "PyInterpreterState";
+        let t = &self.life;
+        let mut out = Vec::new();
+        for &(within, member, how) in EXPECTS {
+            if t.member(IS, within).is_err() {
+                continue;
+            }
+            let path = format!("{within}.{member}");
+            let f = self.arch_field(IS, &path, notes)?;
+            let (value, source) = match how {
+                Expect::Macro(h, name) => (self.macro_value(h, name)?, format!("{name} ({h})")),
+                Expect::Value(v, why) => (i64::from(v), why.to_string()),
+            };
+            let bits = 8 * u32::from(f.field.size);
+            self.require(
+                (1..=4).contains(&f.field.size) && value >= 0 && value < 1i64 << bits.min(31),
+                || format!("{IS}.{path}: default {value} does not fit its {bits} bits"),
+            )?;
+            if let Some(n) = notes.interp.last_mut() {
+                n.push_str(&format!(" = {source}"));
+            }
+            out.push((f, value as u32));
+        }
+        Ok(leak(out))
     }
 
     fn runtime(
@@ -1433,12 +1948,18 @@ impl Cx {
 
     /// Type objects by the Python name in their `tp_name`, and the
     /// singletons (None, True, False, Ellipsis) whose `ob_type` they are.
-    fn symbols(&self, head: &HeadLayout, int: &IntLayout, rt: &RuntimeLayout) -> Result<Symbols> {
+    fn symbols(
+        &self,
+        head: &HeadLayout,
+        int: &IntLayout,
+        rt: &RuntimeLayout,
+        slices: bool,
+    ) -> Result<Symbols> {
         let c = &self.code;
         let type_size = self.dw(c.sizeof("PyTypeObject"))?;
         let tp_name = self.dw(c.member_path_offset("PyTypeObject", "tp_name"))?;
         let names = &self.py.type_names;
-        let [code, bytes, str_, tuple, int_, float, complex, none_t, bool_t, ellipsis_t] =
+        let [code, bytes, str_, tuple, int_, float, complex, none_t, bool_t, ellipsis_t, slice_t] =
             names.as_slice()
         else {
             return Err(self.err(format!(
@@ -1553,6 +2074,7 @@ impl Cx {
             true_: truth(1)?,
             false_: truth(0)?,
             ellipsis: one(ellipsis_t)?,
+            slice_type: if slices { Some(sym(slice_t)?) } else { None },
         };
         // The runtime's own shared objects agree.
         let init = self.dw(self.life_data.variable(rt.symbol))?;

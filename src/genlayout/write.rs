@@ -105,6 +105,7 @@ pub fn table(l: &Layout, n: &Notes) -> String {
         int,
         float,
         tuple,
+        slice,
         runtime,
         sym,
         frozen,
@@ -121,11 +122,11 @@ pub fn table(l: &Layout, n: &Notes) -> String {
     );
     let doc = format!(
         "CPython {major}.{minor} on 64-bit targets (LP64 and LLP64 alike: no C `long` in any field \
-         used here): struct layouts from the archive's DWARF, the runtime's shared objects from \
+         used here): struct layouts from DWARF (the archive's, or the types object named above), the runtime's shared objects from \
          `_PyRuntime`'s initializer, symbols from the archive's objects, macros from the \
          installed headers, the opcode and `.pyc` magic from the interpreter. Written by \
          `pyfreeze-obj gen-layout` (src/genlayout); `tests/layout_dwarf.rs` checks it is what \
-         the generator writes for pyenv's build."
+         the generator writes for the build named above."
     );
     w.wrapped(0, "//!", &doc);
     w.line(0, "");
@@ -145,6 +146,7 @@ pub fn table(l: &Layout, n: &Notes) -> String {
     write_int(&mut w, int);
     write_float(&mut w, float);
     write_tuple(&mut w, tuple);
+    write_slice(&mut w, slice.as_ref());
     write_runtime(&mut w, runtime, n);
     write_symbols(&mut w, sym);
     write_frozen(&mut w, frozen);
@@ -167,15 +169,13 @@ fn write_head(w: &mut W, h: &HeadLayout, n: &Notes) {
     w.item(2, "type_", fld(*type_));
     w.item(2, "size", fld(*size));
     w.comment(2, &n.refcnt);
-    w.item(2, "static_refcnt", num(*static_refcnt));
-    w.comment(
-        2,
-        if *immortal {
-            "object.h defines _Py_IsImmortal()"
-        } else {
-            "object.h has no _Py_IsImmortal()"
-        },
-    );
+    let word = if *static_refcnt > u64::from(u32::MAX) {
+        format!("{static_refcnt:#018x}")
+    } else {
+        num(*static_refcnt)
+    };
+    w.item(2, "static_refcnt", word);
+    w.comment(2, &n.immortal);
     w.item(2, "immortal", immortal);
     w.close(1);
 }
@@ -206,6 +206,7 @@ fn write_code(w: &mut W, c: &CodeLayout, n: &Notes) {
         frame_specials_size,
         version,
         firsttraceable,
+        firsttraceable_skip,
         nplaincellvars,
         fixed,
         runtime_state,
@@ -249,6 +250,12 @@ fn write_code(w: &mut W, c: &CodeLayout, n: &Notes) {
     w.item(2, "frame_specials_size", frame_specials_size);
     w.item(2, "version", opt(*version));
     w.item(2, "firsttraceable", opt(*firsttraceable));
+    if !n.firsttraceable.is_empty() {
+        w.comment(2, &n.firsttraceable);
+    }
+    let skip =
+        firsttraceable_skip.map_or_else(|| "None".into(), |(m, v)| format!("Some(({m:#x}, {v}))"));
+    w.item(2, "firsttraceable_skip", skip);
     w.item(2, "nplaincellvars", opt(*nplaincellvars));
     for note in &n.fixed {
         w.comment(2, note);
@@ -376,11 +383,34 @@ fn write_tuple(w: &mut W, t: &TupleLayout) {
     let TupleLayout {
         gc_head_size,
         items,
+        hash,
     } = t;
     w.open(1, "tuple", "TupleLayout");
     w.item(2, "gc_head_size", gc_head_size);
     w.item(2, "items", items);
+    w.item(2, "hash", opt(*hash));
     w.close(1);
+}
+
+fn write_slice(w: &mut W, s: Option<&SliceLayout>) {
+    let Some(s) = s else {
+        w.comment(1, "marshal.version < 5: no slice constants");
+        w.item(1, "slice", "None");
+        return;
+    };
+    let SliceLayout {
+        size,
+        start,
+        stop,
+        step,
+    } = s;
+    w.comment(1, "marshal.version 5+: slice constants (PySliceObject)");
+    w.line(1, "slice: Some(SliceLayout {");
+    w.item(2, "size", size);
+    w.item(2, "start", fld(*start));
+    w.item(2, "stop", fld(*stop));
+    w.item(2, "step", fld(*step));
+    w.line(1, "}),");
 }
 
 fn write_runtime(w: &mut W, r: &RuntimeLayout, n: &Notes) {
@@ -453,6 +483,7 @@ fn write_symbols(w: &mut W, s: &Symbols) {
         true_,
         false_,
         ellipsis,
+        slice_type,
     } = s;
     w.open(1, "sym", "Symbols");
     for (k, v) in [
@@ -470,6 +501,8 @@ fn write_symbols(w: &mut W, s: &Symbols) {
     ] {
         w.item(2, k, format!("{v:?}"));
     }
+    let slice = slice_type.map_or_else(|| "None".into(), |s| format!("Some({s:?})"));
+    w.item(2, "slice_type", slice);
     w.close(1);
 }
 
@@ -511,6 +544,7 @@ fn release_text(r: &Release) -> String {
         Release::Object => "Release::Object".into(),
         Release::Block { decref, free } => format!("block({}, {})", list(decref), list(free)),
         Release::Unused => "Release::Unused".into(),
+        Release::Call(f) => format!("Release::Call({f:?})"),
     }
 }
 
@@ -528,10 +562,11 @@ fn write_quicken(w: &mut W, q: Option<&Quicken>, n: &Notes) {
         deopt,
         counters,
         warmup,
+        opargs,
     } = q;
     w.comment(
         2,
-        "_PyCode_Quicken: _PyOpcode_Caches and _PyOpcode_Deopt from compile.o; counters \
+        "_PyCode_Quicken: _PyOpcode_Caches and _PyOpcode_Deopt from the archive; counters \
          (genlayout::QUICKEN) from the headers, checked against the interpreter's quickened \
          bytecode",
     );
@@ -550,6 +585,14 @@ fn write_quicken(w: &mut W, q: Option<&Quicken>, n: &Notes) {
     w.array(3, "counters", &c);
     w.comment(3, "adaptive_counter_warmup()");
     w.item(3, "warmup", format!("{warmup:#06x}"));
+    for note in &n.opargs {
+        w.comment(3, note);
+    }
+    let o: Vec<String> = opargs
+        .iter()
+        .map(|(op, mask, yes, no)| format!("({op}, {mask:#x}, {yes}, {no})"))
+        .collect();
+    w.array(3, "opargs", &o);
     w.line(2, "}),");
 }
 
@@ -567,29 +610,56 @@ fn write_interp(w: &mut W, i: &InterpLayout, n: &Notes) {
         main,
         tstate_interp,
         next_func_version,
+        first_code_version,
         requires,
+        expects,
+        interned_dict,
     } = i;
     w.open(1, "interp", "InterpLayout");
     let mut notes = n.interp.iter();
-    let mut note = |w: &mut W| {
+    let mut note = |w: &mut W, level: usize| {
         if let Some(t) = notes.next() {
-            w.comment(2, t);
+            w.comment(level, t);
         }
     };
-    note(w);
+    note(w, 2);
     w.item(2, "main", arch_field(main));
     match next_func_version {
         Some(f) => {
-            note(w);
+            note(w, 2);
             w.item(2, "next_func_version", format!("Some({})", arch_field(f)));
         }
         None => w.item(2, "next_func_version", "None"),
     }
-    note(w);
+    if !n.first_code_version.is_empty() {
+        w.comment(2, &n.first_code_version);
+    }
+    w.item(2, "first_code_version", first_code_version);
+    note(w, 2);
     let r: Vec<String> = requires.iter().map(arch_field).collect();
     w.array(2, "requires", &r);
-    note(w);
+    note(w, 2);
     w.item(2, "tstate_interp", arch_field(tstate_interp));
+    let e: Vec<String> = (expects.iter())
+        .map(|(f, v)| format!("({}, {v})", arch_field(f)))
+        .collect();
+    if e.is_empty() {
+        w.item(2, "expects", "&[]");
+    } else {
+        w.line(2, "expects: &[");
+        for x in &e {
+            note(w, 3);
+            w.line(3, &format!("{x},"));
+        }
+        w.line(2, "],");
+    }
+    match interned_dict {
+        Some(f) => {
+            note(w, 2);
+            w.item(2, "interned_dict", format!("Some({})", arch_field(f)));
+        }
+        None => w.item(2, "interned_dict", "None"),
+    }
     w.close(1);
 }
 

@@ -72,12 +72,12 @@ pub fn check(path: &Path, layout: &Layout) -> Result<Checked> {
     let cache = object::ReadCache::new(file);
     let ar = ArchiveFile::parse(&cache)
         .map_err(|e| Error::at(path, 0, format!("not an ar archive: {e}")))?;
-    let (identity, life, compile) = identify(path, &cache, &ar, layout)?;
+    let (identity, life, opcodes) = identify(path, &cache, &ar, layout)?;
     let debug_info = life
         .and_then(|d| object::File::parse(d).ok())
         .and_then(|o| o.section_by_name(".debug_info").map(|s| s.size() > 0))
         .unwrap_or(false);
-    let fits = super::verify::check(path, &identity.version, layout, life, compile);
+    let fits = super::verify::check(path, &identity.version, layout, life, &opcodes);
     Ok(Checked {
         identity,
         debug_info,
@@ -85,10 +85,11 @@ pub fn check(path: &Path, layout: &Layout) -> Result<Checked> {
     })
 }
 
-type Members<'d> = (Identity, Option<&'d [u8]>, Option<&'d [u8]>);
+type Members<'d> = (Identity, Option<&'d [u8]>, Vec<&'d [u8]>);
 
 /// The archive's identity (refused unless `layout`'s X.Y) and its
-/// `pylifecycle.o` and `compile.o` members.
+/// `pylifecycle.o` member and the members that may define the opcode
+/// tables (compile.o in 3.13, codegen.o from 3.14).
 fn identify<'d>(
     path: &Path,
     cache: &'d object::ReadCache<std::fs::File>,
@@ -96,7 +97,7 @@ fn identify<'d>(
     layout: &Layout,
 ) -> Result<Members<'d>> {
     let (mut version, mut buildinfo) = (None, None);
-    let (mut life, mut compile) = (None, None);
+    let (mut life, mut compile, mut codegen) = (None, None, None);
     for m in ar.members() {
         let m = m.map_err(|e| Error::file(path, format!("corrupt archive member table: {e}")))?;
         match m.name() {
@@ -104,6 +105,7 @@ fn identify<'d>(
             b"getbuildinfo.o" => buildinfo = Some(m),
             b"pylifecycle.o" => life = Some(m),
             b"compile.o" => compile = Some(m),
+            b"codegen.o" => codegen = Some(m),
             _ => {}
         }
     }
@@ -142,7 +144,12 @@ fn identify<'d>(
         let (start, size) = m.file_range();
         object::ReadRef::read_bytes_at(cache, start, size).ok()
     };
-    Ok((identity, life.and_then(range), compile.and_then(range)))
+    let opcodes = [compile, codegen]
+        .into_iter()
+        .flatten()
+        .filter_map(range)
+        .collect();
+    Ok((identity, life.and_then(range), opcodes))
 }
 
 /// Read the module tables of the `frozen.o` inside `path`, after checking
@@ -154,8 +161,8 @@ pub fn read_tables(path: &Path, layout: &Layout) -> Result<(Tables, Identity)> {
     let cache = object::ReadCache::new(file);
     let ar = ArchiveFile::parse(&cache)
         .map_err(|e| Error::at(path, 0, format!("not an ar archive: {e}")))?;
-    let (identity, life, compile) = identify(path, &cache, &ar, layout)?;
-    super::verify::check(path, &identity.version, layout, life, compile)?;
+    let (identity, life, opcodes) = identify(path, &cache, &ar, layout)?;
+    super::verify::check(path, &identity.version, layout, life, &opcodes)?;
     let member = ar
         .members()
         .filter_map(|m| m.ok())

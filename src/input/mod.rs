@@ -129,7 +129,7 @@ fn magic_version(m: u16) -> Option<String> {
         3413 => Some("3.8".into()),
         3425 => Some("3.9".into()),
         3439 => Some("3.10".into()),
-        3600..=3700 => Some("3.14 or later".into()),
+        3600..=3700 => Some("another 3.14+ release".into()),
         _ => None,
     }
 }

@@ -352,12 +352,26 @@ for name in sorted(skipped):
 
 /// Modules never selected by `stdlib`, `NAME.*` or `--trace` (only by
 /// name), and why: frozen, they would behave differently.
-pub const UNFREEZABLE: &[(&str, &str)] = &[(
-    "importlib.resources._common",
-    "finds its caller by comparing frames' file names with __file__; stdlib code frozen as \
-     CPython freezes it is named <frozen NAME>, so files() without an argument would look in \
-     the wrong package",
-)];
+pub const UNFREEZABLE: &[(&str, &str)] = &[
+    (
+        "importlib.resources._common",
+        "finds its caller by comparing frames' file names with __file__; stdlib code frozen as \
+         CPython freezes it is named <frozen NAME>, so files() without an argument would look \
+         in the wrong package",
+    ),
+    // Debian ships one in the stdlib folder, which site imports at every
+    // start-up (so --trace sees it).
+    (
+        "sitecustomize",
+        "site imports it by name from the path at start-up, where users and distributions put \
+         theirs; frozen, it would hide the one on PYTHONPATH",
+    ),
+    (
+        "usercustomize",
+        "site imports it by name from the path at start-up, where users put theirs; frozen, it \
+         would hide the one on PYTHONPATH",
+    ),
+];
 
 /// Resolve `--freeze` items and `--trace` snippets with `python`, on its
 /// full path with the `paths` folders first (made absolute). Stdlib

@@ -13,8 +13,9 @@
 //!   (pylifecycle.o): type, reference count and value;
 //! - where the table says the main interpreter's function version counter
 //!   is, the initializer holds its first value (1);
-//! - where the table quickens bytecode at emit time, compile.o's
-//!   `_PyOpcode_Caches` and `_PyOpcode_Deopt` are the table's.
+//! - where the table quickens bytecode at emit time, `_PyOpcode_Caches`
+//!   and `_PyOpcode_Deopt` (compile.o in 3.13, codegen.o from 3.14) are the
+//!   table's.
 //!
 //! A mismatch is refused, naming the archive and what differs.
 
@@ -71,14 +72,15 @@ fn rd(b: &[u8], off: u64, size: u8) -> Option<u64> {
     Some(u64::from_le_bytes(w))
 }
 
-/// Check `archive` (its `pylifecycle.o` and `compile.o` members, read on
-/// demand; `release` its `PY_VERSION`) against `layout`.
+/// Check `archive` (its `pylifecycle.o`, and the members that may define
+/// the opcode tables, read on demand; `release` its `PY_VERSION`) against
+/// `layout`.
 pub fn check<'d, R: ReadRef<'d>>(
     archive: &Path,
     release: &str,
     layout: &Layout,
     pylifecycle: Option<R>,
-    compile: Option<R>,
+    opcodes: &[R],
 ) -> Result<()> {
     let (a, b) = layout.version;
     let refuse = |what: String| {
@@ -165,7 +167,9 @@ pub fn check<'d, R: ReadRef<'d>>(
                     1 => 0,
                     _ => 2,
                 };
-                field(at, *f) == Some(((v != 0) as u64) << 3 | sign)
+                // Bit 2 is 3.14+'s mark of the runtime's own small ints
+                // (not part of the sign or digit count; ours never set it).
+                field(at, *f).map(|t| t & !4) == Some(((v != 0) as u64) << 3 | sign)
             }
             IntSize::SignedObSize => field(at, h.size) == Some(v.signum() as u64),
         } && digit == Some(v.unsigned_abs());
@@ -237,18 +241,22 @@ pub fn check<'d, R: ReadRef<'d>>(
     }
     if let Some(next) = layout.interp.next_func_version {
         let at = layout.interp.main.on(arch).off as u64 + next.on(arch).off as u64;
-        if rd(buf, at, next.field.size) != Some(1) {
+        let first = u64::from(layout.interp.first_code_version);
+        if rd(buf, at, next.field.size) != Some(first) {
             return Err(refuse(format!(
                 "main interpreter's function version counter is not where the table says \
-                 ({}+{at} does not start at 1)",
+                 ({}+{at} does not start at {first})",
                 rt.symbol
             )));
         }
     }
     if let Some(q) = &layout.code.quicken {
-        let compile = member("compile.o", compile)?;
+        let mut objs = Vec::new();
+        for &data in opcodes {
+            objs.push(member("an opcode table member", Some(data))?);
+        }
         for (name, want) in [("_PyOpcode_Caches", q.caches), ("_PyOpcode_Deopt", q.deopt)] {
-            let v = read_var(&compile, name).map(|v| v.bytes);
+            let v = objs.iter().find_map(|o| read_var(o, name)).map(|v| v.bytes);
             let got: Option<Vec<(u8, u8)>> = v.filter(|b| b.len() == 256).map(|b| {
                 (0..=255u8)
                     .zip(b.iter().copied())
@@ -263,7 +271,7 @@ pub fn check<'d, R: ReadRef<'d>>(
             });
             if got.as_deref() != Some(want) {
                 return Err(refuse(format!(
-                    "compile.o's {name} (how bytecode is quickened) differs from the table's"
+                    "{name} (how bytecode is quickened) differs from the table's"
                 )));
             }
         }

@@ -12,10 +12,16 @@
 mod py311;
 mod py312;
 mod py313;
+/// Debian sid's 3.14.10 (x86_64 Linux); no version contract uses it yet.
+pub mod py314;
+/// Debian sid's 3.15.2 (x86_64 Linux); no version contract uses it yet.
+pub mod py315;
 
 pub use py311::LAYOUT as PY311;
 pub use py312::LAYOUT as PY312;
 pub use py313::LAYOUT as PY313;
+pub use py314::LAYOUT as PY314;
+pub use py315::LAYOUT as PY315;
 
 /// A field of a C struct: byte offset and size.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,7 +51,9 @@ pub struct HeadLayout {
     pub type_: Field,
     /// `ob_size` of a `PyVarObject`.
     pub size: Field,
-    /// The reference count every static object gets.
+    /// What every static object's `refcnt` word holds: its reference count
+    /// and (3.14+) the `ob_flags` that share the word (statically
+    /// allocated, immortal).
     pub static_refcnt: u64,
     /// Static objects are immortal: accessors hand them out without
     /// touching the reference count.
@@ -81,11 +89,18 @@ pub struct CodeLayout {
     pub frame_specials_size: u32,
     /// `co_version`: numbered from 1 in generation order.
     pub version: Option<Field>,
-    /// `_co_firsttraceable`: index (in code units) of the first RESUME.
+    /// `_co_firsttraceable`: index (in code units) of the first RESUME
+    /// that starts tracing ([`CodeLayout::first_traceable`]).
     pub firsttraceable: Option<Field>,
+    /// RESUMEs that do not start tracing: those whose `oparg & mask ==
+    /// value` (3.15: a generator expression's first RESUME,
+    /// `RESUME_AT_GEN_EXPR_START` under `RESUME_OPARG_LOCATION_MASK`).
+    pub firsttraceable_skip: Option<(u8, u8)>,
     /// Number of plain cell variables (cells that are not arguments).
     pub nplaincellvars: Option<Field>,
-    /// Fields every code object gets a fixed value in (3.11 `co_warmup`).
+    /// Fields every code object gets a fixed value in, at emit time and
+    /// again when the code is finalized (3.11 `co_warmup`; 3.14+
+    /// `_co_unique_id`, which only free-threaded builds use).
     pub fixed: &'static [(Field, u64)],
     /// Pointers the runtime fills in while the code runs (cached objects,
     /// extra data, weak references, monitoring data). While all are NULL,
@@ -109,6 +124,22 @@ pub struct CodeLayout {
     pub co_fast_free: u8,
 }
 
+impl CodeLayout {
+    /// What the runtime's constructor stores in `_co_firsttraceable` for
+    /// bytecode `code` (2-byte units): the index of the first RESUME not
+    /// skipped by `firsttraceable_skip`, 0 if none.
+    pub fn first_traceable(&self, code: &[u8]) -> usize {
+        code.chunks(2)
+            .position(|u| {
+                u[0] == self.opcode_resume
+                    && self
+                        .firsttraceable_skip
+                        .is_none_or(|(mask, v)| u.get(1).is_none_or(|a| a & mask != v))
+            })
+            .unwrap_or(0)
+    }
+}
+
 /// How the runtime releases a pointer member of a code object it filled
 /// in (what its code dealloc does with it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -128,6 +159,11 @@ pub enum Release {
     /// Filled in only by machinery this build lacks (3.13's tier-2
     /// executors): always NULL.
     Unused,
+    /// Released by this runtime function, called with the code object
+    /// while the member is not NULL; it leaves the member NULL (3.14+
+    /// tier-2 builds: `_PyCode_Clear_Executors` detaches each executor and
+    /// frees the array, as the code dealloc does).
+    Call(&'static str),
 }
 
 /// `_PyCode_Quicken`'s writes, as data: for each instruction with cache
@@ -143,12 +179,17 @@ pub struct Quicken {
     pub counters: &'static [(u8, u16)],
     /// The first cache entry of every other instruction with caches.
     pub warmup: u16,
+    /// Opargs the constructor rewrites (3.15 `GET_ITER`): (opcode,
+    /// `co_flags` mask, new oparg when `co_flags & mask != 0`, new oparg
+    /// otherwise), applied to a nonzero oparg.
+    pub opargs: &'static [(u8, u32, u8, u8)],
 }
 
 impl Quicken {
-    /// `code` (raw bytecode, 2-byte units) with the cache entries the
-    /// runtime's constructor writes.
-    pub fn apply(&self, code: &mut [u8]) {
+    /// `code` (raw bytecode, 2-byte units, of a code object with
+    /// `co_flags`) with the cache entries and opargs the runtime's
+    /// constructor writes.
+    pub fn apply(&self, code: &mut [u8], co_flags: u32) {
         let mut caches = [0u8; 256];
         let mut deopt: [u8; 256] = std::array::from_fn(|i| i as u8);
         for &(op, n) in self.caches {
@@ -161,6 +202,11 @@ impl Quicken {
         let mut i = 0;
         while i < units {
             let op = deopt[code[2 * i] as usize];
+            if code[2 * i + 1] != 0 {
+                if let Some(&(_, mask, yes, no)) = self.opargs.iter().find(|r| r.0 == op) {
+                    code[2 * i + 1] = if co_flags & mask != 0 { yes } else { no };
+                }
+            }
             let n = caches[op as usize] as usize;
             if n > 0 && i + 1 < units {
                 let v = (self.counters.iter())
@@ -206,10 +252,23 @@ pub struct InterpLayout {
     /// `PyInterpreterState.func_state.next_version`: the next code
     /// object's `co_version` (3.12+).
     pub next_func_version: Option<ArchField>,
+    /// The value `next_func_version` starts at in the runtime's static
+    /// initializer: the first valid `co_version` (1 in 3.12 and 3.13, 2
+    /// from 3.14 on: `FUNC_VERSION_FIRST_VALID`); 0 without a counter.
+    pub first_code_version: u32,
     /// `int` members of `PyInterpreterState` that are nonzero when code
     /// objects are built as marshal data says (`config.code_debug_ranges`:
     /// without it, the constructor drops column positions).
     pub requires: &'static [ArchField],
+    /// Members of `PyInterpreterState` that hold these values when the
+    /// runtime's code constructor quickens bytecode as the emitted
+    /// bytecode is and leaves code objects as the teardown expects them
+    /// (the tier-2 optimizer off: `jit`; 3.15's `opt_config`, which
+    /// environment variables change).
+    pub expects: &'static [(ArchField, u32)],
+    /// `PyInterpreterState.cached_objects.interned_strings`: the
+    /// interpreter's dict of interned strings (3.13+).
+    pub interned_dict: Option<ArchField>,
 }
 
 /// `PyASCIIObject` / `PyCompactUnicodeObject`.
@@ -249,7 +308,9 @@ pub struct BytesLayout {
 /// How an int's sign and digit count are stored.
 #[derive(Clone, Debug)]
 pub enum IntSize {
-    /// 3.12: `lv_tag` = ndigits << 3 | (0 positive, 1 zero, 2 negative).
+    /// 3.12+: `lv_tag` = ndigits << 3 | (0 positive, 1 zero, 2 negative).
+    /// Bit 2 is never set for our ints: 3.14+ marks the runtime's own
+    /// small ints with it (`_PyLong_IsSmallInt`), which ours are not.
     LvTag(Field),
     /// 3.11: `ob_size` = sign * ndigits.
     SignedObSize,
@@ -279,6 +340,17 @@ pub struct FloatLayout {
 pub struct TupleLayout {
     pub gc_head_size: u32,
     pub items: u32,
+    /// 3.14+ `ob_hash`, the cached hash (-1: not computed yet).
+    pub hash: Option<Field>,
+}
+
+/// `PySliceObject` (marshal version 5+ has slice constants).
+#[derive(Clone, Debug)]
+pub struct SliceLayout {
+    pub size: u32,
+    pub start: Field,
+    pub stop: Field,
+    pub step: Field,
 }
 
 /// Objects the runtime shares, as offsets inside `_PyRuntime`.
@@ -327,6 +399,8 @@ pub struct Symbols {
     pub true_: &'static str,
     pub false_: &'static str,
     pub ellipsis: &'static str,
+    /// `slice` (where marshal data can hold slices: 3.14+).
+    pub slice_type: Option<&'static str>,
 }
 
 /// `struct _frozen`, an entry of the module tables in `frozen.o`.
@@ -366,6 +440,8 @@ pub struct Layout {
     pub int: IntLayout,
     pub float: FloatLayout,
     pub tuple: TupleLayout,
+    /// Slice constants (marshal version 5+: 3.14+), else `None`.
+    pub slice: Option<SliceLayout>,
     pub runtime: RuntimeLayout,
     pub sym: Symbols,
     pub frozen: FrozenLayout,

@@ -4,7 +4,8 @@ against the stock link of the same CPython, in callgrind instruction counts.
 
 For each pyenv CPython (3.13.0, 3.12.1, then 3.11.7):
 
-  stock  gcc -o stock $LIBPL/python.o $LIBPL/libpython3.X.a
+  stock  gcc -o stock $LIBPL/python.o -Wl,--whole-archive $LIBPL/libpython3.X.a
+             -Wl,--no-whole-archive
              LDFLAGS LINKFORSHARED LIBS SYSLIBS LOCALMODLIBS   (its sysconfig)
   set    pyfreeze-obj relink   (the stock set of frozen modules)
   a      pyfreeze-obj relink --freeze encodings,encodings.aliases,encodings.utf_8
@@ -49,10 +50,27 @@ its README runs it, on the venv's own python (pyenv's shared-libpython
 binary). Anything that cannot be installed or run is printed as one
 "PyCDS ...: NOT MEASURED: <why>" line; no number is made up.
 
-Usage: tests/bench/startup.py [--versions 3.13.0,3.12.1,3.11.7] [--no-pycds] [--app-only] [--work DIR]
+Debian sid's CPython 3.14 and 3.15 (`--sid 3.14,3.15`; their archives need
+glibc >= 2.38) are measured inside the chroot of tests/setup/sid.sh (built
+or reused; root needed), with its gcc and valgrind: stock = `pyfreeze-obj
+relink --stock` (python.o + the unmodified archive with relink's link line:
+-no-pie, and the built-in modules the archive cannot link, _md5 _sha1 _sha2
+_sha3 _blake2, left out as relink says), debian = Debian's own
+/usr/bin/python3.X (another compiler run and link: shown for reference),
+then set, a, cli, b as above. PYTHONHOME=/usr for every interpreter, the
+same method otherwise. A relink that fails (3.14/3.15 until their layout
+tables and contracts land) is printed as "NOT MADE: <the tool's error>" and
+its goals as NOT MET; the goals are 3.13's (the stock links unmarshal their
+frozen modules alike). No PyCDS or app row there.
+
+Usage: tests/bench/startup.py [--versions 3.13.0,3.12.1,3.11.7] [--sid 3.14,3.15]
+                              [--no-pycds] [--app-only] [--work DIR]
+(`--versions ""` measures no pyenv CPython.)
 Needs: cargo, gcc, valgrind, pyenv 3.13.0/3.12.1/3.11.7 (with static
-archives), and for PyCDS and the app row, PyPI through pip.
+archives), and for PyCDS and the app row, PyPI through pip; for --sid,
+root, unshare and the sid chroot (tests/setup/sid.sh builds it).
 """
+import hashlib
 import argparse
 import os
 import re
@@ -74,8 +92,9 @@ COMMANDS = [("-c pass", "pass"), ("CLI", CLI), ("difflib", DIFFLIB)]
 # X.Y -> [(variant, command label, bound)]
 DEEPFREEZE_GOALS = [("a", "-c pass", 0.95), ("b", "CLI", 0.82), ("b", "difflib", 0.86),
                     ("b", "-c pass", 0.95)]
-GOALS = {"3.11": DEEPFREEZE_GOALS, "3.12": DEEPFREEZE_GOALS,
-         "3.13": [("set", "-c pass", 0.90), ("cli", "-c pass", 0.90), ("cli", "CLI", 0.82)]}
+UNMARSHAL_GOALS = [("set", "-c pass", 0.90), ("cli", "-c pass", 0.90), ("cli", "CLI", 0.82)]
+GOALS = {"3.11": DEEPFREEZE_GOALS, "3.12": DEEPFREEZE_GOALS, "3.13": UNMARSHAL_GOALS,
+         "3.14": UNMARSHAL_GOALS, "3.15": UNMARSHAL_GOALS}
 APP = "import click, rich.console, rich.table"
 APP_PINS = ["click==8.1.8", "rich==13.9.4", "markdown-it-py==4.3.0", "mdurl==0.1.2",
             "pygments==2.21.0"]
@@ -163,7 +182,9 @@ class Runner:
 
 
 def link_stock(v, out_path):
-    sh([v.linkcc, "-o", str(out_path), str(v.python_o), str(v.archive), *v.flags])
+    # Every member, as CPython links its own interpreter and relink does.
+    sh([v.linkcc, "-o", str(out_path), str(v.python_o), "-Wl,--whole-archive", str(v.archive),
+        "-Wl,--no-whole-archive", *v.flags])
 
 
 def relink(v, out_path, args, may_refuse=False):
@@ -214,7 +235,8 @@ def table(rows, names, base_name, commands=COMMANDS):
 def bench_version(v, work, runner, with_pycds, app_only):
     out()
     out(f"== CPython {v.full} (pyenv, {v.prefix}) ==")
-    out(f"stock link: {v.linkcc} -o stock python.o {v.archive.name} {' '.join(v.flags)}")
+    out(f"stock link: {v.linkcc} -o stock python.o -Wl,--whole-archive {v.archive.name} "
+        f"-Wl,--no-whole-archive {' '.join(v.flags)}")
     d = work / v.full
     d.mkdir(parents=True, exist_ok=True)
     exes = {"stock": d / "python-stock"}
@@ -319,6 +341,9 @@ def site_packages(v):
 def goals(rows, xy):
     out("goals:")
     for name, label, bound in GOALS.get(xy, []):
+        if name not in rows:
+            out(f"  {name} {label:<8} not made (see above): NOT MET")
+            continue
         c, note = rows[name][label]
         r = ratio(c, rows["stock"][label][0])
         if r is None:
@@ -403,15 +428,141 @@ def pycds(v, d, runner, exes):
         table(row, list(row), "baseline")
 
 
+# -- Debian sid (CPython 3.14, 3.15) inside the chroot -------------------------
+
+SID_SETUP = ROOT / "tests" / "setup" / "sid.sh"
+SID_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# As tests/support/sid.rs: a private mount namespace with its own /proc, a
+# clean environment; nothing stays mounted.
+SID_SCRIPT = (
+    'r="$1"; cwd="$2"; shift 2; '
+    'mount -t proc proc "$r/proc" || { echo "cannot mount proc on $r/proc" >&2; exit 125; }; '
+    'exec chroot "$r" env -i -C "$cwd" "$@"')
+
+
+class Sid:
+    """The chroot: commands inside it, our tool copied in, a work folder."""
+
+    def __init__(self):
+        if os.geteuid() != 0:
+            raise SystemExit("--sid needs root (unshare --mount and chroot)")
+        r = sh(["bash", str(SID_SETUP)], capture_output=True, text=True, check=False)
+        if r.returncode != 0:
+            raise SystemExit(f"{SID_SETUP} failed:\n{r.stderr[-3000:]}")
+        self.root = Path(r.stdout.strip().splitlines()[-1])
+        data = TOOL.read_bytes()
+        # Named by content, as tests/support/sid.rs names its copies.
+        d = f"/opt/pyfreeze-obj/bench-{hashlib.sha256(data).hexdigest()[:16]}"
+        self.tool = f"{d}/pyfreeze-obj"
+        host = self.host(self.tool)
+        if not host.is_file() or host.read_bytes() != data:
+            host.parent.mkdir(parents=True, exist_ok=True)
+            tmp = host.with_name(f".tmp-{os.getpid()}")
+            tmp.write_bytes(data)
+            tmp.chmod(0o755)
+            tmp.replace(host)
+        self.work = f"/tmp/pyfreeze-bench-{os.getpid()}"
+        shutil.rmtree(self.host(self.work), ignore_errors=True)
+        self.host(self.work).mkdir(parents=True)
+
+    def host(self, inside):
+        return self.root / inside.lstrip("/")
+
+    def cmd(self, args, env=None, cwd="/"):
+        env = {"PATH": SID_PATH, "HOME": "/root", "LC_ALL": "C.UTF-8", **(env or {})}
+        return (["unshare", "--mount", "--fork", "--", "sh", "-c", SID_SCRIPT, "sh",
+                 str(self.root), cwd] + [f"{k}={v}" for k, v in env.items()] + list(args))
+
+    def run(self, args, env=None, cwd="/"):
+        return sh(self.cmd(args, env, cwd), capture_output=True, text=True, check=False)
+
+    def close(self):
+        shutil.rmtree(self.host(self.work), ignore_errors=True)
+
+
+class SidRunner(Runner):
+    """Runner's method, inside the chroot (valgrind and cwd in there)."""
+
+    def __init__(self, sid):
+        self.sid = sid
+        self.cwd = f"{sid.work}/empty-cwd"
+        sid.host(self.cwd).mkdir(parents=True, exist_ok=True)
+        self.cg = f"{sid.work}/callgrind.out"
+
+    def run(self, exe, code, env):
+        return self.sid.run([str(exe), "-c", code], env, self.cwd)
+
+    def measure(self, exe, code, env):
+        warm = self.run(exe, code, env)
+        note = "" if warm.returncode == 0 else f"exit {warm.returncode}"
+        if warm.returncode != 0:
+            err = (warm.stderr.strip().splitlines() or [""])[-1]
+            note += f" ({err[:80]})" if err else ""
+        r = self.sid.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={self.cg}",
+                          str(exe), "-c", code], env, self.cwd)
+        n = collected(r.stderr)
+        if n is None:
+            note = note or f"valgrind gave no count (exit {r.returncode})"
+        return n, note
+
+
+def bench_sid(sid, xy, runner):
+    python = f"/usr/bin/python{xy}"
+    v = sid.run([python, "-I", "-c", "import sys; print('%d.%d.%d' % sys.version_info[:3])"])
+    if v.returncode != 0:
+        raise SystemExit(f"sid: {python} does not run: {v.stderr.strip()}")
+    out()
+    out(f"== CPython {v.stdout.strip()} (Debian sid, chroot {sid.root}) ==")
+    d = f"{sid.work}/{xy}"
+    sid.host(d).mkdir(parents=True, exist_ok=True)
+    exes = {}
+    variants = [("stock", ["--stock"]), ("set", []), ("a", ["--freeze", FREEZE_A]),
+                ("cli", ["--trace", CLI]), ("b", ["--trace", TRACE]), ("eager", ["--eager"])]
+    for name, args in variants:
+        exe = f"{d}/python-{name}"
+        t0 = time.perf_counter()
+        r = sid.run([sid.tool, "relink", "--python", python, "-v", "-o", exe, *args])
+        dt = time.perf_counter() - t0
+        shown = " ".join(a if a.startswith("--") else f'"{a}"' for a in args)
+        notes = [l for l in r.stderr.splitlines() if "note:" in l]
+        if r.returncode != 0:
+            why = (r.stderr.strip().splitlines() or [f"exit {r.returncode}"])[-1]
+            if name == "stock":
+                raise SystemExit(f"sid {xy}: relink --stock failed: {r.stderr[-2000:]}")
+            out(f"  {name:<6} relink {shown}: NOT MADE: {why}")
+            continue
+        m = re.search(r"froze (\d+) modules \((\d+) code objects\)", r.stderr)
+        what = f"{m.group(1)} modules, {m.group(2)} code objects" if m else "the build's own frozen modules"
+        exes[name] = exe
+        out(f"  {name:<6} relink {shown}: {what}, relink took {dt:.2f} s")
+        for n in notes:
+            out(f"         {n}")
+    exes = {"stock": exes["stock"], "debian": python,
+            **{k: e for k, e in exes.items() if k != "stock"}}
+    env = {"PYTHONHASHSEED": "0", "PYTHONHOME": "/usr"}
+    rows = {name: {label: runner.measure(exe, code, env) for label, code in COMMANDS}
+            for name, exe in exes.items()}
+    out("callgrind instructions (Collected), ratio to the stock link (debian: Debian's own "
+        "binary, for reference):")
+    table(rows, list(exes), "stock")
+    goals(rows, xy)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--versions", default="3.13.0,3.12.1,3.11.7")
     ap.add_argument("--no-pycds", action="store_true")
     ap.add_argument("--app-only", action="store_true",
                     help="measure the app row (click + rich) alone")
+    ap.add_argument("--sid", default="",
+                    help="Debian sid CPythons to measure inside the chroot, e.g. 3.14,3.15")
     ap.add_argument("--work", type=Path, default=ROOT / "target" / "bench-startup")
     a = ap.parse_args()
-    for tool in ("cargo", "gcc", "valgrind", "pyenv"):
+    versions = [v.strip() for v in a.versions.split(",") if v.strip()]
+    sids = [v.strip() for v in a.sid.split(",") if v.strip()]
+    needs = ["cargo", "gcc", "valgrind"] + (["pyenv"] if versions else []) + (
+        ["unshare"] if sids else [])
+    for tool in needs:
         if shutil.which(tool) is None:
             raise SystemExit(f"startup.py needs {tool} on PATH")
     sh(["cargo", "build", "--release", "--quiet"], cwd=ROOT)
@@ -430,8 +581,19 @@ def main():
     out("method: PYTHONHASHSEED=0, PYTHONHOME=pyenv prefix, no other PYTHON* variable "
         "(.pyc caches written), each command run once before it is measured, one empty cwd")
     out(f"commands: -c pass | CLI: -c \"{CLI}\" | difflib: -c \"{DIFFLIB}\"")
-    for full in a.versions.split(","):
-        bench_version(Version(full.strip()), a.work, runner, not a.no_pycds, a.app_only)
+    for full in versions:
+        bench_version(Version(full), a.work, runner, not a.no_pycds, a.app_only)
+    if sids and not a.app_only:
+        sid = Sid()
+        try:
+            r = sid.run(["sh", "-c", "valgrind --version; gcc --version | head -n 1"])
+            out()
+            out(f"sid chroot: {' '.join(r.stdout.split(chr(10))[:2])}; PYTHONHOME=/usr")
+            runner_sid = SidRunner(sid)
+            for xy in sids:
+                bench_sid(sid, xy, runner_sid)
+        finally:
+            sid.close()
 
 
 if __name__ == "__main__":

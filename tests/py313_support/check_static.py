@@ -1,4 +1,4 @@
-# Run by tests/py313.rs in a relinked CPython 3.13 interpreter: every
+# Run by tests/py313.rs (and tests/py314.rs) in a relinked CPython 3.13+ interpreter: every
 # frozen module's code is one static, immortal object, equal to what
 # unmarshalling its frozen bytes gives; loads that are not the main
 # interpreter's loading of the tables' own bytes get the runtime's
@@ -25,8 +25,10 @@ IMAGE = image_ranges()
 
 
 def immortal(o):
-    # 3.13's immortal refcount (_Py_IMMORTAL_REFCNT, 2**32 - 1 on 64-bit
-    # builds) is never changed by increments or decrements.
+    # 3.14+ says so; 3.13's immortal refcount (_Py_IMMORTAL_REFCNT, 2**32 - 1
+    # on 64-bit builds) is never changed by increments or decrements.
+    if hasattr(sys, "_is_immortal"):
+        return sys._is_immortal(o)
     return sys.getrefcount(o) >= 2**32 - 1
 
 
@@ -108,7 +110,8 @@ else:
         a = _imp.get_frozen_object("__hello__", data)
         b = _imp.get_frozen_object("__hello__", data)
         with open(%r, "w") as f:
-            f.write("%%s %%s" %% (a is b, sys.getrefcount(a) >= 2**32 - 1))
+            f.write("%%s %%s" %% (a is b, sys._is_immortal(a) if hasattr(sys, "_is_immortal")
+                                   else sys.getrefcount(a) >= 2**32 - 1))
     """ % out)
     _interpreters.destroy(interp)
     with open(out) as f:

@@ -11,10 +11,47 @@
 # one. Cycle 1 then makes the runtime hang all of that on the code objects
 # (and leaks a weak reference to one, so that teardown finds it there); the
 # last cycle leaves it for the process exit.
-import _imp, argparse, ctypes, dis, json, marshal, os, posixpath, sys, weakref
+import ctypes, os, sys
+
+
+def fresh(s):
+    """An equal string that is another object."""
+    return "".join(list(s)) if len(s) > 1 else s
+
+
+# 3.14+ (EMBED_STATIC_HEAD set): our static strings left the interpreter's
+# interned dict as it was finalized, with their interned state cleared and
+# their static header back; checked before this cycle uses the modules
+# they came from (a string of them interned again by this cycle's start-up
+# must be the interned one). Their addresses and values come from cycle 1.
+if "EMBED_STATIC_HEAD" in os.environ and CYCLE >= 2:
+    head = int(os.environ["EMBED_STATIC_HEAD"], 0)
+    state_off = int(os.environ["EMBED_STR_STATE_OFF"])
+    mask = int(os.environ["EMBED_INTERNED_MASK"], 0)
+    restored = again = 0
+    with open(os.environ["PY313_EMBED_STATE"] + ".strs") as f:
+        for line in f:
+            addr, value = line.rstrip("\n").split(" ", 1)
+            addr = int(addr)
+            interned = ctypes.c_uint32.from_address(addr + state_off).value & mask
+            if interned:
+                assert id(sys.intern(fresh(value))) == addr, (
+                    "cycle %d: %r is marked interned but is not the interned one" % (CYCLE, value))
+                again += 1
+            else:
+                word = ctypes.c_uint64.from_address(addr).value
+                assert word == head, "cycle %d: %r has header %#x, not the static %#x" % (
+                    CYCLE, value, word, head)
+                restored += 1
+    print("cycle %d: static strings: %d restored, %d interned again" % (CYCLE, restored, again))
+
+import _imp, argparse, dis, json, marshal, posixpath, warnings, weakref
+from collections.abc import Sequence
 
 CODES = {"json.dumps": json.dumps.__code__,
          "posixpath.relpath": posixpath.relpath.__code__,
+         "posixpath.commonprefix": posixpath.commonprefix.__code__,
+         "_collections_abc.Sequence.index": Sequence.index.__code__,
          "argparse.ArgumentParser.parse_args": argparse.ArgumentParser.parse_args.__code__}
 RUNTIME_STATE = [int(x) for x in os.environ["PY313_RUNTIME_STATE"].split(",")]
 SCALARS = [int(x) for x in os.environ["PY313_SCALARS"].split(",")]
@@ -30,7 +67,7 @@ for name, c in CODES.items():
             CYCLE, name, off, word(c, off))
 now = {k: (c.co_code, c._co_code_adaptive) for k, c in CODES.items()}
 
-assert sys.version_info[:2] == (3, 13), sys.version
+assert "%d.%d" % sys.version_info[:2] == os.environ.get("EMBED_PYTHON", "3.13"), sys.version
 for mod in (json, json.decoder, argparse, posixpath):
     assert _imp.is_frozen(mod.__name__), mod.__name__
     assert mod.__spec__.origin == "frozen", (mod.__name__, mod.__spec__)
@@ -40,11 +77,6 @@ for mod in (json, json.decoder, argparse, posixpath):
     assert code == marshal.loads(data), mod.__name__
 
 
-def fresh(s):
-    """An equal string that is another object."""
-    return "".join(list(s)) if len(s) > 1 else s
-
-
 # Our static strings are interned in this runtime: what sys.intern gives for
 # an equal string is ours (the interned state was not left from before).
 for name, c in CODES.items():
@@ -52,6 +84,22 @@ for name, c in CODES.items():
         f = fresh(s)
         assert sys.intern(f) is s, "cycle %d: %s: %r is not the interned one" % (CYCLE, name, s)
         assert hash(f) == hash(s), (CYCLE, name, s)
+if "EMBED_STATIC_HEAD" in os.environ and CYCLE == 1:
+    image = []
+    with open("/proc/self/maps") as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) >= 6 and os.path.realpath(parts[5]) == os.path.realpath("/proc/self/exe"):
+                lo, hi = (int(x, 16) for x in parts[0].split("-"))
+                image.append((lo, hi))
+    assert image, "no mapping of the executable"
+    with open(os.environ["PY313_EMBED_STATE"] + ".strs", "w") as f:
+        for c in CODES.values():
+            for s in c.co_names + c.co_varnames:
+                # Static ones only (the executable's image): a heap string
+                # may be gone by the next cycle.
+                if "\n" not in s and any(lo <= id(s) < hi for lo, hi in image):
+                    f.write("%d %s\n" % (id(s), s))
 
 # the code objects work
 assert json.dumps({"a": [1, 2.5, None, "\xe9\u20ac"]}) == '{"a": [1, 2.5, null, "\\u00e9\\u20ac"]}'
@@ -69,6 +117,26 @@ for i in range(1000):
     json.dumps(i)
     posixpath.relpath("/a/b/%d" % i, "/a/c")
     p.parse_args(["--n", str(i)])
+# Hot loops inside frozen functions: with the JIT on (PYTHON_JIT=1), its
+# executors hang on their code objects (3.14 traces the first, 3.15 the
+# second).
+
+
+class Seq(Sequence):
+    def __len__(self):
+        return 5000
+
+    def __getitem__(self, i):
+        if i >= 5000:
+            raise IndexError(i)
+        return i
+
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")  # 3.15 deprecates commonprefix
+    for i in range(30):
+        posixpath.commonprefix(["a" * 5000 + "b", "a" * 5000 + "c"])
+        Seq().index(4999)
 after = {k: c._co_code_adaptive for k, c in CODES.items()}
 ops = {k: [i.opname for i in dis.get_instructions(c, adaptive=True)] for k, c in CODES.items()}
 for k, c in CODES.items():

@@ -9,7 +9,8 @@
 //!   format against another) and the differences by design.
 //! * [`disasm`]: the one `llvm-objdump` stub checker; [`regrtest`]: the one
 //!   runner of CPython's test modules against the stock link; [`relinked`]:
-//!   checks on relinked interpreters; [`dwarf`]: DWARF facts of an archive.
+//!   checks on relinked interpreters; [`dwarf`]: DWARF facts of an archive;
+//!   [`sid`]: the Debian sid chroot holding CPython 3.14 and 3.15.
 //!
 //! A missing reference or tool is a test failure with a message saying
 //! what to install, never a silent skip.
@@ -31,6 +32,7 @@ pub mod dwarf;
 pub mod objgraph;
 pub mod regrtest;
 pub mod relinked;
+pub mod sid;
 
 pub use builds::{build, BuildId};
 
