@@ -160,12 +160,6 @@ pub fn program(
     Program { funcs }
 }
 
-/// `__wrap_F` and `__real_F` of a wrapped function `F`.
-pub fn wrap_symbols(f: &str) -> (String, &'static str) {
-    let real: &'static str = Box::leak(format!("__real_{f}").into_boxed_str());
-    (format!("__wrap_{f}"), real)
-}
-
 /// Which entries of a table a step runs over.
 #[derive(Clone, Copy)]
 enum Sel {
@@ -630,7 +624,7 @@ impl Writer<'_> {
     /// whose marshal bytes `data` are, for the main interpreter (see
     /// [`Wraps::load`]); anything else is the runtime's.
     fn load_wrapper(&self, w: &Wraps, flags: u64) -> Func {
-        let (name, real) = wrap_symbols(w.load);
+        let (name, real) = (w.load.wrap, w.load.real);
         let mut b = Builder::new(name, true);
         let (real_l, ready, fail) = (b.label(), b.label(), b.label());
         let arch = self.arch;
@@ -729,7 +723,7 @@ impl Writer<'_> {
     /// `void code_fini(PyInterpreterState *)`: for the main interpreter,
     /// the lazy teardown of the code objects; then the runtime's.
     fn code_fini_wrapper(&self, w: &Wraps, flags: u64) -> Func {
-        let (name, real) = wrap_symbols(w.code_fini);
+        let (name, real) = (w.code_fini.wrap, w.code_fini.real);
         let mut b = Builder::new(name, true);
         let real_l = b.label();
         self.main_interp(&mut b, T0);
@@ -999,8 +993,8 @@ mod tests {
     fn entry_points(v: &Version) -> Vec<String> {
         match &v.contract.entry {
             Entry::Called { init, fini } => vec![init.to_string(), fini.to_string()],
-            Entry::Wrapped(_) => (v.contract.entry.wrapped().iter())
-                .map(|f| wrap_symbols(f).0)
+            Entry::Wrapped(_) => (v.contract.entry.wrappers().iter())
+                .map(|f| f.wrap.to_string())
                 .collect(),
         }
     }
@@ -1190,7 +1184,7 @@ mod tests {
                 }
                 if let Entry::Wrapped(w) = &c.entry {
                     want.push(w.tstate);
-                    want.extend(c.entry.wrapped().iter().map(|f| wrap_symbols(f).1));
+                    want.extend(c.entry.wrappers().iter().map(|f| f.real));
                 }
                 for step in c.fini {
                     if let FiniStep::LeaveInterned { del, clear } = step {
