@@ -47,7 +47,7 @@ pub enum Table {
     InternMortal,
     /// `(u32 data offset, u32 size, u32 module, u32 code)`: marshal bytes of
     /// the module tables, the module they stand for and the data offset of
-    /// its top-level code object.
+    /// its top-level code object; in data order, no two overlapping.
     Blobs,
 }
 
@@ -238,7 +238,20 @@ impl RoTables {
         t[Table::InternImmortal.index()] =
             flat(&mut image.interns.iter().flat_map(|i| &i.immortal));
         t[Table::InternMortal.index()] = flat(&mut image.interns.iter().flat_map(|i| &i.mortal));
-        for b in &image.blobs {
+        // In data order, which the load wrapper's binary search needs: the
+        // module tables' bytes are allocated one after another, so this
+        // only checks that; bytes that overlap (or start at one place) are
+        // refused.
+        let mut blobs = image.blobs.clone();
+        blobs.sort_by_key(|b| b.data);
+        if let Some(w) = blobs.windows(2).find(|w| w[0].data + w[0].size.max(1) > w[1].data) {
+            return Err(Error::msg(format!(
+                "internal error: the marshal bytes of modules {} and {} overlap (data offsets \
+                 {} and {}); please report it",
+                w[0].module, w[1].module, w[0].data, w[1].data
+            )));
+        }
+        for b in &blobs {
             let code = image.accessors.get(b.module as usize).map_or(0, |a| a.code);
             for v in [b.data, b.size, b.module as u64, code] {
                 t[Table::Blobs.index()].push(u32::try_from(v).map_err(|_| too_big())?);
@@ -392,5 +405,30 @@ mod tests {
         let t = RoTables::build(&img, None).unwrap();
         assert_eq!(t.len(Table::Pristine), 0);
         assert_eq!(t.bytes().len() as u64, t.blob_start());
+    }
+
+    /// The blob table is in data order whatever the image's order; bytes
+    /// that overlap, or start at one place, are refused.
+    #[test]
+    fn blobs_in_data_order_none_overlapping() {
+        use crate::place::Blob;
+        let blob = |data, size, module| Blob { data, size, module };
+        let mut img = image();
+        img.blobs = vec![blob(40, 8, 1), blob(16, 8, 0), blob(24, 16, 2)];
+        let t = RoTables::build(&img, None).unwrap();
+        let b = t.bytes();
+        let starts: Vec<(u32, u32)> = (0..3)
+            .map(|i| t.start(Table::Blobs) + 16 * i)
+            .map(|e| (word(&b, e), word(&b, e + 8)))
+            .collect();
+        assert_eq!(starts, [(16, 0), (24, 2), (40, 1)]);
+        for bad in [
+            vec![blob(16, 9, 0), blob(24, 8, 1)],
+            vec![blob(16, 0, 0), blob(16, 0, 1)],
+        ] {
+            img.blobs = bad;
+            let e = RoTables::build(&img, None).unwrap_err().to_string();
+            assert!(e.contains("overlap"), "{e}");
+        }
     }
 }

@@ -160,12 +160,6 @@ pub fn program(
     Program { funcs }
 }
 
-/// `__wrap_F` and `__real_F` of a wrapped function `F`.
-pub fn wrap_symbols(f: &str) -> (String, &'static str) {
-    let real: &'static str = Box::leak(format!("__real_{f}").into_boxed_str());
-    (format!("__wrap_{f}"), real)
-}
-
 /// Which entries of a table a step runs over.
 #[derive(Clone, Copy)]
 enum Sel {
@@ -630,10 +624,9 @@ impl Writer<'_> {
     /// whose marshal bytes `data` are, for the main interpreter (see
     /// [`Wraps::load`]); anything else is the runtime's.
     fn load_wrapper(&self, w: &Wraps, flags: u64) -> Func {
-        let (name, real) = wrap_symbols(w.load);
+        let (name, real) = (w.load.wrap, w.load.real);
         let mut b = Builder::new(name, true);
-        let (real_l, next, found, ready, fail) =
-            (b.label(), b.label(), b.label(), b.label(), b.label());
+        let (real_l, ready, fail) = (b.label(), b.label(), b.label());
         let arch = self.arch;
         b.push(Inst::Mov(Width::W64, CUR, ARG0))
             .push(Inst::Mov(Width::W64, END, ARG1))
@@ -669,19 +662,14 @@ impl Writer<'_> {
             .branch(Width::W64, CUR, Cond::LtU, Operand::Reg(T0), real_l)
             .addr(T0, Sym::Data(hi))
             .branch(Width::W64, CUR, Cond::GeU, Operand::Reg(T0), real_l)
-            .addr(AUX, Sym::Rodata(self.t.start(Table::Blobs)));
-        let top = b.here();
-        b.addr(T0, Sym::Rodata(self.t.end(Table::Blobs)))
-            .branch(Width::W64, AUX, Cond::GeU, Operand::Reg(T0), real_l)
-            .load(Width::W32, T0, Mem::at(AUX, 0))
-            .add(T0, DATA, Operand::Reg(T0))
-            .branch(Width::W64, T0, Cond::Ne, Operand::Reg(CUR), next)
+            // T1 = the bytes' data offset, in [lo, hi).
+            .push(Inst::Sub(T1, CUR, DATA));
+        self.find_blob(&mut b, T1, real_l);
+        // Our bytes only from their very start, at their size.
+        b.load(Width::W32, T0, Mem::at(AUX, 0))
+            .branch(Width::W64, T0, Cond::Ne, Operand::Reg(T1), real_l)
             .load(Width::W32, T0, Mem::at(AUX, 4))
-            .branch(Width::W64, T0, Cond::Eq, Operand::Reg(END), found)
-            .bind(next)
-            .add(AUX, AUX, Operand::Imm(Table::Blobs.entry_size() as i32))
-            .jump(top)
-            .bind(found)
+            .branch(Width::W64, T0, Cond::Ne, Operand::Reg(END), real_l)
             .load(Width::W32, MODULE, Mem::at(AUX, 8))
             .addr(T0, Sym::Data(flags))
             .load(Width::W8, T1, Mem::indexed(T0, MODULE, 0, 0))
@@ -704,10 +692,38 @@ impl Writer<'_> {
         b.finish()
     }
 
+    /// `AUX` = the last entry of [`Table::Blobs`] (sorted by data offset,
+    /// [`RoTables::build`]) whose bytes start at or before data offset
+    /// `key` (which is at least the first one's, [`Slots::blobs`]); none
+    /// (an empty table) jumps to `none`. A binary search unrolled over the
+    /// table's size, with no bound to check at run time: `n` entries, `m`
+    /// the largest power of two at most `n`; the first probe (at `n - m`,
+    /// where `n > m`) leaves `m` candidates inside the table, each later
+    /// one halves them.
+    fn find_blob(&self, b: &mut Builder, key: Reg, none: Label) {
+        let n = self.t.len(Table::Blobs);
+        if n == 0 {
+            b.jump(none);
+            return;
+        }
+        let m = 1u64 << (63 - n.leading_zeros());
+        b.addr(AUX, Sym::Rodata(self.t.start(Table::Blobs)));
+        let steps = (n > m).then_some(n - m).into_iter();
+        for step in steps.chain((0..m.trailing_zeros()).rev().map(|k| 1 << k)) {
+            let disp = i32::try_from(step * Table::Blobs.entry_size() as u64)
+                .expect("the blob table fits the 4 GiB read-only section");
+            let later = b.label();
+            b.load(Width::W32, T0, Mem::at(AUX, disp))
+                .branch(Width::W64, key, Cond::LtU, Operand::Reg(T0), later)
+                .add(AUX, AUX, Operand::Imm(disp))
+                .bind(later);
+        }
+    }
+
     /// `void code_fini(PyInterpreterState *)`: for the main interpreter,
     /// the lazy teardown of the code objects; then the runtime's.
     fn code_fini_wrapper(&self, w: &Wraps, flags: u64) -> Func {
-        let (name, real) = wrap_symbols(w.code_fini);
+        let (name, real) = (w.code_fini.wrap, w.code_fini.real);
         let mut b = Builder::new(name, true);
         let real_l = b.label();
         self.main_interp(&mut b, T0);
@@ -977,8 +993,8 @@ mod tests {
     fn entry_points(v: &Version) -> Vec<String> {
         match &v.contract.entry {
             Entry::Called { init, fini } => vec![init.to_string(), fini.to_string()],
-            Entry::Wrapped(_) => (v.contract.entry.wrapped().iter())
-                .map(|f| wrap_symbols(f).0)
+            Entry::Wrapped(_) => (v.contract.entry.wrappers().iter())
+                .map(|f| f.wrap.to_string())
                 .collect(),
         }
     }
@@ -1034,6 +1050,112 @@ mod tests {
         }
     }
 
+    /// The blob search, run over the read-only bytes (the few instructions
+    /// it writes, interpreted here): for tables of 1 to 40 entries, and
+    /// every data offset from before the first blob to past the last, it
+    /// stops at the last entry whose bytes start at or before the offset
+    /// (the first when none does), as a scan of the entries finds, after at
+    /// most 1 + log2(n) loads.
+    #[test]
+    fn find_blob_is_a_binary_search() {
+        for n in 1..=40u64 {
+            let mut img = image();
+            img.blobs = (0..n)
+                .map(|i| Blob {
+                    data: 100 + 24 * i + i * i,
+                    size: 20 + i,
+                    module: (i % 3) as u32,
+                })
+                .collect();
+            let t = RoTables::build(&img, None).unwrap();
+            let w = Writer {
+                c: PY313.contract,
+                l: PY313.layout,
+                t: &t,
+                modules: 3,
+                slots: SLOTS,
+                arch: Arch::X86_64,
+            };
+            let mut b = Builder::new("find", false);
+            let none = b.label();
+            w.find_blob(&mut b, T1, none);
+            b.bind(none);
+            let f = b.finish();
+            let loads = (f.body.iter()).filter(|i| matches!(i, Inst::Load(..))).count();
+            assert!(loads as u32 <= 1 + n.ilog2(), "{n} entries: {loads} loads");
+            let bytes = t.bytes();
+            let last = img.blobs.last().unwrap();
+            for key in 90..last.data + last.size + 8 {
+                let want = img.blobs.iter().rposition(|b| b.data <= key).unwrap_or(0);
+                let aux = run_find(&f, &bytes, key);
+                assert_eq!(
+                    aux,
+                    t.start(Table::Blobs) + 16 * want as u64,
+                    "{n} entries, key {key}"
+                );
+            }
+        }
+        // An empty table: straight to `none`.
+        let t = RoTables::build(&image_without_blobs(), None).unwrap();
+        let w = Writer {
+            c: PY313.contract,
+            l: PY313.layout,
+            t: &t,
+            modules: 3,
+            slots: Slots::default(),
+            arch: Arch::X86_64,
+        };
+        let mut b = Builder::new("find", false);
+        let none = b.label();
+        w.find_blob(&mut b, T1, none);
+        assert_eq!(b.finish().body, [Inst::Jump(none)]);
+    }
+
+    fn image_without_blobs() -> Image {
+        Image {
+            blobs: Vec::new(),
+            ..image()
+        }
+    }
+
+    /// `AUX` after running `f` (address-of the read-only section, 32-bit
+    /// loads at base + displacement, additions of immediates, unsigned
+    /// compares) with `T1 = key`; the section is at address 0.
+    fn run_find(f: &Func, rodata: &[u8], key: u64) -> u64 {
+        use std::collections::HashMap;
+        let at = |l: Label| {
+            (f.body.iter())
+                .position(|i| *i == Inst::Bind(l))
+                .unwrap()
+        };
+        let mut r: HashMap<Reg, u64> = HashMap::from([(T1, key)]);
+        let mut pc = 0;
+        while pc < f.body.len() {
+            match f.body[pc] {
+                Inst::AddrOf(d, Sym::Rodata(o)) => {
+                    r.insert(d, o);
+                }
+                Inst::Load(Width::W32, d, Mem::Reg { base, index: None, disp }) => {
+                    let a = (r[&base] as i64 + disp as i64) as usize;
+                    let v = u32::from_le_bytes(rodata[a..a + 4].try_into().unwrap());
+                    r.insert(d, v as u64);
+                }
+                Inst::Add(d, a, Operand::Imm(k)) => {
+                    r.insert(d, (r[&a] as i64 + k as i64) as u64);
+                }
+                Inst::Branch { width: Width::W64, cond: Cond::LtU, a, b: Operand::Reg(b), to } => {
+                    if r[&a] < r[&b] {
+                        pc = at(to);
+                    }
+                }
+                Inst::Bind(_) => {}
+                ref i => panic!("the search wrote {i:?}"),
+            }
+            pc += 1;
+        }
+        r[&AUX]
+    }
+
     /// Each contract's steps reach the runtime functions they name.
     #[test]
     fn hooks_are_called() {
@@ -1062,7 +1184,7 @@ mod tests {
                 }
                 if let Entry::Wrapped(w) = &c.entry {
                     want.push(w.tstate);
-                    want.extend(c.entry.wrapped().iter().map(|f| wrap_symbols(f).1));
+                    want.extend(c.entry.wrappers().iter().map(|f| f.real));
                 }
                 for step in c.fini {
                     if let FiniStep::LeaveInterned { del, clear } = step {

@@ -81,6 +81,31 @@ pub enum Entry {
     Wrapped(Wraps),
 }
 
+/// A runtime function `F` the link wraps (`--wrap=F`), with the two names
+/// that gives it: `__wrap_F`, which the object defines, and `__real_F`, the
+/// runtime's, which the object calls. Written with [`wrapped!`], which
+/// spells both from `F`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Wrapped {
+    /// `F`.
+    pub name: &'static str,
+    /// `__wrap_F`.
+    pub wrap: &'static str,
+    /// `__real_F`.
+    pub real: &'static str,
+}
+
+/// The [`Wrapped`] function named by a string literal.
+macro_rules! wrapped {
+    ($f:literal) => {
+        Wrapped {
+            name: $f,
+            wrap: concat!("__wrap_", $f),
+            real: concat!("__real_", $f),
+        }
+    };
+}
+
 /// The runtime functions an [`Entry::Wrapped`] object wraps, and what it
 /// calls to decide.
 #[derive(Clone, Copy, Debug)]
@@ -91,11 +116,11 @@ pub struct Wraps {
     /// thread state and every [`crate::layout::InterpLayout::requires`]
     /// set, the module's static code object (initialized on first use);
     /// anything else goes to the runtime's.
-    pub load: &'static str,
+    pub load: Wrapped,
     /// `void F(PyInterpreterState *)`, called as an interpreter's code
     /// objects are finalized (before its interned strings are emptied):
     /// for the main interpreter, the fini steps (then the runtime's).
-    pub code_fini: &'static str,
+    pub code_fini: Wrapped,
     /// `PyThreadState *F(void)`: the current thread state, or NULL.
     pub tstate: &'static str,
 }
@@ -120,11 +145,15 @@ impl Entry {
         matches!(self, Entry::Called { .. })
     }
     /// The runtime functions wrapped, in [`Wraps`] order.
-    pub fn wrapped(&self) -> Vec<&'static str> {
+    pub fn wrappers(&self) -> Vec<Wrapped> {
         match self {
             Entry::Called { .. } => Vec::new(),
             Entry::Wrapped(w) => vec![w.load, w.code_fini],
         }
+    }
+    /// The names of [`Entry::wrappers`].
+    pub fn wrapped(&self) -> Vec<&'static str> {
+        self.wrappers().iter().map(|w| w.name).collect()
     }
     /// What the interpreter's link needs for the object (the `--wrap`
     /// options, in the C compiler driver's spelling), or nothing.
@@ -326,8 +355,8 @@ const WRAPPED: Contract = Contract {
         quicken: true,
     },
     entry: Entry::Wrapped(Wraps {
-        load: "PyMarshal_ReadObjectFromString",
-        code_fini: "_PyCode_Fini",
+        load: wrapped!("PyMarshal_ReadObjectFromString"),
+        code_fini: wrapped!("_PyCode_Fini"),
         tstate: "PyThreadState_GetUnchecked",
     }),
     hooks: API,
@@ -412,5 +441,25 @@ impl Version {
         let major: u8 = a.parse().map_err(|_| bad())?;
         let minor: u8 = b.parse().map_err(|_| bad())?;
         Version::get(major, minor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every wrapped function's two symbols are the ones `--wrap` makes of
+    /// its name.
+    #[test]
+    fn wrapper_symbols_are_what_the_link_makes() {
+        let mut seen = 0;
+        for v in VERSIONS {
+            for w in v.contract.entry.wrappers() {
+                assert_eq!(w.wrap, format!("__wrap_{}", w.name));
+                assert_eq!(w.real, format!("__real_{}", w.name));
+                seen += 1;
+            }
+        }
+        assert!(seen > 0, "no version wraps a function");
     }
 }

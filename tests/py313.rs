@@ -11,9 +11,10 @@
 //! * `relink` (stock set, CLI set) prints Hello world and runs the CLI
 //!   workload as the installed interpreter does; every frozen code object
 //!   is static, immortal, equal to `marshal.loads` of its bytes and
-//!   quickened as the runtime does (`tests/py313_support/check_static.py`);
-//!   copies of the bytes, subinterpreters and `-X no_debug_ranges` get the
-//!   runtime's unmarshalling.
+//!   quickened as the runtime does (`tests/py313_support/check_static.py`),
+//!   with the whole stdlib frozen too; copies of the bytes, pointers one
+//!   byte off a module's bytes, other sizes, subinterpreters and
+//!   `-X no_debug_ranges` get the runtime's unmarshalling.
 //! * An embedding program survives three init/fini cycles with pristine
 //!   code objects (`tests/py313_support/embed_cycle.py`), under memcheck too.
 //! * Slow tier: CPython's test modules give the stock link's outcomes.
@@ -310,6 +311,18 @@ fn frozen_code_is_static_and_equal_to_its_marshal_bytes() {
     check_static(&relinked_cli(), 100);
     let out = check_static(&full_links().ours, 25);
     assert!(out.contains("subinterpreter: checked"), "{out}");
+}
+
+/// With the whole pure-Python stdlib frozen (600 modules and more: the
+/// load wrapper's binary search over that many blobs takes ten probes),
+/// every module's bytes, read in place, give its static code object, and
+/// no pointer one byte past (or before) a blob's start, nor another size,
+/// does (`check_static.py`, which also runs on the sets above).
+#[test]
+fn many_modules_load_statically_and_only_from_their_start() {
+    let exe = relinked("stdlib", &["--freeze", "stdlib"]);
+    let out = check_static(&exe, 600);
+    assert!(out.contains("loads near their bytes the runtime's"), "{out}");
 }
 
 /// Where the runtime's constructor would build other code objects than

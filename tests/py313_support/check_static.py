@@ -79,6 +79,54 @@ for name in names:
             assert sys.intern("".join(list(s))) is s, (name, x.co_qualname, s)
         versions[id(x)] = ctypes.c_uint32.from_address(
             id(x) + int(os.environ["PY313_VERSION_OFF"])).value
+# Only the exact start of a table's bytes, at their size, is ours: the same
+# bytes reached one byte later or earlier, or with another size (a buffer
+# over the executable's image, read by the runtime's loader through the
+# wrapper as the table's are), get the runtime's unmarshalling: not our
+# object (an error, the bytes being cut mid-stream, or a new object).
+class Buffer(ctypes.Structure):
+    _fields_ = [("buf", ctypes.c_void_p), ("obj", ctypes.c_void_p),
+                ("len", ctypes.c_ssize_t), ("itemsize", ctypes.c_ssize_t),
+                ("readonly", ctypes.c_int), ("ndim", ctypes.c_int),
+                ("format", ctypes.c_char_p), ("shape", ctypes.c_void_p),
+                ("strides", ctypes.c_void_p), ("suboffsets", ctypes.c_void_p),
+                ("internal", ctypes.c_void_p)]
+
+
+def address(data):
+    view = Buffer()
+    ctypes.pythonapi.PyObject_GetBuffer.argtypes = [
+        ctypes.py_object, ctypes.POINTER(Buffer), ctypes.c_int]
+    ctypes.pythonapi.PyBuffer_Release.argtypes = [ctypes.POINTER(Buffer)]
+    if ctypes.pythonapi.PyObject_GetBuffer(data, ctypes.byref(view), 0) != 0:
+        raise RuntimeError("no buffer")
+    try:
+        assert view.len == len(data)
+        return view.buf
+    finally:
+        ctypes.pythonapi.PyBuffer_Release(ctypes.byref(view))
+
+
+def load_at(name, at, size):
+    try:
+        return _imp.get_frozen_object(name, (ctypes.c_char * size).from_address(at))
+    except Exception as e:
+        return e
+
+
+near = 0
+for name in names:
+    data = _imp.find_frozen(name, withdata=True)[0]
+    ours = _imp.get_frozen_object(name, data)
+    at, size = address(data), len(data)
+    assert any(lo <= at < hi for lo, hi in IMAGE), "%s: its bytes are not in the image" % name
+    assert load_at(name, at, size) is ours, "%s: its bytes, read in place, not ours" % name
+    for at2, size2 in ((at + 1, size), (at - 1, size), (at, size - 1), (at, size + 1)):
+        got = load_at(name, at2, size2)
+        assert got is not ours and not (isinstance(got, type(ours)) and static(got)), (
+            "%s: bytes at %+d, size %d of %d gave a static code object"
+            % (name, at2 - at, size2, size))
+        near += 1
 # co_version: taken from the interpreter's counter at the module's first
 # load, so unique among live code objects, ours and the runtime's alike.
 mine = sorted(versions.values())
@@ -117,5 +165,5 @@ else:
     with open(out) as f:
         assert f.read() == "False False", "a subinterpreter's load was not the runtime's"
     subinterp = "checked"
-print("ok %d frozen modules, %d static code objects; subinterpreter: %s"
-      % (len(names), codes, subinterp))
+print("ok %d frozen modules, %d static code objects, %d loads near their bytes "
+      "the runtime's; subinterpreter: %s" % (len(names), codes, near, subinterp))
