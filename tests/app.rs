@@ -1,6 +1,6 @@
 //! Issue #16, freezing an application: a venv of pyenv's CPython 3.12.1
-//! (and 3.11.7) with click 8.1.8 and rich 13.9.4 from PyPI (their
-//! dependencies pinned too), and `pyfreeze-obj relink --python
+//! (and 3.11.7, and 3.13.0) with click 8.1.8 and rich 13.9.4 from PyPI
+//! (their dependencies pinned too), and `pyfreeze-obj relink --python
 //! venv/bin/python --freeze click,rich -o py_app -v`.
 //!
 //! * `app_3xx_frozen_with_their_files`: `-v` lists the modules chosen (the
@@ -10,8 +10,14 @@
 //!   rich.console and rich.table frozen (`__spec__.origin == 'frozen'`),
 //!   each module with its real `__file__`, `__path__`, loader state,
 //!   `co_filename`, `inspect.getsource`, package data through
-//!   `importlib.resources` and `pkgutil.get_data`
-//!   (`tests/app_support/check_app.py`); it renders a rich table as the
+//!   `importlib.resources` and `pkgutil.get_data`, and its code, through
+//!   the frozen loader (3.13: the wrapped unmarshalling), one static
+//!   (immortal: 3.12+) code object in the executable's image, the one the
+//!   module ran (`tests/app_support/check_app.py`); where the version's
+//!   object wraps the loader (3.13), every frozen module's code, the app's
+//!   included, is static, immortal and equal to `marshal.loads` of its
+//!   bytes, and only the tables' own bytes load it
+//!   (`tests/py313_support/check_static.py`); it renders a rich table as the
 //!   stock link in the venv does; an uncaught error from
 //!   `click.Choice(['a']).convert('b', None, None)` prints a traceback with
 //!   click/types.py and its source lines.
@@ -60,6 +66,7 @@ fn idx(id: BuildId) -> usize {
     match id {
         BuildId::Pyenv312 => 0,
         BuildId::Pyenv311 => 1,
+        BuildId::Pyenv313 => 2,
         _ => panic!("{id:?}: the app tests run on pyenv's builds"),
     }
 }
@@ -72,7 +79,7 @@ struct Venv {
 }
 
 fn venv(id: BuildId) -> &'static Venv {
-    static CELLS: [OnceLock<Venv>; 2] = [const { OnceLock::new() }; 2];
+    static CELLS: [OnceLock<Venv>; 3] = [const { OnceLock::new() }; 3];
     CELLS[idx(id)].get_or_init(|| {
         let b = build(id);
         let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
@@ -131,7 +138,7 @@ struct App {
 }
 
 fn app(id: BuildId) -> &'static App {
-    static CELLS: [OnceLock<App>; 2] = [const { OnceLock::new() }; 2];
+    static CELLS: [OnceLock<App>; 3] = [const { OnceLock::new() }; 3];
     CELLS[idx(id)].get_or_init(|| {
         let (b, v) = (build(id), venv(id));
         let dir = b.work_dir("app");
@@ -219,6 +226,35 @@ fn frozen_with_their_files(id: BuildId) {
         b.label,
         checked.unwrap_or("no")
     );
+
+    // where the object wraps the runtime's unmarshalling (3.13), the
+    // checks of tests/py313.rs on every frozen module, the app's included
+    let version = pyfreeze_obj::version::Version::parse(b.xy).unwrap();
+    if !version.contract.entry.wrapped().is_empty() {
+        let chosen = a.report.lines().filter(|l| l.starts_with("  + ")).count();
+        let off = version.layout.code.version.expect("a co_version field").off;
+        let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/py313_support/check_static.py");
+        let mut cmd = python_in(&a.py_app, &a.empty);
+        cmd.env("PY313_WORK", &a.empty)
+            .env("PY313_MIN_FROZEN", chosen.to_string())
+            .env("PY313_VERSION_OFF", off.to_string())
+            .args(["-I", "-c"])
+            .arg(format!(
+                "import click, rich.console, rich.table; exec(open({:?}).read())",
+                script.display().to_string()
+            ));
+        let out = output(&mut cmd);
+        let text = String::from_utf8_lossy(&out.stdout);
+        if !out.status.success() || !text.starts_with("ok ") {
+            problems.push(format!(
+                "check_static.py (after importing the app) on {chosen}+ modules: {}",
+                show(&cmd, &out)
+            ));
+        } else {
+            eprintln!("{}: check_static.py: {}", b.label, text.trim());
+        }
+    }
 
     // a rich table, as the stock link renders it in the venv
     let render = |exe: &Path, isolated: bool| {
@@ -580,4 +616,8 @@ tests! {
     app_311_embedded: embedded(BuildId::Pyenv311);
     slow_app_312_callgrind: callgrind(BuildId::Pyenv312);
     slow_app_311_callgrind: callgrind(BuildId::Pyenv311);
+    app_313_frozen_with_their_files: frozen_with_their_files(BuildId::Pyenv313);
+    app_313_frozen_modules_off_imports_files: frozen_modules_off_imports_files(BuildId::Pyenv313);
+    app_313_embedded: embedded(BuildId::Pyenv313);
+    slow_app_313_callgrind: callgrind(BuildId::Pyenv313);
 }

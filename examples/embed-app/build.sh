@@ -6,10 +6,10 @@
 #
 #   build.sh PYTHON OUTDIR
 #
-# PYTHON: the interpreter of the application's venv (CPython 3.11/3.12 with
-# its static archive, e.g. a pyenv build); pyfreeze-obj is $PYFREEZE_OBJ or
-# the one on PATH. Writes OUTDIR/embed-app (and the object and archive it is
-# linked from).
+# PYTHON: the interpreter of the application's venv (CPython 3.11, 3.12 or
+# 3.13 with its static archive, e.g. a pyenv build); pyfreeze-obj is
+# $PYFREEZE_OBJ or the one on PATH. Writes OUTDIR/embed-app (and the object,
+# the archive it is linked from and the flags its link needs).
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 py=$1
@@ -27,16 +27,21 @@ for k, x in (("XY", "%d.%d" % sys.version_info[:2]), ("ARCHIVE", v("LIBPL") + "/
 ')"
 
 # 1. the object: the archive's stock modules and the application's, lazily
-#    initialized, with the module tables (it replaces frozen.o too)
+#    initialized, with the module tables (it replaces frozen.o too), and the
+#    flags the program's link needs for it (3.13: the --wrap options; an
+#    empty line for 3.11/3.12)
 "$tool" emit --python "$XY" --target "$HOST" --modules-from "$ARCHIVE" \
     --compile-with "$py" --lazy --frozen-tables \
-    --path "$here" --freeze hello_app,click,rich -o "$out/app-frozen.o"
-# 2. the relinked static libpython
+    --path "$here" --freeze hello_app,click,rich -o "$out/app-frozen.o" \
+    --link-flags "$out/link-flags"
+# 2. the relinked static libpython (3.13's archive has no deepfreeze.o; ar
+#    deletes what is there)
 cp "$ARCHIVE" "$out/libpython-app.a"
 chmod u+w "$out/libpython-app.a"
 ar d "$out/libpython-app.a" deepfreeze.o frozen.o
 ar rs "$out/libpython-app.a" "$out/app-frozen.o"
 # 3. the program
 $CC -c -O1 -Wall -I"$INCLUDE" "$here/embed_app.c" -o "$out/embed_app.o"
+WRAP=$(cat "$out/link-flags")
 # shellcheck disable=SC2086 # the build's flags, split as make would
-$CC -o "$out/embed-app" "$out/embed_app.o" "$out/libpython-app.a" $FLAGS
+$CC -o "$out/embed-app" "$out/embed_app.o" "$out/libpython-app.a" $FLAGS $WRAP

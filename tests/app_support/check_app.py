@@ -45,6 +45,48 @@ def read(path):
         return f.read()
 
 
+def image_ranges():
+    """Address ranges mapped from the executable file itself."""
+    exe = os.path.realpath(sys.executable)
+    out = []
+    with open("/proc/self/maps") as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) >= 6 and os.path.realpath(parts[5]) == exe:
+                lo, hi = (int(x, 16) for x in parts[0].split("-"))
+                out.append((lo, hi))
+    assert out, "no mapping of %s" % exe
+    return out
+
+
+IMAGE = []
+
+
+def static(o):
+    if not IMAGE:
+        IMAGE.extend(image_ranges())
+    return any(lo <= id(o) < hi for lo, hi in IMAGE)
+
+
+def immortal(o):
+    # 3.12+: the immortal refcount (_Py_IMMORTAL_REFCNT, 2**32 - 1 on 64-bit
+    # builds), which increments and decrements leave alone. 3.11 has no
+    # immortal objects (its deep-frozen ones are static, with a large
+    # refcount): nothing to check there.
+    if sys.version_info < (3, 12):
+        return True
+    if hasattr(sys, "_is_immortal"):
+        return sys._is_immortal(o)
+    return sys.getrefcount(o) >= 2**32 - 1
+
+
+def walk(code):
+    yield code
+    for c in code.co_consts:
+        if isinstance(c, type(code)):
+            yield from walk(c)
+
+
 def app_modules():
     return sorted(n for n in sys.modules if n.split(".")[0] in ("click", "rich"))
 
@@ -88,8 +130,19 @@ def frozen_checks(site):
             assert inspect.getsourcefile(mod) == path, inspect.getsourcefile(mod)
             code = _imp.get_frozen_object(name)
             assert code.co_filename == path, code.co_filename
+            # through the frozen loader (3.13+: the wrapped unmarshalling
+            # of the table's bytes): one static code object, the one the
+            # module ran (its functions' code objects are inside it)
+            assert _imp.get_frozen_object(name) is code, "two loads gave two code objects"
+            assert static(code), "its code object is not in the executable's image"
+            assert immortal(code), "its code object is mortal"
+            inner = {id(c) for c in walk(code)}
             funcs = [v for v in vars(mod).values()
                      if inspect.isfunction(v) and v.__module__ == name]
+            for f in funcs:
+                if f.__code__.co_filename == path:
+                    assert id(f.__code__) in inner, "%s: its code is not the frozen module's" % (
+                        f.__qualname__)
             for f in funcs[:3]:
                 assert f.__code__.co_filename == path, f.__code__.co_filename
                 assert inspect.getsource(f) in src, "getsource of %s" % f.__qualname__

@@ -100,7 +100,7 @@ APP_PINS = ["click==8.1.8", "rich==13.9.4", "markdown-it-py==4.3.0", "mdurl==0.1
             "pygments==2.21.0"]
 APP_COMMANDS = [("-c pass", "pass"), ("app", APP)]
 # The app row (#16) is measured where its tests run (tests/app.rs).
-APP_VERSIONS = ("3.11", "3.12")
+APP_VERSIONS = ("3.11", "3.12", "3.13")
 FLAG_VARS = ("LDFLAGS", "LINKFORSHARED", "LIBS", "SYSLIBS", "LOCALMODLIBS")
 
 
