@@ -407,3 +407,319 @@ fn py311_cross_freeze_takes_the_targets_sources() {
          (differing sources: {differing:?})"
     );
 }
+
+// ---------------------------------------------------------------------------
+// CPython 3.14 and 3.15: Debian sid's arm64 archives, read statically
+// (tests/setup/arm64-sid.sh; no arm64 sid root to run them in)
+// ---------------------------------------------------------------------------
+
+use pyfreeze_obj::arch::Arch;
+use pyfreeze_obj::layout::{ArchField, Layout};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const ARM64_SID_SETUP: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/setup/arm64-sid.sh");
+
+/// sid's `libpythonX.Y.a` for `arch` (arm64: unpacked by arm64-sid.sh;
+/// x86_64: the sid chroot's, tests/setup/sid.sh).
+fn sid_archive(xy: &str, arch: Arch) -> PathBuf {
+    static ARM64: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    let (root, triple): (&Path, &str) = match arch {
+        Arch::Aarch64 => (
+            ARM64.get_or_init(|| {
+                let out = support::run_text(&mut Command::new(ARM64_SID_SETUP));
+                PathBuf::from(out.lines().last().expect("arm64-sid.sh printed no folder"))
+            }),
+            "aarch64-linux-gnu",
+        ),
+        _ => (support::sid::root(), "x86_64-linux-gnu"),
+    };
+    let p = root.join(format!("usr/lib/python{xy}/config-{xy}-{triple}/libpython{xy}.a"));
+    assert!(p.is_file(), "{} is missing", p.display());
+    p
+}
+
+fn layout_of(xy: &str) -> &'static Layout {
+    match xy {
+        "3.14" => &pyfreeze_obj::layout::PY314,
+        "3.15" => &pyfreeze_obj::layout::PY315,
+        _ => unreachable!(),
+    }
+}
+
+/// `llvm-objdump -dr` of archive member `member`, extracted into `dir`.
+fn member_disassembly(archive: &Path, member: &str, dir: &Path) -> String {
+    let bytes = std::fs::read(archive).unwrap();
+    let ar = object::read::archive::ArchiveFile::parse(&*bytes).unwrap();
+    let m = (ar.members())
+        .map(Result::unwrap)
+        .find(|m| m.name() == member.as_bytes())
+        .unwrap_or_else(|| panic!("{}: no member {member}", archive.display()));
+    std::fs::create_dir_all(dir).unwrap();
+    let path = dir.join(member);
+    std::fs::write(&path, m.data(&*bytes).unwrap()).unwrap();
+    support::run_text(
+        Command::new(disasm::objdump())
+            .args(["-dr", "--no-show-raw-insn"])
+            .arg(&path),
+    )
+}
+
+/// The lines of function `name` in a disassembly.
+fn function_lines<'a>(dis: &'a str, name: &str) -> Vec<&'a str> {
+    let head = format!("<{name}>:");
+    let mut lines = dis.lines().skip_while(|l| !l.ends_with(&head));
+    assert!(lines.next().is_some(), "no function {name}");
+    lines.take_while(|l| !l.trim().is_empty()).collect()
+}
+
+/// A number as llvm-objdump prints it (`#52`, `#0x34`, `$0x1f60`, `0x34`).
+fn number(s: &str) -> Option<i64> {
+    let s = s.trim().trim_start_matches(['#', '$']);
+    let (neg, s) = match s.strip_prefix('-') {
+        Some(r) => (true, r),
+        None => (false, s),
+    };
+    let v = match s.strip_prefix("0x") {
+        Some(h) => i64::from_str_radix(h, 16).ok()?,
+        None => s.parse().ok()?,
+    };
+    Some(if neg { -v } else { v })
+}
+
+/// Offsets from a register that function `lines` uses: x86_64 memory
+/// displacements `D(%reg)` and `add $C, %reg` constants; AArch64 the
+/// effective displacement of loads and stores and the running sum of
+/// `add` chains (`add xD, xS, #hi, lsl #12; add ..., #lo; ldr [xD,
+/// #d]`, constants built by `mov`/`movk` and added), followed in order
+/// (straight-line, which is how gcc materializes a large offset).
+fn offsets(lines: &[&str], arch: Arch) -> BTreeSet<i64> {
+    let mut out = BTreeSet::new();
+    let insns = lines.iter().filter(|l| !l.starts_with("\t\t")).filter_map(|l| {
+        let (_, rest) = l.split_once(':')?;
+        let comment = if arch == Arch::X86_64 { " #" } else { " //" };
+        let rest = rest.split(comment).next().unwrap();
+        let mut parts = rest.split('\t').map(str::trim).filter(|s| !s.is_empty());
+        Some((parts.next()?.to_string(), parts.collect::<Vec<_>>().join(" ")))
+    });
+    if arch == Arch::X86_64 {
+        for (m, ops) in insns {
+            for piece in ops.split(',') {
+                if let Some((d, _)) = piece.split_once("(%") {
+                    out.extend(number(d));
+                }
+            }
+            if m.starts_with("add") {
+                if let Some(c) = ops.split(',').next().filter(|o| o.starts_with('$')) {
+                    out.extend(number(c));
+                }
+            }
+        }
+        return out;
+    }
+    let reg = |s: &str| -> Option<u32> {
+        let s = s.trim();
+        s.strip_prefix('x')
+            .or_else(|| s.strip_prefix('w'))
+            .and_then(|n| n.parse().ok())
+    };
+    let mut sum: BTreeMap<u32, i64> = BTreeMap::new();
+    let mut konst: BTreeMap<u32, i64> = BTreeMap::new();
+    for (m, ops) in insns {
+        let (before, mem) = match ops.split_once('[') {
+            Some((b, rest)) => (b.to_string(), Some(rest.split(']').next().unwrap().to_string())),
+            None => (ops.clone(), None),
+        };
+        let args: Vec<&str> = before.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+        if let Some(mem) = mem {
+            let parts: Vec<&str> = mem.split(',').map(str::trim).collect();
+            if let Some(base) = parts.first().and_then(|b| reg(b)) {
+                let base_off = sum.get(&base).copied().unwrap_or(0);
+                let extra = match parts.get(1) {
+                    None => Some(0),
+                    Some(p) if p.starts_with('#') => number(p),
+                    Some(p) => reg(p).and_then(|r| konst.get(&r).copied()),
+                };
+                out.extend(extra.map(|e| base_off + e));
+            }
+            if m.starts_with("ld") {
+                for a in &args {
+                    if let Some(r) = reg(a) {
+                        sum.remove(&r);
+                        konst.remove(&r);
+                    }
+                }
+            }
+            continue;
+        }
+        let Some(d) = args.first().and_then(|a| reg(a)) else {
+            continue;
+        };
+        match (m.as_str(), &args[..]) {
+            ("add", [_, s, imm, shift @ ..]) if imm.starts_with('#') => {
+                let scale = if shift.first() == Some(&"lsl #12") { 4096 } else { 1 };
+                let v = reg(s).and_then(|r| sum.get(&r)).copied().unwrap_or(0)
+                    + number(imm).unwrap() * scale;
+                sum.insert(d, v);
+                konst.remove(&d);
+                out.insert(v);
+            }
+            ("add", [_, s, t]) if reg(t).is_some_and(|r| konst.contains_key(&r)) => {
+                let v = reg(s).and_then(|r| sum.get(&r)).copied().unwrap_or(0)
+                    + konst[&reg(t).unwrap()];
+                sum.insert(d, v);
+                konst.remove(&d);
+                out.insert(v);
+            }
+            ("mov", [_, imm]) if imm.starts_with('#') => {
+                konst.insert(d, number(imm).unwrap());
+                sum.remove(&d);
+            }
+            ("movk", [_, imm, shift]) if imm.starts_with('#') => {
+                let sh: i64 = shift.trim_start_matches("lsl #").parse().unwrap();
+                let v = konst.get(&d).copied().unwrap_or(0) | number(imm).unwrap() << sh;
+                konst.insert(d, v);
+            }
+            _ => {
+                sum.remove(&d);
+                konst.remove(&d);
+            }
+        }
+    }
+    out
+}
+
+/// Addends of the relocations against `symbol` in function `lines`.
+fn addends(lines: &[&str], symbol: &str) -> BTreeSet<i64> {
+    let pre = format!("\t{symbol}");
+    lines
+        .iter()
+        .filter(|l| l.starts_with("\t\t"))
+        .filter_map(|l| l.find(&pre).map(|i| &l[i + pre.len()..]))
+        .map(|rest| match rest.trim() {
+            "" => 0,
+            r => number(r.trim_start_matches('+')).unwrap_or_else(|| panic!("addend {r}")),
+        })
+        .collect()
+}
+
+/// Where a hooked offset shows in CPython's own code.
+enum Probe {
+    /// A displacement (or add chain) in function `.1` of member `.0`.
+    Disp(&'static str, &'static str),
+    /// An addend of a relocation against the runtime variable.
+    Addend(&'static str, &'static str),
+    /// Interpreter + config (the constant `_Py_GetConfig` of pystate.o
+    /// adds), then the first load from its result in function `.1` of
+    /// member `.0`.
+    ViaGetConfig(&'static str, &'static str),
+}
+
+/// The offset `probe` finds in `arch`'s archive, checked to be `want`:
+/// Err with what was found otherwise.
+fn probe_finds(xy: &str, arch: Arch, probe: &Probe, want: i64) -> Result<(), String> {
+    let archive = sid_archive(xy, arch);
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("arm64-sid-{xy}-{arch:?}-{}", std::process::id()));
+    match *probe {
+        Probe::Disp(member, func) => {
+            let dis = member_disassembly(&archive, member, &dir);
+            let got = offsets(&function_lines(&dis, func), arch);
+            got.contains(&want)
+                .then_some(())
+                .ok_or_else(|| format!("{member} {func}: no {want} among {got:?}"))
+        }
+        Probe::Addend(member, func) => {
+            let dis = member_disassembly(&archive, member, &dir);
+            let got = addends(&function_lines(&dis, func), "_PyRuntime");
+            got.contains(&want)
+                .then_some(())
+                .ok_or_else(|| format!("{member} {func}: _PyRuntime+{want} not among {got:?}"))
+        }
+        Probe::ViaGetConfig(member, func) => {
+            let dis = member_disassembly(&archive, member, &dir);
+            let lines = function_lines(&dis, func);
+            let call = (lines.iter())
+                .position(|l| l.starts_with("\t\t") && l.ends_with("\t_Py_GetConfig") || l.ends_with("\t_Py_GetConfig-0x4"))
+                .unwrap_or_else(|| panic!("{member} {func}: no call of _Py_GetConfig"));
+            // the first load through the result register (x0 / %rax)
+            let load = (lines[call + 1..].iter())
+                .find(|l| !l.starts_with("\t\t") && (l.contains("[x0, #") || l.contains("(%rax)")))
+                .unwrap_or_else(|| panic!("{member} {func}: no load after _Py_GetConfig"));
+            let field = *offsets(&[load], arch).iter().next().unwrap();
+            let pystate = member_disassembly(&archive, "pystate.o", &dir);
+            let config = offsets(&function_lines(&pystate, "_Py_GetConfig"), arch);
+            config.contains(&(want - field)).then_some(()).ok_or_else(|| {
+                format!(
+                    "{func} reads config+{field}; _Py_GetConfig adds none of {config:?} to make {want}"
+                )
+            })
+        }
+    }
+}
+
+/// Every interpreter offset the 3.14/3.15 stubs use that verify.rs does
+/// not check, found in Debian's own code: the table's x86_64 offset in
+/// the x86_64 archive, its aarch64 offset in the arm64 archive, and (when
+/// they differ) not the x86_64 offset in the arm64 code.
+fn sid_offsets_in_code(xy: &str) {
+    let l = layout_of(xy);
+    let i = &l.interp;
+    let mut fields: Vec<(String, ArchField, Probe)> = vec![
+        ("main".into(), i.main, Probe::Addend("pystate.o", "_PyInterpreterState_New")),
+        (
+            "next_func_version".into(),
+            i.next_func_version.expect("a function version counter"),
+            Probe::Disp("codeobject.o", "_PyCode_New"),
+        ),
+        (
+            "interned_dict".into(),
+            i.interned_dict.expect("an interned dict"),
+            Probe::Disp("unicodeobject.o", "clear_interned_dict"),
+        ),
+        (
+            "tstate_interp".into(),
+            i.tstate_interp,
+            Probe::Disp("pystate.o", "_Py_GetConfig"),
+        ),
+    ];
+    assert_eq!(i.requires.len(), 1, "one required flag (code_debug_ranges)");
+    fields.push((
+        "requires[0] (config.code_debug_ranges)".into(),
+        i.requires[0],
+        Probe::ViaGetConfig("codeobject.o", "_PyCode_New"),
+    ));
+    for (k, (e, _)) in i.expects.iter().enumerate() {
+        // opt_config's four counters are quickening's; the flag _PyCode_New's
+        let probe = if e.field.size == 2 {
+            Probe::Disp("specialize.o", "_PyCode_Quicken")
+        } else {
+            Probe::Disp("codeobject.o", "_PyCode_New")
+        };
+        fields.push((format!("expects[{k}]"), *e, probe));
+    }
+    if xy == "3.15" {
+        assert_eq!(i.expects.len(), 5, "3.15's opt_config defaults");
+    }
+    let mut failures = Vec::new();
+    for (name, f, probe) in &fields {
+        let (x, a) = (f.on(Arch::X86_64).off as i64, f.on(Arch::Aarch64).off as i64);
+        for (arch, want) in [(Arch::X86_64, x), (Arch::Aarch64, a)] {
+            if let Err(e) = probe_finds(xy, arch, probe, want) {
+                failures.push(format!("{xy} {name} on {arch:?} (table: {want}): {e}"));
+            }
+        }
+        if a != x && probe_finds(xy, Arch::Aarch64, probe, x).is_ok() {
+            failures.push(format!(
+                "{xy} {name}: the arm64 code also uses the x86_64 offset {x}: the probe cannot tell"
+            ));
+        }
+        eprintln!("{xy} {name}: x86_64 {x}, aarch64 {a}");
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+tests! {
+    py314_sid_arm64_offsets_in_code: sid_offsets_in_code("3.14");
+    py315_sid_arm64_offsets_in_code: sid_offsets_in_code("3.15");
+}
