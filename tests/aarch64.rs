@@ -723,3 +723,150 @@ tests! {
     py314_sid_arm64_offsets_in_code: sid_offsets_in_code("3.14");
     py315_sid_arm64_offsets_in_code: sid_offsets_in_code("3.15");
 }
+
+/// `pyfreeze-obj emit --python xy --modules-from archive --target
+/// target -o out`: (exit code, stderr).
+fn sid_emit(xy: &str, archive: &Path, target: &str, out: &Path) -> (Option<i32>, String) {
+    let o = support::ours()
+        .args(["emit", "--python", xy, "--modules-from"])
+        .arg(archive)
+        .args(["--target", target, "-o"])
+        .arg(out)
+        .output()
+        .unwrap();
+    (o.status.code(), String::from_utf8_lossy(&o.stderr).into_owned())
+}
+
+/// A copy of `archive` in `dir` with `byte` written at `delta` bytes into
+/// `_PyRuntime` of its `pylifecycle.o`.
+fn patched_runtime(archive: &Path, dir: &Path, delta: u64, byte: u8) -> PathBuf {
+    use object::ObjectSymbol;
+    let mut data = std::fs::read(archive).unwrap();
+    let at = {
+        let ar = object::read::archive::ArchiveFile::parse(&*data).unwrap();
+        let m = (ar.members())
+            .map(Result::unwrap)
+            .find(|m| m.name() == b"pylifecycle.o")
+            .expect("no pylifecycle.o");
+        let (start, size) = m.file_range();
+        let bytes =
+            pyfreeze_obj::dwarf::Aligned::new(&data[start as usize..(start + size) as usize]);
+        let obj = object::File::parse(bytes.bytes()).unwrap();
+        let s = obj.symbol_by_name("_PyRuntime").expect("no _PyRuntime");
+        let sec = obj.section_by_index(s.section_index().unwrap()).unwrap();
+        start + sec.file_range().unwrap().0 + (s.address() - sec.address()) + delta
+    };
+    data[at as usize] = byte;
+    let out = dir.join(format!("patched-{delta}.a"));
+    std::fs::write(&out, data).unwrap();
+    out
+}
+
+/// Emitting sid's arm64 archive for aarch64 Linux succeeds, and the
+/// archive really was checked against the table at aarch64's offsets: a
+/// copy whose main-interpreter function version counter (at the aarch64
+/// offset) no longer starts at its first value is refused in one line,
+/// while the same byte written where the counter would be on x86_64 (16
+/// bytes before it on aarch64, a field verify does not read) is accepted.
+fn sid_arm64_emit_is_verified(xy: &str) {
+    let l = layout_of(xy);
+    let dir = support::work_dir(&format!("arm64-sid-emit-{xy}"));
+    let archive = sid_archive(xy, Arch::Aarch64);
+    let out = dir.join("ok.o");
+    let (code, err) = sid_emit(xy, &archive, "aarch64-unknown-linux-gnu", &out);
+    assert_eq!(code, Some(0), "{err}");
+    let bytes = std::fs::read(&out).unwrap();
+    let f = object::File::parse(&*bytes).unwrap();
+    assert_eq!(f.architecture(), object::Architecture::Aarch64);
+    let i = &l.interp;
+    let next = i.next_func_version.unwrap();
+    let main = |a: Arch| (i.main.on(a).off + next.on(a).off) as u64;
+    let (a, x) = (main(Arch::Aarch64), main(Arch::X86_64));
+    assert_ne!(a, x, "{xy}: the counter does not move on aarch64");
+    let bad = patched_runtime(&archive, &dir, a, 7);
+    let (code, err) = sid_emit(xy, &bad, "aarch64-unknown-linux-gnu", &dir.join("bad.o"));
+    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("main interpreter's function version counter is not where the table says")
+            && err.contains(bad.to_str().unwrap()),
+        "{err}"
+    );
+    let elsewhere = patched_runtime(&archive, &dir, x, 7);
+    let (code, err) = sid_emit(xy, &elsewhere, "aarch64-unknown-linux-gnu", &dir.join("x.o"));
+    assert_eq!(code, Some(0), "the x86_64 offset {x} is read on aarch64: {err}");
+}
+
+/// The aarch64 object from sid's arm64 archive lays out exactly the
+/// x86_64 object's (from sid's x86_64 archive, the same Debian version)
+/// data and read-only tables, relocations included (a reference to the
+/// main interpreter moved by the table's aarch64 shift).
+fn sid_arm64_image_equals_x86_64(xy: &str) {
+    let dir = support::work_dir(&format!("arm64-sid-image-{xy}"));
+    let mut objects = Vec::new();
+    for (arch, target) in [
+        (Arch::Aarch64, "aarch64-unknown-linux-gnu"),
+        (Arch::X86_64, "x86_64-unknown-linux-gnu"),
+    ] {
+        let out = dir.join(format!("{arch:?}.o"));
+        let (code, err) = sid_emit(xy, &sid_archive(xy, arch), target, &out);
+        assert_eq!(code, Some(0), "{target}: {err}");
+        objects.push(std::fs::read(&out).unwrap());
+    }
+    let (ours, theirs) = (
+        ObjFile::parse(&objects[0]).unwrap(),
+        ObjFile::parse(&objects[1]).unwrap(),
+    );
+    assert_eq!(
+        (ours.arch, theirs.arch),
+        (object::Architecture::Aarch64, object::Architecture::X86_64)
+    );
+    let (a, b) = (
+        support::compare::image(&ours, "aarch64-linux"),
+        support::compare::image(&theirs, "x86_64-linux"),
+    );
+    assert!(
+        b.data.len() > 500_000 && b.relocs.len() > 100 && b.rodata.len() > 50_000,
+        "the x86_64 object is too small to compare: {} data bytes, {} relocations, {} \
+         read-only bytes",
+        b.data.len(),
+        b.relocs.len(),
+        b.rodata.len()
+    );
+    assert_eq!(a.rodata, b.rodata, "{xy}: read-only tables differ");
+    assert!(a.data == b.data, "{xy}: data bytes differ");
+    let main = &layout_of(xy).interp.main;
+    let (ma, mx) = (main.on(Arch::Aarch64).off, main.on(Arch::X86_64).off);
+    let moved: BTreeMap<u64, String> = (a.relocs.iter())
+        .map(|(k, v)| {
+            let v = match v.strip_prefix(&format!("_PyRuntime+{ma} ")) {
+                Some(rest) => format!("_PyRuntime+{mx} {rest}"),
+                None => v.clone(),
+            };
+            (*k, v)
+        })
+        .collect();
+    assert!(
+        moved == b.relocs,
+        "{xy}: data relocations differ: {:?}",
+        (b.relocs.iter())
+            .filter(|(k, v)| moved.get(k) != Some(v))
+            .take(10)
+            .collect::<Vec<_>>()
+    );
+    let undefined = |f: &ObjFile| f.undefined();
+    assert_eq!(undefined(&ours), undefined(&theirs), "{xy}: undefined symbols");
+    eprintln!(
+        "{xy}: {} data bytes, {} data relocations, {} read-only bytes equal",
+        a.data.len(),
+        a.relocs.len(),
+        a.rodata.len()
+    );
+}
+
+tests! {
+    py314_sid_arm64_emit_is_verified: sid_arm64_emit_is_verified("3.14");
+    py315_sid_arm64_emit_is_verified: sid_arm64_emit_is_verified("3.15");
+    py314_sid_arm64_image_equals_x86_64: sid_arm64_image_equals_x86_64("3.14");
+    py315_sid_arm64_image_equals_x86_64: sid_arm64_image_equals_x86_64("3.15");
+}
