@@ -24,6 +24,20 @@
 //! `py312_stubs_disassemble_as_intended*`, and a flipped byte in the
 //! aarch64 object is found against the x86_64 one.
 //!
+//! CPython 3.14 and 3.15: Debian sid's arm64 archives
+//! (`libpython3.1X-dev:arm64`, downloaded with a private apt state and
+//! unpacked by `tests/setup/arm64-sid.sh`), read statically (no arm64 sid
+//! root to run them in):
+//!
+//! * `py31X_sid_arm64_emit_is_verified`: emit for aarch64 succeeds; the
+//!   archive check reads the function version counter at aarch64's offset
+//!   (patched there: refused; at x86_64's: accepted).
+//! * `py31X_sid_arm64_image_equals_x86_64`: data, relocations and
+//!   read-only tables equal the x86_64 object's from sid's x86_64 archive.
+//! * `py31X_sid_arm64_offsets_in_code`: every interpreter offset the hooks
+//!   read is the table's x86_64 offset in the x86_64 archive's code and its
+//!   aarch64 offset (and not the x86_64 one) in the arm64 archive's.
+//!
 //! Inputs of the 3.11 object: the modules named by the archive's
 //! `frozen.o`, compiled by the host's Debian `/usr/bin/python3.11` (the same
 //! 3.11.2 release), run as a user would (README's cross-freeze recipe: no
@@ -434,7 +448,9 @@ fn sid_archive(xy: &str, arch: Arch) -> PathBuf {
         ),
         _ => (support::sid::root(), "x86_64-linux-gnu"),
     };
-    let p = root.join(format!("usr/lib/python{xy}/config-{xy}-{triple}/libpython{xy}.a"));
+    let p = root.join(format!(
+        "usr/lib/python{xy}/config-{xy}-{triple}/libpython{xy}.a"
+    ));
     assert!(p.is_file(), "{} is missing", p.display());
     p
 }
@@ -495,13 +511,19 @@ fn number(s: &str) -> Option<i64> {
 /// (straight-line, which is how gcc materializes a large offset).
 fn offsets(lines: &[&str], arch: Arch) -> BTreeSet<i64> {
     let mut out = BTreeSet::new();
-    let insns = lines.iter().filter(|l| !l.starts_with("\t\t")).filter_map(|l| {
-        let (_, rest) = l.split_once(':')?;
-        let comment = if arch == Arch::X86_64 { " #" } else { " //" };
-        let rest = rest.split(comment).next().unwrap();
-        let mut parts = rest.split('\t').map(str::trim).filter(|s| !s.is_empty());
-        Some((parts.next()?.to_string(), parts.collect::<Vec<_>>().join(" ")))
-    });
+    let insns = lines
+        .iter()
+        .filter(|l| !l.starts_with("\t\t"))
+        .filter_map(|l| {
+            let (_, rest) = l.split_once(':')?;
+            let comment = if arch == Arch::X86_64 { " #" } else { " //" };
+            let rest = rest.split(comment).next().unwrap();
+            let mut parts = rest.split('\t').map(str::trim).filter(|s| !s.is_empty());
+            Some((
+                parts.next()?.to_string(),
+                parts.collect::<Vec<_>>().join(" "),
+            ))
+        });
     if arch == Arch::X86_64 {
         for (m, ops) in insns {
             for piece in ops.split(',') {
@@ -527,10 +549,17 @@ fn offsets(lines: &[&str], arch: Arch) -> BTreeSet<i64> {
     let mut konst: BTreeMap<u32, i64> = BTreeMap::new();
     for (m, ops) in insns {
         let (before, mem) = match ops.split_once('[') {
-            Some((b, rest)) => (b.to_string(), Some(rest.split(']').next().unwrap().to_string())),
+            Some((b, rest)) => (
+                b.to_string(),
+                Some(rest.split(']').next().unwrap().to_string()),
+            ),
             None => (ops.clone(), None),
         };
-        let args: Vec<&str> = before.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+        let args: Vec<&str> = before
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect();
         if let Some(mem) = mem {
             let parts: Vec<&str> = mem.split(',').map(str::trim).collect();
             if let Some(base) = parts.first().and_then(|b| reg(b)) {
@@ -557,7 +586,11 @@ fn offsets(lines: &[&str], arch: Arch) -> BTreeSet<i64> {
         };
         match (m.as_str(), &args[..]) {
             ("add", [_, s, imm, shift @ ..]) if imm.starts_with('#') => {
-                let scale = if shift.first() == Some(&"lsl #12") { 4096 } else { 1 };
+                let scale = if shift.first() == Some(&"lsl #12") {
+                    4096
+                } else {
+                    1
+                };
                 let v = reg(s).and_then(|r| sum.get(&r)).copied().unwrap_or(0)
                     + number(imm).unwrap() * scale;
                 sum.insert(d, v);
@@ -640,7 +673,10 @@ fn probe_finds(xy: &str, arch: Arch, probe: &Probe, want: i64) -> Result<(), Str
             let dis = member_disassembly(&archive, member, &dir);
             let lines = function_lines(&dis, func);
             let call = (lines.iter())
-                .position(|l| l.starts_with("\t\t") && l.ends_with("\t_Py_GetConfig") || l.ends_with("\t_Py_GetConfig-0x4"))
+                .position(|l| {
+                    l.starts_with("\t\t") && l.ends_with("\t_Py_GetConfig")
+                        || l.ends_with("\t_Py_GetConfig-0x4")
+                })
                 .unwrap_or_else(|| panic!("{member} {func}: no call of _Py_GetConfig"));
             // the first load through the result register (x0 / %rax)
             let load = (lines[call + 1..].iter())
@@ -666,7 +702,11 @@ fn sid_offsets_in_code(xy: &str) {
     let l = layout_of(xy);
     let i = &l.interp;
     let mut fields: Vec<(String, ArchField, Probe)> = vec![
-        ("main".into(), i.main, Probe::Addend("pystate.o", "_PyInterpreterState_New")),
+        (
+            "main".into(),
+            i.main,
+            Probe::Addend("pystate.o", "_PyInterpreterState_New"),
+        ),
         (
             "next_func_version".into(),
             i.next_func_version.expect("a function version counter"),
@@ -703,7 +743,10 @@ fn sid_offsets_in_code(xy: &str) {
     }
     let mut failures = Vec::new();
     for (name, f, probe) in &fields {
-        let (x, a) = (f.on(Arch::X86_64).off as i64, f.on(Arch::Aarch64).off as i64);
+        let (x, a) = (
+            f.on(Arch::X86_64).off as i64,
+            f.on(Arch::Aarch64).off as i64,
+        );
         for (arch, want) in [(Arch::X86_64, x), (Arch::Aarch64, a)] {
             if let Err(e) = probe_finds(xy, arch, probe, want) {
                 failures.push(format!("{xy} {name} on {arch:?} (table: {want}): {e}"));
@@ -734,7 +777,10 @@ fn sid_emit(xy: &str, archive: &Path, target: &str, out: &Path) -> (Option<i32>,
         .arg(out)
         .output()
         .unwrap();
-    (o.status.code(), String::from_utf8_lossy(&o.stderr).into_owned())
+    (
+        o.status.code(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
 }
 
 /// A copy of `archive` in `dir` with `byte` written at `delta` bytes into
@@ -793,8 +839,17 @@ fn sid_arm64_emit_is_verified(xy: &str) {
         "{err}"
     );
     let elsewhere = patched_runtime(&archive, &dir, x, 7);
-    let (code, err) = sid_emit(xy, &elsewhere, "aarch64-unknown-linux-gnu", &dir.join("x.o"));
-    assert_eq!(code, Some(0), "the x86_64 offset {x} is read on aarch64: {err}");
+    let (code, err) = sid_emit(
+        xy,
+        &elsewhere,
+        "aarch64-unknown-linux-gnu",
+        &dir.join("x.o"),
+    );
+    assert_eq!(
+        code,
+        Some(0),
+        "the x86_64 offset {x} is read on aarch64: {err}"
+    );
 }
 
 /// The aarch64 object from sid's arm64 archive lays out exactly the
@@ -855,7 +910,11 @@ fn sid_arm64_image_equals_x86_64(xy: &str) {
             .collect::<Vec<_>>()
     );
     let undefined = |f: &ObjFile| f.undefined();
-    assert_eq!(undefined(&ours), undefined(&theirs), "{xy}: undefined symbols");
+    assert_eq!(
+        undefined(&ours),
+        undefined(&theirs),
+        "{xy}: undefined symbols"
+    );
     eprintln!(
         "{xy}: {} data bytes, {} data relocations, {} read-only bytes equal",
         a.data.len(),
