@@ -24,6 +24,20 @@
 //! `py312_stubs_disassemble_as_intended*`, and a flipped byte in the
 //! aarch64 object is found against the x86_64 one.
 //!
+//! CPython 3.14 and 3.15: Debian sid's arm64 archives
+//! (`libpython3.1X-dev:arm64`, downloaded with a private apt state and
+//! unpacked by `tests/setup/arm64-sid.sh`), read statically (no arm64 sid
+//! root to run them in):
+//!
+//! * `py31X_sid_arm64_emit_is_verified`: emit for aarch64 succeeds; the
+//!   archive check reads the function version counter at aarch64's offset
+//!   (patched there: refused; at x86_64's: accepted).
+//! * `py31X_sid_arm64_image_equals_x86_64`: data, relocations and
+//!   read-only tables equal the x86_64 object's from sid's x86_64 archive.
+//! * `py31X_sid_arm64_offsets_in_code`: every interpreter offset the hooks
+//!   read is the table's x86_64 offset in the x86_64 archive's code and its
+//!   aarch64 offset (and not the x86_64 one) in the arm64 archive's.
+//!
 //! Inputs of the 3.11 object: the modules named by the archive's
 //! `frozen.o`, compiled by the host's Debian `/usr/bin/python3.11` (the same
 //! 3.11.2 release), run as a user would (README's cross-freeze recipe: no
@@ -406,4 +420,512 @@ fn py311_cross_freeze_takes_the_targets_sources() {
         "the default cross-freeze froze the same code as the host's sources give \
          (differing sources: {differing:?})"
     );
+}
+
+// ---------------------------------------------------------------------------
+// CPython 3.14 and 3.15: Debian sid's arm64 archives, read statically
+// (tests/setup/arm64-sid.sh; no arm64 sid root to run them in)
+// ---------------------------------------------------------------------------
+
+use pyfreeze_obj::arch::Arch;
+use pyfreeze_obj::layout::{ArchField, Layout};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const ARM64_SID_SETUP: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/setup/arm64-sid.sh");
+
+/// sid's `libpythonX.Y.a` for `arch` (arm64: unpacked by arm64-sid.sh;
+/// x86_64: the sid chroot's, tests/setup/sid.sh).
+fn sid_archive(xy: &str, arch: Arch) -> PathBuf {
+    static ARM64: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    let (root, triple): (&Path, &str) = match arch {
+        Arch::Aarch64 => (
+            ARM64.get_or_init(|| {
+                let out = support::run_text(&mut Command::new(ARM64_SID_SETUP));
+                PathBuf::from(out.lines().last().expect("arm64-sid.sh printed no folder"))
+            }),
+            "aarch64-linux-gnu",
+        ),
+        _ => (support::sid::root(), "x86_64-linux-gnu"),
+    };
+    let p = root.join(format!(
+        "usr/lib/python{xy}/config-{xy}-{triple}/libpython{xy}.a"
+    ));
+    assert!(p.is_file(), "{} is missing", p.display());
+    p
+}
+
+fn layout_of(xy: &str) -> &'static Layout {
+    match xy {
+        "3.14" => &pyfreeze_obj::layout::PY314,
+        "3.15" => &pyfreeze_obj::layout::PY315,
+        _ => unreachable!(),
+    }
+}
+
+/// `llvm-objdump -dr` of archive member `member`, extracted into `dir`.
+fn member_disassembly(archive: &Path, member: &str, dir: &Path) -> String {
+    let bytes = std::fs::read(archive).unwrap();
+    let ar = object::read::archive::ArchiveFile::parse(&*bytes).unwrap();
+    let m = (ar.members())
+        .map(Result::unwrap)
+        .find(|m| m.name() == member.as_bytes())
+        .unwrap_or_else(|| panic!("{}: no member {member}", archive.display()));
+    std::fs::create_dir_all(dir).unwrap();
+    let path = dir.join(member);
+    std::fs::write(&path, m.data(&*bytes).unwrap()).unwrap();
+    support::run_text(
+        Command::new(disasm::objdump())
+            .args(["-dr", "--no-show-raw-insn"])
+            .arg(&path),
+    )
+}
+
+/// The lines of function `name` in a disassembly.
+fn function_lines<'a>(dis: &'a str, name: &str) -> Vec<&'a str> {
+    let head = format!("<{name}>:");
+    let mut lines = dis.lines().skip_while(|l| !l.ends_with(&head));
+    assert!(lines.next().is_some(), "no function {name}");
+    lines.take_while(|l| !l.trim().is_empty()).collect()
+}
+
+/// A number as llvm-objdump prints it (`#52`, `#0x34`, `$0x1f60`, `0x34`).
+fn number(s: &str) -> Option<i64> {
+    let s = s.trim().trim_start_matches(['#', '$']);
+    let (neg, s) = match s.strip_prefix('-') {
+        Some(r) => (true, r),
+        None => (false, s),
+    };
+    let v = match s.strip_prefix("0x") {
+        Some(h) => i64::from_str_radix(h, 16).ok()?,
+        None => s.parse().ok()?,
+    };
+    Some(if neg { -v } else { v })
+}
+
+/// Offsets from a register that function `lines` uses: x86_64 memory
+/// displacements `D(%reg)` and `add $C, %reg` constants; AArch64 the
+/// effective displacement of loads and stores and the running sum of
+/// `add` chains (`add xD, xS, #hi, lsl #12; add ..., #lo; ldr [xD,
+/// #d]`, constants built by `mov`/`movk` and added), followed in order
+/// (straight-line, which is how gcc materializes a large offset).
+fn offsets(lines: &[&str], arch: Arch) -> BTreeSet<i64> {
+    let mut out = BTreeSet::new();
+    let insns = lines
+        .iter()
+        .filter(|l| !l.starts_with("\t\t"))
+        .filter_map(|l| {
+            let (_, rest) = l.split_once(':')?;
+            let comment = if arch == Arch::X86_64 { " #" } else { " //" };
+            let rest = rest.split(comment).next().unwrap();
+            let mut parts = rest.split('\t').map(str::trim).filter(|s| !s.is_empty());
+            Some((
+                parts.next()?.to_string(),
+                parts.collect::<Vec<_>>().join(" "),
+            ))
+        });
+    if arch == Arch::X86_64 {
+        for (m, ops) in insns {
+            for piece in ops.split(',') {
+                if let Some((d, _)) = piece.split_once("(%") {
+                    out.extend(number(d));
+                }
+            }
+            if m.starts_with("add") {
+                if let Some(c) = ops.split(',').next().filter(|o| o.starts_with('$')) {
+                    out.extend(number(c));
+                }
+            }
+        }
+        return out;
+    }
+    let reg = |s: &str| -> Option<u32> {
+        let s = s.trim();
+        s.strip_prefix('x')
+            .or_else(|| s.strip_prefix('w'))
+            .and_then(|n| n.parse().ok())
+    };
+    let mut sum: BTreeMap<u32, i64> = BTreeMap::new();
+    let mut konst: BTreeMap<u32, i64> = BTreeMap::new();
+    for (m, ops) in insns {
+        let (before, mem) = match ops.split_once('[') {
+            Some((b, rest)) => (
+                b.to_string(),
+                Some(rest.split(']').next().unwrap().to_string()),
+            ),
+            None => (ops.clone(), None),
+        };
+        let args: Vec<&str> = before
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect();
+        if let Some(mem) = mem {
+            let parts: Vec<&str> = mem.split(',').map(str::trim).collect();
+            if let Some(base) = parts.first().and_then(|b| reg(b)) {
+                let base_off = sum.get(&base).copied().unwrap_or(0);
+                let extra = match parts.get(1) {
+                    None => Some(0),
+                    Some(p) if p.starts_with('#') => number(p),
+                    Some(p) => reg(p).and_then(|r| konst.get(&r).copied()),
+                };
+                out.extend(extra.map(|e| base_off + e));
+            }
+            if m.starts_with("ld") {
+                for a in &args {
+                    if let Some(r) = reg(a) {
+                        sum.remove(&r);
+                        konst.remove(&r);
+                    }
+                }
+            }
+            continue;
+        }
+        let Some(d) = args.first().and_then(|a| reg(a)) else {
+            continue;
+        };
+        match (m.as_str(), &args[..]) {
+            ("add", [_, s, imm, shift @ ..]) if imm.starts_with('#') => {
+                let scale = if shift.first() == Some(&"lsl #12") {
+                    4096
+                } else {
+                    1
+                };
+                let v = reg(s).and_then(|r| sum.get(&r)).copied().unwrap_or(0)
+                    + number(imm).unwrap() * scale;
+                sum.insert(d, v);
+                konst.remove(&d);
+                out.insert(v);
+            }
+            ("add", [_, s, t]) if reg(t).is_some_and(|r| konst.contains_key(&r)) => {
+                let v = reg(s).and_then(|r| sum.get(&r)).copied().unwrap_or(0)
+                    + konst[&reg(t).unwrap()];
+                sum.insert(d, v);
+                konst.remove(&d);
+                out.insert(v);
+            }
+            ("mov", [_, imm]) if imm.starts_with('#') => {
+                konst.insert(d, number(imm).unwrap());
+                sum.remove(&d);
+            }
+            ("movk", [_, imm, shift]) if imm.starts_with('#') => {
+                let sh: i64 = shift.trim_start_matches("lsl #").parse().unwrap();
+                let v = konst.get(&d).copied().unwrap_or(0) | number(imm).unwrap() << sh;
+                konst.insert(d, v);
+            }
+            _ => {
+                sum.remove(&d);
+                konst.remove(&d);
+            }
+        }
+    }
+    out
+}
+
+/// Addends of the relocations against `symbol` in function `lines`.
+fn addends(lines: &[&str], symbol: &str) -> BTreeSet<i64> {
+    let pre = format!("\t{symbol}");
+    lines
+        .iter()
+        .filter(|l| l.starts_with("\t\t"))
+        .filter_map(|l| l.find(&pre).map(|i| &l[i + pre.len()..]))
+        .map(|rest| match rest.trim() {
+            "" => 0,
+            r => number(r.trim_start_matches('+')).unwrap_or_else(|| panic!("addend {r}")),
+        })
+        .collect()
+}
+
+/// Where a hooked offset shows in CPython's own code.
+enum Probe {
+    /// A displacement (or add chain) in function `.1` of member `.0`.
+    Disp(&'static str, &'static str),
+    /// An addend of a relocation against the runtime variable.
+    Addend(&'static str, &'static str),
+    /// Interpreter + config (the constant `_Py_GetConfig` of pystate.o
+    /// adds), then the first load from its result in function `.1` of
+    /// member `.0`.
+    ViaGetConfig(&'static str, &'static str),
+}
+
+/// The offset `probe` finds in `arch`'s archive, checked to be `want`:
+/// Err with what was found otherwise.
+fn probe_finds(xy: &str, arch: Arch, probe: &Probe, want: i64) -> Result<(), String> {
+    let archive = sid_archive(xy, arch);
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("arm64-sid-{xy}-{arch:?}-{}", std::process::id()));
+    match *probe {
+        Probe::Disp(member, func) => {
+            let dis = member_disassembly(&archive, member, &dir);
+            let got = offsets(&function_lines(&dis, func), arch);
+            got.contains(&want)
+                .then_some(())
+                .ok_or_else(|| format!("{member} {func}: no {want} among {got:?}"))
+        }
+        Probe::Addend(member, func) => {
+            let dis = member_disassembly(&archive, member, &dir);
+            let got = addends(&function_lines(&dis, func), "_PyRuntime");
+            got.contains(&want)
+                .then_some(())
+                .ok_or_else(|| format!("{member} {func}: _PyRuntime+{want} not among {got:?}"))
+        }
+        Probe::ViaGetConfig(member, func) => {
+            let dis = member_disassembly(&archive, member, &dir);
+            let lines = function_lines(&dis, func);
+            let call = (lines.iter())
+                .position(|l| {
+                    l.starts_with("\t\t") && l.ends_with("\t_Py_GetConfig")
+                        || l.ends_with("\t_Py_GetConfig-0x4")
+                })
+                .unwrap_or_else(|| panic!("{member} {func}: no call of _Py_GetConfig"));
+            // the first load through the result register (x0 / %rax)
+            let load = (lines[call + 1..].iter())
+                .find(|l| !l.starts_with("\t\t") && (l.contains("[x0, #") || l.contains("(%rax)")))
+                .unwrap_or_else(|| panic!("{member} {func}: no load after _Py_GetConfig"));
+            let field = *offsets(&[load], arch).iter().next().unwrap();
+            let pystate = member_disassembly(&archive, "pystate.o", &dir);
+            let config = offsets(&function_lines(&pystate, "_Py_GetConfig"), arch);
+            config.contains(&(want - field)).then_some(()).ok_or_else(|| {
+                format!(
+                    "{func} reads config+{field}; _Py_GetConfig adds none of {config:?} to make {want}"
+                )
+            })
+        }
+    }
+}
+
+/// Every interpreter offset the 3.14/3.15 stubs use that verify.rs does
+/// not check, found in Debian's own code: the table's x86_64 offset in
+/// the x86_64 archive, its aarch64 offset in the arm64 archive, and (when
+/// they differ) not the x86_64 offset in the arm64 code.
+fn sid_offsets_in_code(xy: &str) {
+    let l = layout_of(xy);
+    let i = &l.interp;
+    let mut fields: Vec<(String, ArchField, Probe)> = vec![
+        (
+            "main".into(),
+            i.main,
+            Probe::Addend("pystate.o", "_PyInterpreterState_New"),
+        ),
+        (
+            "next_func_version".into(),
+            i.next_func_version.expect("a function version counter"),
+            Probe::Disp("codeobject.o", "_PyCode_New"),
+        ),
+        (
+            "interned_dict".into(),
+            i.interned_dict.expect("an interned dict"),
+            Probe::Disp("unicodeobject.o", "clear_interned_dict"),
+        ),
+        (
+            "tstate_interp".into(),
+            i.tstate_interp,
+            Probe::Disp("pystate.o", "_Py_GetConfig"),
+        ),
+    ];
+    assert_eq!(i.requires.len(), 1, "one required flag (code_debug_ranges)");
+    fields.push((
+        "requires[0] (config.code_debug_ranges)".into(),
+        i.requires[0],
+        Probe::ViaGetConfig("codeobject.o", "_PyCode_New"),
+    ));
+    for (k, (e, _)) in i.expects.iter().enumerate() {
+        // opt_config's four counters are quickening's; the flag _PyCode_New's
+        let probe = if e.field.size == 2 {
+            Probe::Disp("specialize.o", "_PyCode_Quicken")
+        } else {
+            Probe::Disp("codeobject.o", "_PyCode_New")
+        };
+        fields.push((format!("expects[{k}]"), *e, probe));
+    }
+    if xy == "3.15" {
+        assert_eq!(i.expects.len(), 5, "3.15's opt_config defaults");
+    }
+    let mut failures = Vec::new();
+    for (name, f, probe) in &fields {
+        let (x, a) = (
+            f.on(Arch::X86_64).off as i64,
+            f.on(Arch::Aarch64).off as i64,
+        );
+        for (arch, want) in [(Arch::X86_64, x), (Arch::Aarch64, a)] {
+            if let Err(e) = probe_finds(xy, arch, probe, want) {
+                failures.push(format!("{xy} {name} on {arch:?} (table: {want}): {e}"));
+            }
+        }
+        if a != x && probe_finds(xy, Arch::Aarch64, probe, x).is_ok() {
+            failures.push(format!(
+                "{xy} {name}: the arm64 code also uses the x86_64 offset {x}: the probe cannot tell"
+            ));
+        }
+        eprintln!("{xy} {name}: x86_64 {x}, aarch64 {a}");
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+tests! {
+    py314_sid_arm64_offsets_in_code: sid_offsets_in_code("3.14");
+    py315_sid_arm64_offsets_in_code: sid_offsets_in_code("3.15");
+}
+
+/// `pyfreeze-obj emit --python xy --modules-from archive --target
+/// target -o out`: (exit code, stderr).
+fn sid_emit(xy: &str, archive: &Path, target: &str, out: &Path) -> (Option<i32>, String) {
+    let o = support::ours()
+        .args(["emit", "--python", xy, "--modules-from"])
+        .arg(archive)
+        .args(["--target", target, "-o"])
+        .arg(out)
+        .output()
+        .unwrap();
+    (
+        o.status.code(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+/// A copy of `archive` in `dir` with `byte` written at `delta` bytes into
+/// `_PyRuntime` of its `pylifecycle.o`.
+fn patched_runtime(archive: &Path, dir: &Path, delta: u64, byte: u8) -> PathBuf {
+    use object::ObjectSymbol;
+    let mut data = std::fs::read(archive).unwrap();
+    let at = {
+        let ar = object::read::archive::ArchiveFile::parse(&*data).unwrap();
+        let m = (ar.members())
+            .map(Result::unwrap)
+            .find(|m| m.name() == b"pylifecycle.o")
+            .expect("no pylifecycle.o");
+        let (start, size) = m.file_range();
+        let bytes =
+            pyfreeze_obj::dwarf::Aligned::new(&data[start as usize..(start + size) as usize]);
+        let obj = object::File::parse(bytes.bytes()).unwrap();
+        let s = obj.symbol_by_name("_PyRuntime").expect("no _PyRuntime");
+        let sec = obj.section_by_index(s.section_index().unwrap()).unwrap();
+        start + sec.file_range().unwrap().0 + (s.address() - sec.address()) + delta
+    };
+    data[at as usize] = byte;
+    let out = dir.join(format!("patched-{delta}.a"));
+    std::fs::write(&out, data).unwrap();
+    out
+}
+
+/// Emitting sid's arm64 archive for aarch64 Linux succeeds, and the
+/// archive really was checked against the table at aarch64's offsets: a
+/// copy whose main-interpreter function version counter (at the aarch64
+/// offset) no longer starts at its first value is refused in one line,
+/// while the same byte written where the counter would be on x86_64 (16
+/// bytes before it on aarch64, a field verify does not read) is accepted.
+fn sid_arm64_emit_is_verified(xy: &str) {
+    let l = layout_of(xy);
+    let dir = support::work_dir(&format!("arm64-sid-emit-{xy}"));
+    let archive = sid_archive(xy, Arch::Aarch64);
+    let out = dir.join("ok.o");
+    let (code, err) = sid_emit(xy, &archive, "aarch64-unknown-linux-gnu", &out);
+    assert_eq!(code, Some(0), "{err}");
+    let bytes = std::fs::read(&out).unwrap();
+    let f = object::File::parse(&*bytes).unwrap();
+    assert_eq!(f.architecture(), object::Architecture::Aarch64);
+    let i = &l.interp;
+    let next = i.next_func_version.unwrap();
+    let main = |a: Arch| (i.main.on(a).off + next.on(a).off) as u64;
+    let (a, x) = (main(Arch::Aarch64), main(Arch::X86_64));
+    assert_ne!(a, x, "{xy}: the counter does not move on aarch64");
+    let bad = patched_runtime(&archive, &dir, a, 7);
+    let (code, err) = sid_emit(xy, &bad, "aarch64-unknown-linux-gnu", &dir.join("bad.o"));
+    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("main interpreter's function version counter is not where the table says")
+            && err.contains(bad.to_str().unwrap()),
+        "{err}"
+    );
+    let elsewhere = patched_runtime(&archive, &dir, x, 7);
+    let (code, err) = sid_emit(
+        xy,
+        &elsewhere,
+        "aarch64-unknown-linux-gnu",
+        &dir.join("x.o"),
+    );
+    assert_eq!(
+        code,
+        Some(0),
+        "the x86_64 offset {x} is read on aarch64: {err}"
+    );
+}
+
+/// The aarch64 object from sid's arm64 archive lays out exactly the
+/// x86_64 object's (from sid's x86_64 archive, the same Debian version)
+/// data and read-only tables, relocations included (a reference to the
+/// main interpreter moved by the table's aarch64 shift).
+fn sid_arm64_image_equals_x86_64(xy: &str) {
+    let dir = support::work_dir(&format!("arm64-sid-image-{xy}"));
+    let mut objects = Vec::new();
+    for (arch, target) in [
+        (Arch::Aarch64, "aarch64-unknown-linux-gnu"),
+        (Arch::X86_64, "x86_64-unknown-linux-gnu"),
+    ] {
+        let out = dir.join(format!("{arch:?}.o"));
+        let (code, err) = sid_emit(xy, &sid_archive(xy, arch), target, &out);
+        assert_eq!(code, Some(0), "{target}: {err}");
+        objects.push(std::fs::read(&out).unwrap());
+    }
+    let (ours, theirs) = (
+        ObjFile::parse(&objects[0]).unwrap(),
+        ObjFile::parse(&objects[1]).unwrap(),
+    );
+    assert_eq!(
+        (ours.arch, theirs.arch),
+        (object::Architecture::Aarch64, object::Architecture::X86_64)
+    );
+    let (a, b) = (
+        support::compare::image(&ours, "aarch64-linux"),
+        support::compare::image(&theirs, "x86_64-linux"),
+    );
+    assert!(
+        b.data.len() > 500_000 && b.relocs.len() > 100 && b.rodata.len() > 50_000,
+        "the x86_64 object is too small to compare: {} data bytes, {} relocations, {} \
+         read-only bytes",
+        b.data.len(),
+        b.relocs.len(),
+        b.rodata.len()
+    );
+    assert_eq!(a.rodata, b.rodata, "{xy}: read-only tables differ");
+    assert!(a.data == b.data, "{xy}: data bytes differ");
+    let main = &layout_of(xy).interp.main;
+    let (ma, mx) = (main.on(Arch::Aarch64).off, main.on(Arch::X86_64).off);
+    let moved: BTreeMap<u64, String> = (a.relocs.iter())
+        .map(|(k, v)| {
+            let v = match v.strip_prefix(&format!("_PyRuntime+{ma} ")) {
+                Some(rest) => format!("_PyRuntime+{mx} {rest}"),
+                None => v.clone(),
+            };
+            (*k, v)
+        })
+        .collect();
+    assert!(
+        moved == b.relocs,
+        "{xy}: data relocations differ: {:?}",
+        (b.relocs.iter())
+            .filter(|(k, v)| moved.get(k) != Some(v))
+            .take(10)
+            .collect::<Vec<_>>()
+    );
+    let undefined = |f: &ObjFile| f.undefined();
+    assert_eq!(
+        undefined(&ours),
+        undefined(&theirs),
+        "{xy}: undefined symbols"
+    );
+    eprintln!(
+        "{xy}: {} data bytes, {} data relocations, {} read-only bytes equal",
+        a.data.len(),
+        a.relocs.len(),
+        a.rodata.len()
+    );
+}
+
+tests! {
+    py314_sid_arm64_emit_is_verified: sid_arm64_emit_is_verified("3.14");
+    py315_sid_arm64_emit_is_verified: sid_arm64_emit_is_verified("3.15");
+    py314_sid_arm64_image_equals_x86_64: sid_arm64_image_equals_x86_64("3.14");
+    py315_sid_arm64_image_equals_x86_64: sid_arm64_image_equals_x86_64("3.15");
 }

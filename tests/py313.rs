@@ -559,65 +559,12 @@ fn builds_the_table_is_not_for_are_refused() {
 // ---------------------------------------------------------------------------
 // Every target format
 
-use support::objgraph::{ObjFile, Target};
+use support::objgraph::ObjFile;
 
 /// Our object for `target` (the stock set), parsed.
 fn parsed(target: &str) -> ObjFile<'static> {
     let bytes = b().object(Some(target), Scheme::Lazy);
     ObjFile::parse(bytes).unwrap_or_else(|e| panic!("{target}: {e}"))
-}
-
-/// An object's data and read-only sections, format-neutral: the data bytes
-/// with every relocated field zeroed, what each relocation of the data
-/// points to (a place in the data or read-only section, or a symbol plus
-/// addend), and the read-only bytes (the tables the stubs walk and the
-/// pristine bytecode, which hold no relocation).
-#[derive(Debug, PartialEq)]
-struct Image {
-    data: Vec<u8>,
-    relocs: std::collections::BTreeMap<u64, String>,
-    rodata: Vec<u8>,
-}
-
-fn image(f: &ObjFile, target: &str) -> Image {
-    let data = f
-        .symbol("_PyImport_FrozenBootstrap")
-        .and_then(|s| s.loc)
-        .unwrap_or_else(|| panic!("{target}: no _PyImport_FrozenBootstrap"))
-        .section;
-    let rodata = *(f.sections.iter())
-        .find(|(_, s)| [".rodata", "__const", ".rdata"].contains(&s.name.as_str()))
-        .unwrap_or_else(|| panic!("{target}: no read-only data section"))
-        .0;
-    let name = |sec: usize| match sec {
-        s if s == data => "data".to_string(),
-        s if s == rodata => "rodata".to_string(),
-        s => format!("section {}", f.sections[&s].name),
-    };
-    let mut bytes = f.sections[&data].data.to_vec();
-    let mut relocs = std::collections::BTreeMap::new();
-    for (loc, r) in f.relocs.range(
-        support::objgraph::Loc {
-            section: data,
-            offset: 0,
-        }..support::objgraph::Loc {
-            section: data + 1,
-            offset: 0,
-        },
-    ) {
-        let at = loc.offset as usize;
-        bytes[at..at + r.size as usize].fill(0);
-        let to = match &r.target {
-            Target::Local(l) => format!("{}+{}", name(l.section), l.offset),
-            Target::Extern { name, addend } => format!("{name}+{addend}"),
-        };
-        relocs.insert(loc.offset, format!("{to} ({} bytes)", r.size));
-    }
-    Image {
-        data: bytes,
-        relocs,
-        rodata: f.sections[&rodata].data.to_vec(),
-    }
 }
 
 /// The object for `target` lays out exactly the ELF x86_64 one's data and
@@ -629,7 +576,10 @@ fn image(f: &ObjFile, target: &str) -> Image {
 fn image_equals_x86_64_elf(target: &'static str) {
     let ours = parsed(target);
     let theirs = parsed(support::TARGETS[0]);
-    let (a, b) = (image(&ours, target), image(&theirs, support::TARGETS[0]));
+    let (a, b) = (
+        support::compare::image(&ours, target),
+        support::compare::image(&theirs, support::TARGETS[0]),
+    );
     assert!(
         b.data.len() > 500_000 && b.relocs.len() > 100 && b.rodata.len() > 50_000,
         "the x86_64-linux object is too small to compare: {} data bytes, {} relocations, \

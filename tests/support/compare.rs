@@ -451,3 +451,56 @@ fn wstr_ours_ucs2(ours: &View, theirs: &View) -> bool {
 fn wstr_theirs_ucs4(ours: &View, theirs: &View) -> bool {
     wstr_on_one_side(4, theirs, ours)
 }
+
+/// An object's data and read-only sections, format-neutral: the data bytes
+/// with every relocated field zeroed, what each relocation of the data
+/// points to (a place in the data or read-only section, or a symbol plus
+/// addend), and the read-only bytes (the tables the stubs walk and the
+/// pristine bytecode, which hold no relocation).
+#[derive(Debug, PartialEq)]
+pub struct Image {
+    pub data: Vec<u8>,
+    pub relocs: std::collections::BTreeMap<u64, String>,
+    pub rodata: Vec<u8>,
+}
+
+pub fn image(f: &ObjFile, target: &str) -> Image {
+    let data = f
+        .symbol("_PyImport_FrozenBootstrap")
+        .and_then(|s| s.loc)
+        .unwrap_or_else(|| panic!("{target}: no _PyImport_FrozenBootstrap"))
+        .section;
+    let rodata = *(f.sections.iter())
+        .find(|(_, s)| [".rodata", "__const", ".rdata"].contains(&s.name.as_str()))
+        .unwrap_or_else(|| panic!("{target}: no read-only data section"))
+        .0;
+    let name = |sec: usize| match sec {
+        s if s == data => "data".to_string(),
+        s if s == rodata => "rodata".to_string(),
+        s => format!("section {}", f.sections[&s].name),
+    };
+    let mut bytes = f.sections[&data].data.to_vec();
+    let mut relocs = std::collections::BTreeMap::new();
+    for (loc, r) in f.relocs.range(
+        super::objgraph::Loc {
+            section: data,
+            offset: 0,
+        }..super::objgraph::Loc {
+            section: data + 1,
+            offset: 0,
+        },
+    ) {
+        let at = loc.offset as usize;
+        bytes[at..at + r.size as usize].fill(0);
+        let to = match &r.target {
+            super::objgraph::Target::Local(l) => format!("{}+{}", name(l.section), l.offset),
+            super::objgraph::Target::Extern { name, addend } => format!("{name}+{addend}"),
+        };
+        relocs.insert(loc.offset, format!("{to} ({} bytes)", r.size));
+    }
+    Image {
+        data: bytes,
+        relocs,
+        rodata: f.sections[&rodata].data.to_vec(),
+    }
+}
