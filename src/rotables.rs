@@ -244,7 +244,10 @@ impl RoTables {
         // refused.
         let mut blobs = image.blobs.clone();
         blobs.sort_by_key(|b| b.data);
-        if let Some(w) = blobs.windows(2).find(|w| w[0].data + w[0].size.max(1) > w[1].data) {
+        if let Some(w) = blobs
+            .windows(2)
+            .find(|w| w[0].data + w[0].size.max(1) > w[1].data)
+        {
             return Err(Error::msg(format!(
                 "internal error: the marshal bytes of modules {} and {} overlap (data offsets \
                  {} and {}); please report it",

@@ -1081,7 +1081,9 @@ mod tests {
             w.find_blob(&mut b, T1, none);
             b.bind(none);
             let f = b.finish();
-            let loads = (f.body.iter()).filter(|i| matches!(i, Inst::Load(..))).count();
+            let loads = (f.body.iter())
+                .filter(|i| matches!(i, Inst::Load(..)))
+                .count();
             assert!(loads as u32 <= 1 + n.ilog2(), "{n} entries: {loads} loads");
             let bytes = t.bytes();
             let last = img.blobs.last().unwrap();
@@ -1123,11 +1125,7 @@ mod tests {
     /// compares) with `T1 = key`; the section is at address 0.
     fn run_find(f: &Func, rodata: &[u8], key: u64) -> u64 {
         use std::collections::HashMap;
-        let at = |l: Label| {
-            (f.body.iter())
-                .position(|i| *i == Inst::Bind(l))
-                .unwrap()
-        };
+        let at = |l: Label| (f.body.iter()).position(|i| *i == Inst::Bind(l)).unwrap();
         let mut r: HashMap<Reg, u64> = HashMap::from([(T1, key)]);
         let mut pc = 0;
         while pc < f.body.len() {
@@ -1135,7 +1133,15 @@ mod tests {
                 Inst::AddrOf(d, Sym::Rodata(o)) => {
                     r.insert(d, o);
                 }
-                Inst::Load(Width::W32, d, Mem::Reg { base, index: None, disp }) => {
+                Inst::Load(
+                    Width::W32,
+                    d,
+                    Mem::Reg {
+                        base,
+                        index: None,
+                        disp,
+                    },
+                ) => {
                     let a = (r[&base] as i64 + disp as i64) as usize;
                     let v = u32::from_le_bytes(rodata[a..a + 4].try_into().unwrap());
                     r.insert(d, v as u64);
@@ -1143,7 +1149,13 @@ mod tests {
                 Inst::Add(d, a, Operand::Imm(k)) => {
                     r.insert(d, (r[&a] as i64 + k as i64) as u64);
                 }
-                Inst::Branch { width: Width::W64, cond: Cond::LtU, a, b: Operand::Reg(b), to } => {
+                Inst::Branch {
+                    width: Width::W64,
+                    cond: Cond::LtU,
+                    a,
+                    b: Operand::Reg(b),
+                    to,
+                } => {
                     if r[&a] < r[&b] {
                         pc = at(to);
                     }

@@ -233,8 +233,8 @@ fn frozen_with_their_files(id: BuildId) {
     if !version.contract.entry.wrapped().is_empty() {
         let chosen = a.report.lines().filter(|l| l.starts_with("  + ")).count();
         let off = version.layout.code.version.expect("a co_version field").off;
-        let script = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/py313_support/check_static.py");
+        let script =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py313_support/check_static.py");
         let mut cmd = python_in(&a.py_app, &a.empty);
         cmd.env("PY313_WORK", &a.empty)
             .env("PY313_MIN_FROZEN", chosen.to_string())

@@ -322,7 +322,10 @@ fn frozen_code_is_static_and_equal_to_its_marshal_bytes() {
 fn many_modules_load_statically_and_only_from_their_start() {
     let exe = relinked("stdlib", &["--freeze", "stdlib"]);
     let out = check_static(&exe, 600);
-    assert!(out.contains("loads near their bytes the runtime's"), "{out}");
+    assert!(
+        out.contains("loads near their bytes the runtime's"),
+        "{out}"
+    );
 }
 
 /// Where the runtime's constructor would build other code objects than
