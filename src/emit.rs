@@ -127,28 +127,36 @@ fn tables_needed(v: &Version, e: Error) -> Error {
 /// generated table like any other. Otherwise the check's refusal names
 /// both releases and what to do.
 ///
-/// `Some`: the options with the generated version.
-pub fn fit_layout(opts: &Options, t0: Instant) -> Result<Option<Options>> {
+/// The archive's module tables and identity (read in the same pass as
+/// the check), and, when the layout was generated, the options with the
+/// generated version.
+pub fn fit_layout(opts: &Options, t0: Instant) -> Result<Fitted> {
     let Some(ar) = &opts.modules_from else {
-        return Ok(None);
+        return Ok(Fitted::default());
     };
     let table = opts.version.layout;
     let (a, b) = table.version;
     let c = crate::input::archive::check(ar, table)?;
     let release = &c.identity.version;
-    let Err(misfit) = c.fits else {
-        if *release != table.release {
-            log(
-                opts,
-                t0,
-                format_args!(
-                    "CPython {release}: the built-in {a}.{b} table (from CPython {}) fits the \
-                     archive",
-                    table.release
-                ),
-            );
+    let misfit = match c.fits {
+        Ok(tables) => {
+            if *release != table.release {
+                log(
+                    opts,
+                    t0,
+                    format_args!(
+                        "CPython {release}: the built-in {a}.{b} table (from CPython {}) fits \
+                         the archive",
+                        table.release
+                    ),
+                );
+            }
+            return Ok(Fitted {
+                opts: None,
+                archive: Some((tables, c.identity)),
+            });
         }
-        return Ok(None);
+        Err(misfit) => misfit,
     };
     if *release == table.release {
         return Err(misfit);
@@ -208,10 +216,24 @@ pub fn fit_layout(opts: &Options, t0: Instant) -> Result<Option<Options>> {
         layout: generated.layout,
         contract: opts.version.contract,
     }));
-    Ok(Some(Options {
-        version,
-        ..opts.clone()
-    }))
+    Ok(Fitted {
+        archive: Some(crate::input::archive::read_tables(ar, generated.layout)?),
+        opts: Some(Options {
+            version,
+            ..opts.clone()
+        }),
+    })
+}
+
+/// What [`fit_layout`] found.
+#[derive(Default)]
+pub struct Fitted {
+    /// The options with a generated version, when the built-in table does
+    /// not fit the archive.
+    pub opts: Option<Options>,
+    /// The `--modules-from` archive's module tables and identity, checked
+    /// against the layout the options name.
+    pub archive: Option<(Tables, crate::input::archive::Identity)>,
 }
 
 /// Lay the graph out and write the object file's bytes.
@@ -349,8 +371,8 @@ pub struct Kept {
 fn run_keeping(opts: &Options, output: &Path, depfile: Option<&Path>) -> Result<(Stats, Kept)> {
     let t0 = Instant::now();
     let fitted = fit_layout(opts, t0)?;
-    let opts = fitted.as_ref().unwrap_or(opts);
-    let collected = collect(opts)?;
+    let opts = fitted.opts.as_ref().unwrap_or(opts);
+    let collected = collect(opts, fitted.archive)?;
     let tables = if opts.frozen_tables || needs_tables(opts.version) {
         Some(module_tables(&collected).map_err(|e| tables_needed(opts.version, e))?)
     } else {

@@ -7,6 +7,7 @@ use super::parallel::parallel_map;
 use super::Options;
 use crate::error::{Error, Result};
 use crate::frozen::{accessor_symbol, Entry, Tables};
+use crate::input::archive::Identity;
 use crate::input::{self, compile, select, Marshalled};
 use std::path::PathBuf;
 
@@ -29,14 +30,18 @@ pub struct Collected {
 /// first, then the `FILE:MODNAME` inputs, then the `--freeze`/`--trace`
 /// selection. An input whose accessor is one of the archive's replaces that
 /// module in place; selected modules already present are not added twice.
-pub fn collect(opts: &Options) -> Result<Collected> {
+///
+/// `archive`: the `--modules-from` archive's tables and identity, as
+/// [`super::fit_layout`] read and checked them.
+pub fn collect(opts: &Options, archive: Option<(Tables, Identity)>) -> Result<Collected> {
     let layout = opts.version.layout;
     // (accessor, from an explicit input?, what to do)
     let mut slots: Vec<(String, bool, Slot)> = Vec::new();
     let mut added = Vec::new();
-    let archive = match &opts.modules_from {
-        Some(ar) => Some((ar.as_path(), input::archive::read_tables(ar, layout)?)),
-        None => None,
+    let archive = match (&opts.modules_from, archive) {
+        (Some(ar), Some(read)) => Some((ar.as_path(), read)),
+        (Some(ar), None) => Some((ar.as_path(), input::archive::read_tables(ar, layout)?)),
+        (None, _) => None,
     };
     let interp = match &opts.compile_with {
         Some(py) => Some(compile::probe(py, layout, "--compile-with")?),

@@ -60,13 +60,17 @@ pub struct Checked {
     /// Whether `pylifecycle.o` carries DWARF (`.debug_info`): the build was
     /// compiled with `-g`, and its layout can be read from the archive.
     pub debug_info: bool,
-    /// The verification against the layout table ([`super::verify`]).
-    pub fits: Result<()>,
+    /// The archive's module tables (`frozen.o`) when it passes the
+    /// verification against the layout table ([`super::verify`]), else why
+    /// it does not.
+    pub fits: Result<Tables>,
 }
 
 /// Which CPython `path` is (an error unless it is `layout`'s X.Y), whether
-/// it has debug info, and whether `layout` fits it.
+/// it has debug info, and whether `layout` fits it (then its module
+/// tables, read in the same pass).
 pub fn check(path: &Path, layout: &Layout) -> Result<Checked> {
+    // Read on demand: the archive is tens of MB, the members read a small part.
     let file =
         std::fs::File::open(path).map_err(|e| Error::file(path, format!("cannot read: {e}")))?;
     let cache = object::ReadCache::new(file);
@@ -77,7 +81,10 @@ pub fn check(path: &Path, layout: &Layout) -> Result<Checked> {
         .and_then(|d| object::File::parse(d).ok())
         .and_then(|o| o.section_by_name(".debug_info").map(|s| s.size() > 0))
         .unwrap_or(false);
-    let fits = super::verify::check(path, &identity.version, layout, life, &opcodes);
+    let fits = match super::verify::check(path, &identity.version, layout, life, &opcodes) {
+        Ok(()) => Ok(frozen_tables(path, &cache, &ar, layout)?),
+        Err(misfit) => Err(misfit),
+    };
     Ok(Checked {
         identity,
         debug_info,
@@ -155,14 +162,17 @@ fn identify<'d>(
 /// Read the module tables of the `frozen.o` inside `path`, after checking
 /// that the archive is a build of `layout`'s CPython version.
 pub fn read_tables(path: &Path, layout: &Layout) -> Result<(Tables, Identity)> {
-    // Read on demand: the archive is tens of MB, frozen.o a small part.
-    let file =
-        std::fs::File::open(path).map_err(|e| Error::file(path, format!("cannot read: {e}")))?;
-    let cache = object::ReadCache::new(file);
-    let ar = ArchiveFile::parse(&cache)
-        .map_err(|e| Error::at(path, 0, format!("not an ar archive: {e}")))?;
-    let (identity, life, opcodes) = identify(path, &cache, &ar, layout)?;
-    super::verify::check(path, &identity.version, layout, life, &opcodes)?;
+    let c = check(path, layout)?;
+    Ok((c.fits?, c.identity))
+}
+
+/// The module tables of the archive's `frozen.o`.
+fn frozen_tables<'d>(
+    path: &Path,
+    cache: &'d object::ReadCache<std::fs::File>,
+    ar: &ArchiveFile<'d, &'d object::ReadCache<std::fs::File>>,
+    layout: &Layout,
+) -> Result<Tables> {
     let member = ar
         .members()
         .filter_map(|m| m.ok())
@@ -170,7 +180,7 @@ pub fn read_tables(path: &Path, layout: &Layout) -> Result<(Tables, Identity)> {
     let m = member
         .ok_or_else(|| Error::file(path, "no frozen.o member: not a CPython static library"))?;
     let (start, size) = m.file_range();
-    let data = object::ReadRef::read_bytes_at(&cache, start, size)
+    let data = object::ReadRef::read_bytes_at(cache, start, size)
         .map_err(|_| Error::at(path, start, "frozen.o: truncated archive member"))?;
     let mpath = format!("{}(frozen.o)", path.display());
     let obj = object::File::parse(data)
@@ -238,7 +248,7 @@ pub fn read_tables(path: &Path, layout: &Layout) -> Result<(Tables, Identity)> {
     if fl.get_code.is_none() {
         name_blobs(&mut tables, &aliases);
     }
-    Ok((Tables { tables, aliases }, identity))
+    Ok(Tables { tables, aliases })
 }
 
 /// Without `get_code` (3.13+), every entry's code is its marshal bytes, and
